@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -98,4 +99,13 @@ void stow_hex(char *out, const uint8_t *bytes, size_t len)
         out[2 * i + 1] = digits[bytes[i] & 15];
     }
     out[2 * len] = '\0';
+}
+
+int stow_random_hex(char *out, size_t nbytes)
+{
+    uint8_t buf[64];
+    if (nbytes > sizeof(buf) || RAND_bytes(buf, (int)nbytes) != 1)
+        return STOW_ERR;
+    stow_hex(out, buf, nbytes);
+    return STOW_OK;
 }

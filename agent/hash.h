@@ -27,4 +27,7 @@ int stow_sha256_file(uint8_t out[STOW_SHA256_LEN], const char *path, stow_error 
 /* Lower-case hex of len bytes into out (2*len+1 bytes). */
 void stow_hex(char *out, const uint8_t *bytes, size_t len);
 
+/* nbytes random bytes from OpenSSL's CSPRNG as hex into out (2*nbytes+1). */
+int stow_random_hex(char *out, size_t nbytes);
+
 #endif

@@ -1,0 +1,590 @@
+#include "cache.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hash.h"
+#include "log.h"
+#include "manifest.h"
+#include "paths.h"
+#include "progress.h"
+#include "scan.h"
+
+#define REF_MAX_BYTES 65536
+
+int stow_cache_manifest_name(char *out, size_t outsz, const char *scope, const char *key)
+{
+    int n = snprintf(out, outsz, "manifests/%s/%s.json", scope, key);
+    return (n < 0 || (size_t)n >= outsz) ? STOW_ERR : STOW_OK;
+}
+
+int stow_cache_ref_name(char *out, size_t outsz, const char *scope, const char *prefix)
+{
+    int n = snprintf(out, outsz, "refs/%s/%s", scope, prefix);
+    return (n < 0 || (size_t)n >= outsz) ? STOW_ERR : STOW_OK;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Running per-layer work on a few threads
+ * ------------------------------------------------------------------------------------------ */
+
+typedef int (*layer_fn)(void *ctx, size_t i, stow_error *err);
+
+typedef struct {
+    pthread_mutex_t lock;
+    size_t next, n;
+    layer_fn fn;
+    void *ctx;
+    int rc;
+    stow_error err;
+} work_queue;
+
+static void *worker(void *ud)
+{
+    work_queue *q = ud;
+    for (;;) {
+        pthread_mutex_lock(&q->lock);
+        if (q->rc != STOW_OK || q->next >= q->n) {
+            pthread_mutex_unlock(&q->lock);
+            return NULL;
+        }
+        size_t i = q->next++;
+        pthread_mutex_unlock(&q->lock);
+        stow_error e = {0};
+        int rc = q->fn(q->ctx, i, &e);
+        if (rc != STOW_OK) {
+            pthread_mutex_lock(&q->lock);
+            if (q->rc == STOW_OK) {
+                q->rc = rc;
+                q->err = e;
+            }
+            pthread_mutex_unlock(&q->lock);
+        }
+    }
+}
+
+/* Runs fn(ctx, i) for i in [0, n) on up to nthreads threads; the first failure stops new
+ * work and is returned. */
+static int run_parallel(size_t n, int nthreads, layer_fn fn, void *ctx, stow_error *err)
+{
+    work_queue q = {.n = n, .fn = fn, .ctx = ctx, .rc = STOW_OK};
+    pthread_t tids[64];
+    int started = 0;
+    if (nthreads < 1)
+        nthreads = 1;
+    if ((size_t)nthreads > n)
+        nthreads = (int)n;
+    if (nthreads > 64)
+        nthreads = 64;
+    pthread_mutex_init(&q.lock, NULL);
+    for (int t = 1; t < nthreads; t++) {
+        if (pthread_create(&tids[started], NULL, worker, &q) != 0)
+            break;
+        started++;
+    }
+    worker(&q);
+    for (int t = 0; t < started; t++)
+        pthread_join(tids[t], NULL);
+    pthread_mutex_destroy(&q.lock);
+    if (q.rc != STOW_OK && err != NULL)
+        *err = q.err;
+    return q.rc;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Local state left by restore for save
+ * ------------------------------------------------------------------------------------------ */
+
+static int state_path(char *out, size_t outsz, const stow_cache_params *p, const char *suffix)
+{
+    stow_sha256 *h = stow_sha256_new();
+    if (h == NULL)
+        return STOW_ERR;
+    stow_sha256_update(h, p->store_url, strlen(p->store_url));
+    for (size_t i = 0; i < p->paths->n; i++) {
+        stow_sha256_update(h, "\n", 1);
+        stow_sha256_update(h, p->paths->v[i], strlen(p->paths->v[i]));
+    }
+    uint8_t d[STOW_SHA256_LEN];
+    char hex[2 * STOW_SHA256_LEN + 1];
+    stow_sha256_final(h, d);
+    stow_sha256_free(h);
+    stow_hex(hex, d, 12);
+    int n = snprintf(out, outsz, "%s/%s%s", p->state_dir, hex, suffix);
+    return (n < 0 || (size_t)n >= outsz) ? STOW_ERR : STOW_OK;
+}
+
+static int write_file_atomic(const char *path, const char *data, size_t len, stow_error *err)
+{
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+        return stow_error_set(err, STOW_ERR, "path too long: %s", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return stow_error_set(err, STOW_ERR, "%s: %s", tmp, strerror(errno));
+    size_t off = 0;
+    while (off < len) {
+        ssize_t n = write(fd, data + off, len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int e = errno;
+            close(fd);
+            unlink(tmp);
+            return stow_error_set(err, STOW_ERR, "%s: %s", tmp, strerror(e));
+        }
+        off += (size_t)n;
+    }
+    if (close(fd) != 0 || rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return stow_error_set(err, STOW_ERR, "%s: %s", path, strerror(e));
+    }
+    return STOW_OK;
+}
+
+static void save_state(const stow_cache_params *p, const stow_cache_result *res, const stow_manifest *m)
+{
+    stow_error err = {0};
+    char path[PATH_MAX];
+    if (stow_path_mkdirs(p->state_dir, 0700, &err) != STOW_OK || state_path(path, sizeof(path), p, ".json") != STOW_OK) {
+        stow_warn("cannot record restore state in %s: %s", p->state_dir, err.msg);
+        return;
+    }
+    static const char *const names[] = {"miss", "hit", "partial"};
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:I}", "outcome", names[res->outcome], "primary_key", p->key,
+                          "matched_key", res->matched_key, "matched_scope", res->matched_scope, "time",
+                          (json_int_t)time(NULL));
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (s == NULL || write_file_atomic(path, s, strlen(s), &err) != STOW_OK)
+        stow_warn("cannot record restore state: %s", s ? err.msg : "out of memory");
+    free(s);
+    /* The restored manifest, for delta saves. */
+    char mpath[PATH_MAX];
+    if (m != NULL && state_path(mpath, sizeof(mpath), p, ".manifest.json") == STOW_OK) {
+        char *mj = NULL;
+        size_t ml = 0;
+        if (stow_manifest_to_json(&mj, &ml, m, &err) != STOW_OK || write_file_atomic(mpath, mj, ml, &err) != STOW_OK)
+            stow_warn("cannot record the restored manifest: %s", err.msg);
+        free(mj);
+    } else if (m == NULL && state_path(mpath, sizeof(mpath), p, ".manifest.json") == STOW_OK) {
+        unlink(mpath);
+    }
+}
+
+/* Reads the state restore left; returns 1 when restore found exactly this key in this scope. */
+static int state_says_hit(const stow_cache_params *p)
+{
+    char path[PATH_MAX];
+    if (state_path(path, sizeof(path), p, ".json") != STOW_OK)
+        return 0;
+    json_error_t je;
+    json_t *o = json_load_file(path, 0, &je);
+    if (o == NULL)
+        return 0;
+    const char *outcome = NULL, *mk = NULL, *ms = NULL;
+    int hit = json_unpack(o, "{s:s, s:s, s:s}", "outcome", &outcome, "matched_key", &mk, "matched_scope", &ms) == 0 &&
+              strcmp(outcome, "hit") == 0 && strcmp(mk, p->key) == 0 && strcmp(ms, p->scope) == 0;
+    json_decref(o);
+    return hit;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Lookup
+ * ------------------------------------------------------------------------------------------ */
+
+static int fetch_manifest(stow_manifest **out, stow_backend *b, const char *scope, const char *key, stow_error *err)
+{
+    char name[1024];
+    if (stow_cache_manifest_name(name, sizeof(name), scope, key) != STOW_OK || !stow_backend_name_ok(name))
+        return stow_error_set(err, STOW_EUSAGE, "bad scope or key: %s / %s", scope, key);
+    char *buf = NULL;
+    size_t len = 0;
+    int rc = stow_backend_get_buffer(&buf, &len, b, name, STOW_MANIFEST_MAX_BYTES, err);
+    if (rc != STOW_OK)
+        return rc;
+    rc = stow_manifest_from_json(out, buf, len, name, err);
+    free(buf);
+    if (rc == STOW_OK && strcmp((*out)->key, key) != 0) {
+        rc = stow_error_set(err, STOW_ECORRUPT, "%s: manifest names another key, \"%s\"", name, (*out)->key);
+        stow_manifest_free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+/* Reads refs/<scope>/<prefix>; *key is malloc'd. */
+static int read_ref(char **key, stow_backend *b, const char *scope, const char *prefix, stow_error *err)
+{
+    char name[1024];
+    *key = NULL;
+    if (stow_cache_ref_name(name, sizeof(name), scope, prefix) != STOW_OK || !stow_backend_name_ok(name))
+        return stow_error_set(err, STOW_EUSAGE, "bad scope or restore key: %s / %s", scope, prefix);
+    char *buf = NULL;
+    size_t len = 0;
+    int rc = stow_backend_get_buffer(&buf, &len, b, name, REF_MAX_BYTES, err);
+    if (rc != STOW_OK)
+        return rc;
+    json_error_t je;
+    json_t *o = json_loadb(buf, len, 0, &je);
+    free(buf);
+    const char *k = NULL;
+    if (o == NULL || json_unpack(o, "{s:s}", "key", &k) != 0 || strncmp(k, prefix, strlen(prefix)) != 0 ||
+        strlen(k) > 255) {
+        json_decref(o);
+        return stow_error_set(err, STOW_ECORRUPT, "%s: not a valid ref", name);
+    }
+    *key = strdup(k);
+    json_decref(o);
+    return *key ? STOW_OK : stow_error_set(err, STOW_ERR, "out of memory");
+}
+
+/* Scopes in lookup order: own scope, then fallbacks (duplicates skipped). */
+static size_t lookup_scopes(const char **out, size_t max, const stow_cache_params *p)
+{
+    size_t n = 0;
+    out[n++] = p->scope;
+    for (size_t i = 0; i < p->fallback_scopes->n && n < max; i++) {
+        int dup = 0;
+        for (size_t j = 0; j < n; j++)
+            dup |= strcmp(out[j], p->fallback_scopes->v[i]) == 0;
+        if (!dup)
+            out[n++] = p->fallback_scopes->v[i];
+    }
+    return n;
+}
+
+static int lookup(stow_manifest **out, stow_cache_result *res, const stow_cache_params *p, stow_error *err)
+{
+    const char *scopes[65];
+    size_t ns = lookup_scopes(scopes, 65, p);
+    *out = NULL;
+    for (size_t s = 0; s < ns; s++) {
+        int rc = fetch_manifest(out, p->backend, scopes[s], p->key, err);
+        if (rc == STOW_OK) {
+            res->outcome = STOW_HIT;
+            snprintf(res->matched_key, sizeof(res->matched_key), "%s", p->key);
+            snprintf(res->matched_scope, sizeof(res->matched_scope), "%s", scopes[s]);
+            return STOW_OK;
+        }
+        if (rc != STOW_ENOTFOUND)
+            return rc;
+        stow_debug("no entry %s in scope %s", p->key, scopes[s]);
+    }
+    for (size_t r = 0; r < p->restore_keys->n; r++) {
+        const char *prefix = p->restore_keys->v[r];
+        for (size_t s = 0; s < ns; s++) {
+            char *key = NULL;
+            int rc = read_ref(&key, p->backend, scopes[s], prefix, err);
+            if (rc == STOW_ENOTFOUND)
+                continue;
+            if (rc != STOW_OK)
+                return rc;
+            rc = fetch_manifest(out, p->backend, scopes[s], key, err);
+            if (rc == STOW_OK) {
+                res->outcome = strcmp(key, p->key) == 0 ? STOW_HIT : STOW_PARTIAL;
+                snprintf(res->matched_key, sizeof(res->matched_key), "%s", key);
+                snprintf(res->matched_scope, sizeof(res->matched_scope), "%s", scopes[s]);
+                free(key);
+                return STOW_OK;
+            }
+            free(key);
+            if (rc != STOW_ENOTFOUND)
+                return rc;
+            stow_debug("ref %s/%s points to a missing entry", scopes[s], prefix);
+        }
+    }
+    res->outcome = STOW_MISS;
+    return STOW_ENOTFOUND;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Restore
+ * ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    const stow_manifest *m;
+    char **roots; /* per manifest root: local absolute path or NULL */
+    stow_backend *b;
+    stow_progress *prog;
+    unsigned char *need; /* per layer */
+} restore_ctx;
+
+/* 1 when every file and link of layer li already exists locally as the index describes. */
+static int layer_present(const stow_manifest *m, size_t li, char *const *roots)
+{
+    for (size_t i = 0; i < m->nfiles; i++) {
+        const stow_file_entry *e = &m->files[i];
+        if (e->layer != (int32_t)li || roots[e->root] == NULL)
+            continue;
+        char path[PATH_MAX];
+        if (snprintf(path, sizeof(path), "%s/%s", roots[e->root], e->path) >= (int)sizeof(path))
+            return 0;
+        struct stat st;
+        if (lstat(path, &st) != 0)
+            return 0;
+        if (e->type == STOW_FT_FILE) {
+            if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != e->size || st.st_mtim.tv_sec != e->mtime ||
+                st.st_mtim.tv_nsec != e->mtime_ns)
+                return 0;
+        } else if (e->type == STOW_FT_LINK) {
+            char target[PATH_MAX];
+            ssize_t n = readlink(path, target, sizeof(target) - 1);
+            if (n < 0)
+                return 0;
+            target[n] = '\0';
+            if (strcmp(target, e->target) != 0)
+                return 0;
+        }
+    }
+    return 1;
+}
+
+static int restore_layer(void *ud, size_t i, stow_error *err)
+{
+    restore_ctx *c = ud;
+    if (!c->need[i])
+        return STOW_OK;
+    stow_debug("restoring layer %s (%llu bytes)", c->m->layers[i].id, (unsigned long long)c->m->layers[i].size);
+    return stow_layer_unpack(c->m, i, c->roots, c->b, c->prog, err);
+}
+
+int stow_cache_restore(stow_cache_result *res, const stow_cache_params *p, stow_error *err)
+{
+    int rc;
+    stow_manifest *m = NULL;
+    char **roots = NULL;
+    stow_progress *prog = NULL;
+    restore_ctx ctx = {0};
+    double t0 = stow_now();
+
+    memset(res, 0, sizeof(*res));
+    rc = lookup(&m, res, p, err);
+    if (rc == STOW_ENOTFOUND) {
+        res->seconds = stow_now() - t0;
+        if (!p->lookup_only)
+            save_state(p, res, NULL);
+        return STOW_OK;
+    }
+    if (rc != STOW_OK)
+        goto done;
+    for (size_t i = 0; i < m->nfiles; i++)
+        if (m->files[i].type == STOW_FT_FILE)
+            res->bytes_total += m->files[i].size;
+    res->layers_total = m->nlayers;
+    if (p->lookup_only) {
+        rc = STOW_OK;
+        goto done;
+    }
+
+    /* Map the entry's roots onto the configured paths by their configured spelling. */
+    roots = calloc(m->nroots ? m->nroots : 1, sizeof(*roots));
+    if (roots == NULL) {
+        rc = stow_error_set(err, STOW_ERR, "out of memory");
+        goto done;
+    }
+    for (size_t r = 0; r < m->nroots; r++) {
+        for (size_t i = 0; i < p->paths->n; i++)
+            if (strcmp(m->roots[r], p->paths->v[i]) == 0)
+                roots[r] = p->abs_paths[i];
+        if (roots[r] == NULL)
+            stow_warn("entry %s holds %s, which is not among the configured paths; not restoring it",
+                      res->matched_key, m->roots[r]);
+    }
+    ctx.m = m;
+    ctx.roots = roots;
+    ctx.b = p->backend;
+    ctx.need = calloc(m->nlayers ? m->nlayers : 1, 1);
+    if (ctx.need == NULL) {
+        rc = stow_error_set(err, STOW_ERR, "out of memory");
+        goto done;
+    }
+    uint64_t to_download = 0;
+    for (size_t i = 0; i < m->nlayers; i++) {
+        ctx.need[i] = !layer_present(m, i, roots);
+        if (ctx.need[i]) {
+            to_download += m->layers[i].size;
+            res->layers_moved++;
+        }
+    }
+    if (res->layers_moved < m->nlayers)
+        stow_info("%llu of %zu layers already present locally; skipping them",
+                  (unsigned long long)(m->nlayers - res->layers_moved), m->nlayers);
+    rc = stow_layer_make_dirs(m, roots, err);
+    if (rc != STOW_OK)
+        goto done;
+    prog = stow_progress_new("restore", to_download);
+    ctx.prog = prog;
+    rc = run_parallel(m->nlayers, p->parallel, restore_layer, &ctx, err);
+    stow_progress_finish(prog);
+    res->bytes_moved = stow_progress_done(prog);
+    if (rc != STOW_OK)
+        goto done;
+    stow_layer_finish_dirs(m, roots);
+    for (size_t i = 0; i < m->nfiles; i++)
+        if (m->files[i].type != STOW_FT_DIR && roots[m->files[i].root] != NULL)
+            res->files++;
+    save_state(p, res, m);
+done:
+    res->seconds = stow_now() - t0;
+    stow_progress_free(prog);
+    free(ctx.need);
+    free(roots);
+    stow_manifest_free(m);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Save
+ * ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    stow_manifest *m;
+    char *const *roots;
+    stow_backend *b;
+    const stow_pack_opts *pack;
+    stow_progress *prog;
+} save_ctx;
+
+static int save_layer(void *ud, size_t i, stow_error *err)
+{
+    save_ctx *c = ud;
+    return stow_layer_pack(c->m, i, c->roots, c->b, c->pack, c->prog, err);
+}
+
+/* Assigns files and links to layers of about layer_size raw bytes each, in index order. */
+static int assign_layers(stow_manifest *m, uint64_t layer_size, stow_error *err)
+{
+    uint64_t cur = 0;
+    int32_t li = -1;
+    for (size_t i = 0; i < m->nfiles; i++) {
+        stow_file_entry *e = &m->files[i];
+        if (e->type == STOW_FT_DIR)
+            continue;
+        if (li < 0 || (cur > 0 && cur + e->size > layer_size)) {
+            stow_layer *l = stow_manifest_add_layer(m, err);
+            if (l == NULL)
+                return err->code;
+            if (stow_random_hex(l->id, STOW_LAYER_ID_LEN / 2) != STOW_OK)
+                return stow_error_set(err, STOW_ERR, "no randomness for layer ids");
+            li = (int32_t)(m->nlayers - 1);
+            cur = 0;
+        }
+        e->layer = li;
+        cur += e->size + 512;
+    }
+    return STOW_OK;
+}
+
+int stow_cache_save(stow_cache_result *res, const stow_cache_params *p, stow_error *err)
+{
+    int rc;
+    stow_manifest *m = NULL;
+    stow_progress *prog = NULL;
+    char *json = NULL;
+    size_t jlen = 0;
+    char name[1024];
+    double t0 = stow_now();
+
+    memset(res, 0, sizeof(*res));
+    if (stow_cache_manifest_name(name, sizeof(name), p->scope, p->key) != STOW_OK || !stow_backend_name_ok(name))
+        return stow_error_set(err, STOW_EUSAGE, "bad scope or key: %s / %s", p->scope, p->key);
+    if (state_says_hit(p)) {
+        stow_info("restore matched %s exactly; nothing to save", p->key);
+        snprintf(res->matched_key, sizeof(res->matched_key), "%s", p->key);
+        res->outcome = STOW_HIT;
+        return STOW_OK;
+    }
+    rc = stow_backend_head(p->backend, name, NULL, err);
+    if (rc == STOW_OK) {
+        stow_info("entry %s already exists in scope %s; not saving", p->key, p->scope);
+        snprintf(res->matched_key, sizeof(res->matched_key), "%s", p->key);
+        res->outcome = STOW_HIT;
+        return STOW_OK;
+    }
+    if (rc != STOW_ENOTFOUND)
+        return rc;
+
+    m = stow_manifest_new();
+    if (m == NULL)
+        return stow_error_set(err, STOW_ERR, "out of memory");
+    rc = stow_manifest_set_key(m, p->key, p->scope, err);
+    for (size_t i = 0; rc == STOW_OK && i < p->paths->n; i++)
+        rc = stow_manifest_add_root(m, p->paths->v[i], err);
+    for (size_t i = 0; rc == STOW_OK && i < p->paths->n; i++)
+        rc = stow_scan_root(m, (uint32_t)i, p->abs_paths[i], err);
+    if (rc != STOW_OK)
+        goto done;
+    stow_manifest_sort(m);
+    rc = assign_layers(m, p->layer_size, err);
+    if (rc != STOW_OK)
+        goto done;
+    for (size_t i = 0; i < m->nfiles; i++) {
+        if (m->files[i].type == STOW_FT_FILE)
+            res->bytes_total += m->files[i].size;
+        if (m->files[i].type != STOW_FT_DIR)
+            res->files++;
+    }
+    m->created = (int64_t)time(NULL);
+    prog = stow_progress_new("save", res->bytes_total);
+    save_ctx ctx = {m, p->abs_paths, p->backend, &p->pack, prog};
+    rc = run_parallel(m->nlayers, p->parallel, save_layer, &ctx, err);
+    stow_progress_finish(prog);
+    if (rc != STOW_OK) {
+        /* Layers already uploaded are unreferenced; remove them so nothing is left behind. */
+        for (size_t i = 0; i < m->nlayers; i++) {
+            char obj[128];
+            stow_error ignored;
+            if (m->layers[i].size > 0 && stow_manifest_layer_object(obj, sizeof(obj), &m->layers[i]) == STOW_OK)
+                stow_backend_del(p->backend, obj, &ignored);
+        }
+        goto done;
+    }
+    for (size_t i = 0; i < m->nlayers; i++)
+        res->bytes_moved += m->layers[i].size;
+    res->layers_total = res->layers_moved = m->nlayers;
+
+    /* Commit point: the manifest, written after every layer it names. */
+    rc = stow_manifest_to_json(&json, &jlen, m, err);
+    if (rc == STOW_OK)
+        rc = stow_backend_put_buffer(p->backend, name, json, jlen, 0, err);
+    if (rc != STOW_OK) {
+        stow_error_wrap(err, "writing %s", name);
+        goto done;
+    }
+    res->bytes_moved += jlen;
+    res->saved = 1;
+    snprintf(res->matched_key, sizeof(res->matched_key), "%s", p->key);
+
+    /* Then the refs for every restore-key prefix this key falls under. */
+    for (size_t r = 0; r < p->restore_keys->n; r++) {
+        const char *prefix = p->restore_keys->v[r];
+        if (strncmp(p->key, prefix, strlen(prefix)) != 0)
+            continue;
+        char ref[1024];
+        json_t *o = json_pack("{s:s, s:I}", "key", p->key, "created", (json_int_t)m->created);
+        char *rj = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        json_decref(o);
+        stow_error rerr = {0};
+        if (rj == NULL || stow_cache_ref_name(ref, sizeof(ref), p->scope, prefix) != STOW_OK ||
+            stow_backend_put_buffer(p->backend, ref, rj, strlen(rj), 0, &rerr) != STOW_OK)
+            stow_warn("entry saved, but updating ref %s failed: %s", prefix, rerr.msg);
+        free(rj);
+    }
+done:
+    res->seconds = stow_now() - t0;
+    stow_progress_free(prog);
+    free(json);
+    stow_manifest_free(m);
+    return rc;
+}

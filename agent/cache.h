@@ -1,0 +1,54 @@
+/* Cache entries on a store: lookup, restore and save (DESIGN.md "Restore" and "Save").
+ *
+ * Remote layout, relative to the store URL:
+ *   manifests/<scope>/<key>.json   one entry; written last, it is the commit point
+ *   refs/<scope>/<restore-prefix>  {"key": newest key saved under that prefix}
+ *   layers/<id>.tar.zst            immutable zstd tarballs */
+#ifndef STOW_CACHE_H
+#define STOW_CACHE_H
+
+#include <stdint.h>
+
+#include "backend.h"
+#include "config.h"
+#include "error.h"
+#include "layer.h"
+
+typedef enum { STOW_MISS = 0, STOW_HIT = 1, STOW_PARTIAL = 2 } stow_outcome;
+
+typedef struct stow_cache_params {
+    stow_backend *backend;
+    const char *store_url;  /* for the state file's identity */
+    const char *key;        /* expanded and validated */
+    const stow_strlist *restore_keys;
+    const char *scope;
+    const stow_strlist *fallback_scopes;
+    const stow_strlist *paths;   /* as configured */
+    char *const *abs_paths;      /* expanded, same order */
+    const char *state_dir;       /* expanded */
+    stow_pack_opts pack;
+    uint64_t layer_size;
+    int parallel;
+    int lookup_only;
+} stow_cache_params;
+
+typedef struct stow_cache_result {
+    stow_outcome outcome;
+    char matched_key[256];
+    char matched_scope[256];
+    int saved;              /* save: 1 when an entry was written */
+    uint64_t files;         /* files restored or saved */
+    uint64_t bytes_total;   /* logical (uncompressed) bytes of the entry */
+    uint64_t bytes_moved;   /* bytes downloaded or uploaded */
+    uint64_t layers_total, layers_moved;
+    double seconds;
+} stow_cache_result;
+
+int stow_cache_restore(stow_cache_result *res, const stow_cache_params *p, stow_error *err);
+int stow_cache_save(stow_cache_result *res, const stow_cache_params *p, stow_error *err);
+
+/* Object names. */
+int stow_cache_manifest_name(char *out, size_t outsz, const char *scope, const char *key);
+int stow_cache_ref_name(char *out, size_t outsz, const char *scope, const char *prefix);
+
+#endif

@@ -1,0 +1,446 @@
+#include "config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+typedef enum { T_STR, T_BOOL, T_LONG, T_SIZE, T_LIST, T_TRISTATE } opt_type;
+
+typedef struct {
+    const char *section;
+    const char *name;  /* file key */
+    const char *env;   /* STOWAGE_* */
+    const char *flag;  /* --flag */
+    const char *alias; /* second flag spelling (singular of list flags) or NULL */
+    opt_type type;
+    size_t offset;
+    long min, max;
+    const char *help;
+} option;
+
+#define OFF(f) offsetof(stow_config, f)
+
+static const option options[] = {
+    {"storage", "url", "STOWAGE_URL", "--url", NULL, T_STR, OFF(url), 0, 0,
+     "store: file:///dir, s3://bucket/prefix, http(s)://host/prefix"},
+    {"storage", "endpoint", "STOWAGE_ENDPOINT", "--endpoint", NULL, T_STR, OFF(endpoint), 0, 0,
+     "S3-compatible endpoint URL (MinIO, Ceph, R2, ...)"},
+    {"storage", "region", "STOWAGE_REGION", "--region", NULL, T_STR, OFF(region), 0, 0, "S3 region (us-east-1)"},
+    {"storage", "path_style", "STOWAGE_PATH_STYLE", "--path-style", NULL, T_TRISTATE, OFF(path_style), 0, 0,
+     "S3 path-style addressing: true, false or auto"},
+    {"storage", "verify_tls", "STOWAGE_VERIFY_TLS", "--verify-tls", NULL, T_BOOL, OFF(verify_tls), 0, 0,
+     "verify TLS certificates (true)"},
+    {"storage", "ca_bundle", "STOWAGE_CA_BUNDLE", "--ca-bundle", NULL, T_STR, OFF(ca_bundle), 0, 0,
+     "CA bundle file for TLS"},
+    {"storage", "connect_timeout_ms", "STOWAGE_CONNECT_TIMEOUT_MS", "--connect-timeout-ms", NULL, T_LONG,
+     OFF(connect_timeout_ms), 1, 600000, "connect timeout in milliseconds (10000)"},
+    {"storage", "low_speed_timeout", "STOWAGE_LOW_SPEED_TIMEOUT", "--low-speed-timeout", NULL, T_LONG,
+     OFF(low_speed_timeout_s), 1, 3600, "abort a transfer stalled this many seconds (60)"},
+    {"storage", "retries", "STOWAGE_RETRIES", "--retries", NULL, T_LONG, OFF(retries), 0, 20,
+     "retries for 5xx, 429, resets and timeouts (5)"},
+    {"storage", "parallel", "STOWAGE_PARALLEL", "--parallel", NULL, T_LONG, OFF(parallel), 1, 64,
+     "parallel connections per transfer (4)"},
+    {"storage", "token_env", "STOWAGE_TOKEN_ENV", "--token-env", NULL, T_STR, OFF(token_env), 0, 0,
+     "HTTP: variable holding a bearer token (STOWAGE_HTTP_TOKEN)"},
+    {"storage", "headers", "STOWAGE_HEADERS", "--header", NULL, T_LIST, OFF(headers), 0, 0,
+     "HTTP: extra \"Name: value\" headers"},
+    {"cache", "key", "STOWAGE_KEY", "--key", NULL, T_STR, OFF(key), 0, 0,
+     "key template, e.g. docker-{os}-{arch}-{hash:requirements.txt}"},
+    {"cache", "restore_keys", "STOWAGE_RESTORE_KEYS", "--restore-key", "--restore-keys", T_LIST,
+     OFF(restore_keys), 0, 0, "restore-key prefixes, tried in order after the exact key"},
+    {"cache", "paths", "STOWAGE_PATHS", "--path", "--paths", T_LIST, OFF(paths), 0, 0,
+     "cache directories (~ and $VARS expand on the runner)"},
+    {"cache", "scope", "STOWAGE_SCOPE", "--scope", NULL, T_STR, OFF(scope), 0, 0,
+     "scope written to, e.g. {branch} (default)"},
+    {"cache", "fallback_scopes", "STOWAGE_FALLBACK_SCOPES", "--fallback-scope", "--fallback-scopes", T_LIST,
+     OFF(fallback_scopes), 0, 0, "scopes read when the own scope misses, e.g. main"},
+    {"cache", "compression_level", "STOWAGE_COMPRESSION_LEVEL", "--compression-level", NULL, T_LONG, OFF(level),
+     1, 19, "zstd level (3)"},
+    {"cache", "threads", "STOWAGE_THREADS", "--threads", NULL, T_LONG, OFF(threads), 0, 256,
+     "zstd worker threads (0 = one per core)"},
+    {"cache", "layer_size", "STOWAGE_LAYER_SIZE", "--layer-size", NULL, T_SIZE, OFF(layer_size), 1, 0,
+     "split saves into layers of about this size (1G)"},
+    {"cache", "state_dir", "STOWAGE_STATE_DIR", "--state-dir", NULL, T_STR, OFF(state_dir), 0, 0,
+     "where restore leaves state for save (~/.cache/stowage/state)"},
+    {"cache", "strict", "STOWAGE_STRICT", "--strict", NULL, T_BOOL, OFF(strict), 0, 0,
+     "storage and data errors fail the command instead of warning"},
+    {"cache", "fail_on_miss", "STOWAGE_FAIL_ON_MISS", "--fail-on-miss", NULL, T_BOOL, OFF(fail_on_miss), 0, 0,
+     "restore fails (exit 3) when no entry matches"},
+    {"cache", "lookup_only", "STOWAGE_LOOKUP_ONLY", "--lookup-only", NULL, T_BOOL, OFF(lookup_only), 0, 0,
+     "restore only reports whether an entry exists"},
+};
+
+#define NOPTIONS (sizeof(options) / sizeof(options[0]))
+
+typedef enum { SRC_DEFAULT, SRC_FILE, SRC_ENV, SRC_FLAG } source;
+
+typedef struct {
+    stow_config *cfg;
+    source src[NOPTIONS];
+    const char *file;
+    char msg[STOW_ERROR_MSG_MAX];
+    int failed;
+} loader;
+
+int stow_strlist_add(stow_strlist *l, const char *s, stow_error *err)
+{
+    if (l->n >= 4096)
+        return stow_error_set(err, STOW_EUSAGE, "too many list items");
+    char **nv = realloc(l->v, (l->n + 1) * sizeof(*nv));
+    if (nv == NULL)
+        return stow_error_set(err, STOW_ERR, "out of memory");
+    l->v = nv;
+    if ((l->v[l->n] = strdup(s)) == NULL)
+        return stow_error_set(err, STOW_ERR, "out of memory");
+    l->n++;
+    return STOW_OK;
+}
+
+int stow_strlist_split(stow_strlist *l, const char *s, stow_error *err)
+{
+    const char *p = s;
+    while (*p) {
+        size_t n = strcspn(p, ",\n");
+        const char *b = p, *e = p + n;
+        while (b < e && (*b == ' ' || *b == '\t' || *b == '\r'))
+            b++;
+        while (e > b && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r'))
+            e--;
+        if (e > b) {
+            char *item = strndup(b, (size_t)(e - b));
+            if (item == NULL)
+                return stow_error_set(err, STOW_ERR, "out of memory");
+            int rc = stow_strlist_add(l, item, err);
+            free(item);
+            if (rc != STOW_OK)
+                return rc;
+        }
+        p += n;
+        if (*p)
+            p++;
+    }
+    return STOW_OK;
+}
+
+void stow_strlist_free(stow_strlist *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+    l->v = NULL;
+    l->n = 0;
+}
+
+static int parse_bool(int *out, const char *v)
+{
+    if (!strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcasecmp(v, "on") || !strcmp(v, "1"))
+        *out = 1;
+    else if (!strcasecmp(v, "false") || !strcasecmp(v, "no") || !strcasecmp(v, "off") || !strcmp(v, "0"))
+        *out = 0;
+    else
+        return -1;
+    return 0;
+}
+
+static int parse_size(uint64_t *out, const char *v)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (end == v || errno != 0 || v[0] == '-')
+        return -1;
+    uint64_t mul = 1;
+    if (*end) {
+        switch (*end) {
+        case 'k': case 'K': mul = 1ull << 10; break;
+        case 'm': case 'M': mul = 1ull << 20; break;
+        case 'g': case 'G': mul = 1ull << 30; break;
+        case 't': case 'T': mul = 1ull << 40; break;
+        default: return -1;
+        }
+        end++;
+        if (*end == 'i' || *end == 'I')
+            end++;
+        if (*end == 'b' || *end == 'B')
+            end++;
+        if (*end)
+            return -1;
+    }
+    if (n > UINT64_MAX / mul)
+        return -1;
+    *out = n * mul;
+    return 0;
+}
+
+/* Applies value v from source src to option o. where describes the source for messages. */
+static int set_option(loader *ld, size_t oi, source src, const char *v, const char *where, stow_error *err)
+{
+    const option *o = &options[oi];
+    char *base = (char *)ld->cfg;
+    void *field = base + o->offset;
+    switch (o->type) {
+    case T_STR: {
+        char *dup = strdup(v);
+        if (dup == NULL)
+            return stow_error_set(err, STOW_ERR, "out of memory");
+        free(*(char **)field);
+        *(char **)field = dup;
+        break;
+    }
+    case T_BOOL:
+        if (parse_bool((int *)field, v) != 0)
+            return stow_error_set(err, STOW_EUSAGE, "%s: %s must be true or false, not \"%s\"", where, o->name, v);
+        break;
+    case T_TRISTATE:
+        if (!strcasecmp(v, "auto"))
+            *(int *)field = -1;
+        else if (parse_bool((int *)field, v) != 0)
+            return stow_error_set(err, STOW_EUSAGE, "%s: %s must be true, false or auto, not \"%s\"", where, o->name, v);
+        break;
+    case T_LONG: {
+        char *end = NULL;
+        errno = 0;
+        long n = strtol(v, &end, 10);
+        if (end == v || *end != '\0' || errno != 0 || n < o->min || n > o->max)
+            return stow_error_set(err, STOW_EUSAGE, "%s: %s must be a whole number from %ld to %ld, not \"%s\"",
+                                  where, o->name, o->min, o->max, v);
+        *(long *)field = n;
+        break;
+    }
+    case T_SIZE:
+        if (parse_size((uint64_t *)field, v) != 0 || *(uint64_t *)field < (uint64_t)o->min)
+            return stow_error_set(err, STOW_EUSAGE, "%s: %s must be a size such as 512M or 2G, not \"%s\"", where,
+                                  o->name, v);
+        break;
+    case T_LIST: {
+        stow_strlist *l = field;
+        /* A later source replaces the list; repeats within one source accumulate. */
+        if (ld->src[oi] != src)
+            stow_strlist_free(l);
+        int rc = o->offset == OFF(headers) ? stow_strlist_add(l, v, err) : stow_strlist_split(l, v, err);
+        if (rc != STOW_OK)
+            return rc;
+        break;
+    }
+    }
+    ld->src[oi] = src;
+    return STOW_OK;
+}
+
+static int on_ini_value(void *user, const char *section, const char *name, const char *value)
+{
+    loader *ld = user;
+    if (ld->failed)
+        return 1;
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        if (strcmp(options[i].section, section) == 0 && strcmp(options[i].name, name) == 0) {
+            stow_error e = {0};
+            if (ld->src[i] == SRC_FILE && options[i].type != T_LIST) {
+                snprintf(ld->msg, sizeof(ld->msg), "%s is set twice in [%s]", name, section);
+                ld->failed = 1;
+                return 0;
+            }
+            if (set_option(ld, i, SRC_FILE, value, "value", &e) != STOW_OK) {
+                snprintf(ld->msg, sizeof(ld->msg), "%s", e.msg);
+                ld->failed = 1;
+                return 0;
+            }
+            return 1;
+        }
+    }
+    int known_section = strcmp(section, "storage") == 0 || strcmp(section, "cache") == 0;
+    if (known_section)
+        snprintf(ld->msg, sizeof(ld->msg), "unknown key \"%s\" in [%s]", name, section);
+    else
+        snprintf(ld->msg, sizeof(ld->msg), "unknown section [%s] (expected [storage] or [cache])", section);
+    ld->failed = 1;
+    return 0;
+}
+
+static void set_defaults(stow_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->path_style = -1;
+    cfg->verify_tls = 1;
+    cfg->connect_timeout_ms = 10000;
+    cfg->low_speed_timeout_s = 60;
+    cfg->retries = 5;
+    cfg->parallel = 4;
+    cfg->level = 3;
+    cfg->threads = 0;
+    cfg->layer_size = 1ull << 30;
+}
+
+static const option *find_flag(const char *flag, size_t *idx)
+{
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        if (strcmp(options[i].flag, flag) == 0 || (options[i].alias && strcmp(options[i].alias, flag) == 0)) {
+            *idx = i;
+            return &options[i];
+        }
+    }
+    return NULL;
+}
+
+int stow_config_load(stow_config *cfg, int argc, char **argv, int first, char ***rest, int *nrest,
+                     stow_error *err)
+{
+    loader ld = {.cfg = cfg};
+    set_defaults(cfg);
+    *rest = NULL;
+    *nrest = 0;
+
+    /* The config file is named by a flag or the environment, so find it first. */
+    const char *file = getenv("STOWAGE_CONFIG");
+    int explicit_file = file != NULL && file[0] != '\0';
+    for (int i = first; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            break;
+        if (strcmp(argv[i], "--config") == 0) {
+            if (i + 1 >= argc)
+                return stow_error_set(err, STOW_EUSAGE, "--config needs a file name");
+            file = argv[i + 1];
+            explicit_file = 1;
+        } else if (strncmp(argv[i], "--config=", 9) == 0) {
+            file = argv[i] + 9;
+            explicit_file = 1;
+        }
+    }
+    if (!explicit_file && access("stowage.ini", F_OK) == 0)
+        file = "stowage.ini";
+    if (file != NULL && file[0] != '\0') {
+        cfg->config_file = strdup(file);
+        FILE *f = fopen(file, "r");
+        if (f == NULL)
+            return stow_error_set(err, STOW_EUSAGE, "config file %s: %s", file, strerror(errno));
+        ld.file = file;
+        int line = ini_parse_file(f, on_ini_value, &ld);
+        fclose(f);
+        if (line != 0 || ld.failed) {
+            if (line > 0)
+                return stow_error_set(err, STOW_EUSAGE, "%s:%d: %s", file, line,
+                                      ld.failed ? ld.msg : "syntax error (expected [section] or key = value)");
+            return stow_error_set(err, STOW_EUSAGE, "%s: %s", file, ld.failed ? ld.msg : "cannot be read");
+        }
+    }
+
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        const char *v = getenv(options[i].env);
+        if (v == NULL || (v[0] == '\0' && options[i].type != T_STR))
+            continue;
+        if (set_option(&ld, i, SRC_ENV, v, options[i].env, err) != STOW_OK)
+            return err->code;
+    }
+
+    char **pos = calloc((size_t)(argc > 0 ? argc : 1), sizeof(char *));
+    if (pos == NULL)
+        return stow_error_set(err, STOW_ERR, "out of memory");
+    int npos = 0;
+    for (int i = first; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--") == 0) {
+            for (int j = i + 1; j < argc; j++)
+                pos[npos++] = argv[j];
+            break;
+        }
+        if (a[0] != '-' || a[1] == '\0') {
+            pos[npos++] = argv[i];
+            continue;
+        }
+        if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
+            cfg->verbosity = 1;
+            continue;
+        }
+        if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
+            cfg->verbosity = -1;
+            continue;
+        }
+        char flag[64];
+        const char *eq = strchr(a, '=');
+        size_t fl = eq ? (size_t)(eq - a) : strlen(a);
+        if (fl >= sizeof(flag)) {
+            free(pos);
+            return stow_error_set(err, STOW_EUSAGE, "unknown flag %s (see stowage help)", a);
+        }
+        memcpy(flag, a, fl);
+        flag[fl] = '\0';
+        if (strcmp(flag, "--config") == 0) {
+            if (!eq)
+                i++;
+            continue;
+        }
+        size_t oi;
+        const option *o = find_flag(flag, &oi);
+        if (o == NULL) {
+            free(pos);
+            return stow_error_set(err, STOW_EUSAGE, "unknown flag %s (see stowage help)", flag);
+        }
+        const char *v;
+        if (eq)
+            v = eq + 1;
+        else if (o->type == T_BOOL)
+            v = "true";
+        else if (i + 1 < argc)
+            v = argv[++i];
+        else {
+            free(pos);
+            return stow_error_set(err, STOW_EUSAGE, "%s needs a value", flag);
+        }
+        char where[80];
+        snprintf(where, sizeof(where), "flag %s", flag);
+        int rc = (o->type == T_LIST) ? STOW_OK : STOW_OK;
+        if (o->type == T_LIST && o->offset != OFF(headers)) {
+            /* Each repeated flag adds one item (commas allowed only via the plural form). */
+            if (ld.src[oi] != SRC_FLAG)
+                stow_strlist_free((stow_strlist *)((char *)cfg + o->offset));
+            ld.src[oi] = SRC_FLAG;
+            rc = strcmp(flag, o->flag) == 0 ? stow_strlist_add((stow_strlist *)((char *)cfg + o->offset), v, err)
+                                            : stow_strlist_split((stow_strlist *)((char *)cfg + o->offset), v, err);
+        } else {
+            rc = set_option(&ld, oi, SRC_FLAG, v, where, err);
+        }
+        if (rc != STOW_OK) {
+            free(pos);
+            return rc;
+        }
+    }
+    *rest = pos;
+    *nrest = npos;
+    return STOW_OK;
+}
+
+void stow_config_free(stow_config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        void *field = (char *)cfg + options[i].offset;
+        if (options[i].type == T_STR) {
+            free(*(char **)field);
+            *(char **)field = NULL;
+        } else if (options[i].type == T_LIST) {
+            stow_strlist_free(field);
+        }
+    }
+    free(cfg->config_file);
+    cfg->config_file = NULL;
+}
+
+void stow_config_print_help(void *fp)
+{
+    FILE *f = fp;
+    const char *section = "";
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        const option *o = &options[i];
+        if (strcmp(section, o->section) != 0) {
+            section = o->section;
+            fprintf(f, "\n  [%s]\n", section);
+        }
+        fprintf(f, "    %-20s %-28s %s\n", o->name, o->env, o->flag);
+        fprintf(f, "        %s\n", o->help);
+    }
+}

@@ -1,0 +1,66 @@
+/* Configuration: INI file (inih) < STOWAGE_* environment < command-line flags.
+ * One table describes every option once: its section and name in the file, its environment
+ * variable and its flag. Errors name the file and line, the variable, or the flag. */
+#ifndef STOW_CONFIG_H
+#define STOW_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+typedef struct stow_strlist {
+    size_t n;
+    char **v;
+} stow_strlist;
+
+typedef struct stow_config {
+    /* [storage] */
+    char *url;
+    char *endpoint;
+    char *region;
+    int path_style; /* -1 auto */
+    int verify_tls;
+    char *ca_bundle;
+    long connect_timeout_ms;
+    long low_speed_timeout_s;
+    long retries;
+    long parallel;
+    char *token_env;
+    stow_strlist headers;
+    /* [cache] */
+    char *key;
+    stow_strlist restore_keys;
+    stow_strlist paths;
+    char *scope;
+    stow_strlist fallback_scopes;
+    long level;
+    long threads;
+    uint64_t layer_size;
+    char *state_dir;
+    int strict;
+    int fail_on_miss;
+    int lookup_only;
+    /* command line only */
+    char *config_file;
+    int verbosity; /* 0 normal, 1 -v, -1 -q */
+} stow_config;
+
+/* Fills defaults, reads the config file (flag --config, else STOWAGE_CONFIG, else ./stowage.ini
+ * when present), then the environment, then argv[first..argc) flags. Positional arguments
+ * (those not starting with '-', and everything after "--") are returned in *rest / *nrest
+ * (pointers into argv). */
+int stow_config_load(stow_config *cfg, int argc, char **argv, int first, char ***rest, int *nrest,
+                     stow_error *err);
+void stow_config_free(stow_config *cfg);
+
+/* Writes the option reference (file key, variable, flag, meaning) for `stowage help`. */
+void stow_config_print_help(void *file);
+
+/* Splits a comma- or newline-separated list, trimming whitespace and dropping empty items,
+ * appending to l. */
+int stow_strlist_split(stow_strlist *l, const char *s, stow_error *err);
+int stow_strlist_add(stow_strlist *l, const char *s, stow_error *err);
+void stow_strlist_free(stow_strlist *l);
+
+#endif

@@ -1,0 +1,326 @@
+/* The stowage command line: the only code that owns the process (exit codes, stdout). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "cache.h"
+#include "config.h"
+#include "keys.h"
+#include "log.h"
+#include "paths.h"
+#include "progress.h"
+
+#define EXIT_OK 0
+#define EXIT_FAILED 1   /* storage or data error with --strict, or an internal error */
+#define EXIT_USAGE 2    /* bad flag, config or key template */
+#define EXIT_MISS 3     /* no entry matched and --fail-on-miss */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "stowage %s - CI cache persistence: restore cache directories before a build,\n"
+            "save only what changed after it, on S3, plain HTTP or a local directory.\n"
+            "\n"
+            "Usage:\n"
+            "  stowage restore [options]   restore the newest matching entry into the paths\n"
+            "  stowage save [options]      save the paths under the key\n"
+            "  stowage key [options]       print the expanded key\n"
+            "  stowage help | --help       this text\n"
+            "  stowage --version\n"
+            "\n"
+            "Options (flags beat STOWAGE_* variables, which beat the config file):\n"
+            "  --config FILE  (STOWAGE_CONFIG; default ./stowage.ini when present)\n"
+            "  -v, --verbose  debug logging      -q, --quiet  warnings and errors only\n",
+            STOW_VERSION);
+    stow_config_print_help(f);
+    fprintf(f,
+            "\n"
+            "Key templates: {hash:GLOB[,GLOB...]} {os} {arch} {env:NAME} {branch}\n"
+            "\n"
+            "Output: restore prints cache-hit, cache-result (hit|partial|miss), cache-primary-key\n"
+            "and cache-matched-key as name=value lines on stdout, and appends them to\n"
+            "$GITHUB_OUTPUT when that is set. Logs and progress go to stderr.\n"
+            "\n"
+            "Exit status:\n"
+            "  0  success, a miss, or a storage/data problem reported as a warning (fail-open)\n"
+            "  1  a storage or data problem with --strict\n"
+            "  2  a usage or configuration error (always fatal)\n"
+            "  3  restore found no entry and --fail-on-miss was given\n");
+}
+
+typedef struct {
+    stow_config cfg;
+    char *key;
+    char *scope;
+    stow_strlist restore_keys; /* expanded */
+    char **abs_paths;
+    char *url;
+    char *state_dir;
+} run_ctx;
+
+static void run_ctx_free(run_ctx *r)
+{
+    free(r->key);
+    free(r->scope);
+    stow_strlist_free(&r->restore_keys);
+    for (size_t i = 0; r->abs_paths && i < r->cfg.paths.n; i++)
+        free(r->abs_paths[i]);
+    free(r->abs_paths);
+    free(r->url);
+    free(r->state_dir);
+    stow_config_free(&r->cfg);
+}
+
+static int expand_validated(char **out, const char *tmpl, const char *what, stow_error *err)
+{
+    int rc = stow_key_expand(out, tmpl, NULL, err);
+    if (rc != STOW_OK)
+        return rc;
+    rc = stow_key_validate(*out, what, err);
+    if (rc != STOW_OK) {
+        free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+/* Everything restore and save need from the configuration, checked up front so that usage
+ * errors are reported before any remote work. */
+static int prepare(run_ctx *r, int need_paths, stow_error *err)
+{
+    stow_config *c = &r->cfg;
+    if (c->key == NULL || c->key[0] == '\0')
+        return stow_error_set(err, STOW_EUSAGE, "no key configured: set [cache] key, STOWAGE_KEY or --key");
+    int rc = expand_validated(&r->key, c->key, "key", err);
+    if (rc != STOW_OK)
+        return rc;
+    for (size_t i = 0; i < c->restore_keys.n; i++) {
+        char *k = NULL;
+        rc = expand_validated(&k, c->restore_keys.v[i], "restore key", err);
+        if (rc == STOW_OK)
+            rc = stow_strlist_add(&r->restore_keys, k, err);
+        free(k);
+        if (rc != STOW_OK)
+            return rc;
+    }
+    rc = expand_validated(&r->scope, c->scope ? c->scope : "default", "scope", err);
+    if (rc != STOW_OK)
+        return rc;
+    for (size_t i = 0; i < c->fallback_scopes.n; i++) {
+        rc = stow_key_validate(c->fallback_scopes.v[i], "scope", err);
+        if (rc != STOW_OK)
+            return rc;
+    }
+    if (!need_paths)
+        return STOW_OK;
+    if (c->paths.n == 0)
+        return stow_error_set(err, STOW_EUSAGE, "no paths configured: set [cache] paths, STOWAGE_PATHS or --path");
+    r->abs_paths = calloc(c->paths.n, sizeof(char *));
+    if (r->abs_paths == NULL)
+        return stow_error_set(err, STOW_ERR, "out of memory");
+    for (size_t i = 0; i < c->paths.n; i++) {
+        rc = stow_path_expand(&r->abs_paths[i], c->paths.v[i], err);
+        if (rc != STOW_OK)
+            return rc;
+        for (size_t j = 0; j < i; j++) {
+            size_t lj = strlen(r->abs_paths[j]), li = strlen(r->abs_paths[i]);
+            size_t n = lj < li ? lj : li;
+            if (strncmp(r->abs_paths[i], r->abs_paths[j], n) == 0 &&
+                (r->abs_paths[i][n] == '\0' || r->abs_paths[i][n] == '/') &&
+                (r->abs_paths[j][n] == '\0' || r->abs_paths[j][n] == '/'))
+                return stow_error_set(err, STOW_EUSAGE, "paths %s and %s overlap", c->paths.v[j], c->paths.v[i]);
+        }
+    }
+    const char *url = c->url ? c->url : "file://~/.cache/stowage/store";
+    if (strncmp(url, "file://", 7) == 0 && url[7] != '/') {
+        char *dir = NULL;
+        rc = stow_path_expand(&dir, url + 7, err);
+        if (rc != STOW_OK)
+            return rc;
+        size_t n = strlen(dir) + 8;
+        r->url = malloc(n);
+        if (r->url)
+            snprintf(r->url, n, "file://%s", dir);
+        free(dir);
+    } else {
+        r->url = strdup(url);
+    }
+    rc = stow_path_expand(&r->state_dir, c->state_dir ? c->state_dir : "~/.cache/stowage/state", err);
+    if (rc != STOW_OK)
+        return rc;
+    return r->url ? STOW_OK : stow_error_set(err, STOW_ERR, "out of memory");
+}
+
+static void write_outputs(const stow_cache_result *res, const char *primary)
+{
+    static const char *const names[] = {"miss", "hit", "partial"};
+    const char *hit = res->outcome == STOW_HIT ? "true" : "false";
+    printf("cache-hit=%s\ncache-result=%s\ncache-primary-key=%s\ncache-matched-key=%s\n", hit,
+           names[res->outcome], primary, res->matched_key);
+    fflush(stdout);
+    const char *gh = getenv("GITHUB_OUTPUT");
+    if (gh != NULL && gh[0] != '\0') {
+        FILE *f = fopen(gh, "a");
+        if (f == NULL) {
+            stow_warn("cannot append to GITHUB_OUTPUT (%s): %s", gh, strerror(errno));
+            return;
+        }
+        fprintf(f, "cache-hit=%s\ncache-result=%s\ncache-primary-key=%s\ncache-matched-key=%s\n", hit,
+                names[res->outcome], primary, res->matched_key);
+        fclose(f);
+    }
+}
+
+static void summary(const char *cmd, const char *what, const stow_cache_result *res)
+{
+    char moved[32], total[32], rate[32];
+    stow_format_bytes(moved, sizeof(moved), res->bytes_moved);
+    stow_format_bytes(total, sizeof(total), res->bytes_total);
+    double secs = res->seconds > 0 ? res->seconds : 1e-9;
+    stow_format_bytes(rate, sizeof(rate), (uint64_t)((double)res->bytes_moved / secs));
+    stow_info("%s %s: %llu files, %s %s of %s, %llu of %llu layers, %.2f s, %s/s", cmd, what,
+              (unsigned long long)res->files, moved, strcmp(cmd, "save") == 0 ? "uploaded" : "downloaded",
+              total, (unsigned long long)res->layers_moved, (unsigned long long)res->layers_total, res->seconds,
+              rate);
+}
+
+/* Fail-open: storage and data problems are warnings unless --strict. */
+static int trouble(const run_ctx *r, const char *cmd, const stow_error *err)
+{
+    if (err->code == STOW_EUSAGE) {
+        stow_error_log("%s", err->msg);
+        return EXIT_USAGE;
+    }
+    if (r->cfg.strict) {
+        stow_error_log("%s failed: %s", cmd, err->msg);
+        return EXIT_FAILED;
+    }
+    stow_warn("%s failed, continuing without the cache (--strict makes this an error): %s", cmd, err->msg);
+    return EXIT_OK;
+}
+
+static int cmd_restore_save(run_ctx *r, int save)
+{
+    const char *cmd = save ? "save" : "restore";
+    stow_error err = {0};
+    stow_backend *b = NULL;
+    stow_cache_result res;
+    int rc = prepare(r, 1, &err);
+    if (rc != STOW_OK)
+        return trouble(r, cmd, &err);
+    stow_config *c = &r->cfg;
+    stow_backend_opts bo = {
+        .url = r->url, .endpoint = c->endpoint, .region = c->region, .path_style = c->path_style,
+        .verify_tls = c->verify_tls, .ca_bundle = c->ca_bundle, .connect_timeout_ms = c->connect_timeout_ms,
+        .low_speed_timeout_s = c->low_speed_timeout_s, .max_retries = (int)c->retries,
+        .parallel = (int)c->parallel, .token_env = c->token_env, .headers = NULL,
+    };
+    const char **hdrs = calloc(c->headers.n + 1, sizeof(char *));
+    if (hdrs == NULL)
+        return EXIT_FAILED;
+    for (size_t i = 0; i < c->headers.n; i++)
+        hdrs[i] = c->headers.v[i];
+    bo.headers = hdrs;
+    rc = stow_backend_open(&b, &bo, &err);
+    if (rc != STOW_OK) {
+        free(hdrs);
+        if (!save && !c->lookup_only) {
+            memset(&res, 0, sizeof(res));
+            write_outputs(&res, r->key);
+        }
+        return trouble(r, cmd, &err);
+    }
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    stow_cache_params p = {
+        .backend = b, .store_url = r->url, .key = r->key, .restore_keys = &r->restore_keys,
+        .scope = r->scope, .fallback_scopes = &c->fallback_scopes, .paths = &c->paths,
+        .abs_paths = r->abs_paths, .state_dir = r->state_dir,
+        .pack = {.level = (int)c->level, .threads = c->threads ? (int)c->threads : (int)(ncpu > 0 ? ncpu : 1)},
+        .layer_size = c->layer_size, .parallel = (int)c->parallel, .lookup_only = c->lookup_only,
+    };
+    int exit_code = EXIT_OK;
+    if (save) {
+        rc = stow_cache_save(&res, &p, &err);
+        if (rc != STOW_OK)
+            exit_code = trouble(r, cmd, &err);
+        else if (res.saved)
+            summary("save", r->key, &res);
+    } else {
+        rc = stow_cache_restore(&res, &p, &err);
+        write_outputs(&res, r->key);
+        if (rc != STOW_OK) {
+            exit_code = trouble(r, cmd, &err);
+        } else if (res.outcome == STOW_MISS) {
+            stow_info("restore miss: no entry for %s%s", r->key, r->restore_keys.n ? " or its restore keys" : "");
+            if (c->fail_on_miss) {
+                stow_error_log("no cache entry matched and --fail-on-miss is set");
+                exit_code = EXIT_MISS;
+            }
+        } else if (c->lookup_only) {
+            stow_info("lookup %s: %s exists", res.outcome == STOW_HIT ? "hit" : "partial", res.matched_key);
+        } else {
+            summary("restore", res.outcome == STOW_HIT ? "hit" : "partial", &res);
+        }
+    }
+    stow_backend_free(b);
+    free(hdrs);
+    return exit_code;
+}
+
+static int cmd_key(run_ctx *r)
+{
+    stow_error err = {0};
+    int rc = prepare(r, 0, &err);
+    if (rc != STOW_OK) {
+        stow_error_log("%s", err.msg);
+        return rc == STOW_EUSAGE ? EXIT_USAGE : EXIT_FAILED;
+    }
+    printf("%s\n", r->key);
+    return EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        usage(stdout);
+        return EXIT_OK;
+    }
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+        printf("stowage %s\n", STOW_VERSION);
+        return EXIT_OK;
+    }
+    int is_restore = strcmp(cmd, "restore") == 0, is_save = strcmp(cmd, "save") == 0;
+    int is_key = strcmp(cmd, "key") == 0;
+    if (!is_restore && !is_save && !is_key) {
+        fprintf(stderr, "stowage: error: unknown command \"%s\" (see stowage help)\n", cmd);
+        return EXIT_USAGE;
+    }
+    run_ctx r = {0};
+    stow_error err = {0};
+    char **rest = NULL;
+    int nrest = 0;
+    if (stow_config_load(&r.cfg, argc, argv, 2, &rest, &nrest, &err) != STOW_OK) {
+        fprintf(stderr, "stowage: error: %s\n", err.msg);
+        run_ctx_free(&r);
+        return err.code == STOW_EUSAGE ? EXIT_USAGE : EXIT_FAILED;
+    }
+    if (nrest > 0) {
+        fprintf(stderr, "stowage: error: unexpected argument \"%s\" (see stowage help)\n", rest[0]);
+        free(rest);
+        run_ctx_free(&r);
+        return EXIT_USAGE;
+    }
+    free(rest);
+    stow_log_set_level(r.cfg.verbosity > 0 ? STOW_LOG_DEBUG : r.cfg.verbosity < 0 ? STOW_LOG_WARN : STOW_LOG_INFO);
+    int code = is_key ? cmd_key(&r) : cmd_restore_save(&r, is_save);
+    run_ctx_free(&r);
+    return code;
+}

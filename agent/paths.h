@@ -1,0 +1,26 @@
+/* Path helpers: expansion of configured roots, and the safety rules for stored paths. */
+#ifndef STOW_PATHS_H
+#define STOW_PATHS_H
+
+#include <stddef.h>
+
+#include "error.h"
+
+/* Expands a leading "~" / "~/" to $HOME and $VAR / ${VAR} anywhere; an unset variable is
+ * an error naming it. The result is made absolute against the cwd and has trailing slashes
+ * removed. *out is malloc'd. */
+int stow_path_expand(char **out, const char *configured, stow_error *err);
+
+/* 1 when rel is a safe relative path inside a root: non-empty, no leading '/', no empty,
+ * "." or ".." segments, no NUL, at most 4095 bytes. */
+int stow_path_rel_ok(const char *rel);
+
+/* 1 when a symlink at rel (relative to a root) with this target stays inside the root:
+ * the target is relative and resolving it lexically from rel's directory never climbs
+ * above the root. */
+int stow_path_link_ok(const char *rel, const char *target);
+
+/* mkdir -p of an absolute directory. */
+int stow_path_mkdirs(const char *dir, int mode, stow_error *err);
+
+#endif
