@@ -180,11 +180,11 @@ static void summary(const char *cmd, const char *what, const stow_cache_result *
     stow_format_bytes(moved, sizeof(moved), res->bytes_moved);
     stow_format_bytes(total, sizeof(total), res->bytes_total);
     double secs = res->seconds > 0 ? res->seconds : 1e-9;
-    stow_format_bytes(rate, sizeof(rate), (uint64_t)((double)res->bytes_moved / secs));
-    stow_info("%s %s: %llu files, %s %s of %s, %llu of %llu layers, %.2f s, %s/s", cmd, what,
-              (unsigned long long)res->files, moved, strcmp(cmd, "save") == 0 ? "uploaded" : "downloaded",
-              total, (unsigned long long)res->layers_moved, (unsigned long long)res->layers_total, res->seconds,
-              rate);
+    stow_format_bytes(rate, sizeof(rate), (uint64_t)((double)res->bytes_total / secs));
+    stow_info("%s %s: %llu files, %s in %.2f s (%s/s); %s %s, %llu of %llu layers", cmd, what,
+              (unsigned long long)res->files, total, res->seconds, rate, moved,
+              strcmp(cmd, "save") == 0 ? "uploaded" : "downloaded", (unsigned long long)res->layers_moved,
+              (unsigned long long)res->layers_total);
 }
 
 /* Fail-open: storage and data problems are warnings unless --strict. */
