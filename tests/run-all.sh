@@ -1,0 +1,20 @@
+#!/bin/sh
+# The whole test suite, as CI runs it: installs what it needs, builds with -Werror and runs
+# every test, then again under AddressSanitizer + UndefinedBehaviorSanitizer.
+set -eu
+cd "$(dirname "$0")/.."
+tests/install-deps.sh
+if [ -f tests/integration/s3rver/package-lock.json ]; then
+    (cd tests/integration/s3rver && npm ci --no-audit --no-fund --loglevel=error)
+fi
+JOBS=$(nproc)
+echo "== build (-Wall -Wextra -Werror)"
+cmake -S . -B build -DSTOW_WERROR=ON >/dev/null
+cmake --build build -j"$JOBS"
+(cd build && ctest --output-on-failure -j"$JOBS")
+echo "== build under ASan + UBSan"
+cmake -S . -B build-asan -DSTOW_WERROR=ON -DSTOW_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+cmake --build build-asan -j"$JOBS"
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --output-on-failure -j"$JOBS")
+echo "== all tests passed (plain and sanitized)"
