@@ -755,15 +755,13 @@ int stow_layer_unpack(const stow_manifest *m, size_t li, char *const *roots, sto
     dir_cache_close(&x.dc);
     size_t committed = 0;
     rc = pending_commit(&x.pending, rootfds, roots, &committed, err);
-    if (rc != STOW_OK) {
-        /* Files already renamed are complete and verified; drop the rest. */
-        x.pending.n -= committed;
-        memmove(x.pending.items, x.pending.items + committed, x.pending.n * sizeof(*x.pending.items));
-        goto done;
+    /* Files already renamed are complete and verified; only the rest are discarded. */
+    for (size_t i = 0; i < committed; i++) {
+        free(x.pending.items[i].dir);
+        free(x.pending.items[i].name);
     }
-    pending_discard(&x.pending, rootfds); /* no-op: all renamed */
-    x.pending.n = 0;
-    rc = STOW_OK;
+    x.pending.n -= committed;
+    memmove(x.pending.items, x.pending.items + committed, x.pending.n * sizeof(*x.pending.items));
     goto done;
 
 stream_error:

@@ -171,8 +171,9 @@ static int file_put_begin(stow_put **out, stow_backend *b, const char *name, int
     int n = snprintf(p->tmp, sizeof(p->tmp), "%.*s/.%s.%s.tmp", (int)(slash - p->path), p->path,
                      slash + 1, rnd);
     if (n < 0 || (size_t)n >= sizeof(p->tmp)) {
+        rc = stow_error_set(err, STOW_ERR, "object path too long: %s", p->path);
         free(p);
-        return stow_error_set(err, STOW_ERR, "object path too long: %s", p->path);
+        return rc;
     }
     p->fd = open(p->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (p->fd < 0) {
