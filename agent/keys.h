@@ -22,7 +22,8 @@ int stow_key_expand(char **out, const char *tmpl, const char *base_dir, stow_err
 /* hashFiles: sha256 over the concatenated binary sha256 digests of every regular file matched
  * by the comma-separated globs, files de-duplicated and sorted by path (bytewise), 64 hex chars.
  *
- * Globs are relative to base_dir (NULL = cwd); whitespace around commas is trimmed. A segment may use '*', '?' and '[...]' (fnmatch, dot files included);
+ * Globs are relative to base_dir (NULL = cwd); whitespace around commas is trimmed. A segment
+ * may use '*', '?' and '[...]' (fnmatch, dot files included);
  * a whole segment "**" matches zero or more directories. A glob that matches a directory
  * matches every file below it (like hashFiles). '**' walks and directory expansion neither
  * follow symlinked directories nor enter ".git" (name ".git" literally to hash inside it);
