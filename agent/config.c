@@ -72,6 +72,8 @@ static const option options[] = {
      "restore fails (exit 3) when no entry matches"},
     {"cache", "lookup_only", "STOWAGE_LOOKUP_ONLY", "--lookup-only", NULL, T_BOOL, OFF(lookup_only), 0, 0,
      "restore only reports whether an entry exists"},
+    {"cache", "save_on_failure", "STOWAGE_SAVE_ON_FAILURE", "--save-on-failure", NULL, T_BOOL, OFF(save_on_failure),
+     0, 0, "stowage run: save also when the command fails (true)"},
 };
 
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
@@ -273,6 +275,7 @@ static void set_defaults(stow_config *cfg)
     cfg->level = 3;
     cfg->threads = 0;
     cfg->layer_size = 1ull << 30;
+    cfg->save_on_failure = 1;
 }
 
 static const option *find_flag(const char *flag, size_t *idx)

@@ -41,6 +41,7 @@ typedef struct stow_config {
     int strict;
     int fail_on_miss;
     int lookup_only;
+    int save_on_failure;
     /* command line only */
     char *config_file;
     int verbosity; /* 0 normal, 1 -v, -1 -q */

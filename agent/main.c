@@ -1,9 +1,16 @@
 /* The stowage command line: the only code that owns the process (exit codes, stdout). */
 #include <errno.h>
+#include <ftw.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+extern char **environ;
 
 #include "backend.h"
 #include "cache.h"
@@ -27,6 +34,11 @@ static void usage(FILE *f)
             "Usage:\n"
             "  stowage restore [options]   restore the newest matching entry into the paths\n"
             "  stowage save [options]      save the paths under the key\n"
+            "  stowage run [options] -- CMD [ARGS...]\n"
+            "                              restore, run CMD, save (also when CMD fails unless\n"
+            "                              --save-on-failure=false), exit with CMD's status\n"
+            "  stowage setup [options]     create the cache directories\n"
+            "  stowage clean [options]     empty the cache directories (local only)\n"
             "  stowage key [options]       print the expanded key\n"
             "  stowage help | --help       this text\n"
             "  stowage --version\n"
@@ -48,7 +60,9 @@ static void usage(FILE *f)
             "  0  success, a miss, or a storage/data problem reported as a warning (fail-open)\n"
             "  1  a storage or data problem with --strict\n"
             "  2  a usage or configuration error (always fatal)\n"
-            "  3  restore found no entry and --fail-on-miss was given\n");
+            "  3  restore found no entry and --fail-on-miss was given\n"
+            "  stowage run exits with the command's status (128+N when killed by signal N),\n"
+            "  or with one of the codes above when restore fails before the command runs.\n");
 }
 
 typedef struct {
@@ -270,6 +284,107 @@ static int cmd_restore_save(run_ctx *r, int save)
     return exit_code;
 }
 
+static pid_t child_pid = -1;
+
+static void forward_signal(int sig)
+{
+    if (child_pid > 0)
+        kill(child_pid, sig);
+}
+
+/* restore, run the command, save; the command's status is the exit status. */
+static int cmd_run(run_ctx *r, char **cmdv, int cmdc)
+{
+    if (cmdc == 0) {
+        stow_error_log("run needs a command: stowage run [options] -- CMD [ARGS...]");
+        return EXIT_USAGE;
+    }
+    int code = cmd_restore_save(r, 0);
+    if (code != EXIT_OK)
+        return code;
+    char **argv = calloc((size_t)cmdc + 1, sizeof(char *));
+    if (argv == NULL)
+        return EXIT_FAILED;
+    memcpy(argv, cmdv, (size_t)cmdc * sizeof(char *));
+    fflush(stdout);
+    pid_t pid;
+    int rc = posix_spawnp(&pid, argv[0], NULL, NULL, argv, environ);
+    free(argv);
+    int status = 0, cmd_code;
+    if (rc != 0) {
+        stow_error_log("cannot run %s: %s", cmdv[0], strerror(rc));
+        cmd_code = 127;
+    } else {
+        child_pid = pid;
+        struct sigaction sa = {0};
+        sa.sa_handler = forward_signal;
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+            ;
+        child_pid = -1;
+        cmd_code = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 1;
+    }
+    if (cmd_code != 0 && !r->cfg.save_on_failure) {
+        stow_info("%s exited with %d; not saving (save_on_failure is off)", cmdv[0], cmd_code);
+        return cmd_code;
+    }
+    if (cmd_code != 0)
+        stow_info("%s exited with %d; saving anyway (save_on_failure)", cmdv[0], cmd_code);
+    int save_code = cmd_restore_save(r, 1);
+    return cmd_code != 0 ? cmd_code : save_code;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    if (ftw->level == 0)
+        return 0; /* keep the directory itself */
+    if ((flag == FTW_DP ? rmdir(path) : unlink(path)) != 0 && errno != ENOENT) {
+        stow_warn("cannot remove %s: %s", path, strerror(errno));
+        return 0;
+    }
+    return 0;
+}
+
+/* setup creates the configured directories; clean empties them. */
+static int cmd_setup_clean(run_ctx *r, int clean)
+{
+    stow_error err = {0};
+    stow_config *c = &r->cfg;
+    if (c->paths.n == 0) {
+        stow_error_log("no paths configured: set [cache] paths, STOWAGE_PATHS or --path");
+        return EXIT_USAGE;
+    }
+    const char *home = getenv("HOME");
+    for (size_t i = 0; i < c->paths.n; i++) {
+        char *abs = NULL;
+        if (stow_path_expand(&abs, c->paths.v[i], &err) != STOW_OK) {
+            stow_error_log("%s", err.msg);
+            return EXIT_USAGE;
+        }
+        int code = EXIT_OK;
+        if (!clean) {
+            if (stow_path_mkdirs(abs, 0755, &err) != STOW_OK) {
+                stow_error_log("%s", err.msg);
+                code = EXIT_FAILED;
+            } else {
+                stow_info("ready: %s", abs);
+            }
+        } else if (strcmp(abs, "/") == 0 || (home && strcmp(abs, home) == 0)) {
+            stow_error_log("refusing to clean %s (it is / or your home directory)", abs);
+            code = EXIT_USAGE;
+        } else if (access(abs, F_OK) == 0) {
+            nftw(abs, remove_entry, 32, FTW_DEPTH | FTW_PHYS);
+            stow_info("emptied: %s", abs);
+        }
+        free(abs);
+        if (code != EXIT_OK)
+            return code;
+    }
+    return EXIT_OK;
+}
+
 static int cmd_key(run_ctx *r)
 {
     stow_error err = {0};
@@ -298,8 +413,9 @@ int main(int argc, char **argv)
         return EXIT_OK;
     }
     int is_restore = strcmp(cmd, "restore") == 0, is_save = strcmp(cmd, "save") == 0;
-    int is_key = strcmp(cmd, "key") == 0;
-    if (!is_restore && !is_save && !is_key) {
+    int is_key = strcmp(cmd, "key") == 0, is_run = strcmp(cmd, "run") == 0;
+    int is_setup = strcmp(cmd, "setup") == 0, is_clean = strcmp(cmd, "clean") == 0;
+    if (!is_restore && !is_save && !is_key && !is_run && !is_setup && !is_clean) {
         fprintf(stderr, "stowage: error: unknown command \"%s\" (see stowage help)\n", cmd);
         return EXIT_USAGE;
     }
@@ -312,15 +428,23 @@ int main(int argc, char **argv)
         run_ctx_free(&r);
         return err.code == STOW_EUSAGE ? EXIT_USAGE : EXIT_FAILED;
     }
-    if (nrest > 0) {
+    if (nrest > 0 && !is_run) {
         fprintf(stderr, "stowage: error: unexpected argument \"%s\" (see stowage help)\n", rest[0]);
         free(rest);
         run_ctx_free(&r);
         return EXIT_USAGE;
     }
-    free(rest);
     stow_log_set_level(r.cfg.verbosity > 0 ? STOW_LOG_DEBUG : r.cfg.verbosity < 0 ? STOW_LOG_WARN : STOW_LOG_INFO);
-    int code = is_key ? cmd_key(&r) : cmd_restore_save(&r, is_save);
+    int code;
+    if (is_key)
+        code = cmd_key(&r);
+    else if (is_run)
+        code = cmd_run(&r, rest, nrest);
+    else if (is_setup || is_clean)
+        code = cmd_setup_clean(&r, is_clean);
+    else
+        code = cmd_restore_save(&r, is_save);
+    free(rest);
     run_ctx_free(&r);
     return code;
 }
