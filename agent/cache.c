@@ -182,21 +182,29 @@ static void save_state(const stow_cache_params *p, const stow_cache_result *res,
     }
 }
 
-/* Reads the state restore left; returns 1 when restore found exactly this key in this scope. */
-static int state_says_hit(const stow_cache_params *p)
+/* Loads the manifest restore (or the last save) left in the state directory; NULL if none. */
+static stow_manifest *state_manifest(const stow_cache_params *p)
 {
     char path[PATH_MAX];
-    if (state_path(path, sizeof(path), p, ".json") != STOW_OK)
-        return 0;
-    json_error_t je;
-    json_t *o = json_load_file(path, 0, &je);
-    if (o == NULL)
-        return 0;
-    const char *outcome = NULL, *mk = NULL, *ms = NULL;
-    int hit = json_unpack(o, "{s:s, s:s, s:s}", "outcome", &outcome, "matched_key", &mk, "matched_scope", &ms) == 0 &&
-              strcmp(outcome, "hit") == 0 && strcmp(mk, p->key) == 0 && strcmp(ms, p->scope) == 0;
-    json_decref(o);
-    return hit;
+    if (state_path(path, sizeof(path), p, ".manifest.json") != STOW_OK)
+        return NULL;
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    stow_manifest *m = NULL;
+    char *buf = NULL;
+    if (fseek(f, 0, SEEK_END) == 0) {
+        long len = ftell(f);
+        if (len > 0 && (unsigned long)len <= STOW_MANIFEST_MAX_BYTES && fseek(f, 0, SEEK_SET) == 0 &&
+            (buf = malloc((size_t)len)) != NULL && fread(buf, 1, (size_t)len, f) == (size_t)len) {
+            stow_error err = {0};
+            if (stow_manifest_from_json(&m, buf, (size_t)len, path, &err) != STOW_OK)
+                stow_warn("ignoring restore state: %s", err.msg);
+        }
+    }
+    free(buf);
+    fclose(f);
+    return m;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -454,34 +462,202 @@ typedef struct {
     stow_backend *b;
     const stow_pack_opts *pack;
     stow_progress *prog;
+    size_t first_new; /* layers below this index come from the parent and are not packed */
 } save_ctx;
 
 static int save_layer(void *ud, size_t i, stow_error *err)
 {
     save_ctx *c = ud;
-    return stow_layer_pack(c->m, i, c->roots, c->b, c->pack, c->prog, err);
+    return stow_layer_pack(c->m, c->first_new + i, c->roots, c->b, c->pack, c->prog, err);
 }
 
-/* Assigns files and links to layers of about layer_size raw bytes each, in index order. */
-static int assign_layers(stow_manifest *m, uint64_t layer_size, stow_error *err)
+static int new_layer(stow_manifest *m, stow_error *err)
+{
+    stow_layer *l = stow_manifest_add_layer(m, err);
+    if (l == NULL)
+        return err->code;
+    if (stow_random_hex(l->id, STOW_LAYER_ID_LEN / 2) != STOW_OK)
+        return stow_error_set(err, STOW_ERR, "no randomness for layer ids");
+    return STOW_OK;
+}
+
+/* Assigns every file and link whose layer is -1 to new layers of about layer_size raw bytes
+ * each, in index order. */
+static int assign_new_layers(stow_manifest *m, uint64_t layer_size, stow_error *err)
 {
     uint64_t cur = 0;
     int32_t li = -1;
     for (size_t i = 0; i < m->nfiles; i++) {
         stow_file_entry *e = &m->files[i];
-        if (e->type == STOW_FT_DIR)
+        if (e->type == STOW_FT_DIR || e->layer != -1)
             continue;
         if (li < 0 || (cur > 0 && cur + e->size > layer_size)) {
-            stow_layer *l = stow_manifest_add_layer(m, err);
-            if (l == NULL)
-                return err->code;
-            if (stow_random_hex(l->id, STOW_LAYER_ID_LEN / 2) != STOW_OK)
-                return stow_error_set(err, STOW_ERR, "no randomness for layer ids");
+            int rc = new_layer(m, err);
+            if (rc != STOW_OK)
+                return rc;
             li = (int32_t)(m->nlayers - 1);
             cur = 0;
         }
         e->layer = li;
-        cur += e->size + 512;
+        cur += e->size + 1024; /* data plus a pax header, roughly */
+    }
+    return STOW_OK;
+}
+
+/* Bytes a file takes in a tar stream, roughly: data rounded to blocks plus pax headers. */
+static uint64_t tar_cost(const stow_file_entry *e) { return ((e->size + 511) / 512) * 512 + 1024; }
+
+static int same_file(const stow_file_entry *a, const stow_file_entry *b)
+{
+    if (a->type != b->type || a->mode != b->mode || a->mtime != b->mtime || a->mtime_ns != b->mtime_ns)
+        return 0;
+    if (a->type == STOW_FT_FILE)
+        return a->size == b->size;
+    if (a->type == STOW_FT_LINK)
+        return strcmp(a->target, b->target) == 0;
+    return 1;
+}
+
+/* With --checksum: 1 when the local file's content hash equals the parent's recorded one. */
+static int same_content(const stow_file_entry *pe, const char *root, const char *path, char **hash_out)
+{
+    if (pe->sha256 == NULL)
+        return 0; /* the parent has no hashes: treat as changed so this save records them */
+    char full[PATH_MAX];
+    uint8_t d[STOW_SHA256_LEN];
+    char hex[STOW_SHA256_HEX_LEN + 1];
+    stow_error err = {0};
+    if (snprintf(full, sizeof(full), "%s/%s", root, path) >= (int)sizeof(full) ||
+        stow_sha256_file(d, full, &err) != STOW_OK)
+        return 0;
+    stow_hex(hex, d, sizeof(d));
+    if (strcmp(hex, pe->sha256) != 0)
+        return 0;
+    *hash_out = strdup(hex);
+    return *hash_out != NULL;
+}
+
+/* Computes the delta of m (a fresh scan, every layer -1) against parent: unchanged files point
+ * at the parent's layers (renumbered into m), mostly-dead or surplus parent layers are dropped
+ * so their live files are repacked; everything else stays -1 for new layers. Fills the
+ * counters in res. Returns 1 when m differs from parent in any way. */
+static int plan_delta(stow_manifest *m, const stow_manifest *parent, char *const *roots, const stow_cache_params *p,
+                      stow_cache_result *res, stow_error *err)
+{
+    size_t np = parent->nlayers;
+    int32_t *map = NULL;     /* parent layer -> index in m, or -1 when dropped */
+    uint64_t *live = NULL;   /* live tar bytes per parent layer */
+    unsigned char *used = NULL;
+    int32_t *proot = NULL;   /* m root -> parent root */
+    int changed = 0, rc = -1;
+
+    map = malloc((np ? np : 1) * sizeof(*map));
+    live = calloc(np ? np : 1, sizeof(*live));
+    used = calloc(parent->nfiles ? parent->nfiles : 1, 1);
+    proot = malloc((m->nroots ? m->nroots : 1) * sizeof(*proot));
+    if (!map || !live || !used || !proot) {
+        stow_error_set(err, STOW_ERR, "out of memory");
+        goto done;
+    }
+    for (size_t r = 0; r < m->nroots; r++) {
+        proot[r] = -1;
+        for (size_t q = 0; q < parent->nroots; q++)
+            if (strcmp(m->roots[r], parent->roots[q]) == 0)
+                proot[r] = (int32_t)q;
+    }
+    /* Match every scanned entry with the parent's. Parent layer indices are stored as
+     * -(2 + index) until the parent layers kept in m are known. */
+    for (size_t i = 0; i < m->nfiles; i++) {
+        stow_file_entry *e = &m->files[i];
+        const stow_file_entry *pe = proot[e->root] < 0 ? NULL : stow_manifest_find(parent, (uint32_t)proot[e->root], e->path);
+        if (pe != NULL)
+            used[pe - parent->files] = 1;
+        if (e->type == STOW_FT_DIR) {
+            if (pe == NULL || pe->type != STOW_FT_DIR)
+                changed = 1;
+            continue;
+        }
+        char *hash = NULL;
+        if (pe != NULL && same_file(e, pe) &&
+            (!p->checksum || e->type != STOW_FT_FILE || same_content(pe, roots[e->root], e->path, &hash))) {
+            e->layer = -(2 + pe->layer);
+            live[pe->layer] += tar_cost(e);
+            free(e->sha256);
+            e->sha256 = hash ? hash : (pe->sha256 ? strdup(pe->sha256) : NULL);
+        } else {
+            free(hash);
+            res->files_changed++;
+            changed = 1;
+        }
+    }
+    for (size_t i = 0; i < parent->nfiles; i++) {
+        if (!used[i] && parent->files[i].type != STOW_FT_DIR) {
+            res->files_removed++;
+            changed = 1;
+        } else if (!used[i]) {
+            changed = 1;
+        }
+    }
+    /* Keep a parent layer while at least half of it is live; then, past max_layers, drop the
+     * smallest (by live bytes) so their files are repacked into the new layer. */
+    size_t kept = 0;
+    for (size_t l = 0; l < np; l++) {
+        int keep = live[l] > 0 && live[l] * 2 >= parent->layers[l].raw_size;
+        if (live[l] > 0 && !keep)
+            res->layers_repacked++;
+        map[l] = keep ? 0 : -1;
+        kept += keep;
+    }
+    size_t budget = p->max_layers > 1 ? (size_t)p->max_layers - 1 : 1; /* room for the delta */
+    while (kept > budget) {
+        size_t smallest = np;
+        for (size_t l = 0; l < np; l++)
+            if (map[l] == 0 && (smallest == np || live[l] < live[smallest]))
+                smallest = l;
+        map[smallest] = -1;
+        kept--;
+        res->layers_repacked++;
+    }
+    if (res->layers_repacked > 0)
+        changed = 1;
+    for (size_t l = 0; l < np; l++) {
+        if (map[l] != 0)
+            continue;
+        stow_layer *nl = stow_manifest_add_layer(m, err);
+        if (nl == NULL)
+            goto done;
+        *nl = parent->layers[l];
+        map[l] = (int32_t)(m->nlayers - 1);
+    }
+    for (size_t i = 0; i < m->nfiles; i++) {
+        stow_file_entry *e = &m->files[i];
+        if (e->layer <= -2)
+            e->layer = map[-(e->layer + 2)];
+    }
+    rc = changed;
+done:
+    free(map);
+    free(live);
+    free(used);
+    free(proot);
+    return rc;
+}
+
+static int write_refs(const stow_cache_params *p, int64_t created)
+{
+    for (size_t r = 0; r < p->restore_keys->n; r++) {
+        const char *prefix = p->restore_keys->v[r];
+        if (strncmp(p->key, prefix, strlen(prefix)) != 0)
+            continue;
+        char ref[1024];
+        json_t *o = json_pack("{s:s, s:I}", "key", p->key, "created", (json_int_t)created);
+        char *rj = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        json_decref(o);
+        stow_error rerr = {0};
+        if (rj == NULL || stow_cache_ref_name(ref, sizeof(ref), p->scope, prefix) != STOW_OK ||
+            stow_backend_put_buffer(p->backend, ref, rj, strlen(rj), 0, &rerr) != STOW_OK)
+            stow_warn("entry saved, but updating ref %s failed: %s", prefix, rerr.msg);
+        free(rj);
     }
     return STOW_OK;
 }
@@ -489,35 +665,47 @@ static int assign_layers(stow_manifest *m, uint64_t layer_size, stow_error *err)
 int stow_cache_save(stow_cache_result *res, const stow_cache_params *p, stow_error *err)
 {
     int rc;
-    stow_manifest *m = NULL;
+    stow_manifest *m = NULL, *parent = NULL;
     stow_progress *prog = NULL;
     char *json = NULL;
-    size_t jlen = 0;
+    size_t jlen = 0, first_new = 0;
     char name[1024];
     double t0 = stow_now();
 
     memset(res, 0, sizeof(*res));
     if (stow_cache_manifest_name(name, sizeof(name), p->scope, p->key) != STOW_OK || !stow_backend_name_ok(name))
         return stow_error_set(err, STOW_EUSAGE, "bad scope or key: %s / %s", p->scope, p->key);
-    if (state_says_hit(p)) {
-        stow_info("restore matched %s exactly; nothing to save", p->key);
-        snprintf(res->matched_key, sizeof(res->matched_key), "%s", p->key);
-        res->outcome = STOW_HIT;
-        return STOW_OK;
+
+    /* The parent: what restore left here, else the entry already stored under this key. */
+    parent = state_manifest(p);
+    int exists = 0;
+    if (!p->update || parent == NULL || strcmp(parent->key, p->key) != 0 || strcmp(parent->scope, p->scope) != 0) {
+        rc = stow_backend_head(p->backend, name, NULL, err);
+        if (rc != STOW_OK && rc != STOW_ENOTFOUND)
+            goto done;
+        exists = rc == STOW_OK;
+    } else {
+        exists = 1;
     }
-    rc = stow_backend_head(p->backend, name, NULL, err);
-    if (rc == STOW_OK) {
-        stow_info("entry %s already exists in scope %s; not saving", p->key, p->scope);
+    if (exists && !p->update) {
+        stow_info("entry %s already exists in scope %s; not saving (--no-update)", p->key, p->scope);
         snprintf(res->matched_key, sizeof(res->matched_key), "%s", p->key);
-        res->outcome = STOW_HIT;
-        return STOW_OK;
+        rc = STOW_OK;
+        goto done;
     }
-    if (rc != STOW_ENOTFOUND)
-        return rc;
+    if (parent == NULL && exists) {
+        rc = fetch_manifest(&parent, p->backend, p->scope, p->key, err);
+        if (rc == STOW_ENOTFOUND)
+            parent = NULL;
+        else if (rc != STOW_OK)
+            goto done;
+    }
 
     m = stow_manifest_new();
-    if (m == NULL)
-        return stow_error_set(err, STOW_ERR, "out of memory");
+    if (m == NULL) {
+        rc = stow_error_set(err, STOW_ERR, "out of memory");
+        goto done;
+    }
     rc = stow_manifest_set_key(m, p->key, p->scope, err);
     for (size_t i = 0; rc == STOW_OK && i < p->paths->n; i++)
         rc = stow_manifest_add_root(m, p->paths->v[i], err);
@@ -526,23 +714,44 @@ int stow_cache_save(stow_cache_result *res, const stow_cache_params *p, stow_err
     if (rc != STOW_OK)
         goto done;
     stow_manifest_sort(m);
-    rc = assign_layers(m, p->layer_size, err);
-    if (rc != STOW_OK)
-        goto done;
     for (size_t i = 0; i < m->nfiles; i++) {
         if (m->files[i].type == STOW_FT_FILE)
             res->bytes_total += m->files[i].size;
         if (m->files[i].type != STOW_FT_DIR)
             res->files++;
     }
+    if (parent != NULL) {
+        snprintf(res->parent_key, sizeof(res->parent_key), "%s", parent->key);
+        int changed = plan_delta(m, parent, p->abs_paths, p, res, err);
+        if (changed < 0) {
+            rc = err->code;
+            goto done;
+        }
+        if (!changed && exists && strcmp(parent->key, p->key) == 0) {
+            stow_info("no changes since %s was restored; nothing to upload", p->key);
+            snprintf(res->matched_key, sizeof(res->matched_key), "%s", p->key);
+            rc = STOW_OK;
+            goto done;
+        }
+    } else {
+        res->files_changed = res->files;
+    }
+    first_new = m->nlayers;
+    rc = assign_new_layers(m, p->layer_size, err);
+    if (rc != STOW_OK)
+        goto done;
     m->created = (int64_t)time(NULL);
-    prog = stow_progress_new("save", res->bytes_total);
-    save_ctx ctx = {m, p->abs_paths, p->backend, &p->pack, prog};
-    rc = run_parallel(m->nlayers, p->parallel, save_layer, &ctx, err);
+    uint64_t to_pack = 0;
+    for (size_t i = 0; i < m->nfiles; i++)
+        if (m->files[i].type == STOW_FT_FILE && (size_t)m->files[i].layer >= first_new)
+            to_pack += m->files[i].size;
+    prog = stow_progress_new("save", to_pack);
+    save_ctx ctx = {m, p->abs_paths, p->backend, &p->pack, prog, first_new};
+    rc = run_parallel(m->nlayers - first_new, p->parallel, save_layer, &ctx, err);
     stow_progress_finish(prog);
     if (rc != STOW_OK) {
-        /* Layers already uploaded are unreferenced; remove them so nothing is left behind. */
-        for (size_t i = 0; i < m->nlayers; i++) {
+        /* New layers already uploaded are unreferenced: remove them. Parent layers stay. */
+        for (size_t i = first_new; i < m->nlayers; i++) {
             char obj[128];
             stow_error ignored;
             if (m->layers[i].size > 0 && stow_manifest_layer_object(obj, sizeof(obj), &m->layers[i]) == STOW_OK)
@@ -550,11 +759,13 @@ int stow_cache_save(stow_cache_result *res, const stow_cache_params *p, stow_err
         }
         goto done;
     }
-    for (size_t i = 0; i < m->nlayers; i++)
+    for (size_t i = first_new; i < m->nlayers; i++)
         res->bytes_moved += m->layers[i].size;
-    res->layers_total = res->layers_moved = m->nlayers;
+    res->layers_total = m->nlayers;
+    res->layers_moved = m->nlayers - first_new;
 
-    /* Commit point: the manifest, written after every layer it names. */
+    /* Commit point: the manifest, written after every layer it names (a whole-object put,
+     * so concurrent saves of one key leave one complete manifest: the last one). */
     rc = stow_manifest_to_json(&json, &jlen, m, err);
     if (rc == STOW_OK)
         rc = stow_backend_put_buffer(p->backend, name, json, jlen, 0, err);
@@ -565,26 +776,16 @@ int stow_cache_save(stow_cache_result *res, const stow_cache_params *p, stow_err
     res->bytes_moved += jlen;
     res->saved = 1;
     snprintf(res->matched_key, sizeof(res->matched_key), "%s", p->key);
-
-    /* Then the refs for every restore-key prefix this key falls under. */
-    for (size_t r = 0; r < p->restore_keys->n; r++) {
-        const char *prefix = p->restore_keys->v[r];
-        if (strncmp(p->key, prefix, strlen(prefix)) != 0)
-            continue;
-        char ref[1024];
-        json_t *o = json_pack("{s:s, s:I}", "key", p->key, "created", (json_int_t)m->created);
-        char *rj = o ? json_dumps(o, JSON_COMPACT) : NULL;
-        json_decref(o);
-        stow_error rerr = {0};
-        if (rj == NULL || stow_cache_ref_name(ref, sizeof(ref), p->scope, prefix) != STOW_OK ||
-            stow_backend_put_buffer(p->backend, ref, rj, strlen(rj), 0, &rerr) != STOW_OK)
-            stow_warn("entry saved, but updating ref %s failed: %s", prefix, rerr.msg);
-        free(rj);
-    }
+    write_refs(p, m->created);
+    /* The saved entry becomes the parent of the next save from this runner. */
+    res->outcome = STOW_HIT;
+    snprintf(res->matched_scope, sizeof(res->matched_scope), "%s", p->scope);
+    save_state(p, res, m);
 done:
     res->seconds = stow_now() - t0;
     stow_progress_free(prog);
     free(json);
     stow_manifest_free(m);
+    stow_manifest_free(parent);
     return rc;
 }

@@ -30,6 +30,9 @@ typedef struct stow_cache_params {
     uint64_t layer_size;
     int parallel;
     int lookup_only;
+    int checksum;   /* save: compare contents too (needs hashes in the parent entry) */
+    int update;     /* save: an existing key gets a delta; 0 = entries are immutable */
+    int max_layers; /* save: repack the smallest layers beyond this many */
 } stow_cache_params;
 
 typedef struct stow_cache_result {
@@ -41,6 +44,10 @@ typedef struct stow_cache_result {
     uint64_t bytes_total;   /* logical (uncompressed) bytes of the entry */
     uint64_t bytes_moved;   /* bytes downloaded or uploaded */
     uint64_t layers_total, layers_moved;
+    uint64_t files_changed;  /* save: new or changed files that went into the delta */
+    uint64_t files_removed;  /* save: files of the parent entry that are gone */
+    uint64_t layers_repacked;
+    char parent_key[256];    /* save: the entry the delta was computed against, "" if none */
     double seconds;
 } stow_cache_result;
 

@@ -74,6 +74,12 @@ static const option options[] = {
      "restore only reports whether an entry exists"},
     {"cache", "save_on_failure", "STOWAGE_SAVE_ON_FAILURE", "--save-on-failure", NULL, T_BOOL, OFF(save_on_failure),
      0, 0, "stowage run: save also when the command fails (true)"},
+    {"cache", "checksum", "STOWAGE_CHECKSUM", "--checksum", NULL, T_BOOL, OFF(checksum), 0, 0,
+     "save: compare file contents too, not only size, mtime and mode (false)"},
+    {"cache", "update", "STOWAGE_UPDATE", "--update", NULL, T_BOOL, OFF(update), 0, 0,
+     "save: update an existing key with a delta (true; --no-update keeps entries immutable)"},
+    {"cache", "max_layers", "STOWAGE_MAX_LAYERS", "--max-layers", NULL, T_LONG, OFF(max_layers), 2, 1000,
+     "repack the smallest layers once an entry has more than this many (16)"},
 };
 
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
@@ -276,6 +282,8 @@ static void set_defaults(stow_config *cfg)
     cfg->threads = 0;
     cfg->layer_size = 1ull << 30;
     cfg->save_on_failure = 1;
+    cfg->update = 1;
+    cfg->max_layers = 16;
 }
 
 static const option *find_flag(const char *flag, size_t *idx)
@@ -378,6 +386,21 @@ int stow_config_load(stow_config *cfg, int argc, char **argv, int first, char **
         }
         size_t oi;
         const option *o = find_flag(flag, &oi);
+        if (o == NULL && strncmp(flag, "--no-", 5) == 0 && !eq) {
+            /* --no-X turns a boolean --X off. */
+            char pos_flag[64];
+            snprintf(pos_flag, sizeof(pos_flag), "--%s", flag + 5);
+            o = find_flag(pos_flag, &oi);
+            if (o != NULL && o->type == T_BOOL) {
+                int rc = set_option(&ld, oi, SRC_FLAG, "false", flag, err);
+                if (rc != STOW_OK) {
+                    free(pos);
+                    return rc;
+                }
+                continue;
+            }
+            o = NULL;
+        }
         if (o == NULL) {
             free(pos);
             return stow_error_set(err, STOW_EUSAGE, "unknown flag %s (see stowage help)", flag);

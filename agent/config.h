@@ -42,6 +42,9 @@ typedef struct stow_config {
     int fail_on_miss;
     int lookup_only;
     int save_on_failure;
+    int checksum;
+    int update;
+    long max_layers;
     /* command line only */
     char *config_file;
     int verbosity; /* 0 normal, 1 -v, -1 -q */

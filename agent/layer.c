@@ -205,8 +205,8 @@ static la_ssize_t pack_write_cb(struct archive *a, void *ud, const void *buf, si
     return compress_feed(w, buf, len, ZSTD_e_continue) == 0 ? (la_ssize_t)len : -1;
 }
 
-static int pack_one(struct archive *a, struct archive_entry *ae, int rootfd, const stow_file_entry *e,
-                    const char *root_path, char *buf, stow_progress *prog, pack_writer *w)
+static int pack_one(struct archive *a, struct archive_entry *ae, int rootfd, stow_file_entry *e,
+                    const char *root_path, char *buf, stow_sha256 *content, stow_progress *prog, pack_writer *w)
 {
     stow_error *err = w->err;
     char name[PATH_MAX + 16];
@@ -259,8 +259,21 @@ static int pack_one(struct archive *a, struct archive_entry *ae, int rootfd, con
                                             archive_error_string(a));
             goto done;
         }
+        if (content != NULL)
+            stow_sha256_update(content, buf, (size_t)n);
         left -= (uint64_t)n;
         stow_progress_add(prog, (uint64_t)n);
+    }
+    if (content != NULL && e->type == STOW_FT_FILE) {
+        uint8_t d[STOW_SHA256_LEN];
+        char hex[STOW_SHA256_HEX_LEN + 1];
+        stow_sha256_final(content, d);
+        stow_hex(hex, d, sizeof(d));
+        free(e->sha256);
+        if ((e->sha256 = strdup(hex)) == NULL) {
+            rc = stow_error_set(err, STOW_ERR, "out of memory");
+            goto done;
+        }
     }
     if (fd >= 0) {
         struct stat st;
@@ -285,6 +298,7 @@ int stow_layer_pack(stow_manifest *m, size_t li, char *const *roots, stow_backen
     int *rootfds = NULL;
     stow_layer *l = &m->layers[li];
     pack_writer w = {.b = b, .err = err};
+    stow_sha256 *content = NULL;
     char object[128];
 
     stow_manifest_layer_object(object, sizeof(object), l);
@@ -296,9 +310,11 @@ int stow_layer_pack(stow_manifest *m, size_t li, char *const *roots, stow_backen
     buf = malloc(IO_CHUNK);
     ae = archive_entry_new();
     a = archive_write_new();
+    if (opts->checksum)
+        content = stow_sha256_new();
     if (rootfds == NULL)
         goto done;
-    if (!w.cctx || !w.out || !w.sha || !buf || !ae || !a) {
+    if (!w.cctx || !w.out || !w.sha || !buf || !ae || !a || (opts->checksum && content == NULL)) {
         rc = stow_error_set(err, STOW_ERR, "out of memory");
         goto done;
     }
@@ -324,10 +340,10 @@ int stow_layer_pack(stow_manifest *m, size_t li, char *const *roots, stow_backen
     }
     uint64_t nfiles = 0;
     for (size_t i = 0; i < m->nfiles; i++) {
-        const stow_file_entry *e = &m->files[i];
+        stow_file_entry *e = &m->files[i];
         if (e->layer != (int32_t)li || e->type == STOW_FT_DIR || roots[e->root] == NULL)
             continue;
-        if (pack_one(a, ae, rootfds[e->root], e, roots[e->root], buf, prog, &w) != STOW_OK)
+        if (pack_one(a, ae, rootfds[e->root], e, roots[e->root], buf, content, prog, &w) != STOW_OK)
             goto done;
         nfiles++;
     }
@@ -357,6 +373,7 @@ done:
     archive_entry_free(ae);
     free(buf);
     stow_sha256_free(w.sha);
+    stow_sha256_free(content);
     free(w.out);
     ZSTD_freeCCtx(w.cctx);
     close_fds(rootfds, m->nroots);
@@ -579,8 +596,12 @@ static int extract_entry(extractor *x, struct archive *a, struct archive_entry *
     }
     stow_file_entry *e = stow_manifest_find(x->m, (uint32_t)root, rel);
     char want = type == AE_IFREG ? STOW_FT_FILE : type == AE_IFLNK ? STOW_FT_LINK : STOW_FT_DIR;
-    if (e == NULL || e->type != want || (want != STOW_FT_DIR && e->layer != (int32_t)x->li))
-        return refuse(x, name, "not listed for this layer in the manifest");
+    /* A layer shared with older entries also holds files this entry replaced or dropped:
+     * only what the index assigns to this layer is written, the rest is read past. */
+    if (e == NULL || want == STOW_FT_DIR || e->layer != (int32_t)x->li)
+        return STOW_OK;
+    if (e->type != want)
+        return refuse(x, name, "type differs from the manifest");
     if (want == STOW_FT_FILE && (uint64_t)archive_entry_size(ae) != e->size)
         return refuse(x, name, "size differs from the manifest");
     if (want == STOW_FT_LINK && strcmp(archive_entry_symlink(ae), e->target) != 0)
@@ -589,8 +610,8 @@ static int extract_entry(extractor *x, struct archive *a, struct archive_entry *
     if (x->seen[idx])
         return refuse(x, name, "appears twice");
     x->seen[idx] = 1;
-    if (want == STOW_FT_DIR || x->roots[root] == NULL)
-        return STOW_OK; /* directories come from the index; skipped roots are read past */
+    if (x->roots[root] == NULL)
+        return STOW_OK; /* a root not restored here is read past */
 
     char dir[PATH_MAX];
     const char *leaf;

@@ -16,6 +16,7 @@
 typedef struct stow_pack_opts {
     int level;   /* zstd level, 1..19 */
     int threads; /* zstd worker threads, 0 = single-threaded */
+    int checksum; /* record each file's sha256 in the index */
 } stow_pack_opts;
 
 /* Writes every file and symlink of m assigned to layer li to the layer's object
@@ -28,8 +29,8 @@ int stow_layer_pack(stow_manifest *m, size_t li, char *const *roots, stow_backen
  * (a NULL root is not restored: its entries are read and skipped). Files are written under
  * temporary names and renamed into place only once the whole layer has been read and its
  * sha256 matches; on any failure the temporary files are removed and nothing is replaced.
- * Refuses (STOW_ECORRUPT) absolute paths, "..", links leaving a root, hard links, devices,
- * fifos, and entries the index does not assign to this layer. */
+ * Refuses (STOW_ECORRUPT) absolute paths, "..", links leaving a root, hard links, devices and
+ * fifos; entries the index assigns to another layer (or not at all) are read past, unwritten. */
 int stow_layer_unpack(const stow_manifest *m, size_t li, char *const *roots, stow_backend *b,
                       stow_progress *prog, stow_error *err);
 

@@ -252,16 +252,23 @@ static int cmd_restore_save(run_ctx *r, int save)
         .backend = b, .store_url = r->url, .key = r->key, .restore_keys = &r->restore_keys,
         .scope = r->scope, .fallback_scopes = &c->fallback_scopes, .paths = &c->paths,
         .abs_paths = r->abs_paths, .state_dir = r->state_dir,
-        .pack = {.level = (int)c->level, .threads = c->threads ? (int)c->threads : (int)(ncpu > 0 ? ncpu : 1)},
+        .pack = {.level = (int)c->level, .threads = c->threads ? (int)c->threads : (int)(ncpu > 0 ? ncpu : 1),
+                 .checksum = c->checksum},
         .layer_size = c->layer_size, .parallel = (int)c->parallel, .lookup_only = c->lookup_only,
+        .checksum = c->checksum, .update = c->update, .max_layers = (int)c->max_layers,
     };
     int exit_code = EXIT_OK;
     if (save) {
         rc = stow_cache_save(&res, &p, &err);
         if (rc != STOW_OK)
             exit_code = trouble(r, cmd, &err);
-        else if (res.saved)
+        else if (res.saved) {
             summary("save", r->key, &res);
+            if (res.parent_key[0])
+                stow_info("delta against %s: %llu new or changed files, %llu removed, %llu layers repacked",
+                          res.parent_key, (unsigned long long)res.files_changed,
+                          (unsigned long long)res.files_removed, (unsigned long long)res.layers_repacked);
+        }
     } else {
         rc = stow_cache_restore(&res, &p, &err);
         write_outputs(&res, r->key);

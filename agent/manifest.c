@@ -16,6 +16,7 @@ void stow_manifest_free(stow_manifest *m)
     for (size_t i = 0; i < m->nfiles; i++) {
         free(m->files[i].path);
         free(m->files[i].target);
+        free(m->files[i].sha256);
     }
     free(m->files);
     for (size_t i = 0; i < m->nroots; i++)
@@ -88,9 +89,11 @@ int stow_manifest_add_file(stow_manifest *m, const stow_file_entry *e, stow_erro
     stow_file_entry c = *e;
     c.path = strdup(e->path);
     c.target = e->target ? strdup(e->target) : NULL;
-    if (c.path == NULL || (e->target && c.target == NULL)) {
+    c.sha256 = e->sha256 ? strdup(e->sha256) : NULL;
+    if (c.path == NULL || (e->target && c.target == NULL) || (e->sha256 && c.sha256 == NULL)) {
         free(c.path);
         free(c.target);
+        free(c.sha256);
         return stow_error_set(err, STOW_ERR, "out of memory");
     }
     m->files[m->nfiles++] = c;
@@ -162,6 +165,8 @@ int stow_manifest_to_json(char **out, size_t *outlen, const stow_manifest *m, st
             json_object_set_new(o, "l", json_integer(e->layer));
         if (e->type == STOW_FT_LINK)
             json_object_set_new(o, "lt", json_string(e->target ? e->target : ""));
+        if (e->sha256 != NULL)
+            json_object_set_new(o, "h", json_string(e->sha256));
         if (json_array_append_new(files, o) != 0)
             goto oom;
     }
@@ -265,9 +270,10 @@ int stow_manifest_from_json(stow_manifest **out, const char *buf, size_t len, co
     }
     json_array_foreach(files, i, v) {
         json_int_t r = -1, mode = -1, mt = 0, ns = 0, size = 0, layer = -1;
-        const char *p = NULL, *t = NULL, *lt = NULL;
-        if (json_unpack_ex(v, &jerr, 0, "{s:I, s:s, s:s, s:I, s:I, s:I, s?I, s?I, s?s}", "r", &r, "p", &p,
-                           "t", &t, "m", &mode, "mt", &mt, "ns", &ns, "s", &size, "l", &layer, "lt", &lt) != 0)
+        const char *p = NULL, *t = NULL, *lt = NULL, *h = NULL;
+        if (json_unpack_ex(v, &jerr, 0, "{s:I, s:s, s:s, s:I, s:I, s:I, s?I, s?I, s?s, s?s}", "r", &r, "p", &p,
+                           "t", &t, "m", &mode, "mt", &mt, "ns", &ns, "s", &size, "l", &layer, "lt", &lt, "h",
+                           &h) != 0)
             BAD("%s: files[%zu]: %s", what, i, jerr.text);
         if (r < 0 || (size_t)r >= m->nroots)
             BAD("%s: files[%zu] names root %lld, which does not exist", what, i, (long long)r);
@@ -281,8 +287,11 @@ int stow_manifest_from_json(stow_manifest **out, const char *buf, size_t len, co
             BAD("%s: files[%zu] (%s) names layer %lld, which does not exist", what, i, p, (long long)layer);
         if (t[0] == STOW_FT_LINK && (lt == NULL || !stow_path_link_ok(p, lt)))
             BAD("%s: files[%zu]: symlink %s points outside its root", what, i, p);
+        if (h != NULL && !is_hex(h, STOW_SHA256_HEX_LEN))
+            BAD("%s: files[%zu] (%s) has a bad content hash", what, i, p);
         stow_file_entry e = {(uint32_t)r, (char *)p, t[0], (uint32_t)mode, (uint64_t)size, (int64_t)mt,
-                             (int32_t)ns, (int32_t)layer, t[0] == STOW_FT_LINK ? (char *)lt : NULL};
+                             (int32_t)ns, (int32_t)layer, t[0] == STOW_FT_LINK ? (char *)lt : NULL,
+                             t[0] == STOW_FT_FILE ? (char *)h : NULL};
         if (stow_manifest_add_file(m, &e, err) != STOW_OK)
             goto done;
     }

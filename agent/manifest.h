@@ -31,6 +31,7 @@ typedef struct stow_file_entry {
     int32_t mtime_ns;  /* nanoseconds */
     int32_t layer;     /* index into layers; -1 for directories (they live in the index only) */
     char *target;      /* symlinks only */
+    char *sha256;      /* content hash (hex), only when saved with checksums; else NULL */
 } stow_file_entry;
 
 typedef struct stow_layer {

@@ -27,17 +27,150 @@ suite_roundtrip() {
 }
 
 suite_existing_key() {
-    case_begin "saving an existing key uploads nothing"
+    case_begin "--no-update keeps an existing entry immutable; by default it gets a delta"
     runner c
     mkdir -p "$HOME/d" && echo one >"$HOME/d/f"
     stow save --key exist-1 --path '~/d'
     expect_rc 0
     echo two >"$HOME/d/f"
-    stow save --key exist-1 --path '~/d'
-    expect_rc 0 && err_has "already exists" && ok "second save skipped" || fail "second save: $(cat "$T/err")"
+    stow save --key exist-1 --path '~/d' --no-update
+    expect_rc 0 && err_has "already exists" && ok "--no-update: second save skipped" || fail "second save: $(cat "$T/err")"
     runner c2
     stow restore --key exist-1 --path '~/d'
     [ "$(cat "$HOME/d/f")" = one ] && ok "entry unchanged" || fail "entry was overwritten"
+    runner c
+    stow save --key exist-1 --path '~/d'
+    expect_rc 0 && err_has "1 new or changed files" && ok "default: delta written" || fail "update: $(cat "$T/err")"
+    runner c3
+    stow restore --key exist-1 --path '~/d'
+    [ "$(cat "$HOME/d/f")" = two ] && ok "updated entry restores the new content" || fail "got $(cat "$HOME/d/f")"
+}
+
+# uploaded_bytes: the byte count of the last save's "... uploaded" summary, in bytes.
+uploaded_bytes() {
+    python3 - "$T/err" <<'PY'
+import re, sys
+m = re.search(r"; ([0-9.]+) (B|kB|MB|GB) uploaded", open(sys.argv[1]).read())
+print(int(float(m.group(1)) * {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9}[m.group(2)]) if m else -1)
+PY
+}
+
+make_wheels() { # DIR N: N incompressible 200 kB "wheels"
+    mkdir -p "$1"
+    local i
+    for i in $(seq 1 "$2"); do head -c 200000 /dev/urandom >"$1/pkg$i.whl"; done
+}
+
+suite_delta() {
+    case_begin "delta save: only changed files are uploaded"
+    runner d1
+    make_wheels "$HOME/c/pip" 50
+    mkdir -p "$HOME/c/apt" && seq 1 1000 >"$HOME/c/apt/list"
+    stow save --key delta-1 --restore-key delta- --path '~/c'
+    expect_rc 0
+    local full delta
+    full=$(uploaded_bytes)
+    stow save --key delta-1 --restore-key delta- --path '~/c'
+    expect_rc 0 && err_has "nothing to upload" && ok "unchanged: nothing uploaded" || fail "no-change save: $(cat "$T/err")"
+    head -c 200000 /dev/urandom >"$HOME/c/pip/pkg7.whl"   # changed
+    head -c 200000 /dev/urandom >"$HOME/c/pip/new.whl"    # added
+    rm "$HOME/c/pip/pkg9.whl"                               # removed
+    stow save --key delta-1 --restore-key delta- --path '~/c'
+    expect_rc 0
+    delta=$(uploaded_bytes)
+    err_has "2 new or changed files, 1 removed" && ok "delta found 2 changed, 1 removed" || fail "$(cat "$T/err")"
+    [ "$delta" -gt 0 ] && [ "$delta" -lt $((full / 10)) ] && ok "delta uploaded $delta of $full bytes" ||
+        fail "delta uploaded $delta bytes, full save $full"
+    cp -a "$HOME/c" "$T/delta-expected"
+
+    case_begin "a fresh runner restores parent layers plus the delta"
+    runner d2
+    stow restore --key delta-1 --path '~/c'
+    expect_rc 0 && same_tree "$T/delta-expected" "$HOME/c" && [ ! -e "$HOME/c/pip/pkg9.whl" ] &&
+        ok "tree matches, removed file absent" || true
+
+    case_begin "warm runner downloads only the layers it lacks"
+    runner d1
+    stow restore --key delta-1 --path '~/c'
+    expect_rc 0 && err_has "downloaded, 0 of 2 layers" && ok "runner that saved downloads nothing" || fail "$(cat "$T/err")"
+
+    case_begin "restore-key match + new key uploads about the added package"
+    runner d3
+    stow restore --key delta-2 --restore-key delta- --path '~/c'
+    out_has "cache-result=partial" || fail "expected a partial match: $(cat "$T/out")"
+    head -c 200000 /dev/urandom >"$HOME/c/pip/added.whl"
+    stow save --key delta-2 --restore-key delta- --path '~/c'
+    expect_rc 0
+    delta=$(uploaded_bytes)
+    [ "$delta" -gt 200000 ] && [ "$delta" -lt 260000 ] && err_has "1 new or changed files, 0 removed" &&
+        ok "new key uploaded $delta bytes for one 200 kB package" || fail "uploaded $delta: $(cat "$T/err")"
+    runner d4
+    stow restore --key delta-2 --path '~/c'
+    [ -f "$HOME/c/pip/added.whl" ] && [ -f "$HOME/c/pip/pkg1.whl" ] && ok "new key restores old and added files" ||
+        fail "delta-2 restore incomplete"
+
+    case_begin "new key with no changes uploads only a manifest"
+    runner d3
+    stow save --key delta-3 --restore-key delta- --path '~/c'
+    # Parent here is delta-2 (the last save from this runner).
+    expect_rc 0 && err_has "0 new or changed files, 0 removed" && [ "$(uploaded_bytes)" -lt 100000 ] &&
+        ok "manifest only: $(uploaded_bytes) bytes" || fail "$(cat "$T/err")"
+
+    case_begin "compaction: a mostly dead layer is repacked"
+    runner d5
+    make_wheels "$HOME/c" 10
+    stow save --key compact-1 --path '~/c'
+    local i
+    for i in 1 2 3 4 5 6; do head -c 200000 /dev/urandom >"$HOME/c/pkg$i.whl"; done
+    stow save --key compact-1 --path '~/c'
+    expect_rc 0 && err_has "1 layers repacked" && ok "old layer repacked" || fail "$(cat "$T/err")"
+    cp -a "$HOME/c" "$T/compact-expected"
+    runner d6
+    stow restore --key compact-1 --path '~/c'
+    expect_rc 0 && err_has "1 of 1 layers" && same_tree "$T/compact-expected" "$HOME/c" &&
+        ok "restore needs one layer" || fail "$(cat "$T/err")"
+
+    case_begin "layer count stays bounded over many deltas"
+    runner d7
+    make_wheels "$HOME/c" 3
+    for i in 1 2 3 4 5 6 7 8; do
+        head -c 1000 /dev/urandom >"$HOME/c/small$i"
+        stow save --key chain-1 --path '~/c' --max-layers 4
+        expect_rc 0 || break
+    done
+    runner d8
+    stow restore --key chain-1 --path '~/c'
+    local nl
+    nl=$(grep -o 'of [0-9]* layers' "$T/err" | grep -o '[0-9]*')
+    [ -n "$nl" ] && [ "$nl" -le 4 ] && [ -f "$HOME/c/small8" ] && [ -f "$HOME/c/pkg1.whl" ] &&
+        ok "8 deltas with --max-layers 4: $nl layers" || fail "layers: $nl; $(cat "$T/err")"
+
+    case_begin "--checksum sees a change that keeps size and mtime"
+    runner d9
+    mkdir -p "$HOME/c" && echo aaaa >"$HOME/c/f" && touch -d '2020-01-01' "$HOME/c/f"
+    stow save --key sum-1 --path '~/c' --checksum
+    echo bbbb >"$HOME/c/f" && touch -d '2020-01-01' "$HOME/c/f"
+    stow save --key sum-1 --path '~/c'
+    err_has "nothing to upload" && ok "size/mtime compare misses it (as documented)" || fail "$(cat "$T/err")"
+    stow save --key sum-1 --path '~/c' --checksum
+    err_has "1 new or changed files" && ok "--checksum finds it" || fail "$(cat "$T/err")"
+
+    case_begin "concurrent saves of one key both finish with one complete entry"
+    runner e1
+    make_wheels "$HOME/c" 20
+    echo "job e1" >"$HOME/c/who"
+    runner e2
+    make_wheels "$HOME/c" 20
+    echo "job e2" >"$HOME/c/who"
+    (runner e1; "$STOWAGE_BIN" save --key race-1 --path '~/c' --strict >"$T/e1.out" 2>&1; echo $? >"$T/e1.rc") &
+    (runner e2; "$STOWAGE_BIN" save --key race-1 --path '~/c' --strict >"$T/e2.out" 2>&1; echo $? >"$T/e2.rc") &
+    wait
+    [ "$(cat "$T/e1.rc")$(cat "$T/e2.rc")" = 00 ] && ok "both saves exit 0" || fail "exit codes $(cat "$T/e1.rc") $(cat "$T/e2.rc"): $(cat "$T/e1.out" "$T/e2.out")"
+    runner e3
+    stow restore --key race-1 --path '~/c' --strict
+    local who
+    who=$(cat "$HOME/c/who" 2>/dev/null || echo none)
+    expect_rc 0 && { same_tree "$T/home-${who#job }/c" "$HOME/c" && ok "entry is exactly $who's tree"; } || fail "restore: $(cat "$T/err")"
 }
 
 suite_lookup() {
@@ -119,7 +252,7 @@ stow_layers_of() {
 
 suite_hostile() {
     local sc
-    for sc in absolute dotdot symlink-escape device hardlink not-in-index; do
+    for sc in absolute dotdot symlink-escape device hardlink; do
         case_begin "hostile archive: $sc"
         runner "h-$sc"
         local root="$HOME/c" outside="$T/outside-$sc/pwned"
@@ -135,6 +268,18 @@ suite_hostile() {
         [ ! -e "$root/good.txt" ] || fail "files of a refused layer were committed"
         [ -z "$(find "$HOME" -name '.stowage-*')" ] || fail "temp files left behind"
     done
+}
+
+suite_unlisted_entry() {
+    case_begin "an archive entry the index does not list is read past, never written"
+    runner h-unlisted
+    mkdir -p "$T/gen-unlisted"
+    python3 "$STOW_TEST_SRC/tests/integration/make_hostile.py" "$T/gen-unlisted" default hostile-unlisted '~/c' not-in-index "$T/unused"
+    local f
+    for f in $(cd "$T/gen-unlisted" && find . -type f | sed 's|^\./||'); do store_put "$f" "$T/gen-unlisted/$f"; done
+    stow restore --key hostile-unlisted --path '~/c' --strict
+    expect_rc 0 && [ -f "$HOME/c/good.txt" ] && [ ! -e "$HOME/c/unlisted.txt" ] && ok "listed file restored, unlisted one not" ||
+        fail "$(cat "$T/err"); $(ls -A "$HOME/c" 2>&1)"
 }
 
 suite_big_file() {
@@ -165,5 +310,7 @@ run_suite() {
     suite_lookup
     suite_corrupt_layer
     suite_hostile
+    suite_unlisted_entry
+    suite_delta
     if [ "${STOW_TEST_BIG:-1}" = 1 ]; then suite_big_file; fi
 }
