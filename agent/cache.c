@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "buildx.h"
 #include "hash.h"
 #include "log.h"
 #include "manifest.h"
@@ -662,6 +663,44 @@ static int write_refs(const stow_cache_params *p, int64_t created)
     return STOW_OK;
 }
 
+static void prune_one(const char *dir)
+{
+    stow_buildx_stats st;
+    stow_error err = {0};
+    if (stow_buildx_prune(&st, dir, &err) != STOW_OK) {
+        stow_warn("buildx cache %s: %s", dir, err.msg);
+        return;
+    }
+    char freed[32];
+    stow_format_bytes(freed, sizeof(freed), st.bytes_deleted);
+    stow_info("buildx cache %s: kept %llu blobs, deleted %llu unreferenced (%s)%s", dir,
+              (unsigned long long)st.blobs_kept, (unsigned long long)st.blobs_deleted, freed,
+              st.missing ? ", some referenced blobs are missing" : "");
+}
+
+/* Prunes buildx local caches before scanning: detected roots, and directories named in the
+ * configuration (which must hold an OCI layout to be touched). */
+static void prune_buildx(const stow_cache_params *p)
+{
+    if (!p->prune_buildx)
+        return;
+    for (size_t i = 0; i < p->paths->n; i++)
+        if (stow_buildx_detect(p->abs_paths[i]))
+            prune_one(p->abs_paths[i]);
+    for (size_t i = 0; i < p->nbuildx_dirs; i++) {
+        int done_already = 0;
+        for (size_t j = 0; j < p->paths->n; j++)
+            done_already |= strcmp(p->abs_paths[j], p->buildx_dirs[i]) == 0;
+        if (done_already)
+            continue;
+        if (stow_buildx_detect(p->buildx_dirs[i]))
+            prune_one(p->buildx_dirs[i]);
+        else
+            stow_warn("%s is named as a buildx cache but has no oci-layout and index.json; not pruning it",
+                      p->buildx_dirs[i]);
+    }
+}
+
 int stow_cache_save(stow_cache_result *res, const stow_cache_params *p, stow_error *err)
 {
     int rc;
@@ -701,6 +740,7 @@ int stow_cache_save(stow_cache_result *res, const stow_cache_params *p, stow_err
             goto done;
     }
 
+    prune_buildx(p);
     m = stow_manifest_new();
     if (m == NULL) {
         rc = stow_error_set(err, STOW_ERR, "out of memory");

@@ -33,6 +33,9 @@ typedef struct stow_cache_params {
     int checksum;   /* save: compare contents too (needs hashes in the parent entry) */
     int update;     /* save: an existing key gets a delta; 0 = entries are immutable */
     int max_layers; /* save: repack the smallest layers beyond this many */
+    int prune_buildx;            /* save: prune buildx caches among (or named besides) the paths */
+    char *const *buildx_dirs;    /* expanded extra buildx cache directories */
+    size_t nbuildx_dirs;
 } stow_cache_params;
 
 typedef struct stow_cache_result {

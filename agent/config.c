@@ -78,6 +78,10 @@ static const option options[] = {
      "save: compare file contents too, not only size, mtime and mode (false)"},
     {"cache", "update", "STOWAGE_UPDATE", "--update", NULL, T_BOOL, OFF(update), 0, 0,
      "save: update an existing key with a delta (true; --no-update keeps entries immutable)"},
+    {"cache", "prune_buildx", "STOWAGE_PRUNE_BUILDX", "--prune-buildx", NULL, T_BOOL, OFF(prune_buildx), 0, 0,
+     "save: delete blobs index.json does not reach from buildx local caches (true)"},
+    {"cache", "buildx_dirs", "STOWAGE_BUILDX_DIRS", "--buildx-dir", "--buildx-dirs", T_LIST, OFF(buildx_dirs), 0, 0,
+     "buildx cache directories to prune besides the paths detected by oci-layout + index.json"},
     {"cache", "max_layers", "STOWAGE_MAX_LAYERS", "--max-layers", NULL, T_LONG, OFF(max_layers), 2, 1000,
      "repack the smallest layers once an entry has more than this many (16)"},
 };
@@ -283,6 +287,7 @@ static void set_defaults(stow_config *cfg)
     cfg->layer_size = 1ull << 30;
     cfg->save_on_failure = 1;
     cfg->update = 1;
+    cfg->prune_buildx = 1;
     cfg->max_layers = 16;
 }
 

@@ -44,6 +44,8 @@ typedef struct stow_config {
     int save_on_failure;
     int checksum;
     int update;
+    int prune_buildx;
+    stow_strlist buildx_dirs;
     long max_layers;
     /* command line only */
     char *config_file;

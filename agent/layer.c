@@ -137,6 +137,8 @@ static int *open_roots(const stow_manifest *m, char *const *roots, int create, s
         if (create && stow_path_mkdirs(roots[i], 0755, err) != STOW_OK)
             goto fail;
         fds[i] = open(roots[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fds[i] < 0 && errno == ENOENT && !create)
+            continue; /* a root that does not exist has no entries to read */
         if (fds[i] < 0) {
             stow_error_set(err, STOW_ERR, "%s: %s", roots[i], strerror(errno));
             goto fail;

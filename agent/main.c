@@ -71,6 +71,7 @@ typedef struct {
     char *scope;
     stow_strlist restore_keys; /* expanded */
     char **abs_paths;
+    char **buildx_dirs;
     char *url;
     char *state_dir;
 } run_ctx;
@@ -83,6 +84,9 @@ static void run_ctx_free(run_ctx *r)
     for (size_t i = 0; r->abs_paths && i < r->cfg.paths.n; i++)
         free(r->abs_paths[i]);
     free(r->abs_paths);
+    for (size_t i = 0; r->buildx_dirs && i < r->cfg.buildx_dirs.n; i++)
+        free(r->buildx_dirs[i]);
+    free(r->buildx_dirs);
     free(r->url);
     free(r->state_dir);
     stow_config_free(&r->cfg);
@@ -147,6 +151,14 @@ static int prepare(run_ctx *r, int need_paths, stow_error *err)
                 (r->abs_paths[j][n] == '\0' || r->abs_paths[j][n] == '/'))
                 return stow_error_set(err, STOW_EUSAGE, "paths %s and %s overlap", c->paths.v[j], c->paths.v[i]);
         }
+    }
+    r->buildx_dirs = calloc(c->buildx_dirs.n + 1, sizeof(char *));
+    if (r->buildx_dirs == NULL)
+        return stow_error_set(err, STOW_ERR, "out of memory");
+    for (size_t i = 0; i < c->buildx_dirs.n; i++) {
+        rc = stow_path_expand(&r->buildx_dirs[i], c->buildx_dirs.v[i], err);
+        if (rc != STOW_OK)
+            return rc;
     }
     const char *url = c->url ? c->url : "file://~/.cache/stowage/store";
     if (strncmp(url, "file://", 7) == 0 && url[7] != '/') {
@@ -256,6 +268,7 @@ static int cmd_restore_save(run_ctx *r, int save)
                  .checksum = c->checksum},
         .layer_size = c->layer_size, .parallel = (int)c->parallel, .lookup_only = c->lookup_only,
         .checksum = c->checksum, .update = c->update, .max_layers = (int)c->max_layers,
+        .prune_buildx = c->prune_buildx, .buildx_dirs = r->buildx_dirs, .nbuildx_dirs = c->buildx_dirs.n,
     };
     int exit_code = EXIT_OK;
     if (save) {

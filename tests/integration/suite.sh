@@ -282,6 +282,49 @@ suite_unlisted_entry() {
         fail "$(cat "$T/err"); $(ls -A "$HOME/c" 2>&1)"
 }
 
+blob_file() { echo "$1/blobs/sha256/${2#sha256:}"; }
+
+suite_buildx() {
+    local form
+    for form in manifest index; do
+        case_begin "buildx local cache ($form form): unreachable blobs pruned before save"
+        runner "bx-$form"
+        local dir="$HOME/buildx-cache" refs orphans dg
+        mkdir -p "$dir"
+        { read -r refs; read -r orphans; } < <(python3 "$STOW_TEST_SRC/tests/integration/make_buildx_cache.py" "$dir" "$form")
+        stow save --key "bx-$form" --path '~/buildx-cache' --path '~/other'
+        expect_rc 0 && err_has "deleted $(echo "$orphans" | wc -w) unreferenced" && ok "$(grep -o 'kept.*' "$T/err" | head -1)" ||
+            fail "$(cat "$T/err")"
+        for dg in $refs; do [ -f "$(blob_file "$dir" "$dg")" ] || fail "referenced blob $dg was deleted"; done
+        for dg in $orphans; do [ ! -e "$(blob_file "$dir" "$dg")" ] || fail "orphan $dg survived"; done
+        [ -f "$dir/index.json" ] && [ -f "$dir/oci-layout" ] && [ -f "$dir/ingest/partial-upload/data" ] &&
+            ok "index.json, oci-layout and ingest/ kept" || fail "layout files lost"
+        cp -a "$dir" "$T/bx-expected"
+        runner "bx-$form-2"
+        stow restore --key "bx-$form" --path '~/buildx-cache' --path '~/other'
+        expect_rc 0 && same_tree "$T/bx-expected" "$HOME/buildx-cache" && ok "restored the pruned cache" || true
+        rm -rf "$T/bx-expected"
+    done
+
+    case_begin "buildx: a missing referenced blob warns; a broken index.json deletes nothing"
+    runner bx-broken
+    local dir="$HOME/bx" refs orphans
+    mkdir -p "$dir"
+    { read -r refs; read -r orphans; } < <(python3 "$STOW_TEST_SRC/tests/integration/make_buildx_cache.py" "$dir" manifest)
+    set -- $refs
+    rm "$(blob_file "$dir" "$3")"
+    stow save --key bx-missing --path '~/bx'
+    expect_rc 0 && err_has "missing" && ok "missing blob reported" || fail "$(cat "$T/err")"
+    rm -rf "$dir" && mkdir -p "$dir"
+    python3 "$STOW_TEST_SRC/tests/integration/make_buildx_cache.py" "$dir" index >/dev/null
+    local before
+    before=$(find "$dir/blobs" -type f | wc -l)
+    echo '{"manifests": [' >"$dir/index.json"
+    stow save --key bx-broken --path '~/bx'
+    expect_rc 0 && err_has "not pruning" && [ "$(find "$dir/blobs" -type f | wc -l)" = "$before" ] &&
+        ok "nothing deleted, save went on" || fail "$(cat "$T/err")"
+}
+
 suite_big_file() {
     case_begin "a file over 2 GiB (sparse zeros with random patches)"
     runner big1
@@ -312,5 +355,6 @@ run_suite() {
     suite_hostile
     suite_unlisted_entry
     suite_delta
+    suite_buildx
     if [ "${STOW_TEST_BIG:-1}" = 1 ]; then suite_big_file; fi
 }
