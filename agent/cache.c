@@ -28,6 +28,37 @@ int stow_cache_manifest_name(char *out, size_t outsz, const char *scope, const c
     return (n < 0 || (size_t)n >= outsz) ? STOW_ERR : STOW_OK;
 }
 
+int stow_cache_access_name(char *out, size_t outsz, const char *scope, const char *key)
+{
+    int n = snprintf(out, outsz, "access/%s/%s", scope, key);
+    return (n < 0 || (size_t)n >= outsz) ? STOW_ERR : STOW_OK;
+}
+
+int64_t stow_cache_now(void)
+{
+    /* STOWAGE_NOW (seconds since the epoch) is a test clock for lifecycle tests. */
+    const char *v = getenv("STOWAGE_NOW");
+    if (v != NULL && v[0] != '\0') {
+        char *end = NULL;
+        long long t = strtoll(v, &end, 10);
+        if (end != v && *end == '\0' && t > 0)
+            return (int64_t)t;
+    }
+    return (int64_t)time(NULL);
+}
+
+/* Records that an entry was used, so prune knows what is stale. Never fails the caller. */
+static void touch_access(const stow_cache_params *p, const char *scope, const char *key)
+{
+    char name[1024];
+    char body[64];
+    stow_error err = {0};
+    int n = snprintf(body, sizeof(body), "{\"time\":%lld}", (long long)stow_cache_now());
+    if (stow_cache_access_name(name, sizeof(name), scope, key) != STOW_OK ||
+        stow_backend_put_buffer(p->backend, name, body, (size_t)n, 0, &err) != STOW_OK)
+        stow_debug("could not record the access to %s: %s", key, err.msg);
+}
+
 int stow_cache_ref_name(char *out, size_t outsz, const char *scope, const char *prefix)
 {
     int n = snprintf(out, outsz, "refs/%s/%s", scope, prefix);
@@ -440,6 +471,7 @@ int stow_cache_restore(stow_cache_result *res, const stow_cache_params *p, stow_
     if (rc != STOW_OK)
         goto done;
     stow_layer_finish_dirs(m, roots);
+    touch_access(p, res->matched_scope, res->matched_key);
     for (size_t i = 0; i < m->nfiles; i++)
         if (m->files[i].type != STOW_FT_DIR && roots[m->files[i].root] != NULL)
             res->files++;
@@ -780,7 +812,7 @@ int stow_cache_save(stow_cache_result *res, const stow_cache_params *p, stow_err
     rc = assign_new_layers(m, p->layer_size, err);
     if (rc != STOW_OK)
         goto done;
-    m->created = (int64_t)time(NULL);
+    m->created = stow_cache_now();
     uint64_t to_pack = 0;
     for (size_t i = 0; i < m->nfiles; i++)
         if (m->files[i].type == STOW_FT_FILE && (size_t)m->files[i].layer >= first_new)

@@ -3,7 +3,8 @@
  * Remote layout, relative to the store URL:
  *   manifests/<scope>/<key>.json   one entry; written last, it is the commit point
  *   refs/<scope>/<restore-prefix>  {"key": newest key saved under that prefix}
- *   layers/<id>.tar.zst            immutable zstd tarballs */
+ *   layers/<id>.tar.zst            immutable zstd tarballs
+ *   access/<scope>/<key>           {"time": last restore}, for prune */
 #ifndef STOW_CACHE_H
 #define STOW_CACHE_H
 
@@ -60,5 +61,9 @@ int stow_cache_save(stow_cache_result *res, const stow_cache_params *p, stow_err
 /* Object names. */
 int stow_cache_manifest_name(char *out, size_t outsz, const char *scope, const char *key);
 int stow_cache_ref_name(char *out, size_t outsz, const char *scope, const char *prefix);
+/* access/<scope>/<key>: {"time": last restore}, written by restore for prune. */
+int stow_cache_access_name(char *out, size_t outsz, const char *scope, const char *key);
+/* Seconds since the epoch, or STOWAGE_NOW when set (a test clock). */
+int64_t stow_cache_now(void);
 
 #endif

@@ -5,10 +5,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 #include <strings.h>
 #include <unistd.h>
 
-typedef enum { T_STR, T_BOOL, T_LONG, T_SIZE, T_LIST, T_TRISTATE } opt_type;
+typedef enum { T_STR, T_BOOL, T_LONG, T_SIZE, T_LIST, T_TRISTATE, T_DURATION } opt_type;
 
 typedef struct {
     const char *section;
@@ -84,6 +85,15 @@ static const option options[] = {
      "buildx cache directories to prune besides the paths detected by oci-layout + index.json"},
     {"cache", "max_layers", "STOWAGE_MAX_LAYERS", "--max-layers", NULL, T_LONG, OFF(max_layers), 2, 1000,
      "repack the smallest layers once an entry has more than this many (16)"},
+    {"prune", "max_age", "STOWAGE_MAX_AGE", "--max-age", NULL, T_DURATION, OFF(max_age), 0, 0,
+     "prune: delete entries unused for longer than this (e.g. 7d, 12h)"},
+    {"prune", "max_size", "STOWAGE_MAX_SIZE", "--max-size", NULL, T_SIZE, OFF(max_size), 0, 0,
+     "prune: then delete least recently used entries until the store fits (e.g. 20G)"},
+    {"prune", "grace", "STOWAGE_GRACE", "--grace", NULL, T_DURATION, OFF(grace), 0, 0,
+     "prune: keep unreferenced layers younger than this, for saves in progress (1h)"},
+    {"prune", "dry_run", "STOWAGE_DRY_RUN", "--dry-run", NULL, T_BOOL, OFF(dry_run), 0, 0,
+     "prune: report what would be deleted, delete nothing"},
+    {"prune", "json", "STOWAGE_JSON", "--json", NULL, T_BOOL, OFF(json), 0, 0, "list, stats: JSON output"},
 };
 
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
@@ -158,6 +168,32 @@ static int parse_bool(int *out, const char *v)
     return 0;
 }
 
+static int parse_duration(long long *out, const char *v)
+{
+    char *end = NULL;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (end == v || errno != 0 || n < 0)
+        return -1;
+    long long mul = 1;
+    if (*end) {
+        switch (*end) {
+        case 's': mul = 1; break;
+        case 'm': mul = 60; break;
+        case 'h': mul = 3600; break;
+        case 'd': mul = 86400; break;
+        case 'w': mul = 7 * 86400; break;
+        default: return -1;
+        }
+        if (end[1] != '\0')
+            return -1;
+    }
+    if (n > (long long)(INT64_MAX / 2) / mul)
+        return -1;
+    *out = n * mul;
+    return 0;
+}
+
 static int parse_size(uint64_t *out, const char *v)
 {
     char *end = NULL;
@@ -228,6 +264,11 @@ static int set_option(loader *ld, size_t oi, source src, const char *v, const ch
             return stow_error_set(err, STOW_EUSAGE, "%s: %s must be a size such as 512M or 2G, not \"%s\"", where,
                                   o->name, v);
         break;
+    case T_DURATION:
+        if (parse_duration((long long *)field, v) != 0)
+            return stow_error_set(err, STOW_EUSAGE, "%s: %s must be a duration such as 30m, 12h or 7d, not \"%s\"",
+                                  where, o->name, v);
+        break;
     case T_LIST: {
         stow_strlist *l = field;
         /* A later source replaces the list; repeats within one source accumulate. */
@@ -264,11 +305,11 @@ static int on_ini_value(void *user, const char *section, const char *name, const
             return 1;
         }
     }
-    int known_section = strcmp(section, "storage") == 0 || strcmp(section, "cache") == 0;
+    int known_section = strcmp(section, "storage") == 0 || strcmp(section, "cache") == 0 || strcmp(section, "prune") == 0;
     if (known_section)
         snprintf(ld->msg, sizeof(ld->msg), "unknown key \"%s\" in [%s]", name, section);
     else
-        snprintf(ld->msg, sizeof(ld->msg), "unknown section [%s] (expected [storage] or [cache])", section);
+        snprintf(ld->msg, sizeof(ld->msg), "unknown section [%s] (expected [storage], [cache] or [prune])", section);
     ld->failed = 1;
     return 0;
 }
@@ -288,6 +329,7 @@ static void set_defaults(stow_config *cfg)
     cfg->save_on_failure = 1;
     cfg->update = 1;
     cfg->prune_buildx = 1;
+    cfg->grace = 3600;
     cfg->max_layers = 16;
 }
 

@@ -45,6 +45,11 @@ typedef struct stow_config {
     int checksum;
     int update;
     int prune_buildx;
+    long long max_age;
+    uint64_t max_size;
+    long long grace;
+    int dry_run;
+    int json;
     stow_strlist buildx_dirs;
     long max_layers;
     /* command line only */

@@ -1,6 +1,7 @@
 /* The stowage command line: the only code that owns the process (exit codes, stdout). */
 #include <errno.h>
 #include <ftw.h>
+#include <jansson.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -8,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -16,6 +18,7 @@ extern char **environ;
 #include "cache.h"
 #include "config.h"
 #include "keys.h"
+#include "lifecycle.h"
 #include "log.h"
 #include "paths.h"
 #include "progress.h"
@@ -40,6 +43,11 @@ static void usage(FILE *f)
             "  stowage setup [options]     create the cache directories\n"
             "  stowage clean [options]     empty the cache directories (local only)\n"
             "  stowage key [options]       print the expanded key\n"
+            "  stowage list [--json]       entries in the store: scope, key, created, last used,\n"
+            "                              size, stored size, layers\n"
+            "  stowage stats [--json]      local directory sizes and store totals\n"
+            "  stowage prune [--max-age 7d] [--max-size 20G] [--grace 1h] [--dry-run]\n"
+            "                              delete stale entries, then unreferenced layers and refs\n"
             "  stowage help | --help       this text\n"
             "  stowage --version\n"
             "\n"
@@ -105,6 +113,28 @@ static int expand_validated(char **out, const char *tmpl, const char *what, stow
     return rc;
 }
 
+/* The store URL, with a file:// path expanded like the cache paths (~, $VARS). */
+static int resolve_url(run_ctx *r, stow_error *err)
+{
+    stow_config *c = &r->cfg;
+    int rc;
+    const char *url = c->url ? c->url : "file://~/.cache/stowage/store";
+    if (strncmp(url, "file://", 7) == 0 && url[7] != '/') {
+        char *dir = NULL;
+        rc = stow_path_expand(&dir, url + 7, err);
+        if (rc != STOW_OK)
+            return rc;
+        size_t n = strlen(dir) + 8;
+        r->url = malloc(n);
+        if (r->url)
+            snprintf(r->url, n, "file://%s", dir);
+        free(dir);
+    } else {
+        r->url = strdup(url);
+    }
+    return r->url ? STOW_OK : stow_error_set(err, STOW_ERR, "out of memory");
+}
+
 /* Everything restore and save need from the configuration, checked up front so that usage
  * errors are reported before any remote work. */
 static int prepare(run_ctx *r, int need_paths, stow_error *err)
@@ -160,24 +190,35 @@ static int prepare(run_ctx *r, int need_paths, stow_error *err)
         if (rc != STOW_OK)
             return rc;
     }
-    const char *url = c->url ? c->url : "file://~/.cache/stowage/store";
-    if (strncmp(url, "file://", 7) == 0 && url[7] != '/') {
-        char *dir = NULL;
-        rc = stow_path_expand(&dir, url + 7, err);
-        if (rc != STOW_OK)
-            return rc;
-        size_t n = strlen(dir) + 8;
-        r->url = malloc(n);
-        if (r->url)
-            snprintf(r->url, n, "file://%s", dir);
-        free(dir);
-    } else {
-        r->url = strdup(url);
-    }
-    rc = stow_path_expand(&r->state_dir, c->state_dir ? c->state_dir : "~/.cache/stowage/state", err);
+    rc = resolve_url(r, err);
     if (rc != STOW_OK)
         return rc;
-    return r->url ? STOW_OK : stow_error_set(err, STOW_ERR, "out of memory");
+    return stow_path_expand(&r->state_dir, c->state_dir ? c->state_dir : "~/.cache/stowage/state", err);
+}
+
+static int open_store(run_ctx *r, stow_backend **b, stow_error *err)
+{
+    stow_config *c = &r->cfg;
+    if (r->url == NULL) {
+        int rc = resolve_url(r, err);
+        if (rc != STOW_OK)
+            return rc;
+    }
+    const char **hdrs = calloc(c->headers.n + 1, sizeof(char *));
+    if (hdrs == NULL)
+        return stow_error_set(err, STOW_ERR, "out of memory");
+    for (size_t i = 0; i < c->headers.n; i++)
+        hdrs[i] = c->headers.v[i];
+    stow_backend_opts bo = {
+        .url = r->url, .endpoint = c->endpoint, .region = c->region, .path_style = c->path_style,
+        .verify_tls = c->verify_tls, .ca_bundle = c->ca_bundle, .connect_timeout_ms = c->connect_timeout_ms,
+        .low_speed_timeout_s = c->low_speed_timeout_s, .max_retries = (int)c->retries,
+        .parallel = (int)c->parallel, .token_env = c->token_env, .headers = hdrs,
+    };
+    /* Backends copy what they keep from the options. */
+    int rc = stow_backend_open(b, &bo, err);
+    free(hdrs);
+    return rc;
 }
 
 static void write_outputs(const stow_cache_result *res, const char *primary)
@@ -238,21 +279,8 @@ static int cmd_restore_save(run_ctx *r, int save)
     if (rc != STOW_OK)
         return trouble(r, cmd, &err);
     stow_config *c = &r->cfg;
-    stow_backend_opts bo = {
-        .url = r->url, .endpoint = c->endpoint, .region = c->region, .path_style = c->path_style,
-        .verify_tls = c->verify_tls, .ca_bundle = c->ca_bundle, .connect_timeout_ms = c->connect_timeout_ms,
-        .low_speed_timeout_s = c->low_speed_timeout_s, .max_retries = (int)c->retries,
-        .parallel = (int)c->parallel, .token_env = c->token_env, .headers = NULL,
-    };
-    const char **hdrs = calloc(c->headers.n + 1, sizeof(char *));
-    if (hdrs == NULL)
-        return EXIT_FAILED;
-    for (size_t i = 0; i < c->headers.n; i++)
-        hdrs[i] = c->headers.v[i];
-    bo.headers = hdrs;
-    rc = stow_backend_open(&b, &bo, &err);
+    rc = open_store(r, &b, &err);
     if (rc != STOW_OK) {
-        free(hdrs);
         if (!save && !c->lookup_only) {
             memset(&res, 0, sizeof(res));
             write_outputs(&res, r->key);
@@ -300,7 +328,6 @@ static int cmd_restore_save(run_ctx *r, int save)
         }
     }
     stow_backend_free(b);
-    free(hdrs);
     return exit_code;
 }
 
@@ -405,6 +432,169 @@ static int cmd_setup_clean(run_ctx *r, int clean)
     return EXIT_OK;
 }
 
+static void format_time(char *out, size_t outsz, int64_t t)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    if (t <= 0 || gmtime_r(&tt, &tm) == NULL || strftime(out, outsz, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(out, outsz, "-");
+}
+
+static int cmd_list(run_ctx *r)
+{
+    stow_error err = {0};
+    stow_backend *b = NULL;
+    stow_store_index *ix = NULL;
+    int rc = open_store(r, &b, &err);
+    if (rc == STOW_OK)
+        rc = stow_lifecycle_load(&ix, b, &err);
+    if (rc != STOW_OK) {
+        stow_backend_free(b);
+        stow_error_log("list: %s", err.msg);
+        return rc == STOW_EUSAGE ? EXIT_USAGE : EXIT_FAILED;
+    }
+    if (r->cfg.json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < ix->n; i++) {
+            const stow_entry_info *e = &ix->entries[i];
+            json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I}", "scope", e->scope, "key",
+                                                 e->key, "created", (json_int_t)e->created, "last_used",
+                                                 (json_int_t)e->last_used, "size", (json_int_t)e->logical,
+                                                 "stored", (json_int_t)e->stored, "layers", (json_int_t)e->nlayers));
+        }
+        json_dumpf(arr, stdout, JSON_INDENT(2));
+        printf("\n");
+        json_decref(arr);
+    } else {
+        printf("%-12s %-40s %-20s %-20s %10s %10s %6s\n", "SCOPE", "KEY", "CREATED", "LAST USED", "SIZE", "STORED",
+               "LAYERS");
+        for (size_t i = ix->n; i-- > 0;) {
+            const stow_entry_info *e = &ix->entries[i];
+            char c[32], u[32], sz[32], st[32];
+            format_time(c, sizeof(c), e->created);
+            format_time(u, sizeof(u), e->last_used);
+            stow_format_bytes(sz, sizeof(sz), e->logical);
+            stow_format_bytes(st, sizeof(st), e->stored);
+            printf("%-12s %-40s %-20s %-20s %10s %10s %6zu\n", e->scope, e->key, c, u, sz, st, e->nlayers);
+        }
+    }
+    stow_lifecycle_free(ix);
+    stow_backend_free(b);
+    return EXIT_OK;
+}
+
+static uint64_t local_bytes;
+static uint64_t local_files;
+static int add_size(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)path;
+    (void)ftw;
+    if (flag == FTW_F && S_ISREG(st->st_mode)) {
+        local_bytes += (uint64_t)st->st_size;
+        local_files++;
+    }
+    return 0;
+}
+
+static int cmd_stats(run_ctx *r)
+{
+    stow_error err = {0};
+    stow_config *c = &r->cfg;
+    json_t *out = json_object(), *local = json_array();
+    char b1[32], b2[32], b3[32];
+    if (!c->json)
+        printf("local cache directories:\n");
+    for (size_t i = 0; i < c->paths.n; i++) {
+        char *abs = NULL;
+        if (stow_path_expand(&abs, c->paths.v[i], &err) != STOW_OK) {
+            stow_error_log("%s", err.msg);
+            json_decref(out);
+            json_decref(local);
+            return EXIT_USAGE;
+        }
+        local_bytes = local_files = 0;
+        int exists = access(abs, F_OK) == 0;
+        if (exists)
+            nftw(abs, add_size, 32, FTW_PHYS);
+        stow_format_bytes(b1, sizeof(b1), local_bytes);
+        if (!c->json)
+            printf("  %-40s %10s in %llu files%s\n", abs, b1, (unsigned long long)local_files, exists ? "" : " (missing)");
+        json_array_append_new(local, json_pack("{s:s, s:s, s:I, s:I, s:b}", "path", c->paths.v[i], "expanded", abs,
+                                               "bytes", (json_int_t)local_bytes, "files", (json_int_t)local_files,
+                                               "exists", exists));
+        free(abs);
+    }
+    json_object_set_new(out, "local", local);
+    stow_backend *b = NULL;
+    stow_store_index *ix = NULL;
+    int rc = open_store(r, &b, &err);
+    if (rc == STOW_OK)
+        rc = stow_lifecycle_load(&ix, b, &err);
+    if (rc == STOW_OK) {
+        stow_store_totals t;
+        stow_lifecycle_totals(&t, ix);
+        json_object_set_new(out, "store", json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "entries", (json_int_t)t.entries,
+                                                     "layers", (json_int_t)t.layers, "logical_bytes",
+                                                     (json_int_t)t.logical, "stored_bytes", (json_int_t)t.stored,
+                                                     "shared_bytes", (json_int_t)t.shared, "referenced_bytes",
+                                                     (json_int_t)t.referenced));
+        if (!c->json) {
+            char b4[32];
+            stow_format_bytes(b1, sizeof(b1), t.logical);
+            stow_format_bytes(b2, sizeof(b2), t.stored);
+            stow_format_bytes(b3, sizeof(b3), t.shared);
+            stow_format_bytes(b4, sizeof(b4), t.referenced > t.stored ? t.referenced - t.stored : 0);
+            printf("store %s:\n  %zu entries, %zu layers\n  %s of files, %s stored\n"
+                   "  %s in layers shared between entries (deltas saved %s of uploads and storage)\n",
+                   r->url, t.entries, t.layers, b1, b2, b3, b4);
+        }
+    } else {
+        stow_warn("store: %s", err.msg);
+    }
+    if (c->json) {
+        json_dumpf(out, stdout, JSON_INDENT(2));
+        printf("\n");
+    }
+    json_decref(out);
+    stow_lifecycle_free(ix);
+    stow_backend_free(b);
+    return rc == STOW_OK ? EXIT_OK : rc == STOW_EUSAGE ? EXIT_USAGE : (c->strict ? EXIT_FAILED : EXIT_OK);
+}
+
+static void print_deletion(void *ud, const char *kind, const char *name, uint64_t bytes)
+{
+    const int *dry = ud;
+    char b[32];
+    stow_format_bytes(b, sizeof(b), bytes);
+    printf("%s %s %s%s%s\n", *dry ? "would delete" : "deleted", kind, name, bytes ? " " : "", bytes ? b : "");
+}
+
+static int cmd_prune(run_ctx *r)
+{
+    stow_error err = {0};
+    stow_config *c = &r->cfg;
+    if (c->max_age <= 0 && c->max_size == 0)
+        stow_info("no --max-age or --max-size: only unreferenced layers and dangling refs are removed");
+    stow_backend *b = NULL;
+    int rc = open_store(r, &b, &err);
+    stow_prune_result res = {0};
+    stow_prune_opts o = {.max_age = c->max_age, .max_size = c->max_size, .grace = c->grace, .dry_run = c->dry_run,
+                         .report = print_deletion, .ud = &c->dry_run};
+    if (rc == STOW_OK)
+        rc = stow_lifecycle_prune(&res, b, &o, &err);
+    stow_backend_free(b);
+    fflush(stdout);
+    if (rc != STOW_OK) {
+        stow_error_log("prune: %s", err.msg);
+        return rc == STOW_EUSAGE ? EXIT_USAGE : EXIT_FAILED;
+    }
+    char freed[32];
+    stow_format_bytes(freed, sizeof(freed), res.bytes_freed);
+    stow_info("prune%s: %zu entries, %zu layers, %zu refs %s; %s freed", c->dry_run ? " (dry run)" : "", res.entries,
+              res.layers, res.refs, c->dry_run ? "would be deleted" : "deleted", freed);
+    return EXIT_OK;
+}
+
 static int cmd_key(run_ctx *r)
 {
     stow_error err = {0};
@@ -435,7 +625,8 @@ int main(int argc, char **argv)
     int is_restore = strcmp(cmd, "restore") == 0, is_save = strcmp(cmd, "save") == 0;
     int is_key = strcmp(cmd, "key") == 0, is_run = strcmp(cmd, "run") == 0;
     int is_setup = strcmp(cmd, "setup") == 0, is_clean = strcmp(cmd, "clean") == 0;
-    if (!is_restore && !is_save && !is_key && !is_run && !is_setup && !is_clean) {
+    int is_list = strcmp(cmd, "list") == 0, is_stats = strcmp(cmd, "stats") == 0, is_prune = strcmp(cmd, "prune") == 0;
+    if (!is_restore && !is_save && !is_key && !is_run && !is_setup && !is_clean && !is_list && !is_stats && !is_prune) {
         fprintf(stderr, "stowage: error: unknown command \"%s\" (see stowage help)\n", cmd);
         return EXIT_USAGE;
     }
@@ -462,6 +653,12 @@ int main(int argc, char **argv)
         code = cmd_run(&r, rest, nrest);
     else if (is_setup || is_clean)
         code = cmd_setup_clean(&r, is_clean);
+    else if (is_list)
+        code = cmd_list(&r);
+    else if (is_stats)
+        code = cmd_stats(&r);
+    else if (is_prune)
+        code = cmd_prune(&r);
     else
         code = cmd_restore_save(&r, is_save);
     free(rest);

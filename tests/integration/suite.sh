@@ -325,6 +325,89 @@ suite_buildx() {
         ok "nothing deleted, save went on" || fail "$(cat "$T/err")"
 }
 
+# set_last_used KEY SECONDS_AGO: an access marker as restore writes it, dated by the test.
+set_last_used() {
+    printf '{"time":%s}' $(($(date +%s) - $2)) >"$T/marker"
+    store_put "lc/access/default/$1" "$T/marker"
+}
+
+suite_lifecycle() {
+    # A store of its own (a sub-prefix), so pruning does not see other cases' entries.
+    local saved_url="$STOWAGE_URL"
+    export STOWAGE_URL="$STOWAGE_URL/lc"
+    case_begin "list, stats and prune by age, by size, dry run, shared layers, refs"
+    runner lc
+    make_wheels "$HOME/c" 5
+    stow save --key lc-old --restore-key lc- --path '~/c'
+    head -c 200000 /dev/urandom >"$HOME/c/extra.whl"
+    stow save --key lc-mid --restore-key lc- --path '~/c'   # delta: shares lc-old's layer
+    runner lc2
+    make_wheels "$HOME/c" 3
+    stow save --key lc-new --path '~/c'
+    # Entries are "created" 10 days ago by the test clock; last use comes from markers.
+    local future=$(($(date +%s) + 10 * 86400))
+    set_last_used lc-old $((9 * 86400 - 10 * 86400))  # = 9 days before the clock
+    set_last_used lc-mid $((3 * 86400 - 10 * 86400))
+    set_last_used lc-new $((1 * 86400 - 10 * 86400))
+    stow list --json
+    expect_rc 0
+    python3 - "$T/out" <<'PY' && ok "list --json: 3 entries with sizes and layer counts" || fail "list: $(cat "$T/out")"
+import json, sys
+e = {x["key"]: x for x in json.load(open(sys.argv[1]))}
+assert set(e) >= {"lc-old", "lc-mid", "lc-new"}, e
+assert e["lc-mid"]["layers"] == 2 and e["lc-old"]["layers"] == 1, e
+assert e["lc-mid"]["size"] == 1200000 and e["lc-old"]["stored"] > 1000000, e
+PY
+    stow stats --json
+    python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["store"]; assert s["shared_bytes"] > 1000000, s' "$T/out" &&
+        ok "stats: shared bytes counted" || fail "stats: $(cat "$T/out")"
+
+    STOWAGE_NOW=$future stow prune --max-age 7d --dry-run
+    expect_rc 0 && out_has "would delete entry manifests/default/lc-old.json" && ! out_has "lc-mid" &&
+        ok "dry run names the stale entry" || fail "dry run: $(cat "$T/out")"
+    stow list
+    grep -q lc-old "$T/out" && ok "dry run deleted nothing" || fail "dry run deleted lc-old"
+
+    STOWAGE_NOW=$future stow prune --max-age 7d
+    expect_rc 0 && out_has "deleted entry manifests/default/lc-old.json" && ! out_has "deleted layer" &&
+        ok "stale entry deleted; its layer is shared with lc-mid and kept" || fail "prune: $(cat "$T/out")"
+    runner lc3
+    stow restore --key lc-mid --path '~/c' --strict
+    expect_rc 0 && [ -f "$HOME/c/pkg1.whl" ] && [ -f "$HOME/c/extra.whl" ] && ok "lc-mid still restores" || fail "$(cat "$T/err")"
+
+    # Size budget: only the most recently used entry fits.
+    STOWAGE_NOW=$future stow prune --max-size 700k --grace 0
+    expect_rc 0 && out_has "deleted entry manifests/default/lc-mid.json" && out_has "deleted layer" &&
+        out_has "deleted ref refs/default/lc-" && ok "LRU entry, its layers and its ref deleted" || fail "$(cat "$T/out")"
+    stow list
+    grep -q lc-new "$T/out" && ! grep -q lc-mid "$T/out" && ok "most recently used entry kept" || fail "$(cat "$T/out")"
+
+    case_begin "a save running while prune runs stays restorable"
+    runner lc4
+    mkdir -p "$HOME/big"
+    # Six layers compressed one after another at level 19: seconds during which finished layers
+    # exist without a manifest.
+    for i in 1 2 3 4 5 6; do head -c 3000000 /dev/urandom >"$HOME/big/blob$i"; done
+    ("$STOWAGE_BIN" save --key lc-race --path '~/big' --layer-size 3M --parallel 1 --threads 1 --compression-level 19 \
+        --strict >"$T/race.out" 2>&1; echo $? >"$T/race.rc") &
+    local i
+    for i in 1 2 3 4 5 6 7 8; do
+        sleep 0.4
+        "$STOWAGE_BIN" prune --max-age 1h -v >>"$T/prune.out" 2>&1 || true
+    done
+    wait
+    grep -q "younger than the grace period" "$T/prune.out" && ok "prune ran while the save's layers were unreferenced" ||
+        fail "the save finished before prune saw its layers; the race was not exercised"
+    [ "$(cat "$T/race.rc")" = 0 ] || fail "save failed: $(cat "$T/race.out")"
+    grep -q "deleted layer" "$T/prune.out" && fail "prune deleted layers of the save in progress: $(cat "$T/prune.out")"
+    runner lc5
+    stow restore --key lc-race --path '~/big' --strict
+    expect_rc 0 && diff -r "$HOME/big" "$T/home-lc4/big" >/dev/null && ok "entry complete after concurrent prunes" ||
+        fail "restore after prune: $(cat "$T/err")"
+    rm -rf "$T/home-lc4" "$HOME/big"
+    export STOWAGE_URL="$saved_url"
+}
+
 suite_big_file() {
     case_begin "a file over 2 GiB (sparse zeros with random patches)"
     runner big1
@@ -356,5 +439,6 @@ run_suite() {
     suite_unlisted_entry
     suite_delta
     suite_buildx
+    if [ "${STORE_CAN_LIST:-1}" = 1 ]; then suite_lifecycle; fi
     if [ "${STOW_TEST_BIG:-1}" = 1 ]; then suite_big_file; fi
 }

@@ -1,0 +1,65 @@
+/* Remote lifecycle: what a store holds (list, stats) and cleaning it up (prune).
+ * Needs a store that can list (file, S3); the HTTP store cannot. */
+#ifndef STOW_LIFECYCLE_H
+#define STOW_LIFECYCLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "error.h"
+#include "manifest.h"
+
+typedef struct stow_entry_info {
+    char scope[256];
+    char key[256];
+    int64_t created;
+    int64_t last_used; /* last restore, or created when never restored */
+    uint64_t logical;  /* bytes of the files */
+    uint64_t stored;   /* bytes of its layers */
+    size_t nlayers;
+    char (*layers)[STOW_LAYER_ID_LEN + 1];
+    uint64_t *layer_sizes;
+} stow_entry_info;
+
+typedef struct stow_store_index {
+    size_t n;
+    stow_entry_info *entries; /* sorted by last_used, oldest first */
+} stow_store_index;
+
+/* Lists manifests/ and reads every manifest and access marker. Unreadable manifests are
+ * skipped with a warning (they are reported, never deleted by prune). */
+int stow_lifecycle_load(stow_store_index **out, stow_backend *b, stow_error *err);
+void stow_lifecycle_free(stow_store_index *ix);
+
+typedef struct stow_store_totals {
+    size_t entries, layers;
+    uint64_t logical;        /* sum over entries */
+    uint64_t stored;         /* sum over distinct layers */
+    uint64_t shared;         /* bytes of layers referenced by more than one entry */
+    uint64_t referenced;     /* sum over entries of their stored bytes (what copies would cost) */
+} stow_store_totals;
+
+void stow_lifecycle_totals(stow_store_totals *t, const stow_store_index *ix);
+
+/* Called for every deletion (or would-be deletion on a dry run). kind is "entry", "layer",
+ * "ref" or "access". */
+typedef void (*stow_prune_report_fn)(void *ud, const char *kind, const char *name, uint64_t bytes);
+
+typedef struct stow_prune_opts {
+    int64_t max_age;  /* seconds; 0 = no age limit */
+    uint64_t max_size; /* stored bytes; 0 = no size limit */
+    int64_t grace;    /* unreferenced layers younger than this are kept */
+    int dry_run;
+    stow_prune_report_fn report;
+    void *ud;
+} stow_prune_opts;
+
+typedef struct stow_prune_result {
+    size_t entries, layers, refs;
+    uint64_t bytes_freed;
+} stow_prune_result;
+
+int stow_lifecycle_prune(stow_prune_result *res, stow_backend *b, const stow_prune_opts *opts, stow_error *err);
+
+#endif
