@@ -495,6 +495,8 @@ static void pending_free(pending_list *pl)
         free(pl->items[i].name);
     }
     free(pl->items);
+    pl->items = NULL;
+    pl->n = pl->cap = 0;
 }
 
 /* Removes every temp file (failure path). */
@@ -757,12 +759,15 @@ int stow_layer_unpack(const stow_manifest *m, size_t li, char *const *roots, sto
     rc = pending_commit(&x.pending, rootfds, roots, &committed, err);
     if (rc != STOW_OK) {
         /* Files already renamed are complete and verified; drop the rest. */
+        for (size_t i = 0; i < committed; i++) {
+            free(x.pending.items[i].dir);
+            free(x.pending.items[i].name);
+        }
         x.pending.n -= committed;
         memmove(x.pending.items, x.pending.items + committed, x.pending.n * sizeof(*x.pending.items));
         goto done;
     }
-    pending_discard(&x.pending, rootfds); /* no-op: all renamed */
-    x.pending.n = 0;
+    pending_free(&x.pending); /* all renamed: nothing left to discard */
     rc = STOW_OK;
     goto done;
 

@@ -58,7 +58,8 @@ static int walk(stow_manifest *m, uint32_t ri, int dirfd, const char *abs_root, 
             goto oom;
         nnames++;
     }
-    qsort(names, nnames, sizeof(*names), cmp_str);
+    if (nnames > 1) /* an empty directory leaves names NULL, which qsort must not get */
+        qsort(names, nnames, sizeof(*names), cmp_str);
     for (size_t i = 0; i < nnames; i++) {
         char path[PATH_MAX];
         int n = snprintf(path, sizeof(path), "%s%s%s", rel, rel[0] ? "/" : "", names[i]);
