@@ -197,9 +197,13 @@ static int parse_duration(long long *out, const char *v)
 static int parse_size(uint64_t *out, const char *v)
 {
     char *end = NULL;
+    /* strtoull skips blanks and accepts a sign, and wraps negative numbers to huge ones
+     * (" -1" would become 2^64-1): only plain digits may start a size. */
+    if (!(v[0] >= '0' && v[0] <= '9'))
+        return -1;
     errno = 0;
     unsigned long long n = strtoull(v, &end, 10);
-    if (end == v || errno != 0 || v[0] == '-')
+    if (end == v || errno != 0)
         return -1;
     uint64_t mul = 1;
     if (*end) {

@@ -117,6 +117,8 @@ void stow_manifest_sort(stow_manifest *m)
 stow_file_entry *stow_manifest_find(const stow_manifest *m, uint32_t root, const char *path)
 {
     stow_file_entry key = {.root = root, .path = (char *)path};
+    if (m->nfiles == 0) /* files may be NULL, which bsearch must not get */
+        return NULL;
     return bsearch(&key, m->files, m->nfiles, sizeof(*m->files), cmp_entry);
 }
 

@@ -7,8 +7,9 @@
 #include "error.h"
 
 /* Expands a leading "~" / "~/" to $HOME and $VAR / ${VAR} anywhere; an unset variable is
- * an error naming it. The result is made absolute against the cwd and has trailing slashes
- * removed. *out is malloc'd. */
+ * an error naming it. A relative path is made absolute against the cwd; a path that starts
+ * with a variable must expand to an absolute path (an empty or relative value is an error,
+ * never the cwd). Trailing slashes are removed. *out is malloc'd. */
 int stow_path_expand(char **out, const char *configured, stow_error *err);
 
 /* 1 when rel is a safe relative path inside a root: non-empty, no leading '/', no empty,

@@ -111,6 +111,12 @@ static int file_get(stow_backend *b, const char *name, uint64_t offset, uint64_t
         int e = errno;
         return stow_error_set(err, map_errno(e), "%s: %s", path, strerror(e));
     }
+    /* As in head: a directory (a prefix of other names) is no object. */
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        rc = stow_error_set(err, STOW_ENOTFOUND, "%s: not a regular file", path);
+        goto done;
+    }
     stow_debug("file get %s", path);
     buf = malloc(FILE_CHUNK);
     if (buf == NULL) {
