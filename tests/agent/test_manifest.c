@@ -42,13 +42,13 @@ static stow_manifest *build(void)
 
     /* Added out of order on purpose; sort must put them in (root, path) order. */
     stow_file_entry e[] = {
-        {1, "index.json", STOW_FT_FILE, 0644, 512, 1700000001, 999999999, 1, NULL},
+        {1, "index.json", STOW_FT_FILE, 0644, 512, 1700000001, 999999999, 1, NULL, NULL},
         {0, "pip/wheels/torch-2.3.0-cp311-linux_x86_64.whl", STOW_FT_FILE, 0600, 5000000000ull,
-         1699999999, 1, 0, NULL},
-        {0, "pip", STOW_FT_DIR, 0755, 0, 1600000000, 500, -1, NULL},
-        {0, "pip/wheels", STOW_FT_DIR, 02775, 0, -5, 0, -1, NULL},
-        {0, "pip/current", STOW_FT_LINK, 0777, 0, 1650000000, 123456789, 0, "wheels/torch-2.3.0-cp311-linux_x86_64.whl"},
-        {0, "apt/lists/lock", STOW_FT_FILE, 04755, 0, 0, 0, 0, NULL},
+         1699999999, 1, 0, NULL, NULL},
+        {0, "pip", STOW_FT_DIR, 0755, 0, 1600000000, 500, -1, NULL, NULL},
+        {0, "pip/wheels", STOW_FT_DIR, 02775, 0, -5, 0, -1, NULL, NULL},
+        {0, "pip/current", STOW_FT_LINK, 0777, 0, 1650000000, 123456789, 0, "wheels/torch-2.3.0-cp311-linux_x86_64.whl", NULL},
+        {0, "apt/lists/lock", STOW_FT_FILE, 04755, 0, 0, 0, 0, NULL, NULL},
     };
     for (size_t i = 0; i < sizeof(e) / sizeof(e[0]); i++)
         CHECK_INT(stow_manifest_add_file(m, &e[i], &err), STOW_OK);
