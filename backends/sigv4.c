@@ -62,7 +62,10 @@ static int is_unreserved(unsigned char c)
            c == '-' || c == '_' || c == '.' || c == '~';
 }
 
-static int is_upper_hex(unsigned char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F'); }
+static int is_upper_hex(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F');
+}
 
 static int hex_value(unsigned char c)
 {
@@ -412,9 +415,11 @@ static int collect_headers(hdr *hs, size_t *count, const stow_sigv4_request *req
 {
     size_t n = 0;
     int rc;
-    if ((rc = add_header(&hs[n++], "host", 4, req->host, err)) != STOW_OK ||
-        (rc = add_header(&hs[n++], "x-amz-content-sha256", 20, req->payload_hash, err)) != STOW_OK ||
-        (rc = add_header(&hs[n++], "x-amz-date", 10, req->amz_date, err)) != STOW_OK)
+    if ((rc = add_header(&hs[n++], "host", 4, req->host, err)) != STOW_OK)
+        return rc;
+    if ((rc = add_header(&hs[n++], "x-amz-content-sha256", 20, req->payload_hash, err)) != STOW_OK)
+        return rc;
+    if ((rc = add_header(&hs[n++], "x-amz-date", 10, req->amz_date, err)) != STOW_OK)
         return rc;
     if (has_token(req) &&
         (rc = add_header(&hs[n++], "x-amz-security-token", 20, req->session_token, err)) != STOW_OK)

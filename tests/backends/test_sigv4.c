@@ -304,7 +304,8 @@ static void test_session_token(void)
 
     r.session_token = "FwoGZXIvYXdzEXAMPLE//token+with/slashes==";
     CHECK_INT(stow_sigv4_sign(&tok, &r, &err), 0);
-    CHECK_STR(tok.security_token, "x-amz-security-token: FwoGZXIvYXdzEXAMPLE//token+with/slashes==");
+    CHECK_STR(tok.security_token,
+              "x-amz-security-token: FwoGZXIvYXdzEXAMPLE//token+with/slashes==");
     CHECK(strstr(tok.authorization,
                  "SignedHeaders=host;x-amz-content-sha256;x-amz-date;x-amz-security-token,") !=
           NULL);
