@@ -68,8 +68,7 @@ trap 'exit 143' TERM
 s3_stop() {
     [ -n "$S3_PID" ] || return 0
     kill -TERM -- "-$S3_PID" 2>/dev/null || kill -TERM "$S3_PID" 2>/dev/null
-    local i
-    for i in $(seq 1 50); do
+    for _ in $(seq 1 50); do
         kill -0 "$S3_PID" 2>/dev/null || break
         sleep 0.1
     done
