@@ -156,8 +156,7 @@ int stow_s3_creds_from_env(stow_s3_creds *out, stow_error *err)
 
 typedef struct line_reader {
     FILE *f;
-    char *line; /* current physical line, from getline */
-    size_t line_cap;
+    char *line; /* current physical line: INI_PHYS_LINE_MAX + 2 bytes, allocated on first use */
     size_t len;    /* its length without the line break */
     size_t pos;    /* next byte of it to hand over */
     int pending;   /* pieces of the current line remain */
@@ -193,21 +192,25 @@ static char *read_line(char *str, int num, void *stream)
     r->num = num;
     size_t room = (size_t)num - 3; /* leading blank, '\n', NUL */
     if (!r->pending) {
+        if (r->line == NULL && (r->line = malloc(INI_PHYS_LINE_MAX + 2)) == NULL) {
+            r->io_error = ENOMEM;
+            return NULL;
+        }
         errno = 0;
-        ssize_t n = getline(&r->line, &r->line_cap, r->f);
-        if (n < 0) {
+        if (fgets(r->line, INI_PHYS_LINE_MAX + 2, r->f) == NULL) {
             r->io_error = ferror(r->f) ? (errno ? errno : EIO) : 0;
             return NULL;
         }
         r->phys++;
-        if (n > INI_PHYS_LINE_MAX) {
+        size_t n = strlen(r->line);
+        if (n > INI_PHYS_LINE_MAX && r->line[n - 1] != '\n') {
             r->too_long = 1;
             return NULL;
         }
         while (n > 0 && (r->line[n - 1] == '\n' || r->line[n - 1] == '\r'))
             n--;
         r->line[n] = '\0';
-        r->len = (size_t)n;
+        r->len = n;
         r->pos = 0;
         r->pending = 1;
     }
@@ -307,7 +310,7 @@ static long physical_line(const char *path, int num, long logical)
     OPENSSL_cleanse(buf, (size_t)num);
     free(buf);
     if (r.line != NULL)
-        OPENSSL_cleanse(r.line, r.line_cap);
+        OPENSSL_cleanse(r.line, INI_PHYS_LINE_MAX + 2);
     long phys = r.phys;
     free(r.line);
     fclose(r.f);
@@ -333,7 +336,8 @@ int stow_s3_creds_from_file(stow_s3_creds *out, const char *path, const char *pr
     pp.out = out;
     int pr = ini_parse_stream(read_line, &r, on_ini_value, &pp);
     if (r.io_error) {
-        rc = stow_error_set(err, STOW_EAUTH, "%s: %s", path, strerror(r.io_error));
+        rc = stow_error_set(err, r.io_error == ENOMEM ? STOW_ERR : STOW_EAUTH, "%s: %s", path,
+                            strerror(r.io_error));
         goto done;
     }
     if (r.too_long) {
@@ -377,7 +381,7 @@ done:
     if (rc != STOW_OK)
         stow_s3_creds_clear(out);
     if (r.line != NULL) {
-        OPENSSL_cleanse(r.line, r.line_cap);
+        OPENSSL_cleanse(r.line, INI_PHYS_LINE_MAX + 2);
         free(r.line);
     }
     fclose(r.f);

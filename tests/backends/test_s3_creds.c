@@ -275,6 +275,16 @@ static void test_file_long_lines(void)
     CHECK_INT(stow_s3_creds_from_file(&c, path, "default", &err), STOW_EAUTH);
     CHECK(strstr(err.msg, "too long") != NULL);
     CHECK_STR(c.secret_key, "");
+
+    /* a physical line over the 64 KiB cap is refused with its line number */
+    static char giant[70000 + 64];
+    memset(giant, 0, sizeof(giant));
+    memcpy(giant, "[default]\naws_access_key_id = A\naws_session_token = ", 52);
+    memset(giant + 52, 't', 70000);
+    giant[52 + 70000] = '\n';
+    write_file(path, giant);
+    CHECK_INT(stow_s3_creds_from_file(&c, path, "default", &err), STOW_EAUTH);
+    CHECK(strstr(err.msg, ":3: line too long") != NULL);
     unlink(path);
 }
 
