@@ -33,7 +33,7 @@ typedef struct stow_s3_creds {
     time_t expiry;                             /* 0 = does not expire */
     char source[STOW_S3_SOURCE_MAX];           /* for logs, e.g. "environment",
                                                 * "shared credentials file F, profile P",
-                                                * "instance metadata, role R" */
+                                                * "instance metadata URL, role R" */
 } stow_s3_creds;
 
 /* Walks the chain. STOW_OK with out filled; STOW_EAUTH when nothing was found (the message
