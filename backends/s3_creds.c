@@ -1,0 +1,747 @@
+#include "s3_creds.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <ini.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "../agent/log.h"
+
+#define PATH_CAP 4096
+#define PROFILE_MAX 128
+#define INI_PHYS_LINE_MAX 65536        /* longest line accepted in a credentials file */
+#define IMDS_BODY_MAX 65536            /* cap on any metadata response */
+#define IMDS_TOKEN_TTL "21600"
+#define IMDS_CONNECT_TIMEOUT_MS 1000L
+#define IMDS_TIMEOUT_MS 3000L
+#define ROLE_MAX 128
+
+/* Copies s into a field of cap bytes (including NUL); 0 when it fits. */
+static int copy_field(char *dst, size_t cap, const char *s)
+{
+    size_t n = strlen(s);
+    if (n >= cap)
+        return -1;
+    memcpy(dst, s, n + 1);
+    return 0;
+}
+
+void stow_s3_creds_clear(stow_s3_creds *c)
+{
+    if (c == NULL)
+        return;
+    OPENSSL_cleanse(c, sizeof(*c));
+}
+
+int stow_s3_creds_near_expiry(const stow_s3_creds *c, time_t now, long margin_s)
+{
+    if (c == NULL || c->expiry == 0)
+        return 0;
+    if (c->expiry <= now)
+        return 1;
+    return c->expiry - now <= (time_t)(margin_s < 0 ? 0 : margin_s);
+}
+
+/* ---- time ---- */
+
+static int digits(const char *s, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+int stow_s3_creds_parse_time(time_t *out, const char *s, stow_error *err)
+{
+    struct tm tm;
+    int y, mo, d, h, mi, se;
+    memset(&tm, 0, sizeof(tm));
+    *out = 0;
+    if (s == NULL || strnlen(s, 20) < 19 || s[4] != '-' || s[7] != '-' ||
+        (s[10] != 'T' && s[10] != 't' && s[10] != ' ') || s[13] != ':' || s[16] != ':' ||
+        digits(s, 4, &y) || digits(s + 5, 2, &mo) || digits(s + 8, 2, &d) ||
+        digits(s + 11, 2, &h) || digits(s + 14, 2, &mi) || digits(s + 17, 2, &se))
+        goto bad;
+    const char *p = s + 19;
+    if (*p == '.') {
+        p++;
+        if (*p < '0' || *p > '9')
+            goto bad;
+        while (*p >= '0' && *p <= '9')
+            p++;
+    }
+    if (!(strcmp(p, "Z") == 0 || strcmp(p, "z") == 0 || strcmp(p, "+00:00") == 0))
+        goto bad;
+    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60)
+        goto bad;
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = se;
+    time_t t = timegm(&tm);
+    if (t == (time_t)-1)
+        goto bad;
+    *out = t;
+    return STOW_OK;
+bad:
+    return stow_error_set(err, STOW_EUSAGE,
+                          "not an ISO 8601 UTC time (YYYY-MM-DDTHH:MM:SSZ): \"%.40s\"",
+                          s ? s : "");
+}
+
+/* ---- environment ---- */
+
+static const char *env_nonempty(const char *name)
+{
+    const char *v = getenv(name);
+    return (v != NULL && v[0] != '\0') ? v : NULL;
+}
+
+int stow_s3_creds_from_env(stow_s3_creds *out, stow_error *err)
+{
+    const char *ak = env_nonempty("AWS_ACCESS_KEY_ID");
+    const char *sk = env_nonempty("AWS_SECRET_ACCESS_KEY");
+    const char *tok = env_nonempty("AWS_SESSION_TOKEN");
+    const char *exp = env_nonempty("AWS_CREDENTIAL_EXPIRATION");
+    if (tok == NULL)
+        tok = env_nonempty("AWS_SECURITY_TOKEN");
+
+    memset(out, 0, sizeof(*out));
+    if (ak == NULL && sk == NULL)
+        return stow_error_set(err, STOW_ENOTFOUND, "AWS_ACCESS_KEY_ID not set");
+    if (ak == NULL || sk == NULL)
+        return stow_error_set(err, STOW_EAUTH, "%s is set but %s is not",
+                              ak ? "AWS_ACCESS_KEY_ID" : "AWS_SECRET_ACCESS_KEY",
+                              ak ? "AWS_SECRET_ACCESS_KEY" : "AWS_ACCESS_KEY_ID");
+    if (copy_field(out->access_key, sizeof(out->access_key), ak) ||
+        copy_field(out->secret_key, sizeof(out->secret_key), sk) ||
+        (tok && copy_field(out->session_token, sizeof(out->session_token), tok))) {
+        stow_s3_creds_clear(out);
+        return stow_error_set(err, STOW_EAUTH,
+                              "AWS credentials in the environment are too long "
+                              "(key id max %d, secret max %d, token max %d bytes)",
+                              STOW_S3_ACCESS_KEY_MAX, STOW_S3_SECRET_MAX, STOW_S3_TOKEN_MAX);
+    }
+    if (exp != NULL && stow_s3_creds_parse_time(&out->expiry, exp, err) != STOW_OK) {
+        stow_s3_creds_clear(out);
+        return stow_error_wrap(err, "AWS_CREDENTIAL_EXPIRATION");
+    }
+    snprintf(out->source, sizeof(out->source), "environment");
+    return STOW_OK;
+}
+
+/* ---- shared credentials file ----
+ *
+ * Debian's inih is built with a fixed 200-byte line buffer, and session tokens in
+ * credentials files are often longer. The reader below hands inih each physical line; a
+ * line too long for inih's buffer is handed over in pieces, the first as "name = start"
+ * and the rest as continuation lines (leading blank), which inih reports with the same
+ * name; the reader flags those pieces so the handler appends them. Pieces are cut only
+ * between two characters that are neither blank nor a comment character, so inih's
+ * trimming and comment rules see the same text as in the unsplit line. */
+
+typedef struct line_reader {
+    FILE *f;
+    char *line; /* current physical line: INI_PHYS_LINE_MAX + 2 bytes, allocated on first use */
+    size_t len;    /* its length without the line break */
+    size_t pos;    /* next byte of it to hand over */
+    int pending;   /* pieces of the current line remain */
+    int cont;      /* the text just handed over is a continuation piece */
+    long phys;     /* physical line number of the current line */
+    long logical;  /* lines handed to inih */
+    int num;       /* buffer size inih passes, kept to replay the same pieces */
+    int too_long;  /* stopped: a line longer than INI_PHYS_LINE_MAX or unsplittable */
+    int io_error;
+} line_reader;
+
+static int blank(char c) { return c == ' ' || c == '\t'; }
+
+/* Longest piece of at most max bytes starting at pos that may end there. */
+static size_t piece_len(const line_reader *r, size_t max)
+{
+    size_t rest = r->len - r->pos;
+    if (rest <= max)
+        return rest;
+    for (size_t k = max; k > 0; k--) {
+        char last = r->line[r->pos + k - 1], next = r->line[r->pos + k];
+        if (!blank(last) && !blank(next) && next != ';' && next != '#')
+            return k;
+    }
+    return 0;
+}
+
+static char *read_line(char *str, int num, void *stream)
+{
+    line_reader *r = stream;
+    if (num < 8)
+        return NULL;
+    r->num = num;
+    size_t room = (size_t)num - 3; /* leading blank, '\n', NUL */
+    if (!r->pending) {
+        if (r->line == NULL && (r->line = malloc(INI_PHYS_LINE_MAX + 2)) == NULL) {
+            r->io_error = ENOMEM;
+            return NULL;
+        }
+        errno = 0;
+        if (fgets(r->line, INI_PHYS_LINE_MAX + 2, r->f) == NULL) {
+            r->io_error = ferror(r->f) ? (errno ? errno : EIO) : 0;
+            return NULL;
+        }
+        r->phys++;
+        size_t n = strlen(r->line);
+        if (n > INI_PHYS_LINE_MAX && r->line[n - 1] != '\n') {
+            r->too_long = 1;
+            return NULL;
+        }
+        while (n > 0 && (r->line[n - 1] == '\n' || r->line[n - 1] == '\r'))
+            n--;
+        r->line[n] = '\0';
+        r->len = n;
+        r->pos = 0;
+        r->pending = 1;
+    }
+    size_t k;
+    int cont = r->pos > 0;
+    size_t off = cont ? 1 : 0;
+    k = piece_len(r, room);
+    if (k == 0 && r->len > r->pos) {
+        r->too_long = 1;
+        return NULL;
+    }
+    if (cont)
+        str[0] = ' ';
+    memcpy(str + off, r->line + r->pos, k);
+    str[off + k] = '\n';
+    str[off + k + 1] = '\0';
+    r->pos += k;
+    r->pending = r->pos < r->len;
+    r->cont = cont;
+    r->logical++;
+    return str;
+}
+
+typedef struct profile_parse {
+    const char *profile;
+    line_reader *reader;
+    int found_section;
+    int overflow;           /* a value did not fit its field */
+    char overflow_name[64];
+    char last_name[64];     /* key last assigned in the profile, for continuation pieces */
+    stow_s3_creds *out;
+    int have_key, have_secret;
+} profile_parse;
+
+static char *field_for(profile_parse *pp, const char *name, size_t *cap, int **flag)
+{
+    *flag = NULL;
+    if (strcasecmp(name, "aws_access_key_id") == 0) {
+        *cap = sizeof(pp->out->access_key);
+        *flag = &pp->have_key;
+        return pp->out->access_key;
+    }
+    if (strcasecmp(name, "aws_secret_access_key") == 0) {
+        *cap = sizeof(pp->out->secret_key);
+        *flag = &pp->have_secret;
+        return pp->out->secret_key;
+    }
+    if (strcasecmp(name, "aws_session_token") == 0 ||
+        strcasecmp(name, "aws_security_token") == 0) {
+        *cap = sizeof(pp->out->session_token);
+        return pp->out->session_token;
+    }
+    return NULL;
+}
+
+static int on_ini_value(void *user, const char *section, const char *name, const char *value)
+{
+    profile_parse *pp = user;
+    if (strcmp(section, pp->profile) != 0)
+        return 1;
+    pp->found_section = 1;
+    size_t cap = 0;
+    int *flag = NULL;
+    char *dst = field_for(pp, name, &cap, &flag);
+    if (dst == NULL)
+        return 1; /* region, output, role settings...: not ours */
+    int append = pp->reader->cont && strcasecmp(name, pp->last_name) == 0;
+    size_t have = append ? strlen(dst) : 0;
+    size_t n = strlen(value);
+    if (n >= cap - have) {
+        pp->overflow = 1;
+        snprintf(pp->overflow_name, sizeof(pp->overflow_name), "%s", name);
+        dst[0] = '\0';
+        return 1;
+    }
+    memcpy(dst + have, value, n + 1);
+    if (flag != NULL)
+        *flag = dst[0] != '\0';
+    snprintf(pp->last_name, sizeof(pp->last_name), "%s", name);
+    return 1;
+}
+
+/* Maps inih's line number (pieces counted) back to the file's line number. */
+static long physical_line(const char *path, int num, long logical)
+{
+    char *buf = NULL;
+    line_reader r = {0};
+    if (num < 8 || (buf = malloc((size_t)num)) == NULL)
+        return logical;
+    r.f = fopen(path, "r");
+    if (r.f == NULL) {
+        free(buf);
+        return logical;
+    }
+    while (r.logical < logical && read_line(buf, num, &r) != NULL) {
+    }
+    OPENSSL_cleanse(buf, (size_t)num);
+    free(buf);
+    if (r.line != NULL)
+        OPENSSL_cleanse(r.line, INI_PHYS_LINE_MAX + 2);
+    long phys = r.phys;
+    free(r.line);
+    fclose(r.f);
+    return phys;
+}
+
+int stow_s3_creds_from_file(stow_s3_creds *out, const char *path, const char *profile,
+                            stow_error *err)
+{
+    int rc = STOW_ERR;
+    line_reader r = {0};
+    profile_parse pp = {0};
+
+    memset(out, 0, sizeof(*out));
+    r.f = fopen(path, "r");
+    if (r.f == NULL) {
+        if (errno == ENOENT || errno == ENOTDIR)
+            return stow_error_set(err, STOW_ENOTFOUND, "%s: not found", path);
+        return stow_error_set(err, STOW_EAUTH, "%s: %s", path, strerror(errno));
+    }
+    pp.profile = profile;
+    pp.reader = &r;
+    pp.out = out;
+    int pr = ini_parse_stream(read_line, &r, on_ini_value, &pp);
+    if (r.io_error) {
+        rc = stow_error_set(err, r.io_error == ENOMEM ? STOW_ERR : STOW_EAUTH, "%s: %s", path,
+                            strerror(r.io_error));
+        goto done;
+    }
+    if (r.too_long) {
+        rc = stow_error_set(err, STOW_EAUTH, "%s:%ld: line too long", path, r.phys);
+        goto done;
+    }
+    if (pr < 0) {
+        rc = stow_error_set(err, STOW_ERR, "%s: out of memory while parsing", path);
+        goto done;
+    }
+    if (pr > 0) {
+        rc = stow_error_set(err, STOW_EAUTH, "%s:%ld: not an INI line", path,
+                            physical_line(path, r.num, pr));
+        goto done;
+    }
+    if (pp.overflow) {
+        rc = stow_error_set(err, STOW_EAUTH, "%s: value of %s in profile \"%s\" is too long",
+                            path, pp.overflow_name, profile);
+        goto done;
+    }
+    if (!pp.found_section) {
+        rc = stow_error_set(err, STOW_ENOTFOUND, "profile \"%s\" not found in %s", profile, path);
+        goto done;
+    }
+    if (!pp.have_key) {
+        rc = stow_error_set(err, STOW_ENOTFOUND, "profile \"%s\" in %s has no aws_access_key_id",
+                            profile, path);
+        goto done;
+    }
+    if (!pp.have_secret) {
+        rc = stow_error_set(err, STOW_EAUTH,
+                            "profile \"%s\" in %s has aws_access_key_id but no "
+                            "aws_secret_access_key",
+                            profile, path);
+        goto done;
+    }
+    snprintf(out->source, sizeof(out->source), "shared credentials file %s, profile %s", path,
+             profile);
+    rc = STOW_OK;
+done:
+    if (rc != STOW_OK)
+        stow_s3_creds_clear(out);
+    if (r.line != NULL) {
+        OPENSSL_cleanse(r.line, INI_PHYS_LINE_MAX + 2);
+        free(r.line);
+    }
+    fclose(r.f);
+    return rc;
+}
+
+/* AWS_SHARED_CREDENTIALS_FILE (with a leading "~/" expanded) or $HOME/.aws/credentials. */
+static int credentials_path(char *out, size_t cap, stow_error *err)
+{
+    const char *env = env_nonempty("AWS_SHARED_CREDENTIALS_FILE");
+    const char *home = env_nonempty("HOME");
+    struct passwd pw, *pwp = NULL;
+    char pwbuf[1024];
+    int n;
+
+    if (home == NULL && getpwuid_r(getuid(), &pw, pwbuf, sizeof(pwbuf), &pwp) == 0 &&
+        pwp != NULL && pwp->pw_dir != NULL && pwp->pw_dir[0] != '\0')
+        home = pwp->pw_dir;
+    if (env != NULL && strncmp(env, "~/", 2) != 0)
+        n = snprintf(out, cap, "%s", env);
+    else if (home == NULL)
+        return stow_error_set(err, STOW_ENOTFOUND, "no home directory to find ~/.aws/credentials");
+    else if (env != NULL)
+        n = snprintf(out, cap, "%s/%s", home, env + 2);
+    else
+        n = snprintf(out, cap, "%s/.aws/credentials", home);
+    if (n < 0 || (size_t)n >= cap)
+        return stow_error_set(err, STOW_EAUTH, "credentials file path too long");
+    return STOW_OK;
+}
+
+/* ---- instance metadata (IMDSv2) ---- */
+
+typedef struct body_buf {
+    char *p;
+    size_t len, cap; /* cap includes the NUL */
+    int overflow;
+} body_buf;
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
+{
+    body_buf *b = ud;
+    size_t n = size * nmemb; /* curl guarantees this does not overflow */
+    if (n >= b->cap - b->len) {
+        b->overflow = 1;
+        return 0; /* aborts the transfer */
+    }
+    memcpy(b->p + b->len, data, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+    return n;
+}
+
+static size_t no_body(char *buf, size_t size, size_t nmemb, void *ud)
+{
+    (void)buf, (void)size, (void)nmemb, (void)ud;
+    return 0;
+}
+
+/* One request to the metadata service. rc STOW_OK with *status set, or STOW_ENOTFOUND when
+ * the service could not be reached. */
+static int imds_call(long *status, body_buf *body, const char *method, const char *url,
+                     const char *header, const char *shown, stow_error *err)
+{
+    int rc = STOW_ERR;
+    CURL *c = NULL;
+    struct curl_slist *hl = NULL;
+    char curl_err[CURL_ERROR_SIZE] = "";
+
+    body->len = 0;
+    body->overflow = 0;
+    body->p[0] = '\0';
+    *status = 0;
+    c = curl_easy_init();
+    if (c == NULL)
+        return stow_error_set(err, STOW_ERR, "instance metadata: curl_easy_init failed");
+    if (header != NULL && (hl = curl_slist_append(NULL, header)) == NULL) {
+        rc = stow_error_set(err, STOW_ERR, "instance metadata: out of memory");
+        goto done;
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_NOPROXY, "*"); /* link-local: never through a proxy */
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, IMDS_CONNECT_TIMEOUT_MS);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, IMDS_TIMEOUT_MS);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, curl_err);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+    if (strcmp(method, "PUT") == 0) {
+        curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)0);
+        curl_easy_setopt(c, CURLOPT_READFUNCTION, no_body);
+    }
+    CURLcode cc = curl_easy_perform(c);
+    if (cc != CURLE_OK) {
+        if (body->overflow) {
+            rc = stow_error_set(err, STOW_EAUTH,
+                                "instance metadata %s: answer longer than %zu bytes", shown,
+                                body->cap - 1);
+        } else {
+            rc = stow_error_set(err, STOW_ENOTFOUND, "instance metadata %s: %s", shown,
+                                curl_err[0] ? curl_err : curl_easy_strerror(cc));
+        }
+        goto done;
+    }
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+    rc = STOW_OK;
+done:
+    curl_slist_free_all(hl);
+    curl_easy_cleanup(c);
+    return rc;
+}
+
+static int ok_role_char(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           (c != '\0' && strchr("+=,.@_-", c) != NULL);
+}
+
+/* First role name of the listing, checked for characters IAM allows. */
+static int first_role(char *out, size_t cap, const char *listing)
+{
+    const char *p = listing;
+    while (*p == '\n' || *p == '\r' || *p == ' ')
+        p++;
+    size_t n = 0;
+    while (p[n] != '\0' && p[n] != '\n' && p[n] != '\r') {
+        if (!ok_role_char((unsigned char)p[n]) || n + 1 >= cap)
+            return -1;
+        n++;
+    }
+    if (n == 0)
+        return -1;
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return 0;
+}
+
+static const char *json_str(json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static int parse_imds_creds(stow_s3_creds *out, const body_buf *body, const char *role,
+                            stow_error *err)
+{
+    int rc = STOW_EAUTH;
+    json_error_t jerr;
+    json_t *root = json_loadb(body->p, body->len, 0, &jerr);
+    if (root == NULL) {
+        rc = stow_error_set(err, STOW_EAUTH,
+                            "instance metadata: credentials of role %s: bad JSON at line %d: %s",
+                            role, jerr.line, jerr.text);
+        goto done;
+    }
+    if (!json_is_object(root)) {
+        rc = stow_error_set(err, STOW_EAUTH,
+                            "instance metadata: credentials of role %s: not a JSON object", role);
+        goto done;
+    }
+    const char *code = json_str(root, "Code");
+    const char *ak = json_str(root, "AccessKeyId");
+    const char *sk = json_str(root, "SecretAccessKey");
+    const char *tok = json_str(root, "Token");
+    const char *exp = json_str(root, "Expiration");
+    if (code != NULL && strcmp(code, "Success") != 0) {
+        rc = stow_error_set(err, STOW_EAUTH, "instance metadata: role %s: Code is \"%.64s\"",
+                            role, code);
+        goto done;
+    }
+    if (ak == NULL || sk == NULL || ak[0] == '\0' || sk[0] == '\0') {
+        rc = stow_error_set(err, STOW_EAUTH,
+                            "instance metadata: role %s: AccessKeyId or SecretAccessKey missing",
+                            role);
+        goto done;
+    }
+    if (copy_field(out->access_key, sizeof(out->access_key), ak) ||
+        copy_field(out->secret_key, sizeof(out->secret_key), sk) ||
+        (tok && copy_field(out->session_token, sizeof(out->session_token), tok))) {
+        rc = stow_error_set(err, STOW_EAUTH, "instance metadata: role %s: credentials too long",
+                            role);
+        goto done;
+    }
+    if (exp != NULL && stow_s3_creds_parse_time(&out->expiry, exp, err) != STOW_OK) {
+        rc = stow_error_wrap(err, "instance metadata: role %s: Expiration", role);
+        goto done;
+    }
+    rc = STOW_OK;
+done:
+    json_decref(root);
+    return rc;
+}
+
+int stow_s3_creds_from_imds(stow_s3_creds *out, const char *endpoint, stow_error *err)
+{
+    int rc = STOW_ERR;
+    char base[1024], shown[1024], url[1400], hdr[1200];
+    char token[1024], role[ROLE_MAX + 1];
+    body_buf body = {0};
+    long status = 0;
+
+    memset(out, 0, sizeof(*out));
+    if (endpoint == NULL || endpoint[0] == '\0')
+        endpoint = STOW_S3_IMDS_DEFAULT_ENDPOINT;
+    size_t elen = strlen(endpoint);
+    while (elen > 0 && endpoint[elen - 1] == '/')
+        elen--;
+    if (elen == 0 || elen >= sizeof(base) ||
+        (strncmp(endpoint, "http://", 7) != 0 && strncmp(endpoint, "https://", 8) != 0))
+        return stow_error_set(err, STOW_EUSAGE,
+                              "instance metadata endpoint must be http://host[:port]");
+    memcpy(base, endpoint, elen);
+    base[elen] = '\0';
+    stow_redact_url(shown, sizeof(shown), base);
+
+    body.cap = IMDS_BODY_MAX + 1;
+    body.p = malloc(body.cap);
+    if (body.p == NULL)
+        return stow_error_set(err, STOW_ERR, "out of memory");
+
+    /* 1. session token */
+    snprintf(url, sizeof(url), "%s/latest/api/token", base);
+    if ((rc = imds_call(&status, &body, "PUT", url,
+                        "X-aws-ec2-metadata-token-ttl-seconds: " IMDS_TOKEN_TTL, shown, err)) !=
+        STOW_OK)
+        goto done;
+    if (status == 403 || status == 404 || status == 405) {
+        rc = stow_error_set(err, STOW_ENOTFOUND,
+                            "instance metadata %s: token request refused (HTTP %ld)", shown,
+                            status);
+        goto done;
+    }
+    if (status != 200 || body.len == 0 || body.len >= sizeof(token) ||
+        strcspn(body.p, "\r\n") != body.len) {
+        rc = stow_error_set(err, STOW_EAUTH, "instance metadata %s: bad token answer (HTTP %ld)",
+                            shown, status);
+        goto done;
+    }
+    memcpy(token, body.p, body.len + 1);
+    snprintf(hdr, sizeof(hdr), "X-aws-ec2-metadata-token: %s", token);
+
+    /* 2. role name */
+    snprintf(url, sizeof(url), "%s/latest/meta-data/iam/security-credentials/", base);
+    if ((rc = imds_call(&status, &body, "GET", url, hdr, shown, err)) != STOW_OK)
+        goto done;
+    if (status == 404) {
+        rc = stow_error_set(err, STOW_ENOTFOUND, "instance metadata %s: no IAM role attached",
+                            shown);
+        goto done;
+    }
+    if (status != 200) {
+        rc = stow_error_set(err, STOW_EAUTH, "instance metadata %s: role listing: HTTP %ld", shown,
+                            status);
+        goto done;
+    }
+    if (first_role(role, sizeof(role), body.p) != 0) {
+        rc = stow_error_set(err, STOW_EAUTH, "instance metadata %s: malformed IAM role name",
+                            shown);
+        goto done;
+    }
+
+    /* 3. the role's credentials */
+    snprintf(url, sizeof(url), "%s/latest/meta-data/iam/security-credentials/%s", base, role);
+    if ((rc = imds_call(&status, &body, "GET", url, hdr, shown, err)) != STOW_OK)
+        goto done;
+    if (status != 200) {
+        rc = stow_error_set(err, STOW_EAUTH,
+                            "instance metadata %s: credentials of role %s: HTTP %ld", shown, role,
+                            status);
+        goto done;
+    }
+    if ((rc = parse_imds_creds(out, &body, role, err)) != STOW_OK)
+        goto done;
+    snprintf(out->source, sizeof(out->source), "instance metadata %.300s, role %.128s", shown,
+             role);
+    rc = STOW_OK;
+done:
+    if (rc != STOW_OK)
+        stow_s3_creds_clear(out);
+    OPENSSL_cleanse(token, sizeof(token));
+    OPENSSL_cleanse(hdr, sizeof(hdr));
+    OPENSSL_cleanse(body.p, body.cap);
+    free(body.p);
+    return rc;
+}
+
+/* ---- the chain ---- */
+
+static int env_true(const char *name)
+{
+    const char *v = getenv(name);
+    return v != NULL && (strcasecmp(v, "true") == 0 || strcmp(v, "1") == 0);
+}
+
+int stow_s3_creds_resolve(stow_s3_creds *out, stow_error *err)
+{
+    char tried[3 * STOW_ERROR_MSG_MAX / 2] = "";
+    size_t tl = 0;
+    char path[PATH_CAP];
+    stow_error step = {0};
+    int rc;
+
+#define TRIED(fmt, ...)                                                                            \
+    do {                                                                                           \
+        if (tl < sizeof(tried)) {                                                                  \
+            int n_ = snprintf(tried + tl, sizeof(tried) - tl, "%s" fmt, tl ? "; " : "",          \
+                              __VA_ARGS__);                                                        \
+            tl = n_ < 0 ? sizeof(tried) : tl + (size_t)n_;                                         \
+        }                                                                                          \
+    } while (0)
+
+    /* 1. environment */
+    rc = stow_s3_creds_from_env(out, &step);
+    if (rc == STOW_OK)
+        goto found;
+    if (rc != STOW_ENOTFOUND)
+        return stow_error_set(err, rc, "AWS credentials from the environment: %s", step.msg);
+    TRIED("environment: %s", step.msg);
+
+    /* 2. shared credentials file */
+    const char *profile_env = env_nonempty("AWS_PROFILE");
+    const char *profile = profile_env ? profile_env : "default";
+    if (strlen(profile) > PROFILE_MAX)
+        return stow_error_set(err, STOW_EAUTH, "AWS_PROFILE is longer than %d bytes", PROFILE_MAX);
+    stow_error_clear(&step);
+    rc = credentials_path(path, sizeof(path), &step);
+    if (rc == STOW_OK)
+        rc = stow_s3_creds_from_file(out, path, profile, &step);
+    if (rc == STOW_OK)
+        goto found;
+    /* a profile asked for by name must exist; the default one may be absent */
+    if (rc != STOW_ENOTFOUND)
+        return stow_error_set(err, STOW_EAUTH, "AWS credentials: %s", step.msg);
+    if (profile_env != NULL)
+        return stow_error_set(err, STOW_EAUTH, "AWS credentials for AWS_PROFILE=%s: %s", profile,
+                              step.msg);
+    TRIED("shared credentials file: %s", step.msg);
+
+    /* 3. instance metadata */
+    if (env_true("AWS_EC2_METADATA_DISABLED")) {
+        TRIED("%s", "instance metadata: disabled by AWS_EC2_METADATA_DISABLED");
+    } else {
+        stow_error_clear(&step);
+        rc = stow_s3_creds_from_imds(out, getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT"), &step);
+        if (rc == STOW_OK)
+            goto found;
+        if (rc != STOW_ENOTFOUND)
+            return stow_error_set(err, rc == STOW_EUSAGE ? STOW_EUSAGE : STOW_EAUTH,
+                                  "AWS credentials: %s", step.msg);
+        TRIED("%s", step.msg);
+    }
+#undef TRIED
+    stow_s3_creds_clear(out);
+    return stow_error_set(err, STOW_EAUTH, "no AWS credentials found (tried %s)", tried);
+
+found:
+    stow_debug("AWS credentials from %s", out->source);
+    return STOW_OK;
+}
