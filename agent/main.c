@@ -1,4 +1,5 @@
 /* The stowage command line: the only code that owns the process (exit codes, stdout). */
+#include <curl/curl.h>
 #include <errno.h>
 #include <ftw.h>
 #include <jansson.h>
@@ -630,6 +631,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "stowage: error: unknown command \"%s\" (see stowage help)\n", cmd);
         return EXIT_USAGE;
     }
+    /* Before any thread exists, as libcurl requires. */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "stowage: error: libcurl failed to initialise\n");
+        return EXIT_FAILED;
+    }
+    atexit(curl_global_cleanup);
     run_ctx r = {0};
     stow_error err = {0};
     char **rest = NULL;
