@@ -154,26 +154,56 @@ fail:
  * Pack
  * ------------------------------------------------------------------------------------------ */
 
+/* The compressed stream goes through a pipe to an upload thread that hashes and sends it, so
+ * hashing and network or disk writes overlap with reading, archiving and compression. */
 typedef struct {
     stow_backend *b;
     stow_put *put;
+    stow_pipe *pipe;
+    stow_sha256 *sha;
+    unsigned char *buf;
+    uint64_t stored;
+    stow_error err;
+    int rc;
+} upload_job;
+
+static void *upload_thread(void *ud)
+{
+    upload_job *j = ud;
+    for (;;) {
+        ssize_t n = stow_pipe_read(j->pipe, j->buf, IO_CHUNK);
+        if (n == 0)
+            break;
+        if (n < 0) {
+            j->rc = stow_error_set(&j->err, STOW_ERR, "upload abandoned");
+            break;
+        }
+        stow_sha256_update(j->sha, j->buf, (size_t)n);
+        j->stored += (uint64_t)n;
+        if (j->b->ops->put_write(j->put, j->buf, (size_t)n, &j->err) != STOW_OK) {
+            j->rc = j->err.code ? j->err.code : STOW_ERR;
+            stow_pipe_close_read(j->pipe);
+            break;
+        }
+    }
+    return NULL;
+}
+
+typedef struct {
     ZSTD_CCtx *cctx;
     unsigned char *out;
     size_t outcap;
-    stow_sha256 *sha;
-    uint64_t stored, raw;
+    stow_pipe *pipe;
+    uint64_t raw;
     stow_error *err;
-    int failed;
+    int failed;        /* compression failed, err says why */
+    int upload_failed; /* the upload thread stopped; its error says why */
 } pack_writer;
 
 static int emit(pack_writer *w, const void *buf, size_t len)
 {
-    if (len == 0)
-        return 0;
-    stow_sha256_update(w->sha, buf, len);
-    w->stored += len;
-    if (w->b->ops->put_write(w->put, buf, len, w->err) != STOW_OK) {
-        w->failed = 1;
+    if (len > 0 && stow_pipe_write(w->pipe, buf, len) != 0) {
+        w->failed = w->upload_failed = 1;
         return -1;
     }
     return 0;
@@ -299,7 +329,10 @@ int stow_layer_pack(stow_manifest *m, size_t li, char *const *roots, stow_backen
     char *buf = NULL;
     int *rootfds = NULL;
     stow_layer *l = &m->layers[li];
-    pack_writer w = {.b = b, .err = err};
+    pack_writer w = {.err = err};
+    upload_job job = {.b = b};
+    pthread_t tid;
+    int thread_started = 0;
     stow_sha256 *content = NULL;
     char object[128];
 
@@ -308,7 +341,9 @@ int stow_layer_pack(stow_manifest *m, size_t li, char *const *roots, stow_backen
     w.cctx = ZSTD_createCCtx();
     w.outcap = ZSTD_CStreamOutSize();
     w.out = malloc(w.outcap);
-    w.sha = stow_sha256_new();
+    w.pipe = job.pipe = stow_pipe_new(PIPE_CAPACITY);
+    job.sha = stow_sha256_new();
+    job.buf = malloc(IO_CHUNK);
     buf = malloc(IO_CHUNK);
     ae = archive_entry_new();
     a = archive_write_new();
@@ -316,7 +351,8 @@ int stow_layer_pack(stow_manifest *m, size_t li, char *const *roots, stow_backen
         content = stow_sha256_new();
     if (rootfds == NULL)
         goto done;
-    if (!w.cctx || !w.out || !w.sha || !buf || !ae || !a || (opts->checksum && content == NULL)) {
+    if (!w.cctx || !w.out || !w.pipe || !job.sha || !job.buf || !buf || !ae || !a ||
+        (opts->checksum && content == NULL)) {
         rc = stow_error_set(err, STOW_ERR, "out of memory");
         goto done;
     }
@@ -325,10 +361,15 @@ int stow_layer_pack(stow_manifest *m, size_t li, char *const *roots, stow_backen
     if (opts->threads > 0 && ZSTD_isError(ZSTD_CCtx_setParameter(w.cctx, ZSTD_c_nbWorkers, opts->threads)))
         stow_debug("zstd without multi-threading support; compressing on one thread");
 
-    rc = b->ops->put_begin(&w.put, b, object, -1, 0, err);
+    rc = b->ops->put_begin(&job.put, b, object, -1, 0, err);
     if (rc != STOW_OK)
         goto done;
     rc = STOW_ERR;
+    if (pthread_create(&tid, NULL, upload_thread, &job) != 0) {
+        stow_error_set(err, STOW_ERR, "cannot start the upload thread");
+        goto done;
+    }
+    thread_started = 1;
     archive_write_set_format_pax_restricted(a);
     archive_write_add_filter_none(a);
     archive_write_set_bytes_per_block(a, 64 * 1024);
@@ -356,26 +397,44 @@ int stow_layer_pack(stow_manifest *m, size_t li, char *const *roots, stow_backen
     }
     if (compress_feed(&w, NULL, 0, ZSTD_e_end) != 0)
         goto done;
+    stow_pipe_close_write(w.pipe, 0);
+    pthread_join(tid, NULL);
+    thread_started = 0;
+    if (job.rc != STOW_OK) {
+        *err = job.err;
+        rc = job.rc;
+        goto done;
+    }
     uint8_t digest[STOW_SHA256_LEN];
-    stow_sha256_final(w.sha, digest);
+    stow_sha256_final(job.sha, digest);
     stow_hex(l->sha256, digest, sizeof(digest));
-    l->size = w.stored;
+    l->size = job.stored;
     l->raw_size = w.raw;
     l->files = nfiles;
-    stow_put *p = w.put;
-    w.put = NULL;
+    stow_put *p = job.put;
+    job.put = NULL;
     rc = b->ops->put_commit(p, err);
     if (rc != STOW_OK)
         stow_error_wrap(err, "upload of %s", object);
 done:
-    if (w.put != NULL)
-        b->ops->put_abort(w.put);
+    if (thread_started) {
+        stow_pipe_close_write(w.pipe, 1);
+        pthread_join(tid, NULL);
+        if (w.upload_failed && job.rc != STOW_OK) {
+            *err = job.err; /* the real cause, not "pipe closed" */
+            rc = job.rc;
+        }
+    }
+    if (job.put != NULL)
+        b->ops->put_abort(job.put);
     if (a != NULL)
         archive_write_free(a);
     archive_entry_free(ae);
     free(buf);
-    stow_sha256_free(w.sha);
+    free(job.buf);
+    stow_sha256_free(job.sha);
     stow_sha256_free(content);
+    stow_pipe_free(w.pipe);
     free(w.out);
     ZSTD_freeCCtx(w.cctx);
     close_fds(rootfds, m->nroots);
@@ -391,6 +450,7 @@ typedef struct {
     const char *object;
     stow_pipe *pipe;
     stow_progress *prog;
+    stow_sha256 *sha; /* hashed here, beside the download, not in the extracting thread */
     stow_error err;
     int rc;
 } fetch_job;
@@ -399,6 +459,7 @@ static int fetch_sink(void *ud, const void *buf, size_t len)
 {
     fetch_job *j = ud;
     stow_progress_add(j->prog, len);
+    stow_sha256_update(j->sha, buf, len);
     return stow_pipe_write(j->pipe, buf, len);
 }
 
@@ -413,7 +474,6 @@ static void *fetch_thread(void *ud)
 
 typedef struct {
     stow_pipe *pipe;
-    stow_sha256 *sha;
     ZSTD_DCtx *dctx;
     unsigned char *inbuf, *outbuf;
     size_t incap, outcap;
@@ -439,7 +499,6 @@ static la_ssize_t unpack_read_cb(struct archive *a, void *ud, const void **out)
             if (n == 0) {
                 r->input_eof = 1;
             } else {
-                stow_sha256_update(r->sha, r->inbuf, (size_t)n);
                 r->compressed += (uint64_t)n;
                 r->in.src = r->inbuf;
                 r->in.size = (size_t)n;
@@ -704,7 +763,7 @@ int stow_layer_unpack(const stow_manifest *m, size_t li, char *const *roots, sto
     x.rootfds = rootfds;
     x.seen = calloc(m->nfiles ? m->nfiles : 1, 1);
     job.pipe = r.pipe = stow_pipe_new(PIPE_CAPACITY);
-    r.sha = stow_sha256_new();
+    job.sha = stow_sha256_new();
     r.dctx = ZSTD_createDCtx();
     r.incap = ZSTD_DStreamInSize();
     r.outcap = ZSTD_DStreamOutSize();
@@ -712,7 +771,7 @@ int stow_layer_unpack(const stow_manifest *m, size_t li, char *const *roots, sto
     r.outbuf = malloc(r.outcap);
     buf = malloc(IO_CHUNK);
     a = archive_read_new();
-    if (!x.seen || !r.pipe || !r.sha || !r.dctx || !r.inbuf || !r.outbuf || !buf || !a) {
+    if (!x.seen || !r.pipe || !job.sha || !r.dctx || !r.inbuf || !r.outbuf || !buf || !a) {
         rc = stow_error_set(err, STOW_ERR, "out of memory");
         goto done;
     }
@@ -760,7 +819,15 @@ int stow_layer_unpack(const stow_manifest *m, size_t li, char *const *roots, sto
     }
     uint8_t digest[STOW_SHA256_LEN];
     char hex[STOW_SHA256_HEX_LEN + 1];
-    stow_sha256_final(r.sha, digest);
+    /* The reader saw end of stream, so the download thread has finished hashing. */
+    pthread_join(tid, NULL);
+    thread_started = 0;
+    if (job.rc != STOW_OK) {
+        *err = job.err;
+        rc = job.rc;
+        goto done;
+    }
+    stow_sha256_final(job.sha, digest);
     stow_hex(hex, digest, sizeof(digest));
     if (strcmp(hex, l->sha256) != 0) {
         rc = stow_error_set(err, STOW_ECORRUPT, "layer %s: sha256 mismatch (stored object %s, manifest %s)",
@@ -819,7 +886,7 @@ done:
     free(r.inbuf);
     free(r.outbuf);
     ZSTD_freeDCtx(r.dctx);
-    stow_sha256_free(r.sha);
+    stow_sha256_free(job.sha);
     stow_pipe_free(r.pipe);
     free(x.seen);
     close_fds(rootfds, m->nroots);

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs the benchmark: builds a Release stowage, starts nginx and s3rver on loopback (as the
+# integration tests do), and writes docs/BENCHMARKS.md.
+# usage: tests/bench/run.sh [--size 1G] [--stores file,http,s3]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SRC=$PWD
+cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build-bench -j"$(nproc)" >/dev/null
+export STOWAGE_BIN="$SRC/build-bench/stowage" STOW_TEST_SRC="$SRC"
+args=("$@")
+stores=file
+for ((i = 0; i < ${#args[@]}; i++)); do
+    [ "${args[$i]}" = --stores ] && stores=${args[$((i + 1))]}
+done
+T=$(mktemp -d "${TMPDIR:-/tmp}/stowage-bench-srv.XXXXXX")
+trap 'rm -rf "$T"' EXIT
+if [[ $stores == *http* ]]; then
+    # shellcheck source=/dev/null
+    . tests/integration/lib_nginx.sh
+    nginx_start
+    export BENCH_HTTP_URL="$NGINX_URL/anon"
+fi
+if [[ $stores == *s3* ]]; then
+    # shellcheck source=/dev/null
+    . tests/integration/lib_s3.sh
+    s3_start_s3rver bench
+    export BENCH_S3_URL="s3://$S3_BUCKET" STOWAGE_ENDPOINT="$S3_ENDPOINT"
+fi
+mkdir -p docs
+python3 tests/bench/bench.py --out docs/BENCHMARKS.md "$@"
