@@ -9,7 +9,7 @@ cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build-bench -j"$(nproc)" >/dev/null
 export STOWAGE_BIN="$SRC/build-bench/stowage" STOW_TEST_SRC="$SRC"
 args=("$@")
-stores=file
+stores="file"
 for ((i = 0; i < ${#args[@]}; i++)); do
     [ "${args[$i]}" = --stores ] && stores=${args[$((i + 1))]}
 done

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for integration tests. Source it; it sets -eu and a temp dir cleaned on exit.
 # Tests call the real binary ($STOWAGE_BIN) and real servers; nothing is mocked.
 set -euo pipefail

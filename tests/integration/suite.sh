@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The store-independent integration suite. A store script (test_file_store.sh,
 # test_http_store.sh, test_s3_*.sh) sources lib.sh, starts its server, exports STOWAGE_URL
 # (and whatever else the store needs), defines the hooks below, sources this file and calls
