@@ -214,6 +214,15 @@ static void save_state(const stow_cache_params *p, const stow_cache_result *res,
     }
 }
 
+static void clear_state(const stow_cache_params *p)
+{
+    char path[PATH_MAX];
+    if (state_path(path, sizeof(path), p, ".json") == STOW_OK)
+        unlink(path);
+    if (state_path(path, sizeof(path), p, ".manifest.json") == STOW_OK)
+        unlink(path);
+}
+
 /* Loads the manifest restore (or the last save) left in the state directory; NULL if none. */
 static stow_manifest *state_manifest(const stow_cache_params *p)
 {
@@ -409,6 +418,8 @@ int stow_cache_restore(stow_cache_result *res, const stow_cache_params *p, stow_
     double t0 = stow_now();
 
     memset(res, 0, sizeof(*res));
+    if (!p->lookup_only)
+        clear_state(p); /* a restore that fails leaves no parent for the next save */
     rc = lookup(&m, res, p, err);
     if (rc == STOW_ENOTFOUND) {
         res->seconds = stow_now() - t0;
@@ -570,6 +581,16 @@ static int same_content(const stow_file_entry *pe, const char *root, const char 
     return *hash_out != NULL;
 }
 
+/* 1 unless the store says the layer object does not exist (other errors count as present:
+ * the upload that follows will meet them). */
+static int layer_exists(stow_backend *b, const stow_layer *l)
+{
+    char obj[128];
+    stow_error err = {0};
+    return stow_manifest_layer_object(obj, sizeof(obj), l) != STOW_OK ||
+           stow_backend_head(b, obj, NULL, &err) != STOW_ENOTFOUND;
+}
+
 /* Computes the delta of m (a fresh scan, every layer -1) against parent: unchanged files point
  * at the parent's layers (renumbered into m), mostly-dead or surplus parent layers are dropped
  * so their live files are repacked; everything else stays -1 for new layers. Fills the
@@ -638,6 +659,13 @@ static int plan_delta(stow_manifest *m, const stow_manifest *parent, char *const
         int keep = live[l] > 0 && live[l] * 2 >= parent->layers[l].raw_size;
         if (live[l] > 0 && !keep)
             res->layers_repacked++;
+        if (keep && !layer_exists(p->backend, &parent->layers[l])) {
+            /* Pruned since the parent was restored: its files go into the new layer. */
+            stow_warn("layer %s of %s is gone from the store; repacking its files", parent->layers[l].id,
+                      parent->key);
+            keep = 0;
+            res->layers_repacked++;
+        }
         map[l] = keep ? 0 : -1;
         kept += keep;
     }

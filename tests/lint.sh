@@ -2,7 +2,7 @@
 # Static checks run as a CTest test: banned functions (STYLE.md), no shelling out in the
 # product, cppcheck, and shellcheck on every shell script.
 set -uo pipefail
-cd "${STOW_TEST_SRC:-$(dirname "$0")/..}"
+cd "${STOW_TEST_SRC:-$(dirname "$0")/..}" || exit 1
 fails=0
 banned=$(grep -rnE '\b(sprintf|vsprintf|strcpy|strcat|strtok|atoi|atol|sscanf|gets|system|popen)[[:space:]]*\(' \
     agent backends --include='*.c' --include='*.h' | grep -vE '^\S+:[0-9]+:\s*(/\*|\*|//)' || true)

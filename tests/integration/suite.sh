@@ -5,7 +5,7 @@
 # run_suite. Hooks:
 #   store_put NAME FILE   upload FILE as object NAME (bypassing stowage: for hostile input)
 #   store_get NAME FILE   download object NAME into FILE
-#   store_layers          print the object names under layers/, one per line
+#   store_del NAME        delete object NAME
 
 suite_roundtrip() {
     case_begin "round trip: nested/empty dirs, symlinks, odd names, modes, mtimes"
@@ -155,6 +155,20 @@ suite_delta() {
     err_has "nothing to upload" && ok "size/mtime compare misses it (as documented)" || fail "$(cat "$T/err")"
     stow save --key sum-1 --path '~/c' --checksum
     err_has "1 new or changed files" && ok "--checksum finds it" || fail "$(cat "$T/err")"
+
+    case_begin "a parent layer pruned since the restore is repacked, never referenced"
+    runner g1
+    make_wheels "$HOME/c" 4
+    stow save --key gone-1 --path '~/c'
+    local layer
+    layer=$(stow_layers_of gone-1)
+    store_del "$layer"
+    echo new >"$HOME/c/new"
+    stow save --key gone-1 --path '~/c'
+    expect_rc 0 && err_has "is gone from the store" && ok "missing layer detected" || fail "$(cat "$T/err")"
+    runner g2
+    stow restore --key gone-1 --path '~/c' --strict
+    expect_rc 0 && [ -f "$HOME/c/pkg1.whl" ] && [ -f "$HOME/c/new" ] && ok "entry complete" || fail "$(cat "$T/err")"
 
     case_begin "concurrent saves of one key both finish with one complete entry"
     runner e1

@@ -7,6 +7,7 @@ STORE="$T/store"
 export STOWAGE_URL="file://$STORE"
 store_put() { mkdir -p "$(dirname "$STORE/$1")" && cp "$2" "$STORE/$1"; }
 store_get() { cp "$STORE/$1" "$2"; }
+store_del() { rm -f "$STORE/$1"; }
 
 run_suite
 
