@@ -380,6 +380,24 @@ int stow_config_load(stow_config *cfg, int argc, char **argv, int first, char **
         if (f == NULL)
             return stow_error_set(err, STOW_EUSAGE, "config file %s: %s", file, strerror(errno));
         ld.file = file;
+        /* Debian's inih reads at most 199 characters of a line and takes the rest for a new
+         * line; say so instead of reporting a confusing syntax error. */
+        char *lb = NULL;
+        size_t lcap = 0;
+        ssize_t ll;
+        for (int lineno = 1; (ll = getline(&lb, &lcap, f)) >= 0; lineno++) {
+            while (ll > 0 && (lb[ll - 1] == '\n' || lb[ll - 1] == '\r'))
+                ll--;
+            if (ll > 199) {
+                free(lb);
+                fclose(f);
+                return stow_error_set(err, STOW_EUSAGE,
+                                      "%s:%d: line is %zd characters long; the limit is 199 (continue a list "
+                                      "on indented lines below it)", file, lineno, ll);
+            }
+        }
+        free(lb);
+        rewind(f);
         int line = ini_parse_file(f, on_ini_value, &ld);
         fclose(f);
         if (line != 0 || ld.failed) {

@@ -34,6 +34,12 @@ expect_rc 2 && err_has "bad.ini:5" && err_has "colour" && ok "unknown key names 
 printf '[cache]\nkey = k\npaths = ~/c\ncompression_level = 99\n' >"$T/bad2.ini"
 stow save --config "$T/bad2.ini"
 expect_rc 2 && err_has "bad2.ini:4" && err_has "compression_level" && ok "bad value names file and line" || fail "$(cat "$T/err")"
+printf '[cache]\nkey = k\npaths = %s\n' "$(printf '/tmp/p%03d, ' $(seq 1 30))" >"$T/long.ini"
+stow key --config "$T/long.ini"
+expect_rc 2 && err_has "long.ini:3: line is" && ok "over-long line named with the fix" || fail "$(cat "$T/err")"
+printf '[cache]\nkey = k\npaths = ~/a,\n    ~/b\n' >"$T/multi.ini"
+stow stats --config "$T/multi.ini"
+expect_rc 0 && out_has "/a " && out_has "/b " && ok "list continued on an indented line" || fail "$(cat "$T/out") $(cat "$T/err")"
 stow restore --config "$T/missing.ini"
 expect_rc 2 && err_has "missing.ini" && ok "missing config file named" || fail "$(cat "$T/err")"
 stow restore --key k --path ~/c --frobnicate
