@@ -980,6 +980,12 @@ static outcome run_attempt(xfer *x, long *retry_after_ms, stow_error *err)
         goto done;
     }
     int retry = 0;
+    if (status == 412 && x->is_get && x->if_match[0]) {
+        stow_error_set(err, STOW_ECORRUPT,
+                       "%s %s: the object changed during the download (If-Match %s failed)",
+                       x->method, x->url_red, x->if_match);
+        goto done;
+    }
     if (status < 200 || status >= 300) {
         stow_httpc_map_status(status, x->method, x->url_red, &retry, err);
         if (x->req->on_error) {
@@ -1313,7 +1319,10 @@ static void *pget_worker(void *arg)
         pthread_mutex_unlock(&pg->lock);
         if (rc == STOW_OK)
             stow_error_set(&e, STOW_ERR, "GET %s: part %zu ended short", x.url_red, p);
-        pget_fail(pg, &e);
+        /* after an abort (another part failed, or the receiver stopped) this part's
+         * "aborted" is not the cause: keep the first real error */
+        if (!atomic_load(&pg->abort))
+            pget_fail(pg, &e);
         break;
     }
     return NULL;
@@ -1445,10 +1454,8 @@ int stow_httpc_get(stow_httpc *h, const stow_httpc_request *req, stow_httpc_resu
     x.abort_flag = &pg.abort;
     rc = run_xfer(&x, res, err);
     uint64_t delivered = x.delivered;
-    if (rc == STOW_OK && pg.nparts > 1 && !pg.failed)
+    if (rc == STOW_OK && pg.nparts > 1)
         rc = pget_drain(&pg, &delivered, err);
-    else if (rc != STOW_OK && err)
-        err->code = rc;
 
     pthread_mutex_lock(&pg.lock);
     atomic_store(&pg.abort, 1);
@@ -1456,8 +1463,8 @@ int stow_httpc_get(stow_httpc *h, const stow_httpc_request *req, stow_httpc_resu
     pthread_mutex_unlock(&pg.lock);
     for (size_t i = 0; i < pg.nthreads; i++)
         pthread_join(pg.threads[i], NULL);
-    if (pg.failed) {
-        /* a worker's failure is the cause (part 0 then only saw "aborted") */
+    if (pg.failed && rc != STOW_OK) {
+        /* a worker's failure is the cause (part 0 or the drain then only saw "aborted") */
         rc = pg.err.code;
         if (err)
             *err = pg.err;

@@ -276,6 +276,8 @@ static void test_parallel(const char *nginx)
     fx_hash_sink hs = {stow_sha256_new(), 0, 3u * 8u * MiB + 5, 0};
     rc = b->ops->get(b, "layers/big50.bin", 0, 0, fx_hash_sink_fn, &hs, &err);
     CHECK_INT(rc, STOW_ERR);
+    CHECK(strstr(err.msg, "receiver stopped") != NULL);
+    CHECK(hs.bytes <= 3u * 8u * MiB + 5);
     stow_sha256_free(hs.h);
 
     /* the same object through one connection gives the same bytes */
@@ -342,6 +344,24 @@ static void test_basic_auth(const char *nginx)
     CHECK(fx_now() - t0 < 10.0);
     CHECK(strstr(err.msg, "wrong-Secret-77") == NULL);
     close_store(b);
+
+    /* basic auth from a .netrc file ($NETRC) when the URL has no user info */
+    char netrc[512];
+    snprintf(netrc, sizeof(netrc), "%s/../netrc-%s", fx_env("STOW_TEST_NGINX_ROOT"), fx_run_id());
+    FILE *f = fopen(netrc, "w");
+    CHECK(f != NULL);
+    if (f) {
+        fprintf(f, "machine 127.0.0.1\nlogin %s\npassword %s\n", user, pass);
+        fclose(f);
+    }
+    setenv("NETRC", netrc, 1);
+    snprintf(url, sizeof(url), "%s/basic/%s", nginx, fx_run_id());
+    b = open_store(url, 0, -1);
+    CHECK_INT(b->ops->head(b, "refs/main/docker-", &info, &err), STOW_OK);
+    CHECK_INT(info.size, 1);
+    close_store(b);
+    unsetenv("NETRC");
+    remove(netrc);
 
     /* no credentials at all */
     snprintf(url, sizeof(url), "%s/basic/%s", nginx, fx_run_id());
@@ -567,6 +587,75 @@ static void test_faults(const char *nginx, const char *proxy)
     close_store(d);
 }
 
+static stow_backend *open_tls(const char *url, int verify, const char *ca, stow_error *err)
+{
+    stow_backend_opts o;
+    memset(&o, 0, sizeof(o));
+    o.url = url;
+    o.verify_tls = verify;
+    o.ca_bundle = ca;
+    o.max_retries = -1;
+    stow_backend *b = NULL;
+    if (stow_backend_http_ops.open(&b, &o, err) != STOW_OK)
+        return NULL;
+    return b;
+}
+
+static void test_tls(void)
+{
+    const char *tls = fx_env("STOW_TEST_NGINX_TLS_URL");
+    const char *ca = fx_env("STOW_TEST_NGINX_CA");
+    char url[512];
+    snprintf(url, sizeof(url), "%s/anon/%s/tls", tls, fx_run_id());
+    stow_error err;
+    stow_object_info info;
+
+    /* verified by default: a self-signed server is refused, at once and clearly */
+    stow_backend *b = open_tls(url, 1, NULL, &err);
+    CHECK(b != NULL);
+    if (b == NULL)
+        return;
+    double t0 = fx_now();
+    int rc = b->ops->head(b, "refs/x", &info, &err);
+    CHECK_INT(rc, STOW_ERR);
+    CHECK(strstr(err.msg, "TLS verification failed") != NULL);
+    CHECK(fx_now() - t0 < 3.0);
+    fprintf(stderr, "  (expected) %s\n", err.msg);
+    close_store(b);
+
+    /* with the CA bundle configured: HTTP/2, a chunked upload, a parallel download */
+    b = open_tls(url, 1, ca, &err);
+    CHECK(b != NULL);
+    if (b == NULL)
+        return;
+    rc = put_gen(b, "layers/tls.bin", 81, 20u * MiB + 3, 0, 1 << 20, &err);
+    CHECK_INT(rc, STOW_OK);
+    if (rc != STOW_OK)
+        fprintf(stderr, "  tls put: %s\n", err.msg);
+    check_gen_object(b, "layers/tls.bin", 81, 20u * MiB + 3);
+    CHECK_INT(b->ops->head(b, "layers/tls.bin", &info, &err), STOW_OK);
+    CHECK_INT(info.size, 20u * MiB + 3);
+    CHECK_INT(b->ops->del(b, "layers/tls.bin", &err), STOW_OK);
+    close_store(b);
+
+    /* only an explicit opt-out skips verification */
+    b = open_tls(url, 0, NULL, &err);
+    CHECK(b != NULL);
+    if (b) {
+        CHECK_INT(b->ops->head(b, "layers/tls.bin", &info, &err), STOW_ENOTFOUND);
+        close_store(b);
+    }
+    /* a CA bundle that does not exist is an error, not a silent fallback */
+    b = open_tls(url, 1, "/nonexistent/ca.pem", &err);
+    CHECK(b != NULL);
+    if (b) {
+        CHECK_INT(b->ops->head(b, "layers/tls.bin", &info, &err), STOW_ERR);
+        CHECK(strstr(err.msg, "TLS") != NULL);
+        fprintf(stderr, "  (expected) %s\n", err.msg);
+        close_store(b);
+    }
+}
+
 static void test_unreachable(void)
 {
     char url[256];
@@ -661,6 +750,14 @@ static void test_big(const char *nginx)
            (double)size / 1e6 / (t4 - t3));
     CHECK_INT(b->ops->del(b, "layers/big.tar.zst", &err), STOW_OK);
     close_store(b);
+    /* peak resident memory: streaming keeps it near parallel x part size + the put pipe */
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    while (f && fgets(line, sizeof(line), f))
+        if (strncmp(line, "VmHWM:", 6) == 0)
+            printf("peak resident memory: %s", line + 6 + strspn(line + 6, " \t"));
+    if (f)
+        fclose(f);
 }
 
 int main(int argc, char **argv)
@@ -683,6 +780,7 @@ int main(int argc, char **argv)
     test_bearer(nginx);
     test_abort(nginx);
     test_faults(nginx, proxy);
+    test_tls();
     test_unreachable();
     TEST_DONE();
 }

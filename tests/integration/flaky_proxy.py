@@ -5,12 +5,14 @@ One request per client connection (the request goes upstream with "Connection: c
 The first path segments choose the fault; the rest is the upstream path:
 
   /pass/<path>            forward unchanged
-  /cut/<N>/<path>         the first answer per (method, path) is cut (TCP reset) after N
-                          body bytes; later ones pass
+  /cut/<N>/<path>         the connection of the first answer per (method, path) is closed
+                          after N body bytes; later ones pass
   /cutparts/<N>/<path>    as cut, once per (method, path, end of the Range): every part of
                           a parallel download is cut once (its resume keeps the end)
   /cutnr/<N>/<path>       as cut, and Range headers are dropped, so nginx answers 200
                           with the whole object every time
+  /rcut/<N>/<path>        the first request per (method, path) is reset after N bytes of
+                          its request body went upstream
   /once503/<path>         the first request per (method, path) gets a 503 with an XML
                           error body and Retry-After: 0; later ones pass
   /always503/<path>       every request gets a 503
@@ -65,13 +67,21 @@ def read_head(sock, buf):
     return head, rest
 
 
-def pump(src, dst):
+def pump(src, dst, limit=None, fired=None):
+    """Copies src to dst; with limit, stops after limit bytes and shuts dst down."""
+    sent = 0
     try:
         while True:
             data = src.recv(262144)
             if not data:
                 break
+            if limit is not None and sent + len(data) >= limit:
+                dst.sendall(data[: limit - sent])
+                fired.set()
+                dst.shutdown(socket.SHUT_RDWR)
+                return
             dst.sendall(data)
+            sent += len(data)
     except OSError:
         pass
     try:
@@ -100,7 +110,7 @@ class Handler(socketserver.BaseRequestHandler):
         parts = target.split("/")
         mode = parts[1] if len(parts) > 1 else ""
         cut_after = None
-        if mode in ("cut", "cutparts", "cutnr"):
+        if mode in ("cut", "cutparts", "cutnr", "rcut"):
             try:
                 cut_after = int(parts[2])
             except (IndexError, ValueError):
@@ -114,6 +124,10 @@ class Handler(socketserver.BaseRequestHandler):
             action = "503"
         elif mode == "reset" and first_time((mode, method, path)):
             action = "reset"
+        elif mode == "rcut":
+            if first_time((mode, method, path)):
+                action = "rcut%d" % cut_after
+            cut_after = None
         elif mode in ("cut", "cutparts", "cutnr"):
             key = (mode, method, path)
             if mode == "cutparts":
@@ -162,8 +176,12 @@ class Handler(socketserver.BaseRequestHandler):
             out.append(h.decode("latin-1"))
         out.append("Connection: close")
         up = socket.create_connection(ARGS.upstream)
+        fired = threading.Event()
+        limit = None
+        if action.startswith("rcut"):
+            limit = max(0, int(action[4:]) - len(rest))
         up.sendall(("\r\n".join(out) + "\r\n\r\n").encode("latin-1") + rest)
-        t = threading.Thread(target=pump, args=(c, up), daemon=True)
+        t = threading.Thread(target=pump, args=(c, up, limit, fired), daemon=True)
         t.start()
 
         # Answers: forward 1xx interim answers, then the final head, then the body.
@@ -171,6 +189,11 @@ class Handler(socketserver.BaseRequestHandler):
         try:
             while True:
                 rhead, buf = read_head(up, buf)
+                if fired.is_set():
+                    t.join(2)
+                    reset(c)
+                    up.close()
+                    return
                 if rhead is None:
                     c.sendall(buf)
                     break
@@ -187,15 +210,17 @@ class Handler(socketserver.BaseRequestHandler):
                     if not data:
                         break
                     if cut_after is not None and sent + len(data) >= cut_after:
+                        # Exactly N body bytes, then the connection ends in the middle of
+                        # the body (a FIN, so the client surely receives all N bytes; a
+                        # reset could discard some of them and make the resume offset
+                        # vary). SHUT_RD wakes the request pump blocked in recv on c.
                         c.sendall(data[: cut_after - sent])
-                        # Wake the request pump (blocked in recv on c) so that closing c
-                        # really sends the reset now.
                         try:
-                            c.shutdown(socket.SHUT_RD)
+                            c.shutdown(socket.SHUT_RDWR)
                         except OSError:
                             pass
                         t.join(2)
-                        reset(c)
+                        c.close()
                         up.close()
                         return
                     c.sendall(data)

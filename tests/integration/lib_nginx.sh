@@ -2,7 +2,9 @@
 # http_dav_module) on 127.0.0.1 for the HTTP backend tests. Source this file, then:
 #
 #   nginx_start DIR      config, data and logs under DIR (a fresh temp dir); sets
-#                        NGINX_PORT, NGINX_URL, NGINX_ROOT, NGINX_USER, NGINX_PASS, NGINX_TOKEN
+#                        NGINX_PORT, NGINX_URL, NGINX_ROOT, NGINX_USER, NGINX_PASS, NGINX_TOKEN,
+#                        and for the same tree over TLS (HTTP/2 enabled, self-signed
+#                        certificate for 127.0.0.1): NGINX_TLS_URL, NGINX_CA
 #   proxy_start DIR      the fault-injecting proxy (flaky_proxy.py) in front of nginx; sets
 #                        PROXY_PORT, PROXY_URL, PROXY_LOG
 #   servers_stop         stops both (installed as an EXIT trap by nginx_start)
@@ -79,11 +81,34 @@ nginx_start() {
     NGINX_TOKEN="tok$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
     mkdir -p "$dir/www/anon" "$dir/www/basic" "$dir/www/bearer" "$dir/tmp" "$dir/logs" || return 1
     printf '%s:%s\n' "$NGINX_USER" "$(openssl passwd -apr1 "$NGINX_PASS")" >"$dir/htpasswd" || return 1
+    NGINX_CA=$dir/tls-cert.pem
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=127.0.0.1" \
+        -addext "subjectAltName=IP:127.0.0.1" -keyout "$dir/tls-key.pem" -out "$NGINX_CA" \
+        2>"$dir/logs/openssl.err" || _lib_nginx_die "openssl could not make a test certificate"
+    cat >"$dir/locations.conf" <<CONF
+        root $dir/www;
+        client_max_body_size 0;
+        dav_methods PUT DELETE;
+        create_full_put_path on;
+        dav_access user:rw group:r all:r;
+        location /anon/ {
+        }
+        location /basic/ {
+            auth_basic "stowage test";
+            auth_basic_user_file $dir/htpasswd;
+        }
+        location /bearer/ {
+            if (\$http_authorization != "Bearer $NGINX_TOKEN") {
+                return 401;
+            }
+        }
+CONF
     trap servers_stop EXIT
 
     local attempt
     for attempt in 1 2 3 4 5; do
         NGINX_PORT=$(_free_port)
+        NGINX_TLS_PORT=$(_free_port)
         cat >"$dir/nginx.conf" <<CONF
 user $(id -un) $(id -gn);
 daemon off;
@@ -103,22 +128,13 @@ http {
     keepalive_requests 10000;
     server {
         listen 127.0.0.1:$NGINX_PORT;
-        root $dir/www;
-        client_max_body_size 0;
-        dav_methods PUT DELETE;
-        create_full_put_path on;
-        dav_access user:rw group:r all:r;
-        location /anon/ {
-        }
-        location /basic/ {
-            auth_basic "stowage test";
-            auth_basic_user_file $dir/htpasswd;
-        }
-        location /bearer/ {
-            if (\$http_authorization != "Bearer $NGINX_TOKEN") {
-                return 401;
-            }
-        }
+        include $dir/locations.conf;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_TLS_PORT ssl http2;
+        ssl_certificate $dir/tls-cert.pem;
+        ssl_certificate_key $dir/tls-key.pem;
+        include $dir/locations.conf;
     }
 }
 CONF
@@ -126,8 +142,9 @@ CONF
             _lib_nginx_die "nginx rejected the test config $dir/nginx.conf"
         "$nginx_bin" -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" &
         NGINX_PID=$!
-        if _wait_port "$NGINX_PORT" "$NGINX_PID"; then
+        if _wait_port "$NGINX_PORT" "$NGINX_PID" && _wait_port "$NGINX_TLS_PORT" "$NGINX_PID"; then
             NGINX_URL=http://127.0.0.1:$NGINX_PORT
+            NGINX_TLS_URL=https://127.0.0.1:$NGINX_TLS_PORT
             return 0
         fi
         servers_stop
