@@ -538,6 +538,7 @@ typedef struct xfer {
     char errbuf[CURL_ERROR_SIZE];
 
     /* result */
+    int no_headers; /* a parallel get's worker part: on_header is for part 0 only */
     CURLcode last_rc;
     stow_error *user_err; /* the caller's err: a sink may have set it before failing */
 
@@ -962,7 +963,9 @@ static outcome run_attempt(xfer *x, long *retry_after_ms, stow_error *err)
             *err = x->derr;
         goto done;
     }
-    if (x->got_all && (rc == CURLE_OK || rc == CURLE_WRITE_ERROR)) {
+    if (x->got_all) {
+        /* every wanted byte was delivered: what curl says about the rest of the
+         * connection (our own stop, a drop after the last byte) does not matter */
         out = OUT_OK;
         goto done;
     }
@@ -1002,8 +1005,13 @@ static outcome run_attempt(xfer *x, long *retry_after_ms, stow_error *err)
                                         ct,
                                         x->attempt};
             int code = x->req->on_error(x->req->ud, &resp, &retry, err);
-            if (err && code != STOW_OK)
-                err->code = code;
+            if (code == STOW_OK) {
+                /* the caller accepts this answer (e.g. a 404 to a DELETE) */
+                stow_error_clear(err);
+                out = OUT_OK;
+                goto done;
+            }
+            err->code = code;
         }
         if (retry) {
             curl_off_t ra = -1;
@@ -1053,7 +1061,7 @@ static void fill_result(xfer *x, stow_httpc_result *res)
 /* Calls on_header for the headers of the final answer. */
 static void report_headers(xfer *x)
 {
-    if (x->req->on_header == NULL || x->curl == NULL)
+    if (x->req->on_header == NULL || x->curl == NULL || x->no_headers)
         return;
     struct curl_header *prev = NULL, *hh;
     while ((hh = curl_easy_nextheader(x->curl, CURLH_HEADER, -1, prev)) != NULL) {
@@ -1113,7 +1121,7 @@ static int run_xfer(xfer *x, stow_httpc_result *res, stow_error *err)
         rc = e.code;
         if (o == OUT_FINAL)
             break;
-        if (x->delivered > before) {
+        if (x->is_get && x->delivered > before) {
             no_progress = 0;
             resumes++;
             t_progress = now_ms();
@@ -1208,7 +1216,7 @@ int stow_httpc_perform(stow_httpc *h, const stow_httpc_request *req, stow_httpc_
         return rc;
     xfer x;
     xfer_init(&x, h, req, req->method ? req->method : "GET");
-    if (strcmp(x.method, "GET") == 0)
+    if (strcmp(x.method, "GET") == 0 && !req->no_resume)
         xfer_range(&x, req->offset, req->length);
     return run_xfer(&x, res, err);
 }
@@ -1305,6 +1313,7 @@ static void *pget_worker(void *arg)
         x.sink = slot_sink;
         x.sink_ud = &ws;
         x.abort_flag = &pg->abort;
+        x.no_headers = 1;
         x.expect_total = pg->total;
         memcpy(x.if_match, pg->if_match, sizeof(x.if_match));
         int rc = run_xfer(&x, NULL, &e);
@@ -1428,6 +1437,8 @@ int stow_httpc_get(stow_httpc *h, const stow_httpc_request *req, stow_httpc_resu
     uint64_t part = h->cfg.part_size;
     xfer x;
     xfer_init(&x, h, req, "GET");
+    if (req->no_resume)
+        return run_xfer(&x, res, err); /* whole body per attempt, no ranges */
     if (h->cfg.parallel <= 1 || (req->length > 0 && req->length <= part)) {
         xfer_range(&x, req->offset, req->length);
         return run_xfer(&x, res, err);

@@ -91,11 +91,13 @@ typedef struct stow_httpc_response {
 
 /* Called for every non-2xx answer after the default mapping (stow_httpc_map_status) has
  * set err and *retry. Return the final code (usually err->code after changing err); set
- * *retry to 1/0 to force or forbid a retry. */
+ * *retry to 1/0 to force or forbid a retry. Returning STOW_OK accepts the answer as a
+ * success (e.g. a 404 to a DELETE); the request then returns STOW_OK with res->status set. */
 typedef int (*stow_httpc_error_fn)(void *ud, const stow_httpc_response *resp, int *retry,
                                    stow_error *err);
 
-/* Called with each header of a 2xx answer once its attempt succeeded. */
+/* Called with each header of the final 2xx answer once the request succeeded (for a
+ * parallel get: of the first part's answer only, on the caller's thread). */
 typedef void (*stow_httpc_header_fn)(void *ud, const char *name, const char *value);
 
 typedef enum {
@@ -112,14 +114,19 @@ struct stow_httpc_request {
      * Range header is sent for offset 0 / length 0 (until a resume needs one). */
     uint64_t offset;
     uint64_t length;
+    /* GET of something that is not a stored object (a listing, a metadata service): no
+     * Range, no resume; a retry delivers the whole body again from the start, like for
+     * other methods (offset/length are ignored). */
+    int no_resume;
 
     stow_httpc_body body_type;
     const void *body;
     size_t body_len;
 
     /* Receives the body of a 2xx answer. For GET, each byte once and in order across
-     * retries and resumes. For other methods, the whole body of every successful attempt
-     * (prepare runs before each attempt, so a collector can reset there). May be NULL. */
+     * retries and resumes. For other methods (and no_resume), the body of every attempt
+     * that got a 2xx answer, even one that then fails and is retried: prepare runs before
+     * each attempt, so a collector resets there. May be NULL. */
     stow_sink_fn sink;
     void *sink_ud;
 
@@ -131,7 +138,7 @@ struct stow_httpc_request {
 
 typedef struct stow_httpc_result {
     long status;              /* final HTTP status, 0 if no answer */
-    int64_t content_length;   /* of the final answer, -1 if unknown */
+    int64_t content_length;   /* of the final answer (parallel get: of part 0), -1 unknown */
     int64_t total_size;       /* object size from Content-Range or a full 200, -1 if unknown */
     int64_t last_modified;    /* seconds since the epoch, 0 if unknown */
     char etag[STOW_HTTPC_ETAG_MAX]; /* as sent (with quotes), "" if none */

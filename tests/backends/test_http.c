@@ -172,6 +172,19 @@ static void test_round_trip(const char *nginx)
     CHECK(strstr(err.msg, "not found") != NULL);
     CHECK_INT(b->ops->head(b, "refs/default/nothing-here", &info, &err), STOW_ENOTFOUND);
 
+    /* conditional put: the second one loses */
+    stow_put *cp = NULL;
+    CHECK_INT(b->ops->put_begin(&cp, b, "manifests/default/once.json", 2, STOW_PUT_IF_ABSENT,
+                                &err),
+              STOW_OK);
+    CHECK_INT(b->ops->put_write(cp, "{}", 2, &err), STOW_OK);
+    CHECK_INT(b->ops->put_commit(cp, &err), STOW_OK);
+    cp = NULL;
+    CHECK_INT(b->ops->put_begin(&cp, b, "manifests/default/once.json", 2, STOW_PUT_IF_ABSENT,
+                                &err),
+              STOW_EEXIST);
+    CHECK(cp == NULL);
+
     /* an empty object */
     CHECK_INT(put_mem(b, "refs/default/empty", "", 0, &err), STOW_OK);
     m.len = 0;

@@ -17,6 +17,9 @@ The first path segments choose the fault; the rest is the upstream path:
                           error body and Retry-After: 0; later ones pass
   /always503/<path>       every request gets a 503
   /reset/<path>           the first request per (method, path) is reset without answer
+  /echo/<path>            answered by the proxy itself: 200 with the body
+                          "<METHOD> <path>\n<request body>" (Content-Length bodies only)
+                          and X-Echo-Test: <the request's X-Test header>
 
 Every request is logged as one line: METHOD PATH range=<Range or -> action=<what>.
 """
@@ -140,6 +143,22 @@ class Handler(socketserver.BaseRequestHandler):
 
         if action == "reset":
             reset(c)
+            return
+        if mode == "echo":
+            if "100-continue" in hmap.get("expect", "").lower():
+                c.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            want = int(hmap.get("content-length", "0") or "0")
+            body = rest
+            while len(body) < want:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                body += chunk
+            out = ("%s %s\n" % (method, path)).encode("latin-1") + body[:want]
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                      b"X-Echo-Test: %s\r\nContent-Length: %d\r\n\r\n%s"
+                      % (hmap.get("x-test", "-").encode("latin-1"), len(out), out))
+            c.close()
             return
         if action == "503":
             # Drain a small body unless the client waits for 100-continue.
