@@ -7,7 +7,10 @@
 #                        certificate for 127.0.0.1): NGINX_TLS_URL, NGINX_CA
 #   proxy_start DIR      the fault-injecting proxy (flaky_proxy.py) in front of nginx; sets
 #                        PROXY_PORT, PROXY_URL, PROXY_LOG
-#   servers_stop         stops both (installed as an EXIT trap by nginx_start)
+#   servers_stop         stops both
+#
+# nginx_start installs an EXIT trap that stops both servers and removes DIR (unless
+# STOW_TEST_KEEP=1), so a sourcing script must not replace the EXIT trap.
 #
 # Locations: /anon/ (no auth), /basic/ (basic auth, user from `openssl passwd -apr1`),
 # /bearer/ ("Authorization: Bearer $NGINX_TOKEN" or 401). All accept PUT and DELETE
@@ -42,6 +45,17 @@ _wait_port() {
     return 1
 }
 
+_lib_nginx_exit() {
+    servers_stop
+    if [ -n "$NGINX_DIR" ] && [ -d "$NGINX_DIR" ]; then
+        if [ "${STOW_TEST_KEEP:-0}" = 1 ]; then
+            echo "lib_nginx: kept $NGINX_DIR" >&2
+        else
+            rm -rf "$NGINX_DIR"
+        fi
+    fi
+}
+
 servers_stop() {
     if [ -n "$PROXY_PID" ]; then
         kill "$PROXY_PID" 2>/dev/null
@@ -63,6 +77,8 @@ servers_stop() {
 
 nginx_start() {
     local dir=$1
+    NGINX_DIR=$dir
+    trap _lib_nginx_exit EXIT
     local nginx_bin=${NGINX:-}
     if [ -z "$nginx_bin" ]; then
         nginx_bin=$(command -v nginx || true)
@@ -74,7 +90,6 @@ nginx_start() {
     command -v openssl >/dev/null || _lib_nginx_die "openssl is needed to make the htpasswd file"
     command -v python3 >/dev/null || _lib_nginx_die "python3 is needed to pick a free port"
 
-    NGINX_DIR=$dir
     NGINX_ROOT=$dir/www
     NGINX_USER=stowtest
     NGINX_PASS="p@ss:w/rd%$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
@@ -103,7 +118,6 @@ nginx_start() {
             }
         }
 CONF
-    trap servers_stop EXIT
 
     local attempt
     for attempt in 1 2 3 4 5; do

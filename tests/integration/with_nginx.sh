@@ -12,16 +12,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/lib_nginx.sh"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/stow-nginx.XXXXXX") || exit 1
-cleanup() {
-    servers_stop
-    if [ "${STOW_TEST_KEEP:-0}" = 1 ]; then
-        echo "with_nginx: kept $tmp" >&2
-    else
-        rm -rf "$tmp"
-    fi
-}
-nginx_start "$tmp"
-trap cleanup EXIT
+nginx_start "$tmp" # from here on, exit stops the servers and removes $tmp
 proxy_start "$tmp"
 
 export STOW_TEST_NGINX_URL=$NGINX_URL STOW_TEST_NGINX_ROOT=$NGINX_ROOT
