@@ -167,7 +167,8 @@ int stow_httpc_get(stow_httpc *h, const stow_httpc_request *req, stow_httpc_resu
 
 /* Streamed upload: a thread runs the request (method from req, default "PUT") whose body is
  * fed by put_write through a bounded in-process pipe. size >= 0 sends Content-Length and
- * requires exactly size bytes; size < 0 sends Transfer-Encoding: chunked. While the whole
+ * requires exactly size bytes; size < 0 streams without a length (Transfer-Encoding: chunked
+ * on HTTP/1.1, plain DATA frames on HTTP/2). While the whole
  * body still fits the pipe (STOW_HTTPC_PIPE_SIZE), failed attempts are retried; once part
  * of it was sent and dropped from the pipe, a failure is final and says so.
  * req->body_type must be NONE. Strings and header lists in req are copied; req->ud must
