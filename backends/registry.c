@@ -12,6 +12,8 @@ typedef struct {
 
 static const scheme_entry schemes[] = {
     {"file", &stow_backend_file_ops},
+    {"http", &stow_backend_http_ops},
+    {"https", &stow_backend_http_ops},
 };
 
 int stow_backend_open(stow_backend **out, const stow_backend_opts *opts, stow_error *err)
