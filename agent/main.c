@@ -83,6 +83,8 @@ typedef struct {
     char **buildx_dirs;
     char *url;
     char *state_dir;
+    int prepared; /* stowage run: save uses what restore prepared (same key, even if the
+                     command changed the files the key template hashes) */
 } run_ctx;
 
 static void run_ctx_free(run_ctx *r)
@@ -136,9 +138,21 @@ static int resolve_url(run_ctx *r, stow_error *err)
     return r->url ? STOW_OK : stow_error_set(err, STOW_ERR, "out of memory");
 }
 
+static int prepare_once(run_ctx *r, int need_paths, stow_error *err);
+
 /* Everything restore and save need from the configuration, checked up front so that usage
  * errors are reported before any remote work. */
 static int prepare(run_ctx *r, int need_paths, stow_error *err)
+{
+    if (r->prepared)
+        return STOW_OK;
+    int rc = prepare_once(r, need_paths, err);
+    if (rc == STOW_OK)
+        r->prepared = 1;
+    return rc;
+}
+
+static int prepare_once(run_ctx *r, int need_paths, stow_error *err)
 {
     stow_config *c = &r->cfg;
     if (c->key == NULL || c->key[0] == '\0')

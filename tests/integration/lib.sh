@@ -10,6 +10,7 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/stowage-test.XXXXXX")
 _cleanups=()
 at_exit() { _cleanups+=("$1"); }
 _run_cleanups() {
+    set +e # a failing command in an EXIT trap under set -e can hang bash 5.2
     local i
     for ((i = ${#_cleanups[@]} - 1; i >= 0; i--)); do eval "${_cleanups[$i]}" || true; done
     chmod -R u+rwX "$T" 2>/dev/null || true
