@@ -21,6 +21,15 @@ runner c
 stow restore --key run-2 --path '~/c'
 [ "$(cat "$HOME/c/g" 2>/dev/null)" = two ] && ok "run-2 saved what the command wrote" || fail "run-2: $(cat "$T/err")"
 
+case_begin "run saves under the key it restored with, even when the command changes the hashed file"
+runner k
+mkdir -p "$T/kproj" && echo a >"$T/kproj/req.txt"
+(cd "$T/kproj" && stow run --key 'rk-{hash:req.txt}' --path '~/c' -- sh -c 'mkdir -p "$HOME/c" && echo x >"$HOME/c/f" && echo b >req.txt')
+expect_rc 0
+primary=$(sed -n 's/^cache-primary-key=//p' "$T/out")
+[ -n "$primary" ] && [ -f "$T/store/manifests/default/$primary.json" ] && ok "saved as $primary" ||
+    fail "not saved under cache-primary-key=$primary: $(find "$T/store/manifests" -name 'rk-*')"
+
 case_begin "the command's status is the exit status; saved by default, not with --save-on-failure=false"
 runner d
 mkdir -p "$HOME/c"
