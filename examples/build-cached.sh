@@ -156,7 +156,9 @@ help | -h | --help)
     exit 0
     ;;
 esac
-STOWAGE=$(find_stowage)
+case "$cmd" in
+build | setup | stats | clean) STOWAGE=$(find_stowage) ;;
+esac
 case "$cmd" in
 build) cmd_build "$@" ;;
 _build) cmd_inner_build "$@" ;;

@@ -72,6 +72,13 @@ out_has "File was already downloaded" && ! out_has "Saved " && ok "pip found eve
     fail "$(cat "$T/out")"
 out_has "importing cache from $HOME/buildx-cache" && ok "buildx found the restored local cache" || fail "$(cat "$T/out")"
 
+case_begin "wheels needs no stowage (CI steps call it between the templates' restore and save)"
+runner w
+STOWAGE_BIN="" bc wheels
+expect_rc 0 && ls "$HOME"/.docker-cache/pip/wheels/*.whl >/dev/null 2>&1 && grep -q -- '--volume '"$HOME"'/.docker-cache/pip:/cache' "$DOCKER_LOG" &&
+    ok "wheels downloaded into ~/.docker-cache/pip/wheels" || fail "wheels: $(cat "$T/err")"
+runner r2
+
 case_begin "build --plain uses Dockerfile and no wheels context"
 : >"$DOCKER_LOG"
 bc build --plain
