@@ -121,6 +121,14 @@ runner gh5b
 stow restore --key fail-2 --path "~/c" --url "file://$STORE"
 [ "$(cat "$HOME/c/f" 2>/dev/null)" = 2 ] && ok "fail-2 restorable" || fail "fail-2 not saved: $(cat "$T/err")"
 
+case_begin "STOWAGE_SAVE_ON_FAILURE=true in the job's env: post saves after a failure"
+NAME=fail-jobenv
+runner gh5c
+gha fail-jobenv "${COMMON[@]}" --input key=fail-3 --input 'path=~/c' --env STOWAGE_SAVE_ON_FAILURE=true \
+    --build 'mkdir -p ~/c && echo 3 >~/c/f && exit 1'
+expect_eq "post ran" "$(R fail-jobenv postRan)" true
+[ -f "$STORE/manifests/default/fail-3.json" ] && ok "fail-3 saved" || fail "fail-3 not saved"
+
 case_begin "cancelled job with save-on-failure: post skipped"
 NAME=cancel
 runner gh6
