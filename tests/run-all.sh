@@ -7,6 +7,8 @@ tests/install-deps.sh
 if [ -f tests/integration/s3rver/package-lock.json ]; then
     (cd tests/integration/s3rver && npm ci --no-audit --no-fund --loglevel=error)
 fi
+# npm tools of the CI-integration tests (action-validator, gitlab-ci-local, dockerfile-utils).
+(cd tests/ci-tools && npm ci --no-audit --no-fund --loglevel=error)
 JOBS=$(nproc)
 echo "== build (-Wall -Wextra -Werror)"
 cmake -S . -B build -DSTOW_WERROR=ON >/dev/null

@@ -1,0 +1,49 @@
+'use strict';
+// Restore: the main step of the stowage action and the whole of stowage/restore.
+const gh = require('./lib/runner');
+const st = require('./lib/stowage');
+
+async function main() {
+  const started = Date.now();
+  const lookupOnly = gh.inputBool('lookup-only');
+  const failOnMiss = gh.inputBool('fail-on-cache-miss');
+  // save-on-failure only means something for the combined action, whose post step runs when
+  // post-if (success() || failure() && env.STOWAGE_SAVE_ON_FAILURE == 'true') holds. post-if
+  // cannot read inputs, so the input travels as an environment variable for later steps.
+  if (gh.inputBool('save-on-failure')) gh.exportVariable('STOWAGE_SAVE_ON_FAILURE', 'true');
+
+  const bin = st.findStowage();
+  gh.saveState('bin', bin);
+  const args = ['restore', ...st.commonArgs(gh.input('key'))];
+  if (lookupOnly) args.push('--lookup-only');
+  if (failOnMiss) args.push('--fail-on-miss');
+  const r = await st.run(bin, args);
+
+  const o = r.outputs;
+  const hit = o['cache-hit'] === 'true' ? 'true' : 'false';
+  const result = o['cache-result'] || 'miss';
+  const primary = o['cache-primary-key'] || '';
+  const matched = o['cache-matched-key'] || '';
+  gh.setOutput('cache-hit', hit);
+  gh.setOutput('cache-result', result);
+  gh.setOutput('cache-primary-key', primary);
+  gh.setOutput('cache-matched-key', matched);
+  gh.saveState('primary-key', primary);
+  gh.saveState('cache-hit', hit);
+  gh.saveState('restore-exit', String(r.code));
+
+  const seconds = ((Date.now() - started) / 1000).toFixed(1);
+  const label = { hit: 'hit (exact key)', partial: 'partial (restore-key prefix)', miss: 'miss' }[result] || result;
+  st.summary(lookupOnly ? 'stowage: cache lookup' : 'stowage: cache restore', [
+    ['Result', r.code === 0 || r.code === 3 ? label : `failed: ${st.exitMeaning(r.code)}`],
+    ['Primary key', st.code(primary)],
+    ['Matched key', st.code(matched)],
+    ['Paths', gh.inputList('path').map(st.code).join('<br>') || 'from the configuration'],
+    ['Store', gh.input('url') ? st.code(st.redactUrl(gh.input('url'))) : 'from the configuration'],
+    ['Details', st.html(st.lastInfo(r.log)) || '—'],
+    ['Time', `${seconds} s`],
+  ]);
+  if (r.code !== 0) gh.setFailed(`stowage restore: ${st.exitMeaning(r.code)}`);
+}
+
+main().catch((e) => gh.setFailed(e.message));

@@ -1,0 +1,37 @@
+'use strict';
+// Save: the post step of the stowage action and the whole of stowage/save.
+const fs = require('fs');
+const gh = require('./lib/runner');
+const st = require('./lib/stowage');
+
+async function main() {
+  const started = Date.now();
+  const post = gh.getState('bin') !== '';
+  let key;
+  let bin;
+  if (post) {
+    // Save under the key computed before the build, like actions/cache.
+    key = gh.getState('primary-key');
+    if (!key) {
+      gh.info('stowage: the restore step did not get as far as computing a key; not saving');
+      return;
+    }
+    bin = gh.getState('bin');
+    if (!fs.existsSync(bin)) bin = st.findStowage();
+  } else {
+    key = gh.input('key');
+    bin = st.findStowage();
+  }
+  const r = await st.run(bin, ['save', ...st.commonArgs(key)]);
+  const seconds = ((Date.now() - started) / 1000).toFixed(1);
+  const warned = r.log.some((l) => /^stowage: warning: /.test(l));
+  st.summary('stowage: cache save', [
+    ['Result', r.code !== 0 ? `failed: ${st.exitMeaning(r.code)}` : warned ? 'not saved (warning, see the log)' : 'done'],
+    ['Key', st.code(key)],
+    ['Details', st.html(st.lastInfo(r.log)) || '—'],
+    ['Time', `${seconds} s`],
+  ]);
+  if (r.code !== 0) gh.setFailed(`stowage save: ${st.exitMeaning(r.code)}`);
+}
+
+main().catch((e) => gh.setFailed(e.message));

@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# The GitHub action (ci-templates/github) run the way the Actions runner runs it
+# (tests/integration/gha_harness.js: INPUT_*, per-step files, main, build, post-if, post with
+# STATE_*), against a local store; and the action and example workflow YAML validated with
+# @action-validator/cli.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/ci_lib.sh"
+need_ci_tool action-validator
+need_cmd node
+
+ACTION="$STOW_TEST_SRC/ci-templates/github"
+HARNESS="$STOW_TEST_SRC/tests/integration/gha_harness.js"
+STORE="$T/store"
+export GITHUB_REF_NAME=main
+unset GITHUB_OUTPUT GITHUB_STEP_SUMMARY GITHUB_STATE GITHUB_ENV STOWAGE_URL STOWAGE_KEY STOWAGE_PATHS
+
+# gha NAME [harness args]: runs the action in a fresh workspace $T/ws-NAME as the current
+# runner; the result is $T/NAME.json, the harness log $T/NAME.log.
+gha() {
+    local name=$1
+    shift
+    mkdir -p "$T/ws-$name"
+    printf 'torch==2.7.1\n' >"$T/ws-$name/requirements.txt"
+    set +e
+    (cd "$T/ws-$name" && node "$HARNESS" --out "$T/$name.json" "$@") >"$T/$name.log" 2>&1
+    HRC=$?
+    set -e
+    if [ "$HRC" -ne 0 ]; then
+        fail "harness failed ($HRC): $(tail -20 "$T/$name.log")"
+        return 1
+    fi
+}
+R() { jget "$T/$1.json" "$2"; }
+expect_eq() { # expect_eq WHAT GOT WANT
+    if [ "$2" = "$3" ]; then ok "$1 = $3"; else fail "$1: got '$2', want '$3' (log: $(tail -5 "$T/$NAME.log" | tr '\n' ' '))"; fi
+}
+summary_has() {
+    local s
+    s=$(R "$1" "$2.summary")
+    grep -qF -- "$3" <<<"$s"
+}
+
+COMMON=(--action "$ACTION" --input "stowage-bin=$STOWAGE_BIN" --input "url=file://$STORE")
+PATHS=$'~/.docker-cache\n  ~/other dir  \n'
+
+case_begin "action and workflow YAML validate"
+for f in "$ACTION/action.yml" "$ACTION/restore/action.yml" "$ACTION/save/action.yml" \
+    "$STOW_TEST_SRC/examples/github-workflow.yml"; do
+    if "$CI_TOOLS/action-validator" "$f" >"$T/av.out" 2>&1; then ok "${f#"$STOW_TEST_SRC"/}"; else fail "$f: $(head -40 "$T/av.out")"; fi
+done
+printf 'name: x\ndescription: y\nruns:\n  using: node20\n  mian: a.js\n' >"$T/bad-action.yml"
+if "$CI_TOOLS/action-validator" "$T/bad-action.yml" >/dev/null 2>&1; then fail "validator accepted a broken action"; else ok "validator rejects a misspelt key"; fi
+
+case_begin "first run: miss, the build fills the cache, post saves"
+NAME=first
+runner gh1
+gha first "${COMMON[@]}" --input 'key=docker-{os}-{hash:requirements.txt}' --input "path=$PATHS" \
+    --input $'restore-keys=docker-{os}-\n' \
+    --build 'mkdir -p ~/.docker-cache/pip ~/"other dir" && echo wheel >~/.docker-cache/pip/torch.whl && echo x >~/"other dir"/f'
+expect_eq "main exit" "$(R first main.exit)" 0
+expect_eq "cache-hit" "$(R first main.outputs.cache-hit)" false
+expect_eq "cache-result" "$(R first main.outputs.cache-result)" miss
+KEY=$(R first main.outputs.cache-primary-key)
+WANT=$(cd "$T/ws-first" && "$STOWAGE_BIN" key --key 'docker-{os}-{hash:requirements.txt}')
+expect_eq "cache-primary-key (the expanded template)" "$KEY" "$WANT"
+expect_eq "cache-matched-key" "$(R first main.outputs.cache-matched-key)" ""
+expect_eq "state primary-key" "$(R first main.state.primary-key)" "$KEY"
+expect_eq "post ran" "$(R first postRan)" true
+expect_eq "post exit" "$(R first post.exit)" 0
+summary_has first main "| Result | miss |" && summary_has first main "<code>~/other dir</code>" &&
+    ok "restore summary table" || fail "restore summary: $(R first main.summary)"
+summary_has first post "### stowage: cache save" && summary_has first post "| Result | done |" &&
+    summary_has first post "uploaded" && ok "save summary table" || fail "save summary: $(R first post.summary)"
+[ -f "$STORE/manifests/default/$KEY.json" ] && ok "entry in the store (scope default)" || fail "nothing saved: $(find "$STORE" -type f)"
+
+case_begin "second run on a fresh runner: exact hit"
+NAME=second
+runner gh2
+# shellcheck disable=SC2016 # the build step's shell expands it
+gha second "${COMMON[@]}" --input 'key=docker-{os}-{hash:requirements.txt}' --input "path=$PATHS" \
+    --build 'test "$(cat ~/.docker-cache/pip/torch.whl)" = wheel && test -f ~/"other dir"/f'
+expect_eq "main exit" "$(R second main.exit)" 0
+expect_eq "cache-hit" "$(R second main.outputs.cache-hit)" true
+expect_eq "cache-result" "$(R second main.outputs.cache-result)" hit
+expect_eq "cache-matched-key" "$(R second main.outputs.cache-matched-key)" "$KEY"
+expect_eq "the build saw the restored files" "$(R second build.exit)" 0
+summary_has second main "hit (exact key)" && summary_has second main "<code>$KEY</code>" &&
+    ok "summary shows the hit" || fail "summary: $(R second main.summary)"
+expect_eq "post exit (nothing new to upload)" "$(R second post.exit)" 0
+
+case_begin "restore-keys: partial match on a changed requirements file"
+NAME=partial
+runner gh3
+mkdir -p "$T/ws-partial" && printf 'torch==2.7.1\ntransformers==4.46.3\n' >"$T/ws-partial/requirements.txt.new"
+gha partial "${COMMON[@]}" --input 'key=docker-{os}-{hash:requirements.txt.new}' --input "path=$PATHS" \
+    --input $'restore-keys=nomatch-\ndocker-{os}-'
+expect_eq "cache-hit" "$(R partial main.outputs.cache-hit)" false
+expect_eq "cache-result" "$(R partial main.outputs.cache-result)" partial
+expect_eq "cache-matched-key" "$(R partial main.outputs.cache-matched-key)" "$KEY"
+[ "$(cat "$HOME/.docker-cache/pip/torch.whl" 2>/dev/null)" = wheel ] && ok "prefix match restored the files" ||
+    fail "files not restored by the prefix match"
+
+case_begin "failed build without save-on-failure: post skipped, nothing saved"
+NAME=fail-nosave
+runner gh4
+gha fail-nosave "${COMMON[@]}" --input key=fail-1 --input 'path=~/c' --build 'mkdir -p ~/c && echo 1 >~/c/f && exit 3'
+expect_eq "job status" "$(R fail-nosave jobStatus)" failure
+expect_eq "post ran" "$(R fail-nosave postRan)" false
+[ ! -e "$STORE/manifests/default/fail-1.json" ] && ok "no entry" || fail "fail-1 was saved"
+
+case_begin "failed build with save-on-failure: true: post saves"
+NAME=fail-save
+runner gh5
+gha fail-save "${COMMON[@]}" --input key=fail-2 --input 'path=~/c' --input save-on-failure=true \
+    --build 'mkdir -p ~/c && echo 2 >~/c/f && exit 3'
+expect_eq "GITHUB_ENV export for post-if" "$(R fail-save main.env.STOWAGE_SAVE_ON_FAILURE)" true
+expect_eq "job status" "$(R fail-save jobStatus)" failure
+expect_eq "post ran" "$(R fail-save postRan)" true
+expect_eq "post exit" "$(R fail-save post.exit)" 0
+runner gh5b
+stow restore --key fail-2 --path "~/c" --url "file://$STORE"
+[ "$(cat "$HOME/c/f" 2>/dev/null)" = 2 ] && ok "fail-2 restorable" || fail "fail-2 not saved: $(cat "$T/err")"
+
+case_begin "STOWAGE_SAVE_ON_FAILURE=true in the job's env: post saves after a failure"
+NAME=fail-jobenv
+runner gh5c
+gha fail-jobenv "${COMMON[@]}" --input key=fail-3 --input 'path=~/c' --env STOWAGE_SAVE_ON_FAILURE=true \
+    --build 'mkdir -p ~/c && echo 3 >~/c/f && exit 1'
+expect_eq "post ran" "$(R fail-jobenv postRan)" true
+[ -f "$STORE/manifests/default/fail-3.json" ] && ok "fail-3 saved" || fail "fail-3 not saved"
+
+case_begin "cancelled job with save-on-failure: post skipped"
+NAME=cancel
+runner gh6
+gha cancel "${COMMON[@]}" --input key=cancel-1 --input 'path=~/c' --input save-on-failure=true --cancel
+expect_eq "post ran" "$(R cancel postRan)" false
+
+case_begin "fail-on-cache-miss: the step fails, the job fails, no save"
+NAME=fom
+runner gh7
+gha fom "${COMMON[@]}" --input key=absent-1 --input 'path=~/c' --input fail-on-cache-miss=true
+expect_eq "main exit" "$(R fom main.exit)" 1
+expect_eq "cache-hit" "$(R fom main.outputs.cache-hit)" false
+grep -q '"level": "error"' "$T/fom.json" && grep -q 'fail-on-cache-miss' "$T/fom.json" &&
+    ok "error annotation names fail-on-cache-miss" || fail "annotations: $(R fom main.annotations)"
+expect_eq "post ran" "$(R fom postRan)" false
+
+case_begin "lookup-only: reports the hit, downloads nothing"
+NAME=lookup
+runner gh8
+gha lookup "${COMMON[@]}" --input 'key=fail-2' --input 'path=~/c' --input lookup-only=true
+expect_eq "cache-hit" "$(R lookup main.outputs.cache-hit)" true
+[ ! -e "$HOME/c/f" ] && ok "nothing restored" || fail "lookup-only restored files"
+summary_has lookup main "### stowage: cache lookup" && ok "summary titled lookup" || fail "$(R lookup main.summary)"
+
+case_begin "store unusable: warning annotation, steps pass; strict: the save step fails"
+NAME=down
+runner gh9
+echo "not a directory" >"$T/blocker"
+gha down --action "$ACTION" --input "stowage-bin=$STOWAGE_BIN" --input "url=file://$T/blocker/store" \
+    --input key=down-1 --input 'path=~/c' --build 'mkdir -p ~/c && echo 1 >~/c/f'
+expect_eq "main exit" "$(R down main.exit)" 0
+expect_eq "post exit (fail-open)" "$(R down post.exit)" 0
+expect_eq "post annotation" "$(R down post.annotations.0.level)" warning
+summary_has down post "not saved (warning" && ok "save summary reports the warning" || fail "$(R down post.summary)"
+NAME=down-strict
+gha down-strict --action "$ACTION" --input "stowage-bin=$STOWAGE_BIN" --input "url=file://$T/blocker/store" \
+    --input key=down-1 --input 'path=~/c' --input strict=true --build 'mkdir -p ~/c && echo 1 >~/c/f'
+expect_eq "post exit" "$(R down-strict post.exit)" 1
+summary_has down-strict post "failed: a storage or data error" && ok "summary names the failure" ||
+    fail "$(R down-strict post.summary)"
+
+case_begin "bad inputs fail the step with a message"
+NAME=badbool
+runner gh10
+gha badbool "${COMMON[@]}" --input key=x --input 'path=~/c' --input lookup-only=maybe
+expect_eq "main exit" "$(R badbool main.exit)" 1
+grep -q 'lookup-only must be true or false' "$T/badbool.json" && ok "names the input" || fail "$(R badbool main.annotations)"
+NAME=badkey
+gha badkey "${COMMON[@]}" --input 'key=bad/key' --input 'path=~/c'
+expect_eq "main exit" "$(R badkey main.exit)" 1
+grep -q 'usage or configuration error' "$T/badkey.json" && ok "configuration error reported" || fail "$(R badkey main.annotations)"
+NAME=badbin
+gha badbin --action "$ACTION" --input "stowage-bin=$T/no-such-stowage" --input key=x --input 'path=~/c'
+expect_eq "main exit" "$(R badbin main.exit)" 1
+grep -q 'no-such-stowage is not an executable' "$T/badbin.json" && ok "names the missing binary" || fail "$(R badbin main.annotations)"
+
+case_begin "split actions: restore/ then save/ with the primary key"
+NAME=split-restore
+runner gh11
+gha split-restore --action "$ACTION/restore" --input "stowage-bin=$STOWAGE_BIN" --input "url=file://$STORE" \
+    --input 'key=split-{hash:requirements.txt}' --input 'path=~/s'
+expect_eq "cache-result" "$(R split-restore main.outputs.cache-result)" miss
+expect_eq "no post step" "$(R split-restore post)" null
+SKEY=$(R split-restore main.outputs.cache-primary-key)
+mkdir -p "$HOME/s" && echo split >"$HOME/s/f"
+NAME=split-save
+gha split-save --action "$ACTION/save" --input "stowage-bin=$STOWAGE_BIN" --input "url=file://$STORE" \
+    --input "key=$SKEY" --input 'path=~/s'
+expect_eq "save exit" "$(R split-save main.exit)" 0
+summary_has split-save main "<code>$SKEY</code>" && ok "save summary" || fail "$(R split-save main.summary)"
+runner gh11b
+NAME=split-again
+gha split-again --action "$ACTION/restore" --input "stowage-bin=$STOWAGE_BIN" --input "url=file://$STORE" \
+    --input 'key=split-{hash:requirements.txt}' --input 'path=~/s'
+expect_eq "cache-hit" "$(R split-again main.outputs.cache-hit)" true
+[ "$(cat "$HOME/s/f" 2>/dev/null)" = split ] && ok "restored" || fail "split entry not restored"
+
+case_begin "no stowage-bin: the action builds its own source once, then reuses the build"
+NAME=build1
+runner gh12
+export RUNNER_TOOL_CACHE="$T/tool-cache"
+start=$(date +%s%N)
+STOWAGE_BIN="" gha build1 --action "$ACTION" --input "url=file://$STORE" --input key=built-1 --input 'path=~/b' \
+    --build 'mkdir -p ~/b && echo b >~/b/f'
+first_ms=$((($(date +%s%N) - start) / 1000000))
+expect_eq "main exit" "$(R build1 main.exit)" 0
+BIN=$(R build1 main.state.bin)
+case "$BIN" in "$RUNNER_TOOL_CACHE"/stowage/*/stowage) ok "built into the tool cache: ${BIN#"$T"/}" ;; *) fail "binary at $BIN" ;; esac
+grep -q 'building stowage' "$T/build1.log" && ok "first run built stowage" || fail "no build in the log"
+"$BIN" --version | grep -q '^stowage ' && ok "built binary runs" || fail "built binary does not run"
+expect_eq "post exit" "$(R build1 post.exit)" 0
+NAME=build2
+runner gh13
+start=$(date +%s%N)
+STOWAGE_BIN="" gha build2 --action "$ACTION" --input "url=file://$STORE" --input key=built-1 --input 'path=~/b'
+second_ms=$((($(date +%s%N) - start) / 1000000))
+expect_eq "same binary" "$(R build2 main.state.bin)" "$BIN"
+! grep -q 'building stowage' "$T/build2.log" && ok "second run reused the build" || fail "rebuilt"
+expect_eq "cache-hit with the built binary" "$(R build2 main.outputs.cache-hit)" true
+echo "timing: first run with build ${first_ms} ms, second run ${second_ms} ms (both include restore and save)"
+unset RUNNER_TOOL_CACHE
+
+finish

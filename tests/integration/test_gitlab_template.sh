@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# The GitLab template (ci-templates/gitlab/stowage.gitlab-ci.yml) run by gitlab-ci-local in
+# shell mode against a local store: a pipeline whose second job restores what the first
+# saved and whose third job reads the first job's dotenv outputs; a failing job that saves
+# only with STOWAGE_SAVE_ON_FAILURE=true; the template building stowage from a source
+# checkout; a job without any binary. The example pipeline (examples/gitlab-ci.yml) must
+# parse and validate.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/ci_lib.sh"
+need_ci_tool gitlab-ci-local
+need_cmd rsync
+need_cmd git
+
+GCL="$CI_TOOLS/gitlab-ci-local"
+STORE="$T/store"
+unset STOWAGE_URL STOWAGE_KEY STOWAGE_PATHS STOWAGE_SAVE_ON_FAILURE GITHUB_OUTPUT GITHUB_REF_NAME
+export HOME="$T/home" # gitlab-ci-local keeps its own state under $HOME/.gitlab-ci-local
+mkdir -p "$HOME"
+
+# project DIR: a git repository holding the template, a requirements file and the
+# .gitlab-ci.yml read from stdin.
+project() {
+    local d="$T/$1"
+    mkdir -p "$d"
+    cp "$STOW_TEST_SRC/ci-templates/gitlab/stowage.gitlab-ci.yml" "$d/"
+    printf 'torch==2.7.1\n' >"$d/requirements.txt"
+    printf '.stowage/\n.gitlab-ci-local/\n' >"$d/.gitignore"
+    cat >"$d/.gitlab-ci.yml"
+    git_init "$d"
+}
+# git_init DIR: a repository with one commit and an origin, as gitlab-ci-local expects.
+git_init() {
+    git -C "$1" init -q -b main
+    git -C "$1" config user.email ci@example.invalid
+    git -C "$1" config user.name ci
+    git -C "$1" remote add origin https://gitlab.example.invalid/group/project.git
+    git -C "$1" add -A
+    git -C "$1" commit -qm init
+    git -C "$1" update-ref refs/remotes/origin/main HEAD
+    git -C "$1" symbolic-ref refs/remotes/origin/HEAD refs/remotes/origin/main
+}
+# gcl DIR [args]: runs gitlab-ci-local there; output in $T/gcl.out, status in $RC.
+gcl() {
+    local d="$T/$1"
+    shift
+    set +e
+    (cd "$d" && "$GCL" --no-color --concurrency 1 "$@") >"$T/gcl.out" 2>&1
+    RC=$?
+    set -e
+}
+log_has() { grep -qF -- "$1" "$T/gcl.out"; }
+show() { tail -30 "$T/gcl.out"; }
+
+COMMON_VARS="  STOWAGE_URL: file://$STORE
+  STOWAGE_PATHS: ~/.docker-cache
+  STOWAGE_BIN: $STOWAGE_BIN"
+
+case_begin "pipeline: job 1 misses and saves, job 2 restores it, job 3 reads job 1's dotenv"
+project p1 <<EOF
+include:
+  - local: stowage.gitlab-ci.yml
+stages: [build, test, report]
+variables:
+$COMMON_VARS
+  STOWAGE_KEY: gl-{hash:requirements.txt}
+  STOWAGE_RESTORE_KEYS: gl-
+fill:
+  stage: build
+  extends: .stowage
+  variables:
+    HOME: $T/runner-fill
+  script:
+    - test "\$STOWAGE_CACHE_RESULT" = miss
+    - test "\$STOWAGE_CACHE_HIT" = false
+    - mkdir -p ~/.docker-cache/pip && echo wheel >~/.docker-cache/pip/torch.whl
+use:
+  stage: test
+  extends: .stowage
+  variables:
+    HOME: $T/runner-use
+  script:
+    - test "\$STOWAGE_CACHE_HIT" = true
+    - test "\$STOWAGE_CACHE_MATCHED_KEY" = "\$STOWAGE_CACHE_PRIMARY_KEY"
+    - test "\$(cat ~/.docker-cache/pip/torch.whl)" = wheel
+report:
+  stage: report
+  needs: [fill]
+  script:
+    - printf '%s %s %s\n' "\$STOWAGE_CACHE_HIT" "\$STOWAGE_CACHE_RESULT" "\$STOWAGE_CACHE_PRIMARY_KEY" >$T/report.txt
+EOF
+mkdir -p "$T/runner-fill" "$T/runner-use"
+gcl p1
+KEY="gl-$(cd "$T/p1" && "$STOWAGE_BIN" key --key '{hash:requirements.txt}')"
+[ "$RC" -eq 0 ] && ok "pipeline passed" || fail "pipeline: $(show)"
+log_has "PASS  fill" && log_has "PASS  use" && log_has "PASS  report" && ok "three jobs passed" || fail "$(show)"
+[ -f "$STORE/manifests/default/$KEY.json" ] && ok "fill saved $KEY" || fail "no entry: $(find "$STORE" -type f | head)"
+[ "$(cat "$T/runner-use/.docker-cache/pip/torch.whl" 2>/dev/null)" = wheel ] && ok "use restored the file on another HOME" ||
+    fail "use did not restore"
+[ "$(cat "$T/report.txt" 2>/dev/null)" = "false miss $KEY" ] && ok "dotenv outputs reached the report job" ||
+    fail "report.txt: $(cat "$T/report.txt" 2>/dev/null)"
+log_has "nothing to save" && ok "use's after_script had nothing new to upload" || fail "$(show)"
+
+case_begin "a failing job saves only with STOWAGE_SAVE_ON_FAILURE=true"
+project p2 <<EOF
+include:
+  - local: stowage.gitlab-ci.yml
+variables:
+$COMMON_VARS
+flaky-save:
+  extends: .stowage
+  variables:
+    HOME: $T/runner-flaky
+    STOWAGE_KEY: flaky-save-1
+    STOWAGE_SAVE_ON_FAILURE: "true"
+  script:
+    - mkdir -p ~/.docker-cache && echo partial >~/.docker-cache/f
+    - exit 7
+flaky-nosave:
+  extends: .stowage
+  variables:
+    HOME: $T/runner-flaky
+    STOWAGE_KEY: flaky-nosave-1
+  script:
+    - mkdir -p ~/.docker-cache && echo partial >~/.docker-cache/f
+    - exit 7
+EOF
+mkdir -p "$T/runner-flaky"
+gcl p2 flaky-save
+[ "$RC" -ne 0 ] && log_has "FAIL  flaky-save" && ok "the job failed (exit $RC)" || fail "expected a failed job: $(show)"
+log_has "saving anyway (STOWAGE_SAVE_ON_FAILURE)" && ok "after_script saved anyway" || fail "$(show)"
+[ -f "$STORE/manifests/default/flaky-save-1.json" ] && ok "entry saved" || fail "flaky-save-1 missing"
+gcl p2 flaky-nosave
+[ "$RC" -ne 0 ] && log_has "not saving (set STOWAGE_SAVE_ON_FAILURE=true" && ok "after_script did not save" || fail "$(show)"
+[ ! -e "$STORE/manifests/default/flaky-nosave-1.json" ] && ok "no entry" || fail "flaky-nosave-1 was saved"
+
+case_begin "STOWAGE_SOURCE_DIR: the template builds stowage from source, once"
+project p3 <<EOF
+include:
+  - local: stowage.gitlab-ci.yml
+variables:
+  STOWAGE_URL: file://$STORE
+  STOWAGE_PATHS: ~/.docker-cache
+  STOWAGE_SOURCE_DIR: $STOW_TEST_SRC
+  STOWAGE_BUILD_CACHE: $T/build-cache
+  STOWAGE_KEY: gl-{hash:requirements.txt}
+  HOME: $T/runner-src
+built:
+  extends: .stowage
+  script:
+    - test "\$STOWAGE_CACHE_HIT" = true
+    - test -f ~/.docker-cache/pip/torch.whl
+EOF
+mkdir -p "$T/runner-src"
+gcl p3 --variable STOWAGE_BIN=
+[ "$RC" -eq 0 ] && log_has "built $T/build-cache/" && ok "built and restored" || fail "$(show)"
+gcl p3 --variable STOWAGE_BIN=
+[ "$RC" -eq 0 ] && ! log_has "building stowage" && ok "second pipeline reused the build" || fail "$(show)"
+
+case_begin "no binary anywhere: the job fails with a message and after_script does not save"
+project p4 <<EOF
+include:
+  - local: stowage.gitlab-ci.yml
+variables:
+  STOWAGE_URL: file://$STORE
+  STOWAGE_PATHS: ~/.docker-cache
+  STOWAGE_KEY: nobin-1
+  PATH: /usr/bin:/bin
+nobin:
+  extends: .stowage
+  script:
+    - echo "script ran"
+EOF
+gcl p4 --variable STOWAGE_BIN=
+[ "$RC" -ne 0 ] && log_has "stowage: no binary" && ok "before_script failed with a message" || fail "$(show)"
+log_has "script ran" && fail "the script ran without a restore" || ok "script did not run"
+[ ! -e "$STORE/manifests/default/nobin-1.json" ] && ok "nothing saved" || fail "nobin-1 was saved"
+
+case_begin "the example pipeline parses and validates"
+mkdir -p "$T/ex/examples" "$T/ex/ci-templates/gitlab"
+cp "$STOW_TEST_SRC/examples/gitlab-ci.yml" "$T/ex/.gitlab-ci.yml"
+cp "$STOW_TEST_SRC/ci-templates/gitlab/stowage.gitlab-ci.yml" "$T/ex/ci-templates/gitlab/"
+cp "$STOW_TEST_SRC"/examples/{requirements.txt,Dockerfile,Dockerfile.wheels} "$T/ex/examples/"
+git_init "$T/ex"
+gcl ex --list
+[ "$RC" -eq 0 ] && log_has "build-image" && log_has "smoke" && ok "both jobs listed" || fail "$(show)"
+gcl ex --preview
+[ "$RC" -eq 0 ] && log_has 'stowage: find (or build) the binary' && ok "the image job extends .stowage" || fail "$(show)"
+
+finish
