@@ -6,7 +6,7 @@
 #                                       build fails, so downloaded wheels are kept)
 #   ./build-cached.sh wheels            only download missing wheels into ~/.docker-cache/pip/wheels
 #   ./build-cached.sh setup             create the cache directories and the buildx builder
-#   ./build-cached.sh stats             show cache sizes (stowage stats when available)
+#   ./build-cached.sh stats             show local and store sizes (stowage stats)
 #   ./build-cached.sh clean             empty the cache directories (local only)
 #   ./build-cached.sh help              this text
 #
@@ -120,20 +120,10 @@ cmd_build() {
 }
 
 cmd_stats() {
-    if "$STOWAGE" help 2>/dev/null | grep -q '^ *stowage stats'; then
-        "$STOWAGE" stats
-        return
-    fi
-    say "local cache sizes (stowage stats is not available in this stowage version)"
-    for d in "$CACHE_DIR" "$CACHE_DIR/pip" "$CACHE_DIR/pip/wheels" "$CACHE_DIR/apt" "$BUILDX_CACHE"; do
-        if [ -d "$d" ]; then
-            printf '%10s  %s\n' "$(du -sh "$d" 2>/dev/null | cut -f1)" "$d"
-        else
-            printf '%10s  %s\n' "-" "$d (missing)"
-        fi
-    done
+    # Local directory sizes and the store's entries, stored and shared bytes.
+    "$STOWAGE" stats || true
     if [ -d "$CACHE_DIR/pip/wheels" ]; then
-        printf '%10s  wheels\n' "$(find "$CACHE_DIR/pip/wheels" -name '*.whl' | wc -l | tr -d ' ')"
+        printf '%s wheels in %s\n' "$(find "$CACHE_DIR/pip/wheels" -name '*.whl' | wc -l | tr -d ' ')" "$CACHE_DIR/pip/wheels"
     fi
     "$STOWAGE" key >/dev/null 2>&1 && printf 'key: %s\n' "$("$STOWAGE" key)"
     return 0

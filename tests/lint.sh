@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Static checks run as a CTest test: banned functions (STYLE.md), no shelling out in the
-# product, cppcheck, and shellcheck on every shell script.
+# product, and cppcheck. (Shell scripts: tests/integration/test_shellcheck.sh.)
 set -uo pipefail
 cd "${STOW_TEST_SRC:-$(dirname "$0")/..}" || exit 1
 fails=0
@@ -21,17 +21,5 @@ elif ! cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performa
     fails=1
 else
     echo "ok: cppcheck clean"
-fi
-if ! command -v shellcheck >/dev/null; then
-    echo "shellcheck is not installed (tests/install-deps.sh installs it)"
-    fails=1
-else
-    mapfile -t scripts < <(git ls-files '*.sh' .ci/run 2>/dev/null; find ci-templates examples -name '*.sh' 2>/dev/null)
-    mapfile -t scripts < <(printf '%s\n' "${scripts[@]}" | sort -u | while read -r f; do [ -f "$f" ] && echo "$f"; done)
-    if ! shellcheck -x -S warning "${scripts[@]}"; then
-        fails=1
-    else
-        echo "ok: shellcheck clean on ${#scripts[@]} scripts"
-    fi
 fi
 exit $fails

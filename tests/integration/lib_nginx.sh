@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034 # variables set here are used by the scripts that source this file
 # Shell functions that run a throw-away nginx WebDAV server (Debian's nginx with
 # http_dav_module) on 127.0.0.1 for the HTTP backend tests. Source this file, then:
 #

@@ -329,8 +329,8 @@ suite_buildx() {
     local dir="$HOME/bx" refs orphans
     mkdir -p "$dir"
     { read -r refs; read -r orphans; } < <(python3 "$STOW_TEST_SRC/tests/integration/make_buildx_cache.py" "$dir" manifest)
-    set -- $refs
-    rm "$(blob_file "$dir" "$3")"
+    read -ra refs_a <<<"$refs"
+    rm "$(blob_file "$dir" "${refs_a[2]}")"
     stow save --key bx-missing --path '~/bx'
     expect_rc 0 && err_has "missing" && ok "missing blob reported" || fail "$(cat "$T/err")"
     rm -rf "$dir" && mkdir -p "$dir"

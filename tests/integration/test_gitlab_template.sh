@@ -98,7 +98,7 @@ log_has "PASS  fill" && log_has "PASS  use" && log_has "PASS  report" && ok "thr
     fail "use did not restore"
 [ "$(cat "$T/report.txt" 2>/dev/null)" = "false miss $KEY" ] && ok "dotenv outputs reached the report job" ||
     fail "report.txt: $(cat "$T/report.txt" 2>/dev/null)"
-log_has "nothing to save" && ok "use's after_script had nothing new to upload" || fail "$(show)"
+log_has "nothing to upload" && ok "use's after_script had nothing new to upload" || fail "$(show)"
 
 case_begin "a failing job saves only with STOWAGE_SAVE_ON_FAILURE=true"
 project p2 <<EOF
