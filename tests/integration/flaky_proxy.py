@@ -1,0 +1,237 @@
+#!/usr/bin/env python3
+"""A loopback HTTP/1.1 proxy that injects faults in front of nginx, for the HTTP tests.
+
+One request per client connection (the request goes upstream with "Connection: close").
+The first path segments choose the fault; the rest is the upstream path:
+
+  /pass/<path>            forward unchanged
+  /cut/<N>/<path>         the first answer per (method, path) is cut (TCP reset) after N
+                          body bytes; later ones pass
+  /cutparts/<N>/<path>    as cut, once per (method, path, end of the Range): every part of
+                          a parallel download is cut once (its resume keeps the end)
+  /cutnr/<N>/<path>       as cut, and Range headers are dropped, so nginx answers 200
+                          with the whole object every time
+  /once503/<path>         the first request per (method, path) gets a 503 with an XML
+                          error body and Retry-After: 0; later ones pass
+  /always503/<path>       every request gets a 503
+  /reset/<path>           the first request per (method, path) is reset without answer
+
+Every request is logged as one line: METHOD PATH range=<Range or -> action=<what>.
+"""
+import argparse
+import socket
+import socketserver
+import struct
+import threading
+
+STATE = {}
+STATE_LOCK = threading.Lock()
+ARGS = None
+LOG_LOCK = threading.Lock()
+HEAD_MAX = 1 << 20
+
+
+def first_time(key):
+    with STATE_LOCK:
+        if key in STATE:
+            return False
+        STATE[key] = True
+        return True
+
+
+def log(line):
+    with LOG_LOCK:
+        with open(ARGS.log, "a") as f:
+            f.write(line + "\n")
+
+
+def reset(sock):
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    except OSError:
+        pass
+
+
+def read_head(sock, buf):
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None, buf
+        buf += chunk
+        if len(buf) > HEAD_MAX:
+            return None, buf
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    return head, rest
+
+
+def pump(src, dst):
+    try:
+        while True:
+            data = src.recv(262144)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    try:
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+class Handler(socketserver.BaseRequestHandler):
+    def handle(self):
+        c = self.request
+        head, rest = read_head(c, b"")
+        if head is None:
+            return
+        lines = head.split(b"\r\n")
+        try:
+            method, target, version = lines[0].decode("latin-1").split(" ")
+        except ValueError:
+            return
+        headers = lines[1:]
+        hmap = {}
+        for h in headers:
+            name, _, value = h.decode("latin-1").partition(":")
+            hmap[name.strip().lower()] = value.strip()
+        rng = hmap.get("range", "-")
+        parts = target.split("/")
+        mode = parts[1] if len(parts) > 1 else ""
+        cut_after = None
+        if mode in ("cut", "cutparts", "cutnr"):
+            try:
+                cut_after = int(parts[2])
+            except (IndexError, ValueError):
+                return
+            path = "/" + "/".join(parts[3:])
+        else:
+            path = "/" + "/".join(parts[2:])
+
+        action = "pass"
+        if mode == "always503" or (mode == "once503" and first_time((mode, method, path))):
+            action = "503"
+        elif mode == "reset" and first_time((mode, method, path)):
+            action = "reset"
+        elif mode in ("cut", "cutparts", "cutnr"):
+            key = (mode, method, path)
+            if mode == "cutparts":
+                key = key + (rng.rpartition("-")[2] if rng != "-" else "",)
+            if first_time(key):
+                action = "cut%d" % cut_after
+            else:
+                cut_after = None
+        log("%s %s range=%s action=%s" % (method, path, rng, action))
+
+        if action == "reset":
+            reset(c)
+            return
+        if action == "503":
+            # Drain a small body unless the client waits for 100-continue.
+            if "100-continue" not in hmap.get("expect", "").lower():
+                try:
+                    want = int(hmap.get("content-length", "0"))
+                except ValueError:
+                    want = 0
+                got = len(rest)
+                c.settimeout(2)
+                try:
+                    while got < want:
+                        chunk = c.recv(65536)
+                        if not chunk:
+                            break
+                        got += len(chunk)
+                except OSError:
+                    pass
+            body = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+                    b"<Message>Please reduce your request rate.</Message></Error>")
+            c.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\n"
+                      b"Retry-After: 0\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+                      % (len(body), body))
+            c.close()
+            return
+
+        out = ["%s %s %s" % (method, path, version)]
+        for h in headers:
+            name = h.decode("latin-1").partition(":")[0].strip().lower()
+            if name in ("connection", "keep-alive", "proxy-connection"):
+                continue
+            if name == "range" and mode == "cutnr":
+                continue
+            out.append(h.decode("latin-1"))
+        out.append("Connection: close")
+        up = socket.create_connection(ARGS.upstream)
+        up.sendall(("\r\n".join(out) + "\r\n\r\n").encode("latin-1") + rest)
+        t = threading.Thread(target=pump, args=(c, up), daemon=True)
+        t.start()
+
+        # Answers: forward 1xx interim answers, then the final head, then the body.
+        buf = b""
+        try:
+            while True:
+                rhead, buf = read_head(up, buf)
+                if rhead is None:
+                    c.sendall(buf)
+                    break
+                c.sendall(rhead + b"\r\n\r\n")
+                status = rhead.split(b" ", 2)[1] if b" " in rhead else b"000"
+                if status.startswith(b"1"):
+                    continue
+                sent = 0
+                while True:
+                    if buf:
+                        data, buf = buf, b""
+                    else:
+                        data = up.recv(262144)
+                    if not data:
+                        break
+                    if cut_after is not None and sent + len(data) >= cut_after:
+                        c.sendall(data[: cut_after - sent])
+                        # Wake the request pump (blocked in recv on c) so that closing c
+                        # really sends the reset now.
+                        try:
+                            c.shutdown(socket.SHUT_RD)
+                        except OSError:
+                            pass
+                        t.join(2)
+                        reset(c)
+                        up.close()
+                        return
+                    c.sendall(data)
+                    sent += len(data)
+                break
+        except OSError:
+            pass
+        try:
+            up.close()
+        except OSError:
+            pass
+        try:
+            c.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        c.close()
+
+
+class Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 64
+
+
+def main():
+    global ARGS
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--upstream", required=True)
+    p.add_argument("--log", required=True)
+    ARGS = p.parse_args()
+    host, _, port = ARGS.upstream.rpartition(":")
+    ARGS.upstream = (host, int(port))
+    with Server(("127.0.0.1", ARGS.port), Handler) as srv:
+        srv.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
