@@ -12,6 +12,7 @@ typedef struct {
 
 static const scheme_entry schemes[] = {
     {"file", &stow_backend_file_ops},
+    {"s3", &stow_backend_s3_ops},
 };
 
 int stow_backend_open(stow_backend **out, const stow_backend_opts *opts, stow_error *err)

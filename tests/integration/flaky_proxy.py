@@ -16,6 +16,10 @@ The first path segments choose the fault; the rest is the upstream path:
   /always503/<path>       every request gets a 503
   /reset/<path>           the first request per (method, path) is reset without answer
 
+With --all MODE[/N] the path is forwarded unchanged and MODE applies to every request
+(for signed requests, e.g. S3 SigV4, whose path must not change); --match SUBSTR limits it
+to requests whose target (path and query) contains SUBSTR, the others pass.
+
 Every request is logged as one line: METHOD PATH range=<Range or -> action=<what>.
 """
 import argparse
@@ -97,7 +101,12 @@ class Handler(socketserver.BaseRequestHandler):
             name, _, value = h.decode("latin-1").partition(":")
             hmap[name.strip().lower()] = value.strip()
         rng = hmap.get("range", "-")
-        parts = target.split("/")
+        if ARGS.all:
+            parts = [""] + ARGS.all.split("/") + target.split("/")[1:]
+            if ARGS.match and ARGS.match not in target:
+                parts[1] = "pass"
+        else:
+            parts = target.split("/")
         mode = parts[1] if len(parts) > 1 else ""
         cut_after = None
         if mode in ("cut", "cutparts", "cutnr"):
@@ -108,6 +117,8 @@ class Handler(socketserver.BaseRequestHandler):
             path = "/" + "/".join(parts[3:])
         else:
             path = "/" + "/".join(parts[2:])
+        if ARGS.all:
+            path = target
 
         action = "pass"
         if mode == "always503" or (mode == "once503" and first_time((mode, method, path))):
@@ -226,6 +237,8 @@ def main():
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--upstream", required=True)
     p.add_argument("--log", required=True)
+    p.add_argument("--all", default=None, help="MODE[/N] for every request, path unchanged")
+    p.add_argument("--match", default=None, help="with --all: only targets containing this")
     ARGS = p.parse_args()
     host, _, port = ARGS.upstream.rpartition(":")
     ARGS.upstream = (host, int(port))

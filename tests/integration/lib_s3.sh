@@ -36,9 +36,13 @@
 #           that the access key exists, S3RVER/S3RVER, and that x-amz-content-sha256 is
 #           present): it tests the protocol, not the signing. Buckets come from
 #           --configure-bucket at start-up (no PUT needed).
-#   moto    with INITIAL_NO_AUTH_ACTION_COUNT=3 the first three service requests are not
-#           authenticated (used for CreateUser, PutUserPolicy, CreateAccessKey), every later
-#           one is. A bad signature is 403 <Code>SignatureDoesNotMatch</Code>, an unknown key
+#   moto    with INITIAL_NO_AUTH_ACTION_COUNT=5 the first five service requests are not
+#           authenticated (used for CreateUser, PutUserPolicy, CreateAccessKey, CreateRole,
+#           PutRolePolicy), every later one is. The user may use S3 and assume the role
+#           stowage-role (s3:*): s3_moto_assume_role gets session credentials for it.
+#           Session credentials must come from AssumeRole: moto only accepts ASIA keys it
+#           recorded for an assumed role (GetSessionToken's are refused as InvalidAccessKeyId)
+#           and refuses an IAM user key sent with x-amz-security-token (InvalidToken). A bad signature is 403 <Code>SignatureDoesNotMatch</Code>, an unknown key
 #           403 <Code>InvalidAccessKeyId</Code>, an unsigned request 500 (moto raises
 #           KeyError on the missing Authorization header). With auth on it rejects CORRECT
 #           signatures over %2F, %3D (and %2B) in the path or query with
@@ -227,6 +231,25 @@ s3_start_s3rver() { # [bucket]
 
 # ---- moto_server with authentication on ----
 
+# s3_moto_assume_role [SECONDS]: prints "ACCESS_KEY SECRET SESSION_TOKEN EXPIRATION" of
+# session credentials for stowage-role, obtained with AssumeRole signed by the IAM user.
+s3_moto_assume_role() {
+    local body
+    body=$(curl -sS --fail-with-body -X POST "$S3_ENDPOINT/" \
+        --aws-sigv4 "aws:amz:$S3_REGION:sts" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+        --data-urlencode "Action=AssumeRole" --data-urlencode "Version=2011-06-15" \
+        --data-urlencode "RoleArn=arn:aws:iam::123456789012:role/stowage-role" \
+        --data-urlencode "RoleSessionName=stowage-test" \
+        --data-urlencode "DurationSeconds=${1:-3600}") || { s3_log "AssumeRole failed: $body"; return 1; }
+    printf '%s' "$body" | python3 -c '
+import sys, xml.etree.ElementTree as ET
+root = ET.fromstring(sys.stdin.buffer.read())
+ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+c = root.find(".//" + ns + "Credentials")
+print(*(c.find(ns + f).text for f in ("AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration")))
+'
+}
+
 s3_find_moto() {
     if [ -n "${MOTO_SERVER:-}" ] && [ -x "$MOTO_SERVER" ]; then
         echo "$MOTO_SERVER"
@@ -258,8 +281,8 @@ s3_start_moto() { # [bucket]
     for attempt in 1 2 3; do
         port=$(s3_free_port) || return 1
         S3_LOG="$dir/moto.log"
-        # exactly the three IAM set-up calls below run unauthenticated
-        INITIAL_NO_AUTH_ACTION_COUNT=3 s3_spawn "$moto" -H 127.0.0.1 -p "$port"
+        # exactly the five IAM set-up calls below run unauthenticated
+        INITIAL_NO_AUTH_ACTION_COUNT=5 s3_spawn "$moto" -H 127.0.0.1 -p "$port"
         if s3_wait_http "http://127.0.0.1:$port/moto-api/" 200 60; then
             break
         fi
@@ -272,8 +295,15 @@ s3_start_moto() { # [bucket]
         >/dev/null || { s3_start_failed "moto: CreateUser failed"; return 1; }
     s3_moto_iam --data-urlencode "Action=PutUserPolicy" --data-urlencode "UserName=stowage" \
         --data-urlencode "PolicyName=s3-all" \
-        --data-urlencode 'PolicyDocument={"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}' \
+        --data-urlencode 'PolicyDocument={"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:*","sts:AssumeRole"],"Resource":"*"}]}' \
         >/dev/null || { s3_start_failed "moto: PutUserPolicy failed"; return 1; }
+    s3_moto_iam --data-urlencode "Action=CreateRole" --data-urlencode "RoleName=stowage-role" \
+        --data-urlencode 'AssumeRolePolicyDocument={"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:user/stowage"},"Action":"sts:AssumeRole"}]}' \
+        >/dev/null || { s3_start_failed "moto: CreateRole failed"; return 1; }
+    s3_moto_iam --data-urlencode "Action=PutRolePolicy" --data-urlencode "RoleName=stowage-role" \
+        --data-urlencode "PolicyName=s3-all" \
+        --data-urlencode 'PolicyDocument={"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}' \
+        >/dev/null || { s3_start_failed "moto: PutRolePolicy failed"; return 1; }
     body=$(s3_moto_iam --data-urlencode "Action=CreateAccessKey" --data-urlencode "UserName=stowage") ||
         { s3_start_failed "moto: CreateAccessKey failed"; return 1; }
     keys=$(printf '%s' "$body" | python3 -c '

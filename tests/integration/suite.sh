@@ -162,9 +162,13 @@ suite_delta() {
     runner e2
     make_wheels "$HOME/c" 20
     echo "job e2" >"$HOME/c/who"
+    # wait for these two only: a store script may run its server as a background job
+    local p1 p2
     (runner e1; "$STOWAGE_BIN" save --key race-1 --path '~/c' --strict >"$T/e1.out" 2>&1; echo $? >"$T/e1.rc") &
+    p1=$!
     (runner e2; "$STOWAGE_BIN" save --key race-1 --path '~/c' --strict >"$T/e2.out" 2>&1; echo $? >"$T/e2.rc") &
-    wait
+    p2=$!
+    wait "$p1" "$p2"
     [ "$(cat "$T/e1.rc")$(cat "$T/e2.rc")" = 00 ] && ok "both saves exit 0" || fail "exit codes $(cat "$T/e1.rc") $(cat "$T/e2.rc"): $(cat "$T/e1.out" "$T/e2.out")"
     runner e3
     stow restore --key race-1 --path '~/c' --strict
@@ -390,12 +394,13 @@ PY
     for i in 1 2 3 4 5 6; do head -c 3000000 /dev/urandom >"$HOME/big/blob$i"; done
     ("$STOWAGE_BIN" save --key lc-race --path '~/big' --layer-size 3M --parallel 1 --threads 1 --compression-level 19 \
         --strict >"$T/race.out" 2>&1; echo $? >"$T/race.rc") &
+    local race_pid=$!
     local i
     for i in 1 2 3 4 5 6 7 8; do
         sleep 0.4
         "$STOWAGE_BIN" prune --max-age 1h -v >>"$T/prune.out" 2>&1 || true
     done
-    wait
+    wait "$race_pid"
     grep -q "younger than the grace period" "$T/prune.out" && ok "prune ran while the save's layers were unreferenced" ||
         fail "the save finished before prune saw its layers; the race was not exercised"
     [ "$(cat "$T/race.rc")" = 0 ] || fail "save failed: $(cat "$T/race.out")"
