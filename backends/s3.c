@@ -71,7 +71,7 @@
 #define S3_LIST_PAGE_BYTES_MAX (64 * 1024 * 1024)
 #define S3_LIST_PAGE_KEYS_MAX 100000
 #define S3_LIST_PAGES_MAX 1000000
-#define S3_REFRESH_RETRY_S 30            /* between failed credential refreshes */
+#define S3_REFRESH_RETRY_S 30            /* between credential refreshes */
 #define S3_SMALL_START (64 * 1024)       /* first allocation of a part buffer of unknown size */
 #define S3_COMPLETE_TRIES 3              /* a CompleteMultipartUpload answered "200 <Error>" */
 #define S3_PARALLEL_DEFAULT 4
@@ -560,7 +560,7 @@ typedef struct s3_backend {
     uint64_t part_base;
     pthread_mutex_t creds_lock;
     stow_s3_creds creds;
-    time_t next_refresh; /* no refresh attempt before this (after a failed one) */
+    time_t next_refresh; /* no refresh before this, unless forced (ExpiredToken) */
     _Atomic int force_refresh;
     _Atomic int list_unencoded; /* the moto fallback, see the top of the file */
 } s3_backend;
@@ -605,7 +605,9 @@ static int creds_get(s3_backend *b, stow_s3_creds *out, stow_error *err)
         if (fresh != NULL && stow_s3_creds_resolve(fresh, &e) == STOW_OK) {
             stow_debug("%s: AWS credentials refreshed from %s", b->url_red, fresh->source);
             b->creds = *fresh;
-            b->next_refresh = 0;
+            /* the source may hand out the same soon-expiring credentials again: do not ask
+             * it before every request */
+            b->next_refresh = now + S3_REFRESH_RETRY_S;
         } else {
             b->next_refresh = now + S3_REFRESH_RETRY_S;
             if (b->creds.expiry != 0 && b->creds.expiry <= now) {
@@ -976,6 +978,37 @@ static int s3_get(stow_backend *sb, const char *name, uint64_t offset, uint64_t 
     return rc;
 }
 
+static int discard_sink(void *ud, const void *buf, size_t len)
+{
+    (void)ud;
+    (void)buf;
+    (void)len;
+    return 0;
+}
+
+/* A refused HEAD has no body, so no S3 error code: a 1-byte GET of the same object gets the
+ * code for the message (only after a failure other than a miss). */
+static int head_diagnose(s3_call *c, const char *name, int rc, stow_error *err)
+{
+    stow_error e;
+    stow_error_clear(&e);
+    if (call_init(c, c->b, name, &e) != STOW_OK)
+        return rc;
+    c->keep_error = 1;
+    stow_httpc_request req = {0};
+    req.method = "GET";
+    req.offset = 0;
+    req.length = 1;
+    req.sink = discard_sink;
+    int rc2 = call_perform(c, &req, NULL, 0, &e);
+    if (rc2 == STOW_OK || c->last.code[0] == '\0')
+        return rc;
+    stow_debug("HEAD %s failed; a 1-byte GET gave the S3 error code %s", c->desc, c->last.code);
+    if (err)
+        *err = e;
+    return rc2;
+}
+
 static int s3_head(stow_backend *sb, const char *name, stow_object_info *info, stow_error *err)
 {
     s3_backend *b = (s3_backend *)sb;
@@ -985,13 +1018,15 @@ static int s3_head(stow_backend *sb, const char *name, stow_object_info *info, s
     int rc = call_init(c, b, name, err);
     if (rc == STOW_OK) {
         stow_httpc_request req = {0};
-        stow_httpc_result res;
+        stow_httpc_result res = {0};
         req.method = "HEAD";
         rc = call_perform(c, &req, &res, 0, err);
         if (rc == STOW_OK && info) {
             info->size = res.content_length >= 0 ? (uint64_t)res.content_length : 0;
             info->mtime = res.last_modified;
         }
+        if (rc != STOW_OK && res.status != 404 && res.status >= 300 && res.status < 500)
+            rc = head_diagnose(c, name, rc, err);
     }
     call_free(c);
     free(c);
