@@ -497,6 +497,7 @@ typedef struct s3_error_info {
     char bucket[STOW_S3_BUCKET_MAX + 1];
     char region[STOW_S3_REGION_MAX];
     char endpoint[256];
+    char actual_size[32]; /* InvalidRange: the object's size */
 } s3_error_info;
 
 static void copy_trunc(char *dst, size_t cap, const char *src, size_t len)
@@ -529,6 +530,8 @@ static void error_end(xml_walk *w, const char *name, const char *text, size_t le
         copy_trunc(e->region, sizeof(e->region), text, len);
     else if (strcmp(name, "Endpoint") == 0)
         copy_trunc(e->endpoint, sizeof(e->endpoint), text, len);
+    else if (strcmp(name, "ActualObjectSize") == 0)
+        copy_trunc(e->actual_size, sizeof(e->actual_size), text, len);
 }
 
 /* Parses an S3 error body; fields stay "" when absent or unparsable. */
@@ -585,6 +588,8 @@ typedef struct s3_call {
     /* the last error answer; only for calls that are never parallel (keep_error = 1) */
     int keep_error;
     s3_error_info last;
+    /* GET: the object size from a 416 InvalidRange answer, -1 if none */
+    _Atomic int64_t range_size;
 } s3_call;
 
 static void wipe(void *p, size_t n) { OPENSSL_cleanse(p, n); }
@@ -785,6 +790,13 @@ static int s3_on_error(void *ud, const stow_httpc_response *resp, int *retry, st
                                   c->desc, detail);
         return stow_error_set(err, STOW_ENOTFOUND, "%s %s: not found (%s)", m, c->desc, detail);
     }
+    if (st == 416 && is_code(&e, "InvalidRange") && e.actual_size[0]) {
+        char *end = NULL;
+        errno = 0;
+        long long sz = strtoll(e.actual_size, &end, 10);
+        if (errno == 0 && end != e.actual_size && *end == '\0' && sz >= 0)
+            atomic_store(&c->range_size, (int64_t)sz);
+    }
     if (st == 412) {
         *retry = 0;
         return stow_error_set(err, STOW_EEXIST, "%s %s: the object already exists (%s)", m,
@@ -824,6 +836,7 @@ static int call_init(s3_call *c, s3_backend *b, const char *name, stow_error *er
     c->keep_error = 0;
     c->cancel = NULL;
     atomic_init(&c->refreshes, 0);
+    atomic_init(&c->range_size, -1);
     memset(c->headers, 0, sizeof(c->headers));
     memset(&c->last, 0, sizeof(c->last));
     memcpy(c->payload_hash, STOW_SIGV4_EMPTY_SHA256, sizeof(STOW_SIGV4_EMPTY_SHA256));
@@ -972,6 +985,14 @@ static int s3_get(stow_backend *sb, const char *name, uint64_t offset, uint64_t 
         req.sink = sink;
         req.sink_ud = ud;
         rc = call_perform(c, &req, NULL, 1, err);
+        /* A range starting at the end of the object is empty, not an error: S3 answers
+         * 416 InvalidRange with ActualObjectSize (and an empty object always gets it,
+         * since the first part of a GET is a range request) */
+        if (rc != STOW_OK && atomic_load(&c->range_size) >= 0 &&
+            (uint64_t)atomic_load(&c->range_size) == offset) {
+            stow_error_clear(err);
+            rc = STOW_OK;
+        }
     }
     call_free(c);
     free(c);
