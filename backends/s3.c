@@ -1641,18 +1641,20 @@ static int dispatch_part(stow_put *p, stow_error *err)
     if (p->part_no > STOW_S3_MAX_PARTS)
         return stow_error_set(err, STOW_ERR, "PUT %s: more than %u parts", p->name,
                               STOW_S3_MAX_PARTS);
+    pthread_mutex_lock(&p->lock); /* workers write into etags */
     if (p->part_no > p->etags_cap) {
         unsigned ncap = p->etags_cap ? p->etags_cap * 2 : 64;
         if (ncap > STOW_S3_MAX_PARTS)
             ncap = STOW_S3_MAX_PARTS;
         part_etag *ne = realloc(p->etags, ncap * sizeof(*ne));
-        if (ne == NULL)
+        if (ne == NULL) {
+            pthread_mutex_unlock(&p->lock);
             return stow_error_set(err, STOW_ERR, "out of memory");
+        }
         memset(ne + p->etags_cap, 0, (ncap - p->etags_cap) * sizeof(*ne));
         p->etags = ne;
         p->etags_cap = ncap;
     }
-    pthread_mutex_lock(&p->lock);
     /* memory bound: nthreads parts with the workers, one being filled */
     while (!p->failed && p->inflight >= p->nthreads)
         pthread_cond_wait(&p->cond, &p->lock);

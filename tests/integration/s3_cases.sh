@@ -82,13 +82,14 @@ s3_case_resume() {
     STOWAGE_ENDPOINT="$PROXY_URL" stow restore --url "$MP_URL" --key mp-1 --path '~/c' --strict -v
     expect_rc 0 && cmp -s "$MP_EXPECTED/blob.bin" "$HOME/c/blob.bin" && ok "restored identically through drops" ||
         fail "restore: $(grep -v debug "$T/err" | tail -3)"
-    # a resumed part asks for a range that starts inside an 8 MiB part
+    # a resumed part asks for a range that starts inside an 8 MiB part (not exactly at 1 MB:
+    # the reset can drop bytes that were already on their way)
     local resumed
     resumed=$(python3 -c '
 import re, sys
 starts = [int(m.group(1)) for m in re.finditer(r"^GET .* range=bytes=(\d+)-", open(sys.argv[1]).read(), re.M)]
 print(sum(1 for s in starts if s % 8388608))' "$PROXY_LOG")
-    [ "$resumed" -ge 2 ] && grep -q 'range=bytes=1000000-8388607' "$PROXY_LOG" && err_has "with a range request" &&
+    [ "$resumed" -ge 2 ] && err_has "with a range request" &&
         ok "$resumed dropped parts resumed with range requests" ||
         fail "no drop and resume seen ($resumed): $(head -20 "$PROXY_LOG")"
 }
