@@ -8,6 +8,10 @@
 #                           flaky_proxy.py --all MODE in front of the server: PROXY_URL,
 #                           PROXY_LOG (stopped at exit)
 #   s3_case_*               one case each; they use their own prefixes
+#
+# '~/c' is literal on purpose (stowage expands it); "ok" never fails, so A && ok || fail is
+# safe.
+# shellcheck disable=SC2088,SC2015
 
 S3_CASES_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
@@ -26,7 +30,7 @@ store_put() { s3_put_file "$S3_STORE_PREFIX_ENC/$1" "$2"; }
 store_get() { s3_get_file "$S3_STORE_PREFIX_ENC/$1" "$2"; }
 
 s3_proxy_start() { # MODE [MATCH]
-    local port pid i
+    local port pid
     port=$(s3_free_port)
     PROXY_LOG="$T/proxy-$port.log"
     : >"$PROXY_LOG"
@@ -35,7 +39,7 @@ s3_proxy_start() { # MODE [MATCH]
     pid=$!
     at_exit "kill $pid 2>/dev/null; wait $pid 2>/dev/null"
     PROXY_URL="http://127.0.0.1:$port"
-    for i in $(seq 1 100); do
+    for _ in $(seq 1 100); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.05
@@ -122,7 +126,7 @@ s3_case_no_bucket() {
 }
 
 # Keys of the suite's store live under a prefix that needs %-encoding.
-s3_case_encoded_keys() {
+s3_case_encoded_keys() { # [prefix to list, default the store's]
     case_begin "keys with characters that need encoding"
     local listed
     listed=$(s3_list_keys "${1:-$S3_STORE_PREFIX}" | grep -c "^$S3_STORE_PREFIX/manifests/default/rt-1.json\$" || true)

@@ -17,7 +17,7 @@ s3_start_s3rver stowage-s3rver || { echo "FAIL: s3rver did not start" >&2; exit 
 s3_store_setup "suite dir+ü~"
 STOW_TEST_BIG=0 # the >2 GiB case runs on the file store
 run_suite
-s3_case_encoded_keys
+s3_case_encoded_keys "$S3_STORE_PREFIX"
 s3_case_multipart
 s3_case_resume
 s3_case_unreachable
