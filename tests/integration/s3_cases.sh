@@ -133,3 +133,22 @@ s3_case_encoded_keys() { # [prefix to list, default the store's]
     [ "$listed" = 1 ] && ok "the server stores \"$S3_STORE_PREFIX/manifests/...\" (URL $STOWAGE_URL)" ||
         fail "no key under \"$S3_STORE_PREFIX/\": $(s3_list_keys "${1:-$S3_STORE_PREFIX}" | head -3)"
 }
+
+# Every request of a multipart upload (each part, the completion) first gets a 503
+# SlowDown: all are retried, re-signed, and the save succeeds.
+s3_case_retries() {
+    case_begin "503 SlowDown on every part and on the completion: retried"
+    s3_proxy_start once503 uploadId=
+    runner rt1
+    mkdir -p "$HOME/c" && head -c 20000000 /dev/urandom >"$HOME/c/blob"
+    STOWAGE_ENDPOINT="$PROXY_URL" stow save --url "s3://$S3_BUCKET/retries" --key rt-1 --path '~/c' --strict
+    expect_rc 0 || return 0
+    local parts503 complete503
+    parts503=$(grep -c '^PUT .*partNumber=.* action=503' "$PROXY_LOG" || true)
+    complete503=$(grep -c '^POST .*uploadId=.* action=503' "$PROXY_LOG" || true)
+    [ "$parts503" -ge 3 ] && [ "$complete503" = 1 ] && ok "$parts503 parts and the completion retried after 503" ||
+        fail "503s seen: parts $parts503, completion $complete503: $(cat "$PROXY_LOG")"
+    runner rt2
+    stow restore --url "s3://$S3_BUCKET/retries" --key rt-1 --path '~/c' --strict
+    expect_rc 0 && cmp -s "$T/home-rt1/c/blob" "$HOME/c/blob" && ok "restored identically" || fail "$(tail -3 "$T/err")"
+}

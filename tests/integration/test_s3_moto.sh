@@ -31,6 +31,7 @@ run_suite
 s3_case_encoded_keys suite # moto: list queries without escapes
 s3_case_multipart
 s3_case_resume
+s3_case_retries
 s3_case_unreachable
 s3_case_no_bucket
 

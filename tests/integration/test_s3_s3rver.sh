@@ -20,6 +20,7 @@ run_suite
 s3_case_encoded_keys "$S3_STORE_PREFIX"
 s3_case_multipart
 s3_case_resume
+s3_case_retries
 s3_case_unreachable
 s3_case_no_bucket
 finish
