@@ -31,6 +31,9 @@
 #   s3_list_keys [PREFIX]                          keys in S3_BUCKET, one per line
 #   s3_mktemp VAR                                  temp dir removed by s3_cleanup
 #
+# TLS: with S3_TLS_CERT and S3_TLS_KEY set (PEM files), s3_start_s3rver serves https and
+# the helpers above trust S3_TLS_CERT.
+#
 # Server quirks (s3rver 3.7.1 from npm, moto 5.x):
 #   s3rver  accepts anonymous requests and does NOT verify SigV4 signatures at all (only
 #           that the access key exists, S3RVER/S3RVER, and that x-amz-content-sha256 is
@@ -111,7 +114,7 @@ s3_wait_http() {
         if [ -n "$S3_PID" ] && ! kill -0 "$S3_PID" 2>/dev/null; then
             return 1
         fi
-        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" 2>/dev/null)
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 ${S3_TLS_CERT:+--cacert "$S3_TLS_CERT"} "$url" 2>/dev/null)
         if [ "$code" != "000" ] && { [ -z "$want" ] || [ "$code" = "$want" ]; }; then
             return 0
         fi
@@ -146,7 +149,7 @@ s3_curl() { # method path curl-args...
     local method=(-X "$1") path=$2
     [ "$1" = HEAD ] && method=(--head) # -X HEAD would wait for a body
     shift 2
-    curl -sS "${method[@]}" \
+    curl -sS "${method[@]}" ${S3_TLS_CERT:+--cacert "$S3_TLS_CERT"} \
         -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
         --aws-sigv4 "aws:amz:$S3_REGION:s3" \
         --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
@@ -198,7 +201,7 @@ if trunc is not None and trunc.text == "true" and t is not None:
 # ---- s3rver (npm, pinned in tests/integration/s3rver/package-lock.json) ----
 
 s3_start_s3rver() { # [bucket]
-    local bucket=${1:-stowage-test} dir port attempt
+    local bucket=${1:-stowage-test} dir port attempt scheme=http tls=()
     local bin="$S3_LIB_DIR/s3rver/node_modules/.bin/s3rver"
     s3_stop
     if ! command -v node >/dev/null; then
@@ -213,15 +216,19 @@ s3_start_s3rver() { # [bucket]
     for attempt in 1 2 3; do
         port=$(s3_free_port) || return 1
         S3_LOG="$dir/s3rver.log"
+        if [ -n "${S3_TLS_CERT:-}" ] && [ -n "${S3_TLS_KEY:-}" ]; then
+            scheme=https
+            tls=(--cert "$S3_TLS_CERT" --key "$S3_TLS_KEY")
+        fi
         NODE_OPTIONS=--openssl-legacy-provider s3_spawn "$bin" --directory "$dir/data" \
-            --address 127.0.0.1 --port "$port" --configure-bucket "$bucket"
-        if s3_wait_http "http://127.0.0.1:$port/" 200 30; then
+            --address 127.0.0.1 --port "$port" --configure-bucket "$bucket" "${tls[@]}"
+        if s3_wait_http "$scheme://127.0.0.1:$port/" 200 30; then
             break
         fi
         s3_stop
         [ "$attempt" = 3 ] && { s3_start_failed "s3rver did not start on 127.0.0.1:$port"; return 1; }
     done
-    s3_export s3rver "http://127.0.0.1:$port" "$bucket" S3RVER S3RVER
+    s3_export s3rver "$scheme://127.0.0.1:$port" "$bucket" S3RVER S3RVER
     if [ "$(s3_status HEAD "/$bucket")" != 200 ]; then
         s3_start_failed "s3rver: bucket $bucket was not created"
         return 1
