@@ -23,10 +23,13 @@ to requests whose target (path and query) contains SUBSTR, the others pass.
 Every request is logged as one line: METHOD PATH range=<Range or -> action=<what>.
 """
 import argparse
+import fcntl
 import socket
 import socketserver
 import struct
+import termios
 import threading
+import time
 
 STATE = {}
 STATE_LOCK = threading.Lock()
@@ -47,6 +50,20 @@ def log(line):
     with LOG_LOCK:
         with open(ARGS.log, "a") as f:
             f.write(line + "\n")
+
+
+def drain(sock, timeout=2.0):
+    """Waits until the peer acknowledged everything sent: a reset discards the send queue,
+    so without this the client would get fewer bytes than the cut promises."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            left = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        except OSError:
+            return
+        if left == 0:
+            return
+        time.sleep(0.001)
 
 
 def reset(sock):
@@ -199,6 +216,7 @@ class Handler(socketserver.BaseRequestHandler):
                         break
                     if cut_after is not None and sent + len(data) >= cut_after:
                         c.sendall(data[: cut_after - sent])
+                        drain(c)
                         # Wake the request pump (blocked in recv on c) so that closing c
                         # really sends the reset now.
                         try:
