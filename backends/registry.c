@@ -14,6 +14,7 @@ static const scheme_entry schemes[] = {
     {"file", &stow_backend_file_ops},
     {"http", &stow_backend_http_ops},
     {"https", &stow_backend_http_ops},
+    {"s3", &stow_backend_s3_ops},
 };
 
 int stow_backend_open(stow_backend **out, const stow_backend_opts *opts, stow_error *err)

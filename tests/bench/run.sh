@@ -14,17 +14,25 @@ for ((i = 0; i < ${#args[@]}; i++)); do
     [ "${args[$i]}" = --stores ] && stores=${args[$((i + 1))]}
 done
 T=$(mktemp -d "${TMPDIR:-/tmp}/stowage-bench-srv.XXXXXX")
-trap 'rm -rf "$T"' EXIT
+cleanup() {
+    set +e
+    if declare -F _lib_nginx_exit >/dev/null; then _lib_nginx_exit; fi
+    if declare -F s3_cleanup >/dev/null; then s3_cleanup; fi
+    rm -rf "$T"
+}
+trap cleanup EXIT
 if [[ $stores == *http* ]]; then
     # shellcheck source=/dev/null
     . tests/integration/lib_nginx.sh
-    nginx_start
+    nginx_start "$T/nginx"
+    trap cleanup EXIT
     export BENCH_HTTP_URL="$NGINX_URL/anon"
 fi
 if [[ $stores == *s3* ]]; then
     # shellcheck source=/dev/null
     . tests/integration/lib_s3.sh
     s3_start_s3rver bench
+    trap cleanup EXIT
     export BENCH_S3_URL="s3://$S3_BUCKET" STOWAGE_ENDPOINT="$S3_ENDPOINT"
 fi
 mkdir -p docs

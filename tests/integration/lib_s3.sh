@@ -31,14 +31,21 @@
 #   s3_list_keys [PREFIX]                          keys in S3_BUCKET, one per line
 #   s3_mktemp VAR                                  temp dir removed by s3_cleanup
 #
+# TLS: with S3_TLS_CERT and S3_TLS_KEY set (PEM files), s3_start_s3rver serves https and
+# the helpers above trust S3_TLS_CERT.
+#
 # Server quirks (s3rver 3.7.1 from npm, moto 5.x):
 #   s3rver  accepts anonymous requests and does NOT verify SigV4 signatures at all (only
 #           that the access key exists, S3RVER/S3RVER, and that x-amz-content-sha256 is
 #           present): it tests the protocol, not the signing. Buckets come from
 #           --configure-bucket at start-up (no PUT needed).
-#   moto    with INITIAL_NO_AUTH_ACTION_COUNT=3 the first three service requests are not
-#           authenticated (used for CreateUser, PutUserPolicy, CreateAccessKey), every later
-#           one is. A bad signature is 403 <Code>SignatureDoesNotMatch</Code>, an unknown key
+#   moto    with INITIAL_NO_AUTH_ACTION_COUNT=5 the first five service requests are not
+#           authenticated (used for CreateUser, PutUserPolicy, CreateAccessKey, CreateRole,
+#           PutRolePolicy), every later one is. The user may use S3 and assume the role
+#           stowage-role (s3:*): s3_moto_assume_role gets session credentials for it.
+#           Session credentials must come from AssumeRole: moto only accepts ASIA keys it
+#           recorded for an assumed role (GetSessionToken's are refused as InvalidAccessKeyId)
+#           and refuses an IAM user key sent with x-amz-security-token (InvalidToken). A bad signature is 403 <Code>SignatureDoesNotMatch</Code>, an unknown key
 #           403 <Code>InvalidAccessKeyId</Code>, an unsigned request 500 (moto raises
 #           KeyError on the missing Authorization header). With auth on it rejects CORRECT
 #           signatures over %2F, %3D (and %2B) in the path or query with
@@ -107,7 +114,7 @@ s3_wait_http() {
         if [ -n "$S3_PID" ] && ! kill -0 "$S3_PID" 2>/dev/null; then
             return 1
         fi
-        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" 2>/dev/null)
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 ${S3_TLS_CERT:+--cacert "$S3_TLS_CERT"} "$url" 2>/dev/null)
         if [ "$code" != "000" ] && { [ -z "$want" ] || [ "$code" = "$want" ]; }; then
             return 0
         fi
@@ -142,7 +149,7 @@ s3_curl() { # method path curl-args...
     local method=(-X "$1") path=$2
     [ "$1" = HEAD ] && method=(--head) # -X HEAD would wait for a body
     shift 2
-    curl -sS "${method[@]}" \
+    curl -sS "${method[@]}" ${S3_TLS_CERT:+--cacert "$S3_TLS_CERT"} \
         -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
         --aws-sigv4 "aws:amz:$S3_REGION:s3" \
         --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
@@ -194,7 +201,7 @@ if trunc is not None and trunc.text == "true" and t is not None:
 # ---- s3rver (npm, pinned in tests/integration/s3rver/package-lock.json) ----
 
 s3_start_s3rver() { # [bucket]
-    local bucket=${1:-stowage-test} dir port attempt
+    local bucket=${1:-stowage-test} dir port attempt scheme=http tls=()
     local bin="$S3_LIB_DIR/s3rver/node_modules/.bin/s3rver"
     s3_stop
     if ! command -v node >/dev/null; then
@@ -209,15 +216,19 @@ s3_start_s3rver() { # [bucket]
     for attempt in 1 2 3; do
         port=$(s3_free_port) || return 1
         S3_LOG="$dir/s3rver.log"
+        if [ -n "${S3_TLS_CERT:-}" ] && [ -n "${S3_TLS_KEY:-}" ]; then
+            scheme=https
+            tls=(--cert "$S3_TLS_CERT" --key "$S3_TLS_KEY")
+        fi
         NODE_OPTIONS=--openssl-legacy-provider s3_spawn "$bin" --directory "$dir/data" \
-            --address 127.0.0.1 --port "$port" --configure-bucket "$bucket"
-        if s3_wait_http "http://127.0.0.1:$port/" 200 30; then
+            --address 127.0.0.1 --port "$port" --configure-bucket "$bucket" "${tls[@]}"
+        if s3_wait_http "$scheme://127.0.0.1:$port/" 200 30; then
             break
         fi
         s3_stop
         [ "$attempt" = 3 ] && { s3_start_failed "s3rver did not start on 127.0.0.1:$port"; return 1; }
     done
-    s3_export s3rver "http://127.0.0.1:$port" "$bucket" S3RVER S3RVER
+    s3_export s3rver "$scheme://127.0.0.1:$port" "$bucket" S3RVER S3RVER
     if [ "$(s3_status HEAD "/$bucket")" != 200 ]; then
         s3_start_failed "s3rver: bucket $bucket was not created"
         return 1
@@ -226,6 +237,25 @@ s3_start_s3rver() { # [bucket]
 }
 
 # ---- moto_server with authentication on ----
+
+# s3_moto_assume_role [SECONDS]: prints "ACCESS_KEY SECRET SESSION_TOKEN EXPIRATION" of
+# session credentials for stowage-role, obtained with AssumeRole signed by the IAM user.
+s3_moto_assume_role() {
+    local body
+    body=$(curl -sS --fail-with-body -X POST "$S3_ENDPOINT/" \
+        --aws-sigv4 "aws:amz:$S3_REGION:sts" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+        --data-urlencode "Action=AssumeRole" --data-urlencode "Version=2011-06-15" \
+        --data-urlencode "RoleArn=arn:aws:iam::123456789012:role/stowage-role" \
+        --data-urlencode "RoleSessionName=stowage-test" \
+        --data-urlencode "DurationSeconds=${1:-3600}") || { s3_log "AssumeRole failed: $body"; return 1; }
+    printf '%s' "$body" | python3 -c '
+import sys, xml.etree.ElementTree as ET
+root = ET.fromstring(sys.stdin.buffer.read())
+ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+c = root.find(".//" + ns + "Credentials")
+print(*(c.find(ns + f).text for f in ("AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration")))
+'
+}
 
 s3_find_moto() {
     if [ -n "${MOTO_SERVER:-}" ] && [ -x "$MOTO_SERVER" ]; then
@@ -258,8 +288,8 @@ s3_start_moto() { # [bucket]
     for attempt in 1 2 3; do
         port=$(s3_free_port) || return 1
         S3_LOG="$dir/moto.log"
-        # exactly the three IAM set-up calls below run unauthenticated
-        INITIAL_NO_AUTH_ACTION_COUNT=3 s3_spawn "$moto" -H 127.0.0.1 -p "$port"
+        # exactly the five IAM set-up calls below run unauthenticated
+        INITIAL_NO_AUTH_ACTION_COUNT=5 s3_spawn "$moto" -H 127.0.0.1 -p "$port"
         if s3_wait_http "http://127.0.0.1:$port/moto-api/" 200 60; then
             break
         fi
@@ -272,8 +302,15 @@ s3_start_moto() { # [bucket]
         >/dev/null || { s3_start_failed "moto: CreateUser failed"; return 1; }
     s3_moto_iam --data-urlencode "Action=PutUserPolicy" --data-urlencode "UserName=stowage" \
         --data-urlencode "PolicyName=s3-all" \
-        --data-urlencode 'PolicyDocument={"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}' \
+        --data-urlencode 'PolicyDocument={"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:*","sts:AssumeRole"],"Resource":"*"}]}' \
         >/dev/null || { s3_start_failed "moto: PutUserPolicy failed"; return 1; }
+    s3_moto_iam --data-urlencode "Action=CreateRole" --data-urlencode "RoleName=stowage-role" \
+        --data-urlencode 'AssumeRolePolicyDocument={"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:user/stowage"},"Action":"sts:AssumeRole"}]}' \
+        >/dev/null || { s3_start_failed "moto: CreateRole failed"; return 1; }
+    s3_moto_iam --data-urlencode "Action=PutRolePolicy" --data-urlencode "RoleName=stowage-role" \
+        --data-urlencode "PolicyName=s3-all" \
+        --data-urlencode 'PolicyDocument={"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}' \
+        >/dev/null || { s3_start_failed "moto: PutRolePolicy failed"; return 1; }
     body=$(s3_moto_iam --data-urlencode "Action=CreateAccessKey" --data-urlencode "UserName=stowage") ||
         { s3_start_failed "moto: CreateAccessKey failed"; return 1; }
     keys=$(printf '%s' "$body" | python3 -c '
