@@ -5,16 +5,21 @@ One request per client connection (the request goes upstream with "Connection: c
 The first path segments choose the fault; the rest is the upstream path:
 
   /pass/<path>            forward unchanged
-  /cut/<N>/<path>         the first answer per (method, path) is cut (TCP reset) after N
-                          body bytes; later ones pass
+  /cut/<N>/<path>         the connection of the first answer per (method, path) is closed
+                          after N body bytes; later ones pass
   /cutparts/<N>/<path>    as cut, once per (method, path, end of the Range): every part of
                           a parallel download is cut once (its resume keeps the end)
   /cutnr/<N>/<path>       as cut, and Range headers are dropped, so nginx answers 200
                           with the whole object every time
+  /rcut/<N>/<path>        the first request per (method, path) is reset after N bytes of
+                          its request body went upstream
   /once503/<path>         the first request per (method, path) gets a 503 with an XML
                           error body and Retry-After: 0; later ones pass
   /always503/<path>       every request gets a 503
   /reset/<path>           the first request per (method, path) is reset without answer
+  /echo/<path>            answered by the proxy itself: 200 with the body
+                          "<METHOD> <path>\n<request body>" (Content-Length bodies only)
+                          and X-Echo-Test: <the request's X-Test header>
 
 With --all MODE[/N] the path is forwarded unchanged and MODE applies to every request
 (for signed requests, e.g. S3 SigV4, whose path must not change); --match SUBSTR limits it
@@ -86,13 +91,21 @@ def read_head(sock, buf):
     return head, rest
 
 
-def pump(src, dst):
+def pump(src, dst, limit=None, fired=None):
+    """Copies src to dst; with limit, stops after limit bytes and shuts dst down."""
+    sent = 0
     try:
         while True:
             data = src.recv(262144)
             if not data:
                 break
+            if limit is not None and sent + len(data) >= limit:
+                dst.sendall(data[: limit - sent])
+                fired.set()
+                dst.shutdown(socket.SHUT_RDWR)
+                return
             dst.sendall(data)
+            sent += len(data)
     except OSError:
         pass
     try:
@@ -126,7 +139,7 @@ class Handler(socketserver.BaseRequestHandler):
             parts = target.split("/")
         mode = parts[1] if len(parts) > 1 else ""
         cut_after = None
-        if mode in ("cut", "cutparts", "cutnr"):
+        if mode in ("cut", "cutparts", "cutnr", "rcut"):
             try:
                 cut_after = int(parts[2])
             except (IndexError, ValueError):
@@ -142,6 +155,10 @@ class Handler(socketserver.BaseRequestHandler):
             action = "503"
         elif mode == "reset" and first_time((mode, method, path)):
             action = "reset"
+        elif mode == "rcut":
+            if first_time((mode, method, path)):
+                action = "rcut%d" % cut_after
+            cut_after = None
         elif mode in ("cut", "cutparts", "cutnr"):
             key = (mode, method, path)
             if mode == "cutparts":
@@ -154,6 +171,22 @@ class Handler(socketserver.BaseRequestHandler):
 
         if action == "reset":
             reset(c)
+            return
+        if mode == "echo":
+            if "100-continue" in hmap.get("expect", "").lower():
+                c.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            want = int(hmap.get("content-length", "0") or "0")
+            body = rest
+            while len(body) < want:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                body += chunk
+            out = ("%s %s\n" % (method, path)).encode("latin-1") + body[:want]
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                      b"X-Echo-Test: %s\r\nContent-Length: %d\r\n\r\n%s"
+                      % (hmap.get("x-test", "-").encode("latin-1"), len(out), out))
+            c.close()
             return
         if action == "503":
             # Drain a small body unless the client waits for 100-continue.
@@ -190,8 +223,12 @@ class Handler(socketserver.BaseRequestHandler):
             out.append(h.decode("latin-1"))
         out.append("Connection: close")
         up = socket.create_connection(ARGS.upstream)
+        fired = threading.Event()
+        limit = None
+        if action.startswith("rcut"):
+            limit = max(0, int(action[4:]) - len(rest))
         up.sendall(("\r\n".join(out) + "\r\n\r\n").encode("latin-1") + rest)
-        t = threading.Thread(target=pump, args=(c, up), daemon=True)
+        t = threading.Thread(target=pump, args=(c, up, limit, fired), daemon=True)
         t.start()
 
         # Answers: forward 1xx interim answers, then the final head, then the body.
@@ -199,6 +236,11 @@ class Handler(socketserver.BaseRequestHandler):
         try:
             while True:
                 rhead, buf = read_head(up, buf)
+                if fired.is_set():
+                    t.join(2)
+                    reset(c)
+                    up.close()
+                    return
                 if rhead is None:
                     c.sendall(buf)
                     break
@@ -215,16 +257,18 @@ class Handler(socketserver.BaseRequestHandler):
                     if not data:
                         break
                     if cut_after is not None and sent + len(data) >= cut_after:
+                        # Exactly N body bytes, then the connection ends in the middle of
+                        # the body (a FIN, so the client surely receives all N bytes; a
+                        # reset could discard some of them and make the resume offset
+                        # vary). SHUT_RD wakes the request pump blocked in recv on c.
                         c.sendall(data[: cut_after - sent])
                         drain(c)
-                        # Wake the request pump (blocked in recv on c) so that closing c
-                        # really sends the reset now.
                         try:
-                            c.shutdown(socket.SHUT_RD)
+                            c.shutdown(socket.SHUT_RDWR)
                         except OSError:
                             pass
                         t.join(2)
-                        reset(c)
+                        c.close()
                         up.close()
                         return
                     c.sendall(data)

@@ -28,6 +28,7 @@ s3_store_setup() {
 }
 store_put() { s3_put_file "$S3_STORE_PREFIX_ENC/$1" "$2"; }
 store_get() { s3_get_file "$S3_STORE_PREFIX_ENC/$1" "$2"; }
+store_del() { s3_request DELETE "/$S3_BUCKET/$S3_STORE_PREFIX_ENC/$1" -o /dev/null; }
 
 s3_proxy_start() { # MODE [MATCH]
     local port pid
