@@ -19,7 +19,8 @@
 #include "pipe.h"
 
 #define IO_CHUNK (1u << 20)
-#define PIPE_CAPACITY (8u << 20)
+#define PIPE_CAPACITY (8u << 20)        /* download -> extraction */
+#define UPLOAD_PIPE_CAPACITY (2u << 20) /* compression -> upload thread, which drains it fast */
 
 /* ------------------------------------------------------------------------------------------
  * Safe directory handling shared by pack and unpack
@@ -341,7 +342,7 @@ int stow_layer_pack(stow_manifest *m, size_t li, char *const *roots, stow_backen
     w.cctx = ZSTD_createCCtx();
     w.outcap = ZSTD_CStreamOutSize();
     w.out = malloc(w.outcap);
-    w.pipe = job.pipe = stow_pipe_new(PIPE_CAPACITY);
+    w.pipe = job.pipe = stow_pipe_new(UPLOAD_PIPE_CAPACITY);
     job.sha = stow_sha256_new();
     job.buf = malloc(IO_CHUNK);
     buf = malloc(IO_CHUNK);
@@ -360,6 +361,10 @@ int stow_layer_pack(stow_manifest *m, size_t li, char *const *roots, stow_backen
     ZSTD_CCtx_setParameter(w.cctx, ZSTD_c_checksumFlag, 1);
     if (opts->threads > 0 && ZSTD_isError(ZSTD_CCtx_setParameter(w.cctx, ZSTD_c_nbWorkers, opts->threads)))
         stow_debug("zstd without multi-threading support; compressing on one thread");
+    else if (opts->threads > 0)
+        /* Each worker holds a job's input and output: bound them (the default at level 3 is
+         * 8 MiB jobs, which alone costs tens of MB with two workers). */
+        ZSTD_CCtx_setParameter(w.cctx, ZSTD_c_jobSize, 4 << 20);
 
     rc = b->ops->put_begin(&job.put, b, object, -1, 0, err);
     if (rc != STOW_OK)
