@@ -74,32 +74,9 @@ static int header_ok(const char *h)
     return 1;
 }
 
-/* Object names reach the URL unescaped: the caller validates them with
- * stow_backend_name_ok, and this repeats the part that keeps a request inside the prefix
- * (segments of [A-Za-z0-9._-], never "." or ".."). */
-static int name_ok(const char *name)
-{
-    size_t n = name ? strlen(name) : 0;
-    if (n == 0 || n > HTTP_NAME_MAX)
-        return 0;
-    const char *seg = name;
-    for (const char *p = name;; p++) {
-        if (*p == '/' || *p == '\0') {
-            size_t sl = (size_t)(p - seg);
-            if (sl == 0 || (sl == 1 && seg[0] == '.') ||
-                (sl == 2 && seg[0] == '.' && seg[1] == '.'))
-                return 0;
-            if (*p == '\0')
-                return 1;
-            seg = p + 1;
-            continue;
-        }
-        char c = *p;
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return 0;
-    }
-}
+/* Object names reach the URL unescaped, so they are checked here too (segments of
+ * [A-Za-z0-9._-], never "." or ".."): that keeps every request inside the prefix. */
+static int name_ok(const char *name) { return stow_backend_name_ok(name); }
 
 static int object_url(char **out, const http_backend *b, const char *name, stow_error *err)
 {

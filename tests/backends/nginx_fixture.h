@@ -9,6 +9,7 @@
 #ifndef STOW_TEST_NGINX_FIXTURE_H
 #define STOW_TEST_NGINX_FIXTURE_H
 
+#include "server_fixture.h"
 #include <limits.h>
 #include <spawn.h>
 #include <stdint.h>
@@ -21,53 +22,12 @@
 
 #include "hash.h"
 
-extern char **environ;
 
 static inline void fx_require_servers(int argc, char **argv)
 {
     if (getenv("STOW_TEST_NGINX_URL") != NULL)
         return;
-    char src[PATH_MAX];
-    const char *env_src = getenv("STOW_TEST_SRC");
-    if (env_src && *env_src) {
-        snprintf(src, sizeof(src), "%s", env_src);
-    } else {
-        /* __FILE__ is <src>/tests/backends/nginx_fixture.h in CMake builds */
-        snprintf(src, sizeof(src), "%s", __FILE__);
-        char *cut = strstr(src, "/tests/backends/");
-        if (cut == NULL) {
-            fprintf(stderr, "fixture: set STOW_TEST_SRC to the source directory\n");
-            exit(1);
-        }
-        *cut = '\0';
-    }
-    char script[PATH_MAX + 64];
-    snprintf(script, sizeof(script), "%s/tests/integration/with_nginx.sh", src);
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (n <= 0) {
-        fprintf(stderr, "fixture: cannot find my own executable\n");
-        exit(1);
-    }
-    self[n] = '\0';
-    char **args = calloc((size_t)argc + 4, sizeof(*args));
-    if (args == NULL)
-        exit(1);
-    args[0] = "bash";
-    args[1] = script;
-    args[2] = self;
-    for (int i = 1; i < argc; i++)
-        args[i + 2] = argv[i];
-    pid_t pid;
-    if (posix_spawnp(&pid, "bash", NULL, NULL, args, environ) != 0) {
-        fprintf(stderr, "fixture: cannot run bash %s\n", script);
-        exit(1);
-    }
-    free(args);
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0) {
-    }
-    exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
+    fx_reexec_through("with_nginx.sh", NULL, argc, argv);
 }
 
 static inline const char *fx_env(const char *name)
