@@ -775,28 +775,25 @@ int stow_cache_save(stow_cache_result *res, const stow_cache_params *p, stow_err
     if (stow_cache_manifest_name(name, sizeof(name), p->scope, p->key) != STOW_OK || !stow_backend_name_ok(name))
         return stow_error_set(err, STOW_EUSAGE, "bad scope or key: %s / %s", p->scope, p->key);
 
-    /* The parent: what restore left here, else the entry already stored under this key. */
+    /* The parent: what restore left here, else the entry already stored under this key
+     * (one GET: a miss means there is none). */
     parent = state_manifest(p);
-    int exists = 0;
-    if (!p->update || parent == NULL || strcmp(parent->key, p->key) != 0 || strcmp(parent->scope, p->scope) != 0) {
-        rc = stow_backend_head(p->backend, name, NULL, err);
-        if (rc != STOW_OK && rc != STOW_ENOTFOUND)
+    int same_entry = parent != NULL && strcmp(parent->key, p->key) == 0 && strcmp(parent->scope, p->scope) == 0;
+    if (!p->update) {
+        rc = same_entry ? STOW_OK : stow_backend_head(p->backend, name, NULL, err);
+        if (rc == STOW_OK) {
+            stow_info("entry %s already exists in scope %s; not saving (--no-update)", p->key, p->scope);
+            snprintf(res->matched_key, sizeof(res->matched_key), "%s", p->key);
             goto done;
-        exists = rc == STOW_OK;
-    } else {
-        exists = 1;
+        }
+        if (rc != STOW_ENOTFOUND)
+            goto done;
     }
-    if (exists && !p->update) {
-        stow_info("entry %s already exists in scope %s; not saving (--no-update)", p->key, p->scope);
-        snprintf(res->matched_key, sizeof(res->matched_key), "%s", p->key);
-        rc = STOW_OK;
-        goto done;
-    }
-    if (parent == NULL && exists) {
+    if (parent == NULL) {
         rc = fetch_manifest(&parent, p->backend, p->scope, p->key, err);
-        if (rc == STOW_ENOTFOUND)
-            parent = NULL;
-        else if (rc != STOW_OK)
+        if (rc == STOW_OK)
+            same_entry = 1;
+        else if (rc != STOW_ENOTFOUND)
             goto done;
     }
 
@@ -827,7 +824,7 @@ int stow_cache_save(stow_cache_result *res, const stow_cache_params *p, stow_err
             rc = err->code;
             goto done;
         }
-        if (!changed && exists && strcmp(parent->key, p->key) == 0) {
+        if (!changed && same_entry) {
             stow_info("no changes since %s was restored; nothing to upload", p->key);
             snprintf(res->matched_key, sizeof(res->matched_key), "%s", p->key);
             rc = STOW_OK;

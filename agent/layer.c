@@ -17,6 +17,7 @@
 #include "log.h"
 #include "paths.h"
 #include "pipe.h"
+#include "scan.h"
 
 #define IO_CHUNK (1u << 20)
 #define PIPE_CAPACITY (8u << 20)        /* download -> extraction */
@@ -687,7 +688,7 @@ static int extract_entry(extractor *x, struct archive *a, struct archive_entry *
         return x->err->code;
     char tmp[48], rnd[17];
     stow_random_hex(rnd, 8);
-    snprintf(tmp, sizeof(tmp), ".stowage-%s.tmp", rnd);
+    snprintf(tmp, sizeof(tmp), STOW_TEMP_PREFIX "%s" STOW_TEMP_SUFFIX, rnd);
     struct timespec times[2] = {{.tv_sec = e->mtime, .tv_nsec = e->mtime_ns},
                                 {.tv_sec = e->mtime, .tv_nsec = e->mtime_ns}};
     if (want == STOW_FT_LINK) {

@@ -55,15 +55,6 @@ stow_progress *stow_progress_new(const char *what, uint64_t total_bytes)
     return p;
 }
 
-void stow_progress_add_total(stow_progress *p, uint64_t bytes)
-{
-    if (p == NULL)
-        return;
-    pthread_mutex_lock(&p->lock);
-    p->total += bytes;
-    pthread_mutex_unlock(&p->lock);
-}
-
 static void print_line(stow_progress *p, double now)
 {
     char done[32], total[32], rate[32];

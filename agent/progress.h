@@ -10,7 +10,6 @@
 typedef struct stow_progress stow_progress;
 
 stow_progress *stow_progress_new(const char *what, uint64_t total_bytes);
-void stow_progress_add_total(stow_progress *p, uint64_t bytes);
 void stow_progress_add(stow_progress *p, uint64_t bytes); /* accepts NULL */
 uint64_t stow_progress_done(const stow_progress *p);
 double stow_progress_elapsed(const stow_progress *p); /* seconds since new */

@@ -18,7 +18,8 @@
 int stow_scan_is_temp_name(const char *name)
 {
     size_t n = strlen(name);
-    return strncmp(name, ".stowage-", 9) == 0 && n > 13 && strcmp(name + n - 4, ".tmp") == 0;
+    size_t pl = strlen(STOW_TEMP_PREFIX), sl = strlen(STOW_TEMP_SUFFIX);
+    return n > pl + sl && strncmp(name, STOW_TEMP_PREFIX, pl) == 0 && strcmp(name + n - sl, STOW_TEMP_SUFFIX) == 0;
 }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }

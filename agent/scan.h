@@ -10,7 +10,12 @@
  * fifos and devices are skipped with a warning; stowage's own temp files are ignored. */
 int stow_scan_root(stow_manifest *m, uint32_t root_index, const char *abs_root, stow_error *err);
 
-/* 1 for names stowage uses for files being extracted (".stowage-*.tmp"). */
+/* Files being extracted are written as STOW_TEMP_PREFIX <random> STOW_TEMP_SUFFIX beside
+ * their final name, and renamed once their layer is verified. */
+#define STOW_TEMP_PREFIX ".stowage-"
+#define STOW_TEMP_SUFFIX ".tmp"
+
+/* 1 for those temporary names. */
 int stow_scan_is_temp_name(const char *name);
 
 #endif

@@ -3,6 +3,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "../agent/paths.h"
 #include "backend.h"
 
 typedef struct {
@@ -149,24 +150,9 @@ int stow_backend_get_buffer(char **out, size_t *outlen, stow_backend *b, const c
 
 int stow_backend_name_ok(const char *name)
 {
-    size_t n = name ? strlen(name) : 0;
-    if (n == 0 || n > 1024 || name[0] == '/' || name[n - 1] == '/')
+    /* A safe relative path (no empty, "." or ".." segment), at most 1024 bytes, of
+     * [A-Za-z0-9._-] and '/'. */
+    if (name == NULL || strlen(name) > 1024 || !stow_path_rel_ok(name))
         return 0;
-    const char *seg = name;
-    for (const char *p = name;; p++) {
-        if (*p == '/' || *p == '\0') {
-            size_t sl = (size_t)(p - seg);
-            if (sl == 0 || (sl == 1 && seg[0] == '.') || (sl == 2 && seg[0] == '.' && seg[1] == '.'))
-                return 0;
-            if (*p == '\0')
-                break;
-            seg = p + 1;
-            continue;
-        }
-        char c = *p;
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return 0;
-    }
-    return 1;
+    return name[strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-/")] == '\0';
 }

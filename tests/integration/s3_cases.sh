@@ -109,7 +109,7 @@ s3_case_unreachable() {
     STOWAGE_ENDPOINT="http://127.0.0.1:$port" STOWAGE_RETRIES=1 stow restore --key un-1 --path '~/c'
     expect_rc 0 && err_has "warning" && err_has "unreachable" && ok "restore fails open" || fail "$(cat "$T/err")"
     STOWAGE_ENDPOINT="http://127.0.0.1:$port" STOWAGE_RETRIES=1 stow save --key un-1 --path '~/c' --strict
-    expect_rc 1 && err_has "unreachable" && ok "save --strict exits 1"
+    expect_rc 1 && err_has "unreachable" && ok "save --strict exits 1" || fail "check failed: err_has unreachable"
     t1=$(date +%s)
     [ $((t1 - t0)) -le 10 ] && ok "both in $((t1 - t0)) s" || fail "took $((t1 - t0)) s"
 }

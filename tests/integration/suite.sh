@@ -13,7 +13,7 @@ suite_roundtrip() {
     make_fixture "$HOME/cache"
     cp -a "$HOME/cache" "$T/expected"
     stow save --key rt-1 --path '~/cache'
-    expect_rc 0 && err_has "save rt-1" && ok "saved"
+    expect_rc 0 && { err_has "save rt-1" && ok "saved" || fail "no save summary: $(cat "$T/err")"; }
     runner b
     stow restore --key rt-1 --path '~/cache'
     expect_rc 0 || return 0

@@ -42,7 +42,7 @@ bc() {
 case_begin "build-cached.sh help and setup"
 runner r1
 bc help
-expect_rc 0 && out_has "build \[--plain\]" && out_has "stats" && ok "help lists the commands"
+expect_rc 0 && out_has "build \[--plain\]" && out_has "stats" && ok "help lists the commands" || fail "check failed: out_has stats"
 bc setup
 expect_rc 0 && [ -d "$HOME/.docker-cache/pip/wheels" ] && [ -d "$HOME/.docker-cache/apt" ] &&
     [ -d "$HOME/buildx-cache" ] && [ -f "$T/stub/builder-stowage" ] && ok "directories and builder created" ||

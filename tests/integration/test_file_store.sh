@@ -67,8 +67,8 @@ expected="d-linux-$(uname -m | sed 's/x86_64/x64/;s/aarch64/arm64/')-feature-x-$
 
 case_begin "help and version"
 stow help
-expect_rc 0 && out_has "Exit status" && ok "help documents exit codes"
+expect_rc 0 && { out_has "Exit status" && ok "help documents exit codes" || fail "help lacks exit codes"; }
 stow --version
-expect_rc 0 && out_has "stowage 0" && ok "$(cat "$T/out")"
+expect_rc 0 && { out_has "stowage 0" && ok "$(cat "$T/out")" || fail "version: $(cat "$T/out")"; }
 
 finish

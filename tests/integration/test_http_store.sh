@@ -29,7 +29,8 @@ stow save --key ba-1 --path '~/c' --url "http://$NGINX_USER:$enc_pass@$base/basi
 expect_rc 0 && ok "saved behind basic auth"
 runner ba2
 stow restore --key ba-1 --path '~/c' --url "http://$NGINX_USER:$enc_pass@$base/basic/store" --strict
-expect_rc 0 && out_has "cache-hit=true" && same_tree "$T/home-ba/c" "$HOME/c" && ok "restored behind basic auth"
+expect_rc 0 && { out_has "cache-hit=true" || fail "not a hit: $(cat "$T/out")"; } && same_tree "$T/home-ba/c" "$HOME/c" &&
+    ok "restored behind basic auth"
 runner ba3
 stow restore --key ba-1 --path '~/c' --url "http://$NGINX_USER:wrong@$base/basic/store" --strict
 expect_rc 1 && err_has "401" && ok "wrong password: $(grep -o 'restore failed.*' "$T/err" | head -c 160)" || fail "$(cat "$T/err")"

@@ -13,10 +13,11 @@ runner a
 mkdir -p "$HOME/c" && echo one >"$HOME/c/f"
 stow save --key run-1 --path '~/c'
 runner b
-stow run --key run-1 --path '~/c' -- sh -c 'test "$(cat "$HOME/c/f")" = one && echo two >"$HOME/c/g"'
-expect_rc 0 && out_has "cache-hit=true" && ok "exit 0 after a hit; the command read the restored file"
+# --restore-key here too: its save writes refs/default/run-, which run-2 matches below.
+stow run --key run-1 --restore-key run- --path '~/c' -- sh -c 'test "$(cat "$HOME/c/f")" = one && echo two >"$HOME/c/g"'
+expect_rc 0 && out_has "cache-hit=true" && ok "exit 0 after a hit; the command read the restored file" || fail "check failed: out_has cache-hit=true"
 stow run --key run-2 --restore-key run- --path '~/c' -- true
-expect_rc 0 && out_has "cache-result=partial" && ok "partial restore, exit 0"
+expect_rc 0 && out_has "cache-result=partial" && ok "partial restore, exit 0" || fail "check failed: out_has cache-result=partial"
 runner c
 stow restore --key run-2 --path '~/c'
 [ "$(cat "$HOME/c/g" 2>/dev/null)" = two ] && ok "run-2 saved what the command wrote" || fail "run-2: $(cat "$T/err")"
@@ -66,18 +67,18 @@ expect_rc 42 && [ "$(cat "$T/fwd" 2>/dev/null)" = got-term ] && ok "the command'
 
 case_begin "the command cannot run: 127"
 stow run --key nf-1 --path '~/c' --save-on-failure=false -- /nonexistent/command arg
-expect_rc 127 && err_has "/nonexistent/command" && ok "127 and named"
+expect_rc 127 && err_has "/nonexistent/command" && ok "127 and named" || fail "check failed: err_has /nonexistent/command"
 
 case_begin "no command, bad configuration, --fail-on-miss: the command does not run"
 stow run --key x --path '~/c'
-expect_rc 2 && err_has "needs a command" && ok "no command: exit 2"
+expect_rc 2 && err_has "needs a command" && ok "no command: exit 2" || fail "check failed: err_has needs a command"
 rm -f "$T/ran"
 stow run --key 'bad/key' --path '~/c' -- touch "$T/ran"
-expect_rc 2 && [ ! -e "$T/ran" ] && ok "bad key: exit 2, command not run"
+expect_rc 2 && [ ! -e "$T/ran" ] && ok "bad key: exit 2, command not run" || fail "check failed: [ ! -e T/ran ]"
 stow run --key absent-1 --path '~/c' --fail-on-miss -- touch "$T/ran"
-expect_rc 3 && [ ! -e "$T/ran" ] && ok "--fail-on-miss on a miss: exit 3, command not run"
+expect_rc 3 && [ ! -e "$T/ran" ] && ok "--fail-on-miss on a miss: exit 3, command not run" || fail "check failed: [ ! -e T/ran ]"
 stow run --key x --path '~/c' --frobnicate -- touch "$T/ran"
-expect_rc 2 && [ ! -e "$T/ran" ] && ok "unknown flag: exit 2, command not run"
+expect_rc 2 && [ ! -e "$T/ran" ] && ok "unknown flag: exit 2, command not run" || fail "check failed: [ ! -e T/ran ]"
 
 case_begin "store unusable: fail-open keeps the command's status; --strict turns the failed save into exit 1"
 echo "not a directory" >"$T/blocker"

@@ -21,9 +21,9 @@ outputs() { cat "$T/job/.stowage/outputs.env" 2>/dev/null; }
 
 case_begin "bin: STOWAGE_BIN, PATH, or an error"
 w bin
-expect_rc 0 && [ "$(cat "$T/out")" = "$STOWAGE_BIN" ] && ok "STOWAGE_BIN is used as given"
+expect_rc 0 && [ "$(cat "$T/out")" = "$STOWAGE_BIN" ] && ok "STOWAGE_BIN is used as given" || fail "check failed: [ (cat T/out) = STOWAGE_BIN ]"
 STOWAGE_BIN="$T/nope" w bin
-expect_rc 2 && err_has "is not an executable file" && ok "a bad STOWAGE_BIN is an error"
+expect_rc 2 && err_has "is not an executable file" && ok "a bad STOWAGE_BIN is an error" || fail "check failed: err_has is not an executable file"
 # A copy of the wrapper outside any stowage checkout, as on a runner image.
 mkdir -p "$T/alone/bin" "$T/pathbin"
 cp "$W" "$T/alone/bin/stowage-ci.sh"
@@ -44,7 +44,7 @@ mkdir -p "$T/job" && printf 'torch==2.7.1\n' >"$T/job/requirements.txt"
 export STOWAGE_KEY='sw-{hash:requirements.txt}' STOWAGE_PATHS='~/c' STOWAGE_RESTORE_KEYS='sw-'
 KEY=$(cd "$T/job" && "$STOWAGE_BIN" key)
 w restore
-expect_rc 0 && out_has "cache-result=miss" && ok "stowage's own lines on stdout"
+expect_rc 0 && out_has "cache-result=miss" && ok "stowage's own lines on stdout" || fail "check failed: out_has cache-result=miss"
 [ "$(outputs)" = "$(printf 'STOWAGE_CACHE_HIT=false\nSTOWAGE_CACHE_RESULT=miss\nSTOWAGE_CACHE_PRIMARY_KEY=%s\nSTOWAGE_CACHE_MATCHED_KEY=' "$KEY")" ] &&
     ok "outputs.env" || fail "outputs.env: $(outputs)"
 # The build changes the file the key hashes; the entry still goes under the key of the restore.
@@ -61,7 +61,7 @@ case_begin "restore keeps stowage's exit status and still writes the outputs"
 unset STOWAGE_RESTORE_KEYS
 rm -rf "$T/job/.stowage"
 w restore --key absent-1 --fail-on-miss
-expect_rc 3 && grep -q '^STOWAGE_CACHE_HIT=false$' "$T/job/.stowage/outputs.env" && ok "exit 3, outputs written"
+expect_rc 3 && grep -q '^STOWAGE_CACHE_HIT=false$' "$T/job/.stowage/outputs.env" && ok "exit 3, outputs written" || fail "check failed: grep -q '^STOWAGE_CACHE_HIT=false' T/job/.stowage/outputs.en"
 w restore --key 'bad/key'
 expect_rc 2 && ok "configuration error: exit 2"
 
@@ -70,24 +70,24 @@ runner r2
 mkdir -p "$HOME/c" && echo x >"$HOME/c/f"
 rm -rf "$T/job/.stowage"
 w save --job-status failed --key st-1
-expect_rc 0 && err_has "not saving" && [ ! -e "$T/store/manifests/default/st-1.json" ] && ok "failed: not saved"
+expect_rc 0 && err_has "not saving" && [ ! -e "$T/store/manifests/default/st-1.json" ] && ok "failed: not saved" || fail "check failed: [ ! -e T/store/manifests/default/st-1.json ]"
 STOWAGE_SAVE_ON_FAILURE=true w save --job-status 1 --key st-2
 expect_rc 0 && err_has "saving anyway" && [ -f "$T/store/manifests/default/st-2.json" ] && ok "exit status 1 + STOWAGE_SAVE_ON_FAILURE: saved" ||
     fail "$(cat "$T/err")"
 STOWAGE_SAVE_ON_FAILURE=true w save --job-status=canceled --key st-3
-expect_rc 0 && [ ! -e "$T/store/manifests/default/st-3.json" ] && ok "canceled: never saved"
+expect_rc 0 && [ ! -e "$T/store/manifests/default/st-3.json" ] && ok "canceled: never saved" || fail "check failed: [ ! -e T/store/manifests/default/st-3.json ]"
 STOWAGE_JOB_STATUS=0 w save --key st-4
-expect_rc 0 && [ -f "$T/store/manifests/default/st-4.json" ] && ok "STOWAGE_JOB_STATUS=0: saved"
+expect_rc 0 && [ -f "$T/store/manifests/default/st-4.json" ] && ok "STOWAGE_JOB_STATUS=0: saved" || fail "check failed: [ -f T/store/manifests/default/st-4.json ]"
 w save --job-status maybe --key st-5
-expect_rc 2 && err_has "unknown job status" && ok "unknown status: exit 2"
+expect_rc 2 && err_has "unknown job status" && ok "unknown status: exit 2" || fail "check failed: err_has unknown job status"
 
 case_begin "run, help, unknown commands"
 w run --key run-1 -- sh -c 'exit 4'
 expect_rc 4 && ok "run passes the command's status through"
 w help
-expect_rc 0 && out_has "stowage-ci.sh restore" && ok "help"
+expect_rc 0 && out_has "stowage-ci.sh restore" && ok "help" || fail "check failed: out_has stowage-ci.sh restore"
 w frobnicate
-expect_rc 2 && err_has "unknown command" && ok "unknown command: exit 2"
+expect_rc 2 && err_has "unknown command" && ok "unknown command: exit 2" || fail "check failed: err_has unknown command"
 
 case_begin "Buildkite hooks around a failing and a passing command"
 runner bk
