@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../agent/error.h"
+#include "error.h"
 
 #define STOW_BACKEND_VERSION 1
 

@@ -9,8 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../agent/hash.h"
-#include "../agent/log.h"
+#include "hash.h"
+#include "log.h"
 #include "backend.h"
 
 #define FILE_CHUNK (1u << 20)

@@ -12,7 +12,7 @@
 
 #include <curl/curl.h>
 
-#include "../agent/log.h"
+#include "log.h"
 #include "backend.h"
 #include "httpc.h"
 

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "../agent/log.h"
+#include "log.h"
 
 #define POOL_MAX 16
 #define URL_RED_MAX 512

@@ -3,7 +3,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "../agent/paths.h"
+#include "paths.h"
 #include "backend.h"
 
 typedef struct {

@@ -53,7 +53,7 @@
 
 #include <curl/curl.h>
 
-#include "../agent/log.h"
+#include "log.h"
 #include "backend.h"
 #include "httpc.h"
 #include "s3_creds.h"

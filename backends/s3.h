@@ -18,7 +18,7 @@
 
 #include <stdint.h>
 
-#include "../agent/error.h"
+#include "error.h"
 
 #define STOW_S3_BUCKET_MAX 255
 #define STOW_S3_PREFIX_MAX 512 /* decoded key prefix including its trailing '/' */

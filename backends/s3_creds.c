@@ -12,7 +12,7 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "../agent/log.h"
+#include "log.h"
 
 #define PATH_CAP 4096
 #define PROFILE_MAX 128

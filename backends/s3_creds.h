@@ -17,7 +17,7 @@
 
 #include <time.h>
 
-#include "../agent/error.h"
+#include "error.h"
 
 #define STOW_S3_ACCESS_KEY_MAX 128
 #define STOW_S3_SECRET_MAX 256

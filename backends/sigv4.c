@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../agent/hash.h"
+#include "hash.h"
 
 #define ALGORITHM "AWS4-HMAC-SHA256"
 #define NAME_MAX_LEN 128    /* header name */

@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <time.h>
 
-#include "../agent/error.h"
+#include "error.h"
 
 #define STOW_SIGV4_UNSIGNED_PAYLOAD "UNSIGNED-PAYLOAD"
 /* SHA-256 of the empty body, for GET / HEAD / DELETE. */

@@ -63,7 +63,7 @@ have_source() {
 source_hash() {
     (
         cd "$src_root"
-        find CMakeLists.txt agent backends -type f \( -name '*.c' -o -name '*.h' -o -name CMakeLists.txt \) |
+        find CMakeLists.txt common backends agent -type f \( -name '*.c' -o -name '*.h' -o -name CMakeLists.txt \) |
             LC_ALL=C sort | while IFS= read -r f; do
             printf '%s\n' "$f"
             cat -- "$f"

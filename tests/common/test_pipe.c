@@ -1,4 +1,4 @@
-/* Unit tests for agent/pipe.c: bytes arrive intact and in order across threads, and either
+/* Unit tests for common/pipe.c: bytes arrive intact and in order across threads, and either
  * side can close the pipe without leaving the other blocked. A watchdog alarm turns a
  * deadlock into a failed test instead of a hung one. */
 #include <pthread.h>

@@ -1,4 +1,4 @@
-/* Unit tests for agent/paths.c: expansion of configured roots and the safety rules for
+/* Unit tests for common/paths.c: expansion of configured roots and the safety rules for
  * stored paths and symlink targets. */
 #include <limits.h>
 #include <stdlib.h>
