@@ -634,7 +634,10 @@ int main(int argc, char **argv)
         return EXIT_OK;
     }
     if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
-        printf("stowage %s\n", STOW_VERSION);
+#ifndef STOW_GIT_REV
+#define STOW_GIT_REV "unknown"
+#endif
+        printf("stowage %s (git %s)\n", STOW_VERSION, STOW_GIT_REV);
         return EXIT_OK;
     }
     int is_restore = strcmp(cmd, "restore") == 0, is_save = strcmp(cmd, "save") == 0;
