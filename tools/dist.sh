@@ -78,19 +78,18 @@ strip --strip-all -o "$ROOT/bin/stowage" "$BIN"
 
 # glibc's own files (package libc6) stay on the target; everything else the binary loads is
 # bundled under lib/ with its soname as file name.
-is_glibc() {
-    local owner
-    owner=$(dpkg -S "$(readlink -f "$1")" 2>/dev/null | head -1 | cut -d: -f1) || true
-    [ -z "$owner" ] && owner=$(dpkg -S "$1" 2>/dev/null | head -1 | cut -d: -f1) || true
-    [ "$owner" = libc6 ]
+owner_of() {
+    local real
+    real=$(readlink -f "$1")
+    { dpkg -S "$real" 2>/dev/null || dpkg -S "$1" 2>/dev/null; } | head -1 | cut -d: -f1
 }
 pkgs=()
 while read -r soname path; do
     [ -n "$path" ] && [ -f "$path" ] || continue
-    if is_glibc "$path"; then continue; fi
+    pkg=$(owner_of "$path")
+    [ -n "$pkg" ] || die "no package owns $path"
+    [ "$pkg" = libc6 ] && continue
     cp -L "$path" "$ROOT/lib/$soname"
-    pkg=$(dpkg -S "$(readlink -f "$path")" 2>/dev/null | head -1 | cut -d: -f1) ||
-        pkg=$(dpkg -S "$path" 2>/dev/null | head -1 | cut -d: -f1) || die "no package owns $path"
     pkgs+=("$pkg")
 done < <(env -u LD_LIBRARY_PATH ldd "$BIN" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}')
 
@@ -157,7 +156,7 @@ Description: CI cache persistence agent
 CTL
 find "$D" -type d -exec chmod 0755 {} +
 find "$D" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
-dpkg-deb --root-owner-group -Zxz --build "$D" "$OUT/$DEB.tmp" >/dev/null
+dpkg-deb --root-owner-group -Zgzip -z9 --build "$D" "$OUT/$DEB.tmp" >/dev/null
 mv "$OUT/$DEB.tmp" "$OUT/$DEB"
 
 (cd "$OUT" && sha256sum "$TARBALL" >"$TARBALL.sha256" && sha256sum "$DEB" >"$DEB.sha256")
