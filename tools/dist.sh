@@ -126,7 +126,7 @@ chmod 0755 "$ROOT/bin/stowage"
 find "$ROOT" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 TARBALL=$NAME.tar.gz
 tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$SOURCE_DATE_EPOCH" --format=gnu \
-    -C "$WORK" -cf - "$NAME" | gzip -n -9 >"$OUT/$TARBALL.tmp"
+    -C "$WORK" -cf - "$NAME" | gzip -n -6 >"$OUT/$TARBALL.tmp"
 mv "$OUT/$TARBALL.tmp" "$OUT/$TARBALL"
 
 # The .deb: the same tree under /opt/stowage; it needs only glibc.
@@ -156,7 +156,7 @@ Description: CI cache persistence agent
 CTL
 find "$D" -type d -exec chmod 0755 {} +
 find "$D" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
-dpkg-deb --root-owner-group -Zgzip -z9 --build "$D" "$OUT/$DEB.tmp" >/dev/null
+dpkg-deb --root-owner-group -Zgzip -z6 --build "$D" "$OUT/$DEB.tmp" >/dev/null
 mv "$OUT/$DEB.tmp" "$OUT/$DEB"
 
 (cd "$OUT" && sha256sum "$TARBALL" >"$TARBALL.sha256" && sha256sum "$DEB" >"$DEB.sha256")
