@@ -7,7 +7,8 @@
 #
 # Usage:
 #   tools/dist.sh [--build-dir DIR] [--out DIR]
-#       configures DIR (default build-dist) as a Release build, builds the stowage_dist target
+#       configures DIR (default build-dist; RelWithDebInfo, the project's default, so that
+#       the result is the same bytes as `cmake --build build --target dist`), builds the stowage_dist target
 #       and packages it into --out (default dist/)
 #   tools/dist.sh --package-only --binary FILE --out DIR
 #       packages an already built stowage_dist binary (what `cmake --build B --target dist` runs)
@@ -47,7 +48,7 @@ for cmd in readelf objdump strip dpkg dpkg-deb gzip tar sha256sum; do
 done
 
 if [ "$PACKAGE_ONLY" = 0 ]; then
-    cmake -S "$SRC" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
+    cmake -S "$SRC" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
     cmake --build "$BUILD_DIR" --target stowage_dist -j "$(nproc)"
     BIN=$BUILD_DIR/dist-bin/stowage
 fi
