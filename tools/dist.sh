@@ -113,6 +113,7 @@ for f in "$ROOT/bin/stowage" "$ROOT"/lib/*; do
             die "${f#"$ROOT"/} needs $n, which is neither bundled nor part of glibc"
     done
 done
+# shellcheck disable=SC2016 # a literal $ORIGIN
 readelf -d "$ROOT/bin/stowage" | grep -q '(RPATH).*\[\$ORIGIN/../lib\]' || die "bin/stowage lacks RPATH \$ORIGIN/../lib"
 need=$(for f in "$ROOT/bin/stowage" "$ROOT"/lib/*; do objdump -T "$f" | grep -oE 'GLIBC_[0-9]+\.[0-9]+(\.[0-9]+)?'; done |
     sed 's/GLIBC_//' | sort -uV | tail -1)
