@@ -293,9 +293,9 @@ static int load_leases(prune_state *st, int remove_stale, stow_error *err)
         int64_t age = st->now - t;
         if (t > 0 && age > STOW_LEASE_MAX_AGE) {
             stow_lease_clear(&lease);
-            stow_info("lease %s is %lld s old: its save is gone; ignoring it", l.names[k], (long long)age);
             if (!remove_stale)
                 continue;
+            stow_info("lease %s is %lld s old: its save is gone; removing it", l.names[k], (long long)age);
             report(st, "lease", l.names[k], 0);
             st->res->leases++;
             if (!st->o->dry_run && (rc = stow_backend_del(st->b, l.names[k], err)) != STOW_OK)
@@ -491,7 +491,7 @@ int stow_lifecycle_prune(stow_prune_result *res, stow_backend *b, const stow_pru
     if (rc != STOW_OK)
         goto done;
     /* Leases first: --grace 0 protects an unfinished save only through its lease. */
-    int nlive = load_leases(&st, 1, err);
+    int nlive = load_leases(&st, 0, err);
     if (nlive < 0) {
         rc = nlive;
         goto done;
@@ -515,8 +515,9 @@ int stow_lifecycle_prune(stow_prune_result *res, stow_backend *b, const stow_pru
     }
     if ((rc = delete_entries(&st, err)) != STOW_OK)
         goto done;
-    /* Leases again, just before deleting layers: a save that started meanwhile is seen. */
-    nlive = load_leases(&st, 0, err);
+    /* Leases again, just before deleting layers: a save that started meanwhile is seen; stale
+     * leases are removed now (not before: a refused prune changes nothing). */
+    nlive = load_leases(&st, 1, err);
     if (nlive < 0) {
         rc = nlive;
         goto done;
