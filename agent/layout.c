@@ -23,27 +23,27 @@ static int build(char *out, size_t outsz, const char *fmt1, const char *a, const
 
 int stow_layout_manifest_name(char *out, size_t outsz, const char *scope, const char *key)
 {
-    return build(out, outsz, "manifests/", scope, "/", key, ".json");
+    return build(out, outsz, STOW_LAYOUT_MANIFESTS, scope, "/", key, ".json");
 }
 
 int stow_layout_ref_name(char *out, size_t outsz, const char *scope, const char *prefix)
 {
-    return build(out, outsz, "refs/", scope, "/", prefix, "");
+    return build(out, outsz, STOW_LAYOUT_REFS, scope, "/", prefix, "");
 }
 
 int stow_layout_access_name(char *out, size_t outsz, const char *scope, const char *key)
 {
-    return build(out, outsz, "access/", scope, "/", key, "");
+    return build(out, outsz, STOW_LAYOUT_ACCESS, scope, "/", key, "");
 }
 
 int stow_layout_layer_name(char *out, size_t outsz, const char *id)
 {
-    return build(out, outsz, "layers/", id, "", "", ".tar.zst");
+    return build(out, outsz, STOW_LAYOUT_LAYERS, id, "", "", ".tar.zst");
 }
 
 int stow_layout_lease_name(char *out, size_t outsz, const char *id)
 {
-    return build(out, outsz, "leases/", id, "", "", ".json");
+    return build(out, outsz, STOW_LAYOUT_LEASES, id, "", "", ".json");
 }
 
 /* Splits "<dir><scope>/<rest><suffix>" (rest without '/'); parts are STOW_LAYOUT_PART_MAX. */
@@ -70,17 +70,17 @@ static int split2(char *scope, char *rest, const char *name, const char *dir, co
 
 int stow_layout_parse_manifest(char *scope, char *key, const char *name)
 {
-    return split2(scope, key, name, "manifests/", ".json");
+    return split2(scope, key, name, STOW_LAYOUT_MANIFESTS, ".json");
 }
 
 int stow_layout_parse_ref(char *scope, char *prefix, const char *name)
 {
-    return split2(scope, prefix, name, "refs/", "");
+    return split2(scope, prefix, name, STOW_LAYOUT_REFS, "");
 }
 
 int stow_layout_parse_access(char *scope, char *key, const char *name)
 {
-    return split2(scope, key, name, "access/", "");
+    return split2(scope, key, name, STOW_LAYOUT_ACCESS, "");
 }
 
 static int is_hex(const char *s, size_t n)
@@ -106,9 +106,9 @@ static int parse_id(char *id, const char *name, const char *dir, const char *suf
     return 0;
 }
 
-int stow_layout_parse_layer(char *id, const char *name) { return parse_id(id, name, "layers/", ".tar.zst"); }
+int stow_layout_parse_layer(char *id, const char *name) { return parse_id(id, name, STOW_LAYOUT_LAYERS, ".tar.zst"); }
 
-int stow_layout_parse_lease(char *id, const char *name) { return parse_id(id, name, "leases/", ".json"); }
+int stow_layout_parse_lease(char *id, const char *name) { return parse_id(id, name, STOW_LAYOUT_LEASES, ".json"); }
 
 int stow_layout_parse_temp(char *target, size_t targetsz, const char *name)
 {

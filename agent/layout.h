@@ -25,6 +25,16 @@
 #include "error.h"
 #include "manifest.h"
 
+/* The folders, for listing. */
+#define STOW_LAYOUT_MANIFESTS "manifests/"
+#define STOW_LAYOUT_REFS "refs/"
+#define STOW_LAYOUT_LAYERS "layers/"
+#define STOW_LAYOUT_ACCESS "access/"
+#define STOW_LAYOUT_LEASES "leases/"
+/* Listing prefixes that reach the file store's temporary objects in layers/ and leases/. */
+#define STOW_LAYOUT_LAYER_TEMPS STOW_LAYOUT_LAYERS "."
+#define STOW_LAYOUT_LEASE_TEMPS STOW_LAYOUT_LEASES "."
+
 #define STOW_LAYOUT_NAME_MAX 1024
 #define STOW_LAYOUT_PART_MAX 256   /* a scope, key or restore prefix, with its NUL */
 #define STOW_REF_MAX_BYTES 65536

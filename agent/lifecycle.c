@@ -108,7 +108,7 @@ int stow_lifecycle_load(stow_store_index **out, stow_backend *b, stow_error *err
 {
     name_list l;
     *out = NULL;
-    int rc = list_prefix(&l, b, "manifests/", err);
+    int rc = list_prefix(&l, b, STOW_LAYOUT_MANIFESTS, err);
     if (rc != STOW_OK) {
         name_list_free(&l);
         return rc;
@@ -277,7 +277,7 @@ static int add_leased(prune_state *st, const stow_lease *l)
 static int load_leases(prune_state *st, int remove_stale, stow_error *err)
 {
     name_list l;
-    int rc = list_prefix(&l, st->b, "leases/", err), nlive = 0;
+    int rc = list_prefix(&l, st->b, STOW_LAYOUT_LEASES, err), nlive = 0;
     for (size_t k = 0; rc == STOW_OK && k < l.n; k++) {
         char id[STOW_LAYER_ID_LEN + 1];
         stow_lease lease;
@@ -376,7 +376,7 @@ static int delete_entries(prune_state *st, stow_error *err)
 static int delete_unreferenced_layers(prune_state *st, stow_error *err)
 {
     name_list layers;
-    int rc = list_prefix(&layers, st->b, "layers/", err);
+    int rc = list_prefix(&layers, st->b, STOW_LAYOUT_LAYERS, err);
     layer_set_free(&st->live);
     if (rc == STOW_OK && layer_set_build(&st->live, st->ix, st->dead) != 0)
         rc = stow_error_set(err, STOW_ERR, "out of memory");
@@ -407,7 +407,7 @@ static int delete_unreferenced_layers(prune_state *st, stow_error *err)
  * layers/ and leases/), once older than the grace period and not of a leased layer. */
 static int delete_stale_temps(prune_state *st, stow_error *err)
 {
-    static const char *const dirs[] = {"layers/.", "leases/."};
+    static const char *const dirs[] = {STOW_LAYOUT_LAYER_TEMPS, STOW_LAYOUT_LEASE_TEMPS};
     int rc = STOW_OK;
     for (size_t d = 0; rc == STOW_OK && d < sizeof(dirs) / sizeof(dirs[0]); d++) {
         name_list l;
@@ -445,7 +445,7 @@ static int entry_stays(const prune_state *st, const char *scope, const char *key
 static int delete_dangling_refs(prune_state *st, stow_error *err)
 {
     name_list refs;
-    int rc = list_prefix(&refs, st->b, "refs/", err);
+    int rc = list_prefix(&refs, st->b, STOW_LAYOUT_REFS, err);
     for (size_t k = 0; rc == STOW_OK && k < refs.n; k++) {
         char scope[STOW_LAYOUT_PART_MAX], prefix[STOW_LAYOUT_PART_MAX], key[STOW_LAYOUT_PART_MAX];
         stow_error rerr = {0};
@@ -467,7 +467,7 @@ static int delete_dangling_refs(prune_state *st, stow_error *err)
 static int delete_stray_markers(prune_state *st, stow_error *err)
 {
     name_list markers;
-    int rc = list_prefix(&markers, st->b, "access/", err);
+    int rc = list_prefix(&markers, st->b, STOW_LAYOUT_ACCESS, err);
     for (size_t k = 0; rc == STOW_OK && k < markers.n; k++) {
         char scope[STOW_LAYOUT_PART_MAX], key[STOW_LAYOUT_PART_MAX];
         if (stow_layout_parse_access(scope, key, markers.names[k]) != 0 || entry_stays(st, scope, key, 1))
