@@ -1,10 +1,5 @@
-/* Cache entries on a store: lookup, restore and save (DESIGN.md "Restore" and "Save").
- *
- * Remote layout, relative to the store URL:
- *   manifests/<scope>/<key>.json   one entry; written last, it is the commit point
- *   refs/<scope>/<restore-prefix>  {"key": newest key saved under that prefix}
- *   layers/<id>.tar.zst            immutable zstd tarballs
- *   access/<scope>/<key>           {"time": last restore}, for prune */
+/* Cache entries on a store: lookup and restore (cache.c), save (save.c); DESIGN.md "Restore"
+ * and "Save". The remote layout (object names and formats) belongs to layout.h. */
 #ifndef STOW_CACHE_H
 #define STOW_CACHE_H
 
@@ -57,13 +52,5 @@ typedef struct stow_cache_result {
 
 int stow_cache_restore(stow_cache_result *res, const stow_cache_params *p, stow_error *err);
 int stow_cache_save(stow_cache_result *res, const stow_cache_params *p, stow_error *err);
-
-/* Object names. */
-int stow_cache_manifest_name(char *out, size_t outsz, const char *scope, const char *key);
-int stow_cache_ref_name(char *out, size_t outsz, const char *scope, const char *prefix);
-/* access/<scope>/<key>: {"time": last restore}, written by restore for prune. */
-int stow_cache_access_name(char *out, size_t outsz, const char *scope, const char *key);
-/* Seconds since the epoch, or STOWAGE_NOW when set (a test clock). */
-int64_t stow_cache_now(void);
 
 #endif

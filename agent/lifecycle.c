@@ -5,12 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cache.h"
-#include "keys.h"
+#include "layout.h"
 #include "log.h"
-
-#define MARKER_MAX 4096
-#define REF_MAX 65536
+#include "util.h"
 
 typedef struct {
     char **names;
@@ -58,57 +55,60 @@ static int list_prefix(name_list *l, stow_backend *b, const char *prefix, stow_e
     return stow_backend_list(b, prefix, collect, l, err);
 }
 
-/* Splits "<dir>/<scope>/<rest>" into scope and rest; rest may not contain '/'. */
-static int split_name(char *scope, size_t ssz, char *rest, size_t rsz, const char *name, const char *dir,
-                      const char *suffix)
-{
-    size_t dl = strlen(dir);
-    if (strncmp(name, dir, dl) != 0)
-        return -1;
-    const char *s = name + dl;
-    const char *slash = strchr(s, '/');
-    if (slash == NULL || strchr(slash + 1, '/') != NULL || (size_t)(slash - s) >= ssz)
-        return -1;
-    snprintf(scope, ssz, "%.*s", (int)(slash - s), s);
-    const char *r = slash + 1;
-    size_t rl = strlen(r), sl = strlen(suffix);
-    if (rl <= sl || strcmp(r + rl - sl, suffix) != 0 || rl - sl >= rsz)
-        return -1;
-    snprintf(rest, rsz, "%.*s", (int)(rl - sl), r);
-    return 0;
-}
-
-static int64_t read_marker(stow_backend *b, const char *scope, const char *key)
-{
-    char name[1024];
-    char *buf = NULL;
-    size_t len = 0;
-    stow_error err = {0};
-    int64_t t = 0;
-    if (stow_cache_access_name(name, sizeof(name), scope, key) != STOW_OK ||
-        stow_backend_get_buffer(&buf, &len, b, name, MARKER_MAX, &err) != STOW_OK)
-        return 0;
-    json_error_t je;
-    json_t *o = json_loadb(buf, len, 0, &je);
-    json_int_t v = 0;
-    if (o != NULL && json_unpack(o, "{s:I}", "time", &v) == 0 && v > 0)
-        t = (int64_t)v;
-    json_decref(o);
-    free(buf);
-    return t;
-}
-
 static int cmp_used(const void *a, const void *b)
 {
     const stow_entry_info *x = a, *y = b;
     return x->last_used < y->last_used ? -1 : x->last_used > y->last_used;
 }
 
+/* One entry from its manifest and access marker: 1 loaded, 0 skipped (not a manifest name, or
+ * unreadable: warned), -1 out of memory. */
+static int load_entry(stow_entry_info *e, stow_backend *b, const char *name)
+{
+    stow_manifest *m = NULL;
+    stow_error merr = {0};
+    char *buf = NULL;
+    size_t len = 0;
+    memset(e, 0, sizeof(*e));
+    if (stow_layout_parse_manifest(e->scope, e->key, name) != 0)
+        return 0;
+    if (stow_layout_fetch(&buf, &len, b, name, STOW_MANIFEST_MAX_BYTES, &merr) != STOW_OK ||
+        stow_manifest_from_json(&m, buf, len, name, &merr) != STOW_OK) {
+        stow_warn("skipping %s: %s", name, merr.msg);
+        free(buf);
+        return 0;
+    }
+    free(buf);
+    e->created = m->created;
+    for (size_t f = 0; f < m->nfiles; f++)
+        if (m->files[f].type == STOW_FT_FILE)
+            e->logical += m->files[f].size;
+    e->nlayers = m->nlayers;
+    e->layers = calloc(m->nlayers ? m->nlayers : 1, sizeof(*e->layers));
+    e->layer_sizes = calloc(m->nlayers ? m->nlayers : 1, sizeof(*e->layer_sizes));
+    if (e->layers == NULL || e->layer_sizes == NULL) {
+        free(e->layers);
+        free(e->layer_sizes);
+        memset(e, 0, sizeof(*e));
+        stow_manifest_free(m);
+        return -1;
+    }
+    for (size_t k = 0; k < m->nlayers; k++) {
+        memcpy(e->layers[k], m->layers[k].id, STOW_LAYER_ID_LEN + 1);
+        e->layer_sizes[k] = m->layers[k].size;
+        e->stored += m->layers[k].size;
+    }
+    stow_manifest_free(m);
+    int64_t used = stow_layout_fetch_access(b, e->scope, e->key);
+    e->last_used = used > e->created ? used : e->created;
+    return 1;
+}
+
 int stow_lifecycle_load(stow_store_index **out, stow_backend *b, stow_error *err)
 {
     name_list l;
     *out = NULL;
-    int rc = list_prefix(&l, b, "manifests/", err);
+    int rc = list_prefix(&l, b, STOW_LAYOUT_MANIFESTS, err);
     if (rc != STOW_OK) {
         name_list_free(&l);
         return rc;
@@ -120,44 +120,13 @@ int stow_lifecycle_load(stow_store_index **out, stow_backend *b, stow_error *err
         return stow_error_set(err, STOW_ERR, "out of memory");
     }
     for (size_t i = 0; i < l.n; i++) {
-        stow_entry_info *e = &ix->entries[ix->n];
-        if (split_name(e->scope, sizeof(e->scope), e->key, sizeof(e->key), l.names[i], "manifests/", ".json") != 0)
-            continue;
-        char *buf = NULL;
-        size_t len = 0;
-        stow_manifest *m = NULL;
-        stow_error merr = {0};
-        if (stow_backend_get_buffer(&buf, &len, b, l.names[i], STOW_MANIFEST_MAX_BYTES, &merr) != STOW_OK ||
-            stow_manifest_from_json(&m, buf, len, l.names[i], &merr) != STOW_OK) {
-            stow_warn("skipping %s: %s", l.names[i], merr.msg);
-            free(buf);
-            continue;
-        }
-        free(buf);
-        e->created = m->created;
-        for (size_t f = 0; f < m->nfiles; f++)
-            if (m->files[f].type == STOW_FT_FILE)
-                e->logical += m->files[f].size;
-        e->nlayers = m->nlayers;
-        e->layers = calloc(m->nlayers ? m->nlayers : 1, sizeof(*e->layers));
-        e->layer_sizes = calloc(m->nlayers ? m->nlayers : 1, sizeof(*e->layer_sizes));
-        if (e->layers == NULL || e->layer_sizes == NULL) {
-            free(e->layers);
-            free(e->layer_sizes);
-            stow_manifest_free(m);
+        int lr = load_entry(&ix->entries[ix->n], b, l.names[i]);
+        if (lr < 0) {
             name_list_free(&l);
             stow_lifecycle_free(ix);
             return stow_error_set(err, STOW_ERR, "out of memory");
         }
-        for (size_t k = 0; k < m->nlayers; k++) {
-            memcpy(e->layers[k], m->layers[k].id, STOW_LAYER_ID_LEN + 1);
-            e->layer_sizes[k] = m->layers[k].size;
-            e->stored += m->layers[k].size;
-        }
-        stow_manifest_free(m);
-        int64_t used = read_marker(b, e->scope, e->key);
-        e->last_used = used > e->created ? used : e->created;
-        ix->n++;
+        ix->n += (size_t)lr;
     }
     name_list_free(&l);
     if (ix->n > 1)
@@ -259,160 +228,307 @@ void stow_lifecycle_totals(stow_store_totals *t, const stow_store_index *ix)
     layer_set_free(&s);
 }
 
-/* The layer id of "layers/<id>.tar.zst" into id; -1 for any other name. */
-static int layer_id_of(char id[STOW_LAYER_ID_LEN + 1], const char *name)
+
+/* ------------------------------------------------------------------------------------------
+ * Prune, in named steps over one state
+ * ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    stow_backend *b;
+    const stow_prune_opts *o;
+    stow_prune_result *res;
+    int64_t now;
+    stow_store_index *ix;
+    unsigned char *dead; /* per entry of ix */
+    layer_set live;      /* layers of the entries that stay */
+    char (*leased)[STOW_LAYER_ID_LEN + 1]; /* layers named by live leases, sorted */
+    size_t nleased;
+    char first_lease[STOW_LAYOUT_NAME_MAX]; /* for messages */
+    int64_t first_lease_age;
+} prune_state;
+
+static void report(const prune_state *st, const char *kind, const char *name, uint64_t bytes)
 {
-    const char *p = name + strlen("layers/");
-    if (strncmp(name, "layers/", 7) != 0 || strlen(p) != STOW_LAYER_ID_LEN + 8 || strcmp(p + STOW_LAYER_ID_LEN, ".tar.zst") != 0)
+    if (st->o->report)
+        st->o->report(st->o->ud, kind, name, bytes);
+}
+
+static int is_leased(const prune_state *st, const char *id)
+{
+    return st->nleased && bsearch(id, st->leased, st->nleased, sizeof(*st->leased), cmp_id) != NULL;
+}
+
+static int add_leased(prune_state *st, const stow_lease *l)
+{
+    void *nl = realloc(st->leased, (st->nleased + l->nlayers + 1) * sizeof(*st->leased));
+    if (nl == NULL)
         return -1;
-    memcpy(id, p, STOW_LAYER_ID_LEN);
-    id[STOW_LAYER_ID_LEN] = '\0';
+    st->leased = nl;
+    memcpy(st->leased[st->nleased], l->layers, l->nlayers * sizeof(*st->leased));
+    st->nleased += l->nlayers;
+    if (st->nleased > 1)
+        qsort(st->leased, st->nleased, sizeof(*st->leased), cmp_id);
     return 0;
 }
 
-static void report(const stow_prune_opts *o, const char *kind, const char *name, uint64_t bytes)
+/* Reads leases/: the layers of live leases are kept whatever else happens; leases older than
+ * STOW_LEASE_MAX_AGE (a save that died) are removed when remove_stale is set. Unreadable
+ * leases count by their object's age. Returns how many leases are live, or an error. */
+static int load_leases(prune_state *st, int remove_stale, stow_error *err)
 {
-    if (o->report)
-        o->report(o->ud, kind, name, bytes);
+    name_list l;
+    int rc = list_prefix(&l, st->b, STOW_LAYOUT_LEASES, err), nlive = 0;
+    for (size_t k = 0; rc == STOW_OK && k < l.n; k++) {
+        char id[STOW_LAYER_ID_LEN + 1];
+        stow_lease lease;
+        stow_error lerr = {0};
+        if (stow_layout_parse_lease(id, l.names[k]) != 0)
+            continue;
+        int lrc = stow_layout_fetch_lease(&lease, st->b, l.names[k], &lerr);
+        if (lrc == STOW_ENOTFOUND)
+            continue; /* the save ended meanwhile */
+        int64_t t = lrc == STOW_OK ? lease.time : l.infos[k].mtime;
+        if (lrc != STOW_OK)
+            stow_warn("%s: %s", l.names[k], lerr.msg);
+        int64_t age = st->now - t;
+        if (t > 0 && age > STOW_LEASE_MAX_AGE) {
+            stow_lease_clear(&lease);
+            if (!remove_stale)
+                continue;
+            stow_info("lease %s is %lld s old: its save is gone; removing it", l.names[k], (long long)age);
+            report(st, "lease", l.names[k], 0);
+            st->res->leases++;
+            if (!st->o->dry_run && (rc = stow_backend_del(st->b, l.names[k], err)) != STOW_OK)
+                break;
+            continue;
+        }
+        if (nlive++ == 0) {
+            stow_strlcpy(st->first_lease, l.names[k], sizeof(st->first_lease));
+            st->first_lease_age = age;
+        }
+        stow_debug("live lease %s (%s/%s, %zu layers)", l.names[k], lrc == STOW_OK ? lease.scope : "?",
+                   lrc == STOW_OK ? lease.key : "?", lease.nlayers);
+        if (add_leased(st, &lease) != 0)
+            rc = stow_error_set(err, STOW_ERR, "out of memory");
+        stow_lease_clear(&lease);
+    }
+    name_list_free(&l);
+    return rc == STOW_OK ? nlive : rc;
+}
+
+/* Step 1: entries unused for longer than max_age. */
+static void mark_expired(prune_state *st)
+{
+    for (size_t i = 0; i < st->ix->n; i++)
+        if (st->o->max_age > 0 && st->now - st->ix->entries[i].last_used > st->o->max_age)
+            st->dead[i] = 1;
+}
+
+/* Step 2: least recently used first (ix is sorted so) until the distinct layers of the rest
+ * fit max_size. */
+static int mark_over_budget(prune_state *st)
+{
+    if (st->o->max_size == 0)
+        return 0;
+    for (size_t i = 0;; i++) {
+        layer_set_free(&st->live);
+        if (layer_set_build(&st->live, st->ix, st->dead) != 0)
+            return -1;
+        uint64_t total = 0;
+        for (size_t k = 0; k < st->live.n; k++)
+            total += st->live.v[k].size;
+        if (total <= st->o->max_size)
+            return 0;
+        while (i < st->ix->n && st->dead[i])
+            i++;
+        if (i >= st->ix->n)
+            return 0;
+        st->dead[i] = 1;
+    }
+}
+
+/* Step 3: the marked entries' manifests and access markers. */
+static int delete_entries(prune_state *st, stow_error *err)
+{
+    for (size_t i = 0; i < st->ix->n; i++) {
+        if (!st->dead[i])
+            continue;
+        stow_entry_info *e = &st->ix->entries[i];
+        char name[STOW_LAYOUT_NAME_MAX], marker[STOW_LAYOUT_NAME_MAX];
+        if (stow_layout_manifest_name(name, sizeof(name), e->scope, e->key) != STOW_OK)
+            continue;
+        report(st, "entry", name, e->logical);
+        st->res->entries++;
+        if (st->o->dry_run)
+            continue;
+        int rc = stow_backend_del(st->b, name, err);
+        if (rc != STOW_OK)
+            return rc;
+        stow_error ignored;
+        if (stow_layout_access_name(marker, sizeof(marker), e->scope, e->key) == STOW_OK)
+            stow_backend_del(st->b, marker, &ignored);
+    }
+    return STOW_OK;
+}
+
+/* Step 4: layers no remaining entry references and no live lease names, once older than the
+ * grace period (a save uploads its layers before its manifest). */
+static int delete_unreferenced_layers(prune_state *st, stow_error *err)
+{
+    name_list layers;
+    int rc = list_prefix(&layers, st->b, STOW_LAYOUT_LAYERS, err);
+    layer_set_free(&st->live);
+    if (rc == STOW_OK && layer_set_build(&st->live, st->ix, st->dead) != 0)
+        rc = stow_error_set(err, STOW_ERR, "out of memory");
+    for (size_t k = 0; rc == STOW_OK && k < layers.n; k++) {
+        char id[STOW_LAYER_ID_LEN + 1];
+        const char *name = layers.names[k];
+        if (stow_layout_parse_layer(id, name) != 0 || layer_set_has(&st->live, id))
+            continue; /* not ours, or referenced */
+        if (is_leased(st, id)) {
+            stow_debug("keeping unreferenced %s: named by a live lease", name);
+            continue;
+        }
+        if (layers.infos[k].mtime == 0 || st->now - layers.infos[k].mtime < st->o->grace) {
+            stow_debug("keeping unreferenced %s: younger than the grace period", name);
+            continue;
+        }
+        report(st, "layer", name, layers.infos[k].size);
+        st->res->layers++;
+        st->res->bytes_freed += layers.infos[k].size;
+        if (!st->o->dry_run)
+            rc = stow_backend_del(st->b, name, err);
+    }
+    name_list_free(&layers);
+    return rc;
+}
+
+/* Step 5: temporary objects of interrupted uploads (the file store's ".<name>.<rnd>.tmp" in
+ * layers/ and leases/), once older than the grace period and not of a leased layer. */
+static int delete_stale_temps(prune_state *st, stow_error *err)
+{
+    static const char *const dirs[] = {STOW_LAYOUT_LAYER_TEMPS, STOW_LAYOUT_LEASE_TEMPS};
+    int rc = STOW_OK;
+    for (size_t d = 0; rc == STOW_OK && d < sizeof(dirs) / sizeof(dirs[0]); d++) {
+        name_list l;
+        rc = list_prefix(&l, st->b, dirs[d], err);
+        for (size_t k = 0; rc == STOW_OK && k < l.n; k++) {
+            char target[STOW_LAYOUT_NAME_MAX], id[STOW_LAYER_ID_LEN + 1];
+            if (stow_layout_parse_temp(target, sizeof(target), l.names[k]) != 0)
+                continue;
+            if ((stow_layout_parse_layer(id, target) == 0 && is_leased(st, id)) || l.infos[k].mtime == 0 ||
+                st->now - l.infos[k].mtime < st->o->grace) {
+                stow_debug("keeping temporary %s: an upload may still be writing it", l.names[k]);
+                continue;
+            }
+            report(st, "temp", l.names[k], l.infos[k].size);
+            st->res->temps++;
+            st->res->bytes_freed += l.infos[k].size;
+            if (!st->o->dry_run)
+                rc = stow_backend_del(st->b, l.names[k], err);
+        }
+        name_list_free(&l);
+    }
+    return rc;
+}
+
+static int entry_stays(const prune_state *st, const char *scope, const char *key, int count_dead)
+{
+    for (size_t i = 0; i < st->ix->n; i++)
+        if ((count_dead || !st->dead[i]) && strcmp(st->ix->entries[i].scope, scope) == 0 &&
+            strcmp(st->ix->entries[i].key, key) == 0)
+            return 1;
+    return 0;
+}
+
+/* Step 6: refs that point at no remaining entry. */
+static int delete_dangling_refs(prune_state *st, stow_error *err)
+{
+    name_list refs;
+    int rc = list_prefix(&refs, st->b, STOW_LAYOUT_REFS, err);
+    for (size_t k = 0; rc == STOW_OK && k < refs.n; k++) {
+        char scope[STOW_LAYOUT_PART_MAX], prefix[STOW_LAYOUT_PART_MAX], key[STOW_LAYOUT_PART_MAX];
+        stow_error rerr = {0};
+        if (stow_layout_parse_ref(scope, prefix, refs.names[k]) != 0)
+            continue;
+        if (stow_layout_fetch_ref(key, sizeof(key), st->b, scope, prefix, &rerr) == STOW_OK &&
+            entry_stays(st, scope, key, 0))
+            continue;
+        report(st, "ref", refs.names[k], 0);
+        st->res->refs++;
+        if (!st->o->dry_run)
+            rc = stow_backend_del(st->b, refs.names[k], err);
+    }
+    name_list_free(&refs);
+    return rc;
+}
+
+/* Step 7: access markers of entries that do not exist (dead entries' markers went with them). */
+static int delete_stray_markers(prune_state *st, stow_error *err)
+{
+    name_list markers;
+    int rc = list_prefix(&markers, st->b, STOW_LAYOUT_ACCESS, err);
+    for (size_t k = 0; rc == STOW_OK && k < markers.n; k++) {
+        char scope[STOW_LAYOUT_PART_MAX], key[STOW_LAYOUT_PART_MAX];
+        if (stow_layout_parse_access(scope, key, markers.names[k]) != 0 || entry_stays(st, scope, key, 1))
+            continue;
+        if (!st->o->dry_run) {
+            stow_error ignored;
+            stow_backend_del(st->b, markers.names[k], &ignored);
+        }
+    }
+    name_list_free(&markers);
+    return rc;
 }
 
 int stow_lifecycle_prune(stow_prune_result *res, stow_backend *b, const stow_prune_opts *o, stow_error *err)
 {
-    stow_store_index *ix = NULL;
-    unsigned char *dead = NULL;
-    name_list layers = {0}, refs = {0}, markers = {0};
-    layer_set live = {0};
+    prune_state st = {.b = b, .o = o, .res = res, .now = stow_layout_now()};
     int rc;
-    int64_t now = stow_cache_now();
 
     memset(res, 0, sizeof(*res));
-    rc = stow_lifecycle_load(&ix, b, err);
+    rc = stow_lifecycle_load(&st.ix, b, err);
     if (rc != STOW_OK)
         goto done;
-    rc = list_prefix(&layers, b, "layers/", err);
-    if (rc != STOW_OK)
+    /* Leases first: --grace 0 protects an unfinished save only through its lease. */
+    int nlive = load_leases(&st, 0, err);
+    if (nlive < 0) {
+        rc = nlive;
         goto done;
-    dead = calloc(ix->n ? ix->n : 1, 1);
-    if (dead == NULL) {
+    }
+    if (o->grace <= 0 && nlive > 0) {
+        rc = stow_error_set(err, STOW_EUSAGE,
+                            "refusing --grace 0: a save is in progress (%s, written %lld s ago, and %d lease(s) in "
+                            "all); run prune again once it ends, or with a grace period",
+                            st.first_lease, (long long)st.first_lease_age, nlive);
+        goto done;
+    }
+    st.dead = calloc(st.ix->n ? st.ix->n : 1, 1);
+    if (st.dead == NULL) {
         rc = stow_error_set(err, STOW_ERR, "out of memory");
         goto done;
     }
-    /* 1. Entries unused for longer than max_age. */
-    for (size_t i = 0; i < ix->n; i++)
-        if (o->max_age > 0 && now - ix->entries[i].last_used > o->max_age)
-            dead[i] = 1;
-    /* 2. Least recently used first until the distinct layers of the rest fit max_size. */
-    if (o->max_size > 0) {
-        for (size_t i = 0;; i++) {
-            layer_set_free(&live);
-            if (layer_set_build(&live, ix, dead) != 0) {
-                rc = stow_error_set(err, STOW_ERR, "out of memory");
-                goto done;
-            }
-            uint64_t total = 0;
-            for (size_t k = 0; k < live.n; k++)
-                total += live.v[k].size;
-            if (total <= o->max_size)
-                break;
-            while (i < ix->n && dead[i])
-                i++;
-            if (i >= ix->n)
-                break;
-            dead[i] = 1;
-        }
-    }
-    for (size_t i = 0; i < ix->n; i++) {
-        if (!dead[i])
-            continue;
-        stow_entry_info *e = &ix->entries[i];
-        char name[1024], marker[1024];
-        stow_cache_manifest_name(name, sizeof(name), e->scope, e->key);
-        stow_cache_access_name(marker, sizeof(marker), e->scope, e->key);
-        report(o, "entry", name, e->logical);
-        res->entries++;
-        if (!o->dry_run) {
-            rc = stow_backend_del(b, name, err);
-            if (rc != STOW_OK)
-                goto done;
-            stow_error ignored;
-            stow_backend_del(b, marker, &ignored);
-        }
-    }
-    /* 3. Layers no remaining entry references, once older than the grace period (a save in
-     * progress uploads its layers before its manifest). */
-    layer_set_free(&live);
-    if (layer_set_build(&live, ix, dead) != 0) {
+    mark_expired(&st);
+    if (mark_over_budget(&st) != 0) {
         rc = stow_error_set(err, STOW_ERR, "out of memory");
         goto done;
     }
-    for (size_t k = 0; k < layers.n; k++) {
-        char idbuf[STOW_LAYER_ID_LEN + 1];
-        if (layer_id_of(idbuf, layers.names[k]) != 0)
-            continue; /* not ours */
-        if (layer_set_has(&live, idbuf))
-            continue;
-        if (layers.infos[k].mtime == 0 || now - layers.infos[k].mtime < o->grace) {
-            stow_debug("keeping unreferenced %s: younger than the grace period", layers.names[k]);
-            continue;
-        }
-        report(o, "layer", layers.names[k], layers.infos[k].size);
-        res->layers++;
-        res->bytes_freed += layers.infos[k].size;
-        if (!o->dry_run && (rc = stow_backend_del(b, layers.names[k], err)) != STOW_OK)
-            goto done;
-    }
-    /* 4. Refs that point at no remaining entry, and stray access markers. */
-    rc = list_prefix(&refs, b, "refs/", err);
-    if (rc != STOW_OK)
+    if ((rc = delete_entries(&st, err)) != STOW_OK)
         goto done;
-    for (size_t k = 0; k < refs.n; k++) {
-        char scope[256], prefix[256], *buf = NULL;
-        size_t len = 0;
-        stow_error rerr = {0};
-        if (split_name(scope, sizeof(scope), prefix, sizeof(prefix), refs.names[k], "refs/", "") != 0)
-            continue;
-        int gone = 1;
-        if (stow_backend_get_buffer(&buf, &len, b, refs.names[k], REF_MAX, &rerr) == STOW_OK) {
-            json_error_t je;
-            json_t *obj = json_loadb(buf, len, 0, &je);
-            const char *key = NULL;
-            if (obj != NULL && json_unpack(obj, "{s:s}", "key", &key) == 0)
-                for (size_t i = 0; i < ix->n; i++)
-                    if (!dead[i] && strcmp(ix->entries[i].scope, scope) == 0 && strcmp(ix->entries[i].key, key) == 0)
-                        gone = 0;
-            json_decref(obj);
-        }
-        free(buf);
-        if (!gone)
-            continue;
-        report(o, "ref", refs.names[k], 0);
-        res->refs++;
-        if (!o->dry_run && (rc = stow_backend_del(b, refs.names[k], err)) != STOW_OK)
-            goto done;
-    }
-    rc = list_prefix(&markers, b, "access/", err);
-    if (rc != STOW_OK)
+    /* Leases again, just before deleting layers: a save that started meanwhile is seen; stale
+     * leases are removed now (not before: a refused prune changes nothing). */
+    nlive = load_leases(&st, 1, err);
+    if (nlive < 0) {
+        rc = nlive;
         goto done;
-    for (size_t k = 0; k < markers.n; k++) {
-        char scope[256], key[256];
-        if (split_name(scope, sizeof(scope), key, sizeof(key), markers.names[k], "access/", "") != 0)
-            continue;
-        int gone = 1;
-        for (size_t i = 0; i < ix->n; i++)
-            if (strcmp(ix->entries[i].scope, scope) == 0 && strcmp(ix->entries[i].key, key) == 0)
-                gone = 0; /* dead entries' markers went with them */
-        if (gone && !o->dry_run) {
-            stow_error ignored;
-            stow_backend_del(b, markers.names[k], &ignored);
-        }
     }
-    rc = STOW_OK;
+    if ((rc = delete_unreferenced_layers(&st, err)) != STOW_OK || (rc = delete_stale_temps(&st, err)) != STOW_OK ||
+        (rc = delete_dangling_refs(&st, err)) != STOW_OK || (rc = delete_stray_markers(&st, err)) != STOW_OK)
+        goto done;
 done:
-    layer_set_free(&live);
-    name_list_free(&layers);
-    name_list_free(&refs);
-    name_list_free(&markers);
-    free(dead);
-    stow_lifecycle_free(ix);
+    layer_set_free(&st.live);
+    free(st.leased);
+    free(st.dead);
+    stow_lifecycle_free(st.ix);
     return rc;
 }

@@ -43,13 +43,16 @@ typedef struct stow_store_totals {
 void stow_lifecycle_totals(stow_store_totals *t, const stow_store_index *ix);
 
 /* Called for every deletion (or would-be deletion on a dry run). kind is "entry", "layer",
- * "ref" or "access". */
+ * "ref", "lease" (stale: its save died) or "temp" (a stale temporary object of an upload). */
 typedef void (*stow_prune_report_fn)(void *ud, const char *kind, const char *name, uint64_t bytes);
 
 typedef struct stow_prune_opts {
     int64_t max_age;  /* seconds; 0 = no age limit */
     uint64_t max_size; /* stored bytes; 0 = no size limit */
-    int64_t grace;    /* unreferenced layers younger than this are kept */
+    /* Unreferenced layers (and temporary objects) younger than this are kept. Layers named by
+     * a live lease (a save in progress) are kept whatever their age; 0 means "delete every
+     * unreferenced layer now" and is refused while any lease is live. */
+    int64_t grace;
     int dry_run;
     stow_prune_report_fn report;
     void *ud;
@@ -57,9 +60,14 @@ typedef struct stow_prune_opts {
 
 typedef struct stow_prune_result {
     size_t entries, layers, refs;
+    size_t leases, temps; /* stale leases and temporary objects removed */
     uint64_t bytes_freed;
 } stow_prune_result;
 
+/* Steps: load the entries and the leases (refusing grace 0 while one is live, removing stale
+ * ones); mark entries past max_age, then least recently used ones until max_size fits; delete
+ * them; delete unreferenced, unleased layers past the grace period, stale temporary objects,
+ * refs that point nowhere and stray access markers. */
 int stow_lifecycle_prune(stow_prune_result *res, stow_backend *b, const stow_prune_opts *opts, stow_error *err);
 
 #endif

@@ -605,8 +605,9 @@ static int cmd_prune(run_ctx *r)
     }
     char freed[32];
     stow_format_bytes(freed, sizeof(freed), res.bytes_freed);
-    stow_info("prune%s: %zu entries, %zu layers, %zu refs %s; %s freed", c->dry_run ? " (dry run)" : "", res.entries,
-              res.layers, res.refs, c->dry_run ? "would be deleted" : "deleted", freed);
+    stow_info("prune%s: %zu entries, %zu layers, %zu refs, %zu stale leases, %zu temporary objects %s; %s freed",
+              c->dry_run ? " (dry run)" : "", res.entries, res.layers, res.refs, res.leases, res.temps,
+              c->dry_run ? "would be deleted" : "deleted", freed);
     return EXIT_OK;
 }
 

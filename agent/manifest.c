@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "layout.h"
 #include "paths.h"
 
 stow_manifest *stow_manifest_new(void) { return calloc(1, sizeof(stow_manifest)); }
@@ -124,8 +125,7 @@ stow_file_entry *stow_manifest_find(const stow_manifest *m, uint32_t root, const
 
 int stow_manifest_layer_object(char *out, size_t outsz, const stow_layer *l)
 {
-    int n = snprintf(out, outsz, "layers/%s.tar.zst", l->id);
-    return (n < 0 || (size_t)n >= outsz) ? STOW_ERR : STOW_OK;
+    return stow_layout_layer_name(out, outsz, l->id) == STOW_OK ? STOW_OK : STOW_ERR;
 }
 
 int stow_manifest_to_json(char **out, size_t *outlen, const stow_manifest *m, stow_error *err)
@@ -203,14 +203,145 @@ static int is_hex(const char *s, size_t n)
     return 1;
 }
 
-#define BAD(...) do { rc = stow_error_set(err, STOW_ECORRUPT, __VA_ARGS__); goto done; } while (0)
+#define BAD(...)                                                                                   \
+    do {                                                                                           \
+        rc = stow_error_set(err, STOW_ECORRUPT, __VA_ARGS__);                                      \
+        goto done;                                                                                 \
+    } while (0)
+
+/* Step 1: the top-level object: version, key, scope, created and the three arrays. */
+static int parse_header(stow_manifest *m, json_t **roots, json_t **layers, json_t **files, json_t *root,
+                        const char *what, stow_error *err)
+{
+    int rc = STOW_OK;
+    json_error_t jerr;
+    json_int_t version = 0, created = 0;
+    const char *key = NULL, *scope = NULL;
+    if (json_unpack_ex(root, &jerr, 0, "{s:I, s:s, s:s, s:I, s:o, s:o, s:o}", "version", &version, "key", &key,
+                       "scope", &scope, "created", &created, "roots", roots, "layers", layers, "files", files) != 0)
+        BAD("%s: not a stowage manifest (%s)", what, jerr.text);
+    if (version != STOW_MANIFEST_VERSION)
+        BAD("%s: manifest version %lld is not supported (this stowage reads version %d)", what,
+            (long long)version, STOW_MANIFEST_VERSION);
+    if (!json_is_array(*roots) || !json_is_array(*layers) || !json_is_array(*files))
+        BAD("%s: roots, layers and files must be arrays", what);
+    if (json_array_size(*roots) > STOW_MAX_ROOTS || json_array_size(*layers) > STOW_MAX_LAYERS ||
+        json_array_size(*files) > STOW_MAX_FILES)
+        BAD("%s: too many roots, layers or files", what);
+    rc = stow_manifest_set_key(m, key, scope, err);
+    m->created = created;
+done:
+    return rc;
+}
+
+/* Step 2: roots, as configured. */
+static int parse_roots(stow_manifest *m, json_t *roots, const char *what, stow_error *err)
+{
+    int rc = STOW_OK;
+    size_t i;
+    json_t *v;
+    json_array_foreach(roots, i, v) {
+        if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 4095)
+            BAD("%s: roots[%zu] is not a path", what, i);
+        if ((rc = stow_manifest_add_root(m, json_string_value(v), err)) != STOW_OK)
+            goto done;
+    }
+done:
+    return rc;
+}
+
+/* Step 3: layers: hex id and sha256, non-negative sizes. */
+static int parse_layers(stow_manifest *m, json_t *layers, const char *what, stow_error *err)
+{
+    int rc = STOW_OK;
+    json_error_t jerr;
+    size_t i;
+    json_t *v;
+    json_array_foreach(layers, i, v) {
+        const char *id = NULL, *sha = NULL;
+        json_int_t size = -1, raw = -1, nf = -1;
+        if (json_unpack_ex(v, &jerr, 0, "{s:s, s:s, s:I, s:I, s:I}", "id", &id, "sha256", &sha, "size", &size,
+                           "raw_size", &raw, "files", &nf) != 0)
+            BAD("%s: layers[%zu]: %s", what, i, jerr.text);
+        if (!is_hex(id, STOW_LAYER_ID_LEN) || !is_hex(sha, STOW_SHA256_HEX_LEN) || size < 0 || raw < 0 || nf < 0)
+            BAD("%s: layers[%zu] has a bad id, sha256 or size", what, i);
+        stow_layer *l = stow_manifest_add_layer(m, err);
+        if (l == NULL) {
+            rc = err->code;
+            goto done;
+        }
+        memcpy(l->id, id, STOW_LAYER_ID_LEN + 1);
+        memcpy(l->sha256, sha, STOW_SHA256_HEX_LEN + 1);
+        l->size = (uint64_t)size;
+        l->raw_size = (uint64_t)raw;
+        l->files = (uint64_t)nf;
+    }
+done:
+    return rc;
+}
+
+/* One entry of the file index, validated against the roots and layers already read. */
+static int parse_file(stow_manifest *m, json_t *v, size_t i, const char *what, stow_error *err)
+{
+    int rc = STOW_OK;
+    json_error_t jerr;
+    json_int_t r = -1, mode = -1, mt = 0, ns = 0, size = 0, layer = -1;
+    const char *p = NULL, *t = NULL, *lt = NULL, *h = NULL;
+    if (json_unpack_ex(v, &jerr, 0, "{s:I, s:s, s:s, s:I, s:I, s:I, s?I, s?I, s?s, s?s}", "r", &r, "p", &p, "t", &t,
+                       "m", &mode, "mt", &mt, "ns", &ns, "s", &size, "l", &layer, "lt", &lt, "h", &h) != 0)
+        BAD("%s: files[%zu]: %s", what, i, jerr.text);
+    if (r < 0 || (size_t)r >= m->nroots)
+        BAD("%s: files[%zu] names root %lld, which does not exist", what, i, (long long)r);
+    if (!stow_path_rel_ok(p))
+        BAD("%s: files[%zu] has an unsafe path \"%s\"", what, i, p);
+    if (strlen(t) != 1 || (t[0] != STOW_FT_FILE && t[0] != STOW_FT_DIR && t[0] != STOW_FT_LINK))
+        BAD("%s: files[%zu] (%s) has unknown type \"%s\"", what, i, p, t);
+    if (mode < 0 || mode > 07777 || ns < 0 || ns > 999999999 || size < 0)
+        BAD("%s: files[%zu] (%s) has a bad mode, time or size", what, i, p);
+    if (t[0] == STOW_FT_DIR ? layer != -1 : (layer < 0 || (size_t)layer >= m->nlayers))
+        BAD("%s: files[%zu] (%s) names layer %lld, which does not exist", what, i, p, (long long)layer);
+    if (t[0] == STOW_FT_LINK && (lt == NULL || !stow_path_link_ok(p, lt)))
+        BAD("%s: files[%zu]: symlink %s points outside its root", what, i, p);
+    if (h != NULL && !is_hex(h, STOW_SHA256_HEX_LEN))
+        BAD("%s: files[%zu] (%s) has a bad content hash", what, i, p);
+    stow_file_entry e = {(uint32_t)r, (char *)p, t[0], (uint32_t)mode, (uint64_t)size, (int64_t)mt,
+                         (int32_t)ns, (int32_t)layer, t[0] == STOW_FT_LINK ? (char *)lt : NULL,
+                         t[0] == STOW_FT_FILE ? (char *)h : NULL};
+    rc = stow_manifest_add_file(m, &e, err);
+done:
+    return rc;
+}
+
+/* Step 4: the file index, then sorted and checked for duplicate paths. */
+static int parse_files(stow_manifest *m, json_t *files, const char *what, stow_error *err)
+{
+    int rc = STOW_OK;
+    size_t i;
+    json_t *v;
+    if (m->nfiles == 0 && json_array_size(files) > 0) {
+        m->files = calloc(json_array_size(files), sizeof(*m->files));
+        if (m->files == NULL)
+            return stow_error_set(err, STOW_ERR, "out of memory");
+        m->capfiles = json_array_size(files);
+    }
+    json_array_foreach(files, i, v) {
+        if ((rc = parse_file(m, v, i, what, err)) != STOW_OK)
+            goto done;
+    }
+    stow_manifest_sort(m);
+    for (i = 1; i < m->nfiles; i++)
+        if (m->files[i].root == m->files[i - 1].root && strcmp(m->files[i].path, m->files[i - 1].path) == 0)
+            BAD("%s: path %s appears twice", what, m->files[i].path);
+done:
+    return rc;
+}
 
 int stow_manifest_from_json(stow_manifest **out, const char *buf, size_t len, const char *what,
                             stow_error *err)
 {
-    int rc = STOW_ERR;
+    int rc;
     json_error_t jerr;
-    json_t *root = NULL;
+    json_t *root = NULL, *roots = NULL, *layers = NULL, *files = NULL;
     stow_manifest *m = NULL;
     *out = NULL;
     if (len > STOW_MANIFEST_MAX_BYTES)
@@ -219,91 +350,16 @@ int stow_manifest_from_json(stow_manifest **out, const char *buf, size_t len, co
     if (root == NULL)
         return stow_error_set(err, STOW_ECORRUPT, "%s: not valid JSON (line %d: %s)", what, jerr.line, jerr.text);
     m = stow_manifest_new();
-    if (m == NULL)
-        BAD("out of memory");
-    json_int_t version = 0, created = 0;
-    const char *key = NULL, *scope = NULL;
-    json_t *roots = NULL, *layers = NULL, *files = NULL;
-    if (json_unpack_ex(root, &jerr, 0, "{s:I, s:s, s:s, s:I, s:o, s:o, s:o}", "version", &version,
-                       "key", &key, "scope", &scope, "created", &created, "roots", &roots,
-                       "layers", &layers, "files", &files) != 0)
-        BAD("%s: not a stowage manifest (%s)", what, jerr.text);
-    if (version != STOW_MANIFEST_VERSION)
-        BAD("%s: manifest version %lld is not supported (this stowage reads version %d)", what,
-            (long long)version, STOW_MANIFEST_VERSION);
-    if (!json_is_array(roots) || !json_is_array(layers) || !json_is_array(files))
-        BAD("%s: roots, layers and files must be arrays", what);
-    if (json_array_size(roots) > STOW_MAX_ROOTS || json_array_size(layers) > STOW_MAX_LAYERS ||
-        json_array_size(files) > STOW_MAX_FILES)
-        BAD("%s: too many roots, layers or files", what);
-    if (stow_manifest_set_key(m, key, scope, err) != STOW_OK)
+    if (m == NULL) {
+        rc = stow_error_set(err, STOW_ERR, "out of memory");
         goto done;
-    m->created = created;
-    size_t i;
-    json_t *v;
-    json_array_foreach(roots, i, v) {
-        if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 4095)
-            BAD("%s: roots[%zu] is not a path", what, i);
-        if (stow_manifest_add_root(m, json_string_value(v), err) != STOW_OK)
-            goto done;
     }
-    json_array_foreach(layers, i, v) {
-        const char *id = NULL, *sha = NULL;
-        json_int_t size = -1, raw = -1, nf = -1;
-        if (json_unpack_ex(v, &jerr, 0, "{s:s, s:s, s:I, s:I, s:I}", "id", &id, "sha256", &sha, "size",
-                           &size, "raw_size", &raw, "files", &nf) != 0)
-            BAD("%s: layers[%zu]: %s", what, i, jerr.text);
-        if (!is_hex(id, STOW_LAYER_ID_LEN) || !is_hex(sha, STOW_SHA256_HEX_LEN) || size < 0 || raw < 0 || nf < 0)
-            BAD("%s: layers[%zu] has a bad id, sha256 or size", what, i);
-        stow_layer *l = stow_manifest_add_layer(m, err);
-        if (l == NULL)
-            goto done;
-        memcpy(l->id, id, STOW_LAYER_ID_LEN + 1);
-        memcpy(l->sha256, sha, STOW_SHA256_HEX_LEN + 1);
-        l->size = (uint64_t)size;
-        l->raw_size = (uint64_t)raw;
-        l->files = (uint64_t)nf;
-    }
-    if (m->nfiles == 0 && json_array_size(files) > 0) {
-        m->files = calloc(json_array_size(files), sizeof(*m->files));
-        if (m->files == NULL)
-            BAD("out of memory");
-        m->capfiles = json_array_size(files);
-    }
-    json_array_foreach(files, i, v) {
-        json_int_t r = -1, mode = -1, mt = 0, ns = 0, size = 0, layer = -1;
-        const char *p = NULL, *t = NULL, *lt = NULL, *h = NULL;
-        if (json_unpack_ex(v, &jerr, 0, "{s:I, s:s, s:s, s:I, s:I, s:I, s?I, s?I, s?s, s?s}", "r", &r, "p", &p,
-                           "t", &t, "m", &mode, "mt", &mt, "ns", &ns, "s", &size, "l", &layer, "lt", &lt, "h",
-                           &h) != 0)
-            BAD("%s: files[%zu]: %s", what, i, jerr.text);
-        if (r < 0 || (size_t)r >= m->nroots)
-            BAD("%s: files[%zu] names root %lld, which does not exist", what, i, (long long)r);
-        if (!stow_path_rel_ok(p))
-            BAD("%s: files[%zu] has an unsafe path \"%s\"", what, i, p);
-        if (strlen(t) != 1 || (t[0] != STOW_FT_FILE && t[0] != STOW_FT_DIR && t[0] != STOW_FT_LINK))
-            BAD("%s: files[%zu] (%s) has unknown type \"%s\"", what, i, p, t);
-        if (mode < 0 || mode > 07777 || ns < 0 || ns > 999999999 || size < 0)
-            BAD("%s: files[%zu] (%s) has a bad mode, time or size", what, i, p);
-        if (t[0] == STOW_FT_DIR ? layer != -1 : (layer < 0 || (size_t)layer >= m->nlayers))
-            BAD("%s: files[%zu] (%s) names layer %lld, which does not exist", what, i, p, (long long)layer);
-        if (t[0] == STOW_FT_LINK && (lt == NULL || !stow_path_link_ok(p, lt)))
-            BAD("%s: files[%zu]: symlink %s points outside its root", what, i, p);
-        if (h != NULL && !is_hex(h, STOW_SHA256_HEX_LEN))
-            BAD("%s: files[%zu] (%s) has a bad content hash", what, i, p);
-        stow_file_entry e = {(uint32_t)r, (char *)p, t[0], (uint32_t)mode, (uint64_t)size, (int64_t)mt,
-                             (int32_t)ns, (int32_t)layer, t[0] == STOW_FT_LINK ? (char *)lt : NULL,
-                             t[0] == STOW_FT_FILE ? (char *)h : NULL};
-        if (stow_manifest_add_file(m, &e, err) != STOW_OK)
-            goto done;
-    }
-    stow_manifest_sort(m);
-    for (i = 1; i < m->nfiles; i++)
-        if (m->files[i].root == m->files[i - 1].root && strcmp(m->files[i].path, m->files[i - 1].path) == 0)
-            BAD("%s: path %s appears twice", what, m->files[i].path);
+    if ((rc = parse_header(m, &roots, &layers, &files, root, what, err)) != STOW_OK ||
+        (rc = parse_roots(m, roots, what, err)) != STOW_OK || (rc = parse_layers(m, layers, what, err)) != STOW_OK ||
+        (rc = parse_files(m, files, what, err)) != STOW_OK)
+        goto done;
     *out = m;
     m = NULL;
-    rc = STOW_OK;
 done:
     stow_manifest_free(m);
     json_decref(root);

@@ -306,8 +306,13 @@ static int list_dir(file_backend *fb, const char *rel, const char *prefix, stow_
         return (errno == ENOENT) ? STOW_OK : stow_error_set(err, STOW_ERR, "list %s: %s", dirpath, strerror(errno));
     int rc = STOW_OK;
     struct dirent *de;
+    size_t rl = strlen(rel) + (rel[0] ? 1 : 0), prl = prefix ? strlen(prefix) : 0;
+    /* Temp files of interrupted puts (".<name>.<rnd>.tmp") are listed only when the prefix
+     * asks for them by name ("layers/."), so prune can remove stale ones. */
+    int want_dot = prl > rl && prefix[rl] == '.';
     while ((de = readdir(d)) != NULL) {
-        if (de->d_name[0] == '.')
+        if (de->d_name[0] == '.' &&
+            (!want_dot || strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0))
             continue; /* ".", "..", temp files */
         char name[PATH_MAX];
         n = snprintf(name, sizeof(name), "%s%s%s", rel, rel[0] ? "/" : "", de->d_name);

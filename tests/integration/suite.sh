@@ -400,29 +400,104 @@ PY
     stow list
     grep -q lc-new "$T/out" && ! grep -q lc-mid "$T/out" && ok "most recently used entry kept" || fail "$(cat "$T/out")"
 
-    case_begin "a save running while prune runs stays restorable"
-    runner lc4
-    mkdir -p "$HOME/big"
-    # Six layers compressed one after another at level 19: seconds during which finished layers
-    # exist without a manifest.
-    for i in 1 2 3 4 5 6; do head -c 3000000 /dev/urandom >"$HOME/big/blob$i"; done
-    ("$STOWAGE_BIN" save --key lc-race --path '~/big' --layer-size 3M --parallel 1 --threads 1 --compression-level 19 \
-        --strict >"$T/race.out" 2>&1; echo $? >"$T/race.rc") &
-    local saver=$! i
-    for i in 1 2 3 4 5 6 7 8; do
-        sleep 0.4
-        "$STOWAGE_BIN" prune --max-age 1h -v >>"$T/prune.out" 2>&1 || true
+    export STOWAGE_URL="$saved_url"
+}
+
+# wait_prune_sees PATTERN: the event a prune-during-save case waits for. Runs a dry-run prune
+# (-v) until its log matches PATTERN, e.g. a finished layer of the save in progress that no
+# manifest references yet. Fails when the save ends first or after 120 s (a bound, not a delay).
+wait_prune_sees() {
+    local deadline=$((SECONDS + 120))
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        if "$STOWAGE_BIN" prune --dry-run -v >"$T/poll.out" 2>&1 && grep -Eq -- "$1" "$T/poll.out"; then
+            return 0
+        fi
+        [ -s "$T/race.rc" ] && return 1
+        sleep 0.05
     done
-    wait "$saver"
-    grep -q "younger than the grace period" "$T/prune.out" && ok "prune ran while the save's layers were unreferenced" ||
-        fail "the save finished before prune saw its layers; the race was not exercised"
-    [ "$(cat "$T/race.rc")" = 0 ] || fail "save failed: $(cat "$T/race.out")"
-    grep -q "deleted layer" "$T/prune.out" && fail "prune deleted layers of the save in progress: $(cat "$T/prune.out")"
-    runner lc5
-    stow restore --key lc-race --path '~/big' --strict
-    expect_rc 0 && diff -r "$HOME/big" "$T/home-lc4/big" >/dev/null && ok "entry complete after concurrent prunes" ||
+    return 1
+}
+
+# slow_delta_save KEY: on the current runner (whose last save is the parent), adds four
+# incompressible 3 MB blobs and saves KEY in the background at zstd level 19 on one thread,
+# one 3 MB layer at a time: seconds during which finished layers exist without a manifest.
+slow_delta_save() {
+    mkdir -p "$HOME/c/big"
+    local i
+    for i in 1 2 3 4; do head -c 3000000 /dev/urandom >"$HOME/c/big/blob$i"; done
+    rm -f "$T/race.rc"
+    ("$STOWAGE_BIN" save --key "$1" --path '~/c' --layer-size 3M --parallel 1 --threads 1 --compression-level 19 \
+        --strict -v >"$T/race.out" 2>&1; echo $? >"$T/race.rc") &
+    SAVER=$!
+}
+
+# Prune while a delta save uploads (issue 12.4): the parent entry is evicted (grace respected)
+# while the save that reuses its layers is uploading. The save's lease keeps those layers; a
+# save whose lease was missed re-uploads what prune removed; --grace 0 is refused meanwhile.
+suite_prune_during_save() {
+    local saved_url="$STOWAGE_URL" later
+    export STOWAGE_URL="$STOWAGE_URL/ps"
+    later=$(($(date +%s) + 7200)) # prune's clock: the parent is 2 h old, its layers too
+
+    case_begin "prune evicting the parent while a delta save uploads keeps the save whole"
+    runner ps1
+    make_wheels "$HOME/c" 5
+    stow save --key ps-parent --path '~/c' --strict
+    expect_rc 0 || fail "parent save: $(cat "$T/err")"
+    slow_delta_save ps-child
+    if wait_prune_sees 'keeping unreferenced layers/.*(younger than the grace period|named by a live lease)'; then
+        ok "prune sees a finished layer of the save in progress"
+        stow prune --grace 0
+        expect_rc 2 && err_has "refusing --grace 0" && ok "--grace 0 refused while a save holds a lease" ||
+            fail "--grace 0 during a save: rc=$RC $(cat "$T/err") $(cat "$T/out")"
+        STOWAGE_NOW=$later stow prune --max-age 1h -v
+        expect_rc 0 && out_has "deleted entry manifests/default/ps-parent.json" && ok "parent entry evicted mid-save" ||
+            fail "prune: $(cat "$T/out") $(cat "$T/err")"
+        out_has "deleted layer" && fail "prune deleted layers the save relies on: $(cat "$T/out")"
+    else
+        fail "the save ended before prune saw its layers; the race was not exercised: $(cat "$T/poll.out")"
+    fi
+    set +e
+    wait "$SAVER"
+    set -e
+    [ "$(cat "$T/race.rc")" = 0 ] && ok "save --strict exit 0" || fail "save failed: $(cat "$T/race.out")"
+    cp -a "$HOME/c" "$T/ps-expected"
+    runner ps2
+    stow restore --key ps-child --path '~/c' --strict
+    expect_rc 0 && same_tree "$T/ps-expected" "$HOME/c" && ok "child entry restores whole after the parent was evicted" ||
         fail "restore after prune: $(cat "$T/err")"
-    rm -rf "$T/home-lc4" "$HOME/big"
+    stow prune --grace 0
+    expect_rc 0 && ok "--grace 0 accepted once no save holds a lease" || fail "$(cat "$T/err")"
+
+    case_begin "a save whose parent layers vanish behind its lease re-uploads them"
+    runner ps3
+    rm -rf "$HOME/c" "$T/ps-expected"
+    make_wheels "$HOME/c" 5
+    stow save --key ps-parent2 --path '~/c' --strict
+    expect_rc 0 || fail "parent save: $(cat "$T/err")"
+    store_get "ps/manifests/default/ps-parent2.json" "$T/ps-parent2.json"
+    slow_delta_save ps-child2
+    if wait_prune_sees 'live lease leases/[0-9a-f]*\.json'; then
+        # What a prune that listed the leases just before this save wrote its own would do.
+        store_del "ps/manifests/default/ps-parent2.json"
+        for l in $(python3 -c 'import json,sys; [print("layers/%s.tar.zst" % l["id"]) for l in json.load(open(sys.argv[1]))["layers"]]' "$T/ps-parent2.json"); do
+            store_del "ps/$l"
+        done
+        ok "parent entry and its layers deleted while the save uploads"
+    else
+        fail "no lease seen while the save ran: $(cat "$T/poll.out")"
+    fi
+    set +e
+    wait "$SAVER"
+    set -e
+    [ "$(cat "$T/race.rc")" = 0 ] && grep -q "uploading it again" "$T/race.out" && ok "save repaired its entry" ||
+        fail "save: rc=$(cat "$T/race.rc") $(cat "$T/race.out")"
+    cp -a "$HOME/c" "$T/ps-expected"
+    runner ps4
+    stow restore --key ps-child2 --path '~/c' --strict
+    expect_rc 0 && same_tree "$T/ps-expected" "$HOME/c" && ok "repaired entry restores whole" ||
+        fail "restore: $(cat "$T/err")"
+    rm -rf "$T/ps-expected" "$T/home-ps1" "$T/home-ps2" "$T/home-ps3" "$T/home-ps4"
     export STOWAGE_URL="$saved_url"
 }
 
@@ -457,6 +532,6 @@ run_suite() {
     suite_unlisted_entry
     suite_delta
     suite_buildx
-    if [ "${STORE_CAN_LIST:-1}" = 1 ]; then suite_lifecycle; fi
+    if [ "${STORE_CAN_LIST:-1}" = 1 ]; then suite_lifecycle; suite_prune_during_save; fi
     if [ "${STOW_TEST_BIG:-1}" = 1 ]; then suite_big_file; fi
 }
