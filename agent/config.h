@@ -9,6 +9,8 @@
 
 #include "error.h"
 
+#define STOW_CONFIG_MAX_BYTES (1u << 20) /* largest config file read */
+
 typedef struct stow_strlist {
     size_t n;
     char **v;
@@ -55,10 +57,12 @@ typedef struct stow_config {
     /* command line only */
     char *config_file;
     int verbosity; /* 0 normal, 1 -v, -1 -q */
+    const char *url_from; /* where url came from: "file", "environment", "flag"; NULL = unset */
 } stow_config;
 
 /* Fills defaults, reads the config file (flag --config, else STOWAGE_CONFIG, else ./stowage.ini
- * when present), then the environment, then argv[first..argc) flags. Positional arguments
+ * when present; a regular file of at most STOW_CONFIG_MAX_BYTES), then the environment, then
+ * argv[first..argc) flags. Positional arguments
  * (those not starting with '-', and everything after "--") are returned in *rest / *nrest
  * (pointers into argv). */
 int stow_config_load(stow_config *cfg, int argc, char **argv, int first, char ***rest, int *nrest,
