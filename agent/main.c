@@ -622,6 +622,20 @@ static int cmd_key(run_ctx *r)
     return EXIT_OK;
 }
 
+/* A password in --url is visible to every user of the machine in ps and /proc; one in the
+ * config file is likely to be committed. STOWAGE_URL is readable only by the same user (and
+ * the CI templates pass it that way), so it gets no warning. */
+static void warn_url_password(const stow_config *c)
+{
+    if (c->url_from == NULL || !stow_url_has_password(c->url))
+        return;
+    if (strcmp(c->url_from, "flag") == 0)
+        stow_warn("--url carries a password, visible to other users in ps; use STOWAGE_URL or .netrc");
+    else if (strcmp(c->url_from, "file") == 0)
+        stow_warn("the url in %s carries a password; config files are often committed: use STOWAGE_URL or "
+                  ".netrc", c->config_file ? c->config_file : "the config file");
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -642,12 +656,12 @@ int main(int argc, char **argv)
     int is_setup = strcmp(cmd, "setup") == 0, is_clean = strcmp(cmd, "clean") == 0;
     int is_list = strcmp(cmd, "list") == 0, is_stats = strcmp(cmd, "stats") == 0, is_prune = strcmp(cmd, "prune") == 0;
     if (!is_restore && !is_save && !is_key && !is_run && !is_setup && !is_clean && !is_list && !is_stats && !is_prune) {
-        fprintf(stderr, "stowage: error: unknown command \"%s\" (see stowage help)\n", cmd);
+        stow_error_log("unknown command \"%s\" (see stowage help)", cmd);
         return EXIT_USAGE;
     }
     /* Before any thread exists, as libcurl requires. */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        fprintf(stderr, "stowage: error: libcurl failed to initialise\n");
+        stow_error_log("libcurl failed to initialise");
         return EXIT_FAILED;
     }
     atexit(curl_global_cleanup);
@@ -656,17 +670,18 @@ int main(int argc, char **argv)
     char **rest = NULL;
     int nrest = 0;
     if (stow_config_load(&r.cfg, argc, argv, 2, &rest, &nrest, &err) != STOW_OK) {
-        fprintf(stderr, "stowage: error: %s\n", err.msg);
+        stow_error_log("%s", err.msg);
         run_ctx_free(&r);
         return err.code == STOW_EUSAGE ? EXIT_USAGE : EXIT_FAILED;
     }
     if (nrest > 0 && !is_run) {
-        fprintf(stderr, "stowage: error: unexpected argument \"%s\" (see stowage help)\n", rest[0]);
+        stow_error_log("unexpected argument \"%s\" (see stowage help)", rest[0]);
         free(rest);
         run_ctx_free(&r);
         return EXIT_USAGE;
     }
     stow_log_set_level(r.cfg.verbosity > 0 ? STOW_LOG_DEBUG : r.cfg.verbosity < 0 ? STOW_LOG_WARN : STOW_LOG_INFO);
+    warn_url_password(&r.cfg);
     int code;
     if (is_key)
         code = cmd_key(&r);
