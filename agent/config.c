@@ -657,3 +657,84 @@ void stow_config_print_help(void *fp)
         fprintf(f, "        %s\n", o->help);
     }
 }
+
+/* Writes s for roff: backslashes and hyphens escaped, a line starting with '.' or '\'' made
+ * literal. */
+static void roff_put(FILE *f, const char *s)
+{
+    int bol = 1;
+    for (; *s != '\0'; s++) {
+        if (bol && (*s == '.' || *s == '\''))
+            fputs("\\&", f);
+        bol = *s == '\n';
+        if (*s == '\\')
+            fputs("\\e", f);
+        else if (*s == '-')
+            fputs("\\-", f);
+        else
+            fputc(*s, f);
+    }
+}
+
+static const char *metavar(opt_type t)
+{
+    switch (t) {
+    case T_STR: return "VALUE";
+    case T_LONG: return "N";
+    case T_SIZE: return "SIZE";
+    case T_DURATION: return "DURATION";
+    case T_LIST: return "ITEM";
+    case T_TRISTATE: return "true|false|auto";
+    case T_BOOL: break;
+    }
+    return NULL;
+}
+
+void stow_config_print_man(void *fp)
+{
+    FILE *f = fp;
+    const char *section = "";
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        const option *o = &options[i];
+        if (strcmp(section, o->section) != 0) {
+            section = o->section;
+            fprintf(f, ".SS [%s]\n", section);
+        }
+        const char *mv = metavar(o->type);
+        fputs(".TP\n\\fB", f);
+        roff_put(f, o->flag);
+        fputs("\\fR", f);
+        if (mv != NULL) {
+            fputs(" \\fI", f);
+            roff_put(f, mv);
+            fputs("\\fR", f);
+        }
+        if (o->alias != NULL) {
+            fputs(", \\fB", f);
+            roff_put(f, o->alias);
+            fputs("\\fR", f);
+            if (mv != NULL) {
+                fputs(" \\fI", f);
+                roff_put(f, mv);
+                fputs("\\fR", f);
+            }
+        }
+        if (o->type == T_BOOL) {
+            fputs(", \\fB\\-\\-no", f);
+            roff_put(f, o->flag + 1);
+            fputs("\\fR", f);
+        }
+        fputs("\n", f);
+        roff_put(f, o->help);
+        fputs(".\n.br\nVariable \\fB", f);
+        roff_put(f, o->env);
+        fprintf(f, "\\fR; in the file: \\fB");
+        roff_put(f, o->name);
+        fprintf(f, "\\fR in [%s].\n", o->section);
+    }
+}
+
+void stow_config_print_roff(void *fp, const char *text)
+{
+    roff_put(fp, text);
+}

@@ -72,6 +72,13 @@ void stow_config_free(stow_config *cfg);
 /* Writes the option reference (file key, variable, flag, meaning) for `stowage help`. */
 void stow_config_print_help(void *file);
 
+/* Writes the same reference as roff for the man page: one .SS per section, one .TP per option
+ * (flag, alias, --no- form, variable, file key). */
+void stow_config_print_man(void *file);
+
+/* Writes text escaped for roff (for the man page's other sections). */
+void stow_config_print_roff(void *file, const char *text);
+
 /* Splits a comma- or newline-separated list, trimming whitespace and dropping empty items,
  * appending to l. */
 int stow_strlist_split(stow_strlist *l, const char *s, stow_error *err);
