@@ -45,10 +45,10 @@ case_begin "every flag of stowage help is in the man page"
 sed 's/\\-/-/g' "$MAN" >"$T/man-src.txt"
 n=0
 missing=""
-for flag in $(grep -oE -- '--[a-z][a-z-]*[a-z]' "$T/help.txt" | sort -u); do
+while read -r flag; do
     n=$((n + 1))
     grep -qF -- "$flag" "$T/man-src.txt" || missing="$missing $flag"
-done
+done < <(grep -oE -- '--[a-z][a-z-]*[a-z]' "$T/help.txt" | sort -u)
 [ "$n" -gt 30 ] && ok "$n flags in stowage help" || fail "only $n flags found in stowage help"
 [ -z "$missing" ] && ok "all in the man page" || fail "missing from the man page:$missing"
 
