@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "buf.h"
 #include "buildx.h"
 #include "cache_int.h"
 #include "hash.h"
@@ -20,6 +21,7 @@
 #include "manifest.h"
 #include "paths.h"
 #include "progress.h"
+#include "readfile.h"
 #include "scan.h"
 
 /* Records that an entry was used, so prune knows what is stale. Never fails the caller. */
@@ -194,22 +196,18 @@ static stow_manifest *state_manifest(const stow_cache_params *p)
     char path[PATH_MAX];
     if (state_path(path, sizeof(path), p, ".manifest.json") != STOW_OK)
         return NULL;
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
+    /* A regular file within the manifest limit, checked before reading (a FIFO or a device
+     * put there must not hang or exhaust the save). */
     stow_manifest *m = NULL;
-    char *buf = NULL;
-    if (fseek(f, 0, SEEK_END) == 0) {
-        long len = ftell(f);
-        if (len > 0 && (unsigned long)len <= STOW_MANIFEST_MAX_BYTES && fseek(f, 0, SEEK_SET) == 0 &&
-            (buf = malloc((size_t)len)) != NULL && fread(buf, 1, (size_t)len, f) == (size_t)len) {
-            stow_error err = {0};
-            if (stow_manifest_from_json(&m, buf, (size_t)len, path, &err) != STOW_OK)
-                stow_warn("ignoring restore state: %s", err.msg);
-        }
-    }
-    free(buf);
-    fclose(f);
+    stow_error err = {0};
+    stow_buf text;
+    stow_buf_init(&text, STOW_MANIFEST_MAX_BYTES);
+    int rc = stow_read_file(&text, path, STOW_MANIFEST_MAX_BYTES, &err);
+    if (rc == STOW_OK && text.len > 0 && stow_manifest_from_json(&m, text.ptr, text.len, path, &err) != STOW_OK)
+        rc = STOW_ERR;
+    if (rc != STOW_OK && rc != STOW_ENOTFOUND)
+        stow_warn("ignoring restore state: %s", err.msg);
+    stow_buf_free(&text);
     return m;
 }
 

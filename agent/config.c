@@ -9,6 +9,9 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "buf.h"
+#include "readfile.h"
+
 typedef enum { T_STR, T_BOOL, T_LONG, T_SIZE, T_LIST, T_TRISTATE, T_DURATION } opt_type;
 
 typedef struct {
@@ -310,7 +313,10 @@ static int on_ini_value(void *user, const char *section, const char *name, const
         }
     }
     int known_section = strcmp(section, "storage") == 0 || strcmp(section, "cache") == 0 || strcmp(section, "prune") == 0;
-    if (known_section)
+    if (section[0] == '\0')
+        snprintf(ld->msg, sizeof(ld->msg), "\"%s\" is outside any section (put [storage], [cache] or [prune] "
+                 "above it)", name);
+    else if (known_section)
         snprintf(ld->msg, sizeof(ld->msg), "unknown key \"%s\" in [%s]", name, section);
     else
         snprintf(ld->msg, sizeof(ld->msg), "unknown section [%s] (expected [storage], [cache] or [prune])", section);
@@ -348,164 +354,276 @@ static const option *find_flag(const char *flag, size_t *idx)
     return NULL;
 }
 
-int stow_config_load(stow_config *cfg, int argc, char **argv, int first, char ***rest, int *nrest,
-                     stow_error *err)
-{
-    loader ld = {.cfg = cfg};
-    set_defaults(cfg);
-    *rest = NULL;
-    *nrest = 0;
+/* ---- Loading, in the order of precedence: defaults < file < environment < flags ---------- */
 
-    /* The config file is named by a flag or the environment, so find it first. */
-    const char *file = getenv("STOWAGE_CONFIG");
-    int explicit_file = file != NULL && file[0] != '\0';
+/* The config file is named by a flag or the environment, so it is found before the flags are
+ * applied: --config FILE / --config=FILE (before any "--"), else STOWAGE_CONFIG, else
+ * ./stowage.ini when it exists. *file is NULL when there is none. */
+static int find_config_file(const char **file, int argc, char **argv, int first, stow_error *err)
+{
+    const char *f = getenv("STOWAGE_CONFIG");
+    int explicit_file = f != NULL && f[0] != '\0';
     for (int i = first; i < argc; i++) {
         if (strcmp(argv[i], "--") == 0)
             break;
         if (strcmp(argv[i], "--config") == 0) {
             if (i + 1 >= argc)
                 return stow_error_set(err, STOW_EUSAGE, "--config needs a file name");
-            file = argv[i + 1];
+            f = argv[i + 1];
             explicit_file = 1;
         } else if (strncmp(argv[i], "--config=", 9) == 0) {
-            file = argv[i] + 9;
+            f = argv[i] + 9;
             explicit_file = 1;
         }
     }
     if (!explicit_file && access("stowage.ini", F_OK) == 0)
-        file = "stowage.ini";
-    if (file != NULL && file[0] != '\0') {
-        cfg->config_file = strdup(file);
-        FILE *f = fopen(file, "r");
-        if (f == NULL)
-            return stow_error_set(err, STOW_EUSAGE, "config file %s: %s", file, strerror(errno));
-        ld.file = file;
-        /* Debian's inih reads at most 199 characters of a line and takes the rest for a new
-         * line; say so instead of reporting a confusing syntax error. */
-        char *lb = NULL;
-        size_t lcap = 0;
-        ssize_t ll;
-        for (int lineno = 1; (ll = getline(&lb, &lcap, f)) >= 0; lineno++) {
-            while (ll > 0 && (lb[ll - 1] == '\n' || lb[ll - 1] == '\r'))
-                ll--;
-            if (ll > 199) {
-                free(lb);
-                fclose(f);
-                return stow_error_set(err, STOW_EUSAGE,
-                                      "%s:%d: line is %zd characters long; the limit is 199 (continue a list "
-                                      "on indented lines below it)", file, lineno, ll);
-            }
-        }
-        free(lb);
-        rewind(f);
-        int line = ini_parse_file(f, on_ini_value, &ld);
-        fclose(f);
-        if (line != 0 || ld.failed) {
-            if (line > 0)
-                return stow_error_set(err, STOW_EUSAGE, "%s:%d: %s", file, line,
-                                      ld.failed ? ld.msg : "syntax error (expected [section] or key = value)");
-            return stow_error_set(err, STOW_EUSAGE, "%s: %s", file, ld.failed ? ld.msg : "cannot be read");
-        }
-    }
+        f = "stowage.ini";
+    *file = (f != NULL && f[0] != '\0') ? f : NULL;
+    return STOW_OK;
+}
 
+/* The text of line `lineno` (1-based) of text, without its line end, in out. */
+static void line_of(char *out, size_t outsz, const char *text, int lineno)
+{
+    const char *p = text;
+    for (int i = 1; i < lineno && p != NULL; i++) {
+        p = strchr(p, '\n');
+        if (p != NULL)
+            p++;
+    }
+    if (p == NULL)
+        p = "";
+    size_t n = strcspn(p, "\r\n");
+    if (n >= outsz)
+        n = outsz - 1;
+    memcpy(out, p, n);
+    out[n] = '\0';
+}
+
+/* Says what inih found wrong with a line it reported, or returns 0 when the line itself is
+ * well-formed (then the handler's message explains the failure). */
+static int describe_syntax_error(char *msg, size_t msgsz, const char *line)
+{
+    const char *b = line;
+    while (*b == ' ' || *b == '\t')
+        b++;
+    size_t n = strlen(b);
+    while (n > 0 && (b[n - 1] == ' ' || b[n - 1] == '\t'))
+        n--;
+    if (n == 0 || b[0] == ';' || b[0] == '#')
+        return 0;
+    if (b[0] == '[') {
+        if (memchr(b, ']', n) != NULL)
+            return 0;
+        snprintf(msg, msgsz, "syntax error: section header `%.*s` has no closing `]`", (int)n, b);
+        return 1;
+    }
+    if (memchr(b, '=', n) == NULL && memchr(b, ':', n) == NULL) {
+        snprintf(msg, msgsz, "syntax error: `%.*s` is neither a [section] header nor key = value", (int)n, b);
+        return 1;
+    }
+    return 0;
+}
+
+/* Checks what inih cannot: NUL bytes, and lines longer than it reads (Debian's inih reads at
+ * most 199 characters of a line and takes the rest for a new line). */
+static int check_file_text(const char *file, const stow_buf *text, stow_error *err)
+{
+    if (memchr(text->ptr, '\0', text->len) != NULL)
+        return stow_error_set(err, STOW_EUSAGE, "config file %s: contains a NUL byte (not a text file)", file);
+    const char *p = stow_buf_str(text);
+    for (int lineno = 1; *p != '\0'; lineno++) {
+        size_t n = strcspn(p, "\n");
+        size_t ll = n;
+        while (ll > 0 && p[ll - 1] == '\r')
+            ll--;
+        if (ll > 199)
+            return stow_error_set(err, STOW_EUSAGE,
+                                  "%s:%d: line is %zu characters long; the limit is 199 (continue a list "
+                                  "on indented lines below it)", file, lineno, ll);
+        p += n;
+        if (*p == '\n')
+            p++;
+    }
+    return STOW_OK;
+}
+
+/* Reads the config file (at most STOW_CONFIG_MAX_BYTES, a regular file) and applies it. */
+static int apply_file(loader *ld, const char *file, stow_error *err)
+{
+    stow_buf text;
+    stow_error rerr = {0};
+    int rc;
+
+    stow_buf_init(&text, STOW_CONFIG_MAX_BYTES);
+    ld->file = file;
+    if ((ld->cfg->config_file = strdup(file)) == NULL) {
+        rc = stow_error_set(err, STOW_ERR, "out of memory");
+        goto done;
+    }
+    if (stow_read_file(&text, file, STOW_CONFIG_MAX_BYTES, &rerr) != STOW_OK) {
+        rc = stow_error_set(err, STOW_EUSAGE, "config file %s", rerr.msg);
+        goto done;
+    }
+    if ((rc = check_file_text(file, &text, err)) != STOW_OK)
+        goto done;
+    int line = ini_parse_string(stow_buf_str(&text), on_ini_value, ld);
+    rc = STOW_OK;
+    if (line > 0) {
+        /* inih goes on after a syntax error, so the handler may have failed on a later line
+         * (a key under a broken section header is "in no section"): the first bad line wins. */
+        char text_line[256], msg[STOW_ERROR_MSG_MAX];
+        line_of(text_line, sizeof(text_line), stow_buf_str(&text), line);
+        if (describe_syntax_error(msg, sizeof(msg), text_line))
+            rc = stow_error_set(err, STOW_EUSAGE, "%s:%d: %s", file, line, msg);
+        else
+            rc = stow_error_set(err, STOW_EUSAGE, "%s:%d: %s", file, line,
+                                ld->failed ? ld->msg : "syntax error (expected [section] or key = value)");
+    } else if (line < 0 || ld->failed) {
+        rc = stow_error_set(err, STOW_EUSAGE, "%s: %s", file, ld->failed ? ld->msg : "out of memory while parsing");
+    }
+done:
+    stow_buf_free(&text);
+    return rc;
+}
+
+/* Applies every STOWAGE_* variable that is set (empty counts as unset except for strings). */
+static int apply_env(loader *ld, stow_error *err)
+{
     for (size_t i = 0; i < NOPTIONS; i++) {
         const char *v = getenv(options[i].env);
         if (v == NULL || (v[0] == '\0' && options[i].type != T_STR))
             continue;
-        if (set_option(&ld, i, SRC_ENV, v, options[i].env, err) != STOW_OK)
-            return err->code;
+        int rc = set_option(ld, i, SRC_ENV, v, options[i].env, err);
+        if (rc != STOW_OK)
+            return rc;
     }
+    return STOW_OK;
+}
 
-    char **pos = calloc((size_t)(argc > 0 ? argc : 1), sizeof(char *));
-    if (pos == NULL)
-        return stow_error_set(err, STOW_ERR, "out of memory");
-    int npos = 0;
+/* Applies one flag (argv[*i], its value possibly in argv[*i + 1]). */
+static int apply_flag(loader *ld, int argc, char **argv, int *i, stow_error *err)
+{
+    stow_config *cfg = ld->cfg;
+    const char *a = argv[*i];
+    if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
+        cfg->verbosity = 1;
+        return STOW_OK;
+    }
+    if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
+        cfg->verbosity = -1;
+        return STOW_OK;
+    }
+    char flag[64];
+    const char *eq = strchr(a, '=');
+    size_t fl = eq ? (size_t)(eq - a) : strlen(a);
+    if (fl >= sizeof(flag))
+        return stow_error_set(err, STOW_EUSAGE, "unknown flag %s (see stowage help)", a);
+    memcpy(flag, a, fl);
+    flag[fl] = '\0';
+    if (strcmp(flag, "--config") == 0) {
+        if (!eq)
+            (*i)++; /* read by find_config_file */
+        return STOW_OK;
+    }
+    size_t oi;
+    const option *o = find_flag(flag, &oi);
+    if (o == NULL && strncmp(flag, "--no-", 5) == 0 && !eq) {
+        /* --no-X turns a boolean --X off. */
+        char pos_flag[64];
+        snprintf(pos_flag, sizeof(pos_flag), "--%s", flag + 5);
+        o = find_flag(pos_flag, &oi);
+        if (o != NULL && o->type == T_BOOL)
+            return set_option(ld, oi, SRC_FLAG, "false", flag, err);
+        o = NULL;
+    }
+    if (o == NULL)
+        return stow_error_set(err, STOW_EUSAGE, "unknown flag %s (see stowage help)", flag);
+    const char *v;
+    if (eq)
+        v = eq + 1;
+    else if (o->type == T_BOOL)
+        v = "true";
+    else if (*i + 1 < argc)
+        v = argv[++(*i)];
+    else
+        return stow_error_set(err, STOW_EUSAGE, "%s needs a value", flag);
+    if (o->type == T_LIST && o->offset != OFF(headers)) {
+        /* Each repeated flag adds one item (commas allowed only via the plural form). */
+        stow_strlist *l = (stow_strlist *)((char *)cfg + o->offset);
+        if (ld->src[oi] != SRC_FLAG)
+            stow_strlist_free(l);
+        ld->src[oi] = SRC_FLAG;
+        return strcmp(flag, o->flag) == 0 ? stow_strlist_add(l, v, err) : stow_strlist_split(l, v, err);
+    }
+    char where[80];
+    snprintf(where, sizeof(where), "flag %s", flag);
+    return set_option(ld, oi, SRC_FLAG, v, where, err);
+}
+
+/* Applies the flags in argv[first..argc); collects positional arguments (those not starting
+ * with '-', a lone "-", and everything after "--") into pos. */
+static int apply_flags(loader *ld, int argc, char **argv, int first, char **pos, int *npos, stow_error *err)
+{
     for (int i = first; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--") == 0) {
             for (int j = i + 1; j < argc; j++)
-                pos[npos++] = argv[j];
+                pos[(*npos)++] = argv[j];
             break;
         }
         if (a[0] != '-' || a[1] == '\0') {
-            pos[npos++] = argv[i];
+            pos[(*npos)++] = argv[i];
             continue;
         }
-        if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
-            cfg->verbosity = 1;
-            continue;
-        }
-        if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
-            cfg->verbosity = -1;
-            continue;
-        }
-        char flag[64];
-        const char *eq = strchr(a, '=');
-        size_t fl = eq ? (size_t)(eq - a) : strlen(a);
-        if (fl >= sizeof(flag)) {
-            free(pos);
-            return stow_error_set(err, STOW_EUSAGE, "unknown flag %s (see stowage help)", a);
-        }
-        memcpy(flag, a, fl);
-        flag[fl] = '\0';
-        if (strcmp(flag, "--config") == 0) {
-            if (!eq)
-                i++;
-            continue;
-        }
-        size_t oi;
-        const option *o = find_flag(flag, &oi);
-        if (o == NULL && strncmp(flag, "--no-", 5) == 0 && !eq) {
-            /* --no-X turns a boolean --X off. */
-            char pos_flag[64];
-            snprintf(pos_flag, sizeof(pos_flag), "--%s", flag + 5);
-            o = find_flag(pos_flag, &oi);
-            if (o != NULL && o->type == T_BOOL) {
-                int rc = set_option(&ld, oi, SRC_FLAG, "false", flag, err);
-                if (rc != STOW_OK) {
-                    free(pos);
-                    return rc;
-                }
-                continue;
-            }
-            o = NULL;
-        }
-        if (o == NULL) {
-            free(pos);
-            return stow_error_set(err, STOW_EUSAGE, "unknown flag %s (see stowage help)", flag);
-        }
-        const char *v;
-        if (eq)
-            v = eq + 1;
-        else if (o->type == T_BOOL)
-            v = "true";
-        else if (i + 1 < argc)
-            v = argv[++i];
-        else {
-            free(pos);
-            return stow_error_set(err, STOW_EUSAGE, "%s needs a value", flag);
-        }
-        char where[80];
-        snprintf(where, sizeof(where), "flag %s", flag);
-        int rc = (o->type == T_LIST) ? STOW_OK : STOW_OK;
-        if (o->type == T_LIST && o->offset != OFF(headers)) {
-            /* Each repeated flag adds one item (commas allowed only via the plural form). */
-            if (ld.src[oi] != SRC_FLAG)
-                stow_strlist_free((stow_strlist *)((char *)cfg + o->offset));
-            ld.src[oi] = SRC_FLAG;
-            rc = strcmp(flag, o->flag) == 0 ? stow_strlist_add((stow_strlist *)((char *)cfg + o->offset), v, err)
-                                            : stow_strlist_split((stow_strlist *)((char *)cfg + o->offset), v, err);
-        } else {
-            rc = set_option(&ld, oi, SRC_FLAG, v, where, err);
-        }
-        if (rc != STOW_OK) {
-            free(pos);
+        int rc = apply_flag(ld, argc, argv, &i, err);
+        if (rc != STOW_OK)
             return rc;
-        }
     }
+    return STOW_OK;
+}
+
+/* What the CLI needs to know about where values came from. */
+static void record_sources(loader *ld)
+{
+    static const char *const names[] = {NULL, "file", "environment", "flag"};
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        if (options[i].offset == OFF(url))
+            ld->cfg->url_from = names[ld->src[i]];
+    }
+}
+
+int stow_config_load(stow_config *cfg, int argc, char **argv, int first, char ***rest, int *nrest,
+                     stow_error *err)
+{
+    loader ld = {.cfg = cfg};
+    const char *file = NULL;
+    char **pos = NULL;
+    int npos = 0;
+    int rc;
+
+    set_defaults(cfg);
+    *rest = NULL;
+    *nrest = 0;
+    if ((rc = find_config_file(&file, argc, argv, first, err)) != STOW_OK)
+        goto done;
+    if (file != NULL && (rc = apply_file(&ld, file, err)) != STOW_OK)
+        goto done;
+    if ((rc = apply_env(&ld, err)) != STOW_OK)
+        goto done;
+    if ((pos = calloc((size_t)(argc > 0 ? argc : 1), sizeof(char *))) == NULL) {
+        rc = stow_error_set(err, STOW_ERR, "out of memory");
+        goto done;
+    }
+    if ((rc = apply_flags(&ld, argc, argv, first, pos, &npos, err)) != STOW_OK)
+        goto done;
+    record_sources(&ld);
     *rest = pos;
     *nrest = npos;
-    return STOW_OK;
+    pos = NULL;
+done:
+    free(pos);
+    return rc;
 }
 
 void stow_config_free(stow_config *cfg)
@@ -538,4 +656,85 @@ void stow_config_print_help(void *fp)
         fprintf(f, "    %-20s %-28s %s\n", o->name, o->env, o->flag);
         fprintf(f, "        %s\n", o->help);
     }
+}
+
+/* Writes s for roff: backslashes and hyphens escaped, a line starting with '.' or '\'' made
+ * literal. */
+static void roff_put(FILE *f, const char *s)
+{
+    int bol = 1;
+    for (; *s != '\0'; s++) {
+        if (bol && (*s == '.' || *s == '\''))
+            fputs("\\&", f);
+        bol = *s == '\n';
+        if (*s == '\\')
+            fputs("\\e", f);
+        else if (*s == '-')
+            fputs("\\-", f);
+        else
+            fputc(*s, f);
+    }
+}
+
+static const char *metavar(opt_type t)
+{
+    switch (t) {
+    case T_STR: return "VALUE";
+    case T_LONG: return "N";
+    case T_SIZE: return "SIZE";
+    case T_DURATION: return "DURATION";
+    case T_LIST: return "ITEM";
+    case T_TRISTATE: return "true|false|auto";
+    case T_BOOL: break;
+    }
+    return NULL;
+}
+
+void stow_config_print_man(void *fp)
+{
+    FILE *f = fp;
+    const char *section = "";
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        const option *o = &options[i];
+        if (strcmp(section, o->section) != 0) {
+            section = o->section;
+            fprintf(f, ".SS [%s]\n", section);
+        }
+        const char *mv = metavar(o->type);
+        fputs(".TP\n\\fB", f);
+        roff_put(f, o->flag);
+        fputs("\\fR", f);
+        if (mv != NULL) {
+            fputs(" \\fI", f);
+            roff_put(f, mv);
+            fputs("\\fR", f);
+        }
+        if (o->alias != NULL) {
+            fputs(", \\fB", f);
+            roff_put(f, o->alias);
+            fputs("\\fR", f);
+            if (mv != NULL) {
+                fputs(" \\fI", f);
+                roff_put(f, mv);
+                fputs("\\fR", f);
+            }
+        }
+        if (o->type == T_BOOL) {
+            fputs(", \\fB\\-\\-no", f);
+            roff_put(f, o->flag + 1);
+            fputs("\\fR", f);
+        }
+        fputs("\n", f);
+        roff_put(f, o->help);
+        fputs(".\n.br\nVariable \\fB", f);
+        roff_put(f, o->env);
+        fprintf(f, "\\fR; in the file: \\fB");
+        roff_put(f, o->name);
+        fprintf(f, "\\fR in [%s].\n", o->section);
+    }
+}
+
+void stow_config_print_roff(void *fp, const char *text)
+{
+    roff_put(fp, text);
 }

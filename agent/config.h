@@ -9,6 +9,8 @@
 
 #include "error.h"
 
+#define STOW_CONFIG_MAX_BYTES (1u << 20) /* largest config file read */
+
 typedef struct stow_strlist {
     size_t n;
     char **v;
@@ -55,10 +57,12 @@ typedef struct stow_config {
     /* command line only */
     char *config_file;
     int verbosity; /* 0 normal, 1 -v, -1 -q */
+    const char *url_from; /* where url came from: "file", "environment", "flag"; NULL = unset */
 } stow_config;
 
 /* Fills defaults, reads the config file (flag --config, else STOWAGE_CONFIG, else ./stowage.ini
- * when present), then the environment, then argv[first..argc) flags. Positional arguments
+ * when present; a regular file of at most STOW_CONFIG_MAX_BYTES), then the environment, then
+ * argv[first..argc) flags. Positional arguments
  * (those not starting with '-', and everything after "--") are returned in *rest / *nrest
  * (pointers into argv). */
 int stow_config_load(stow_config *cfg, int argc, char **argv, int first, char ***rest, int *nrest,
@@ -67,6 +71,13 @@ void stow_config_free(stow_config *cfg);
 
 /* Writes the option reference (file key, variable, flag, meaning) for `stowage help`. */
 void stow_config_print_help(void *file);
+
+/* Writes the same reference as roff for the man page: one .SS per section, one .TP per option
+ * (flag, alias, --no- form, variable, file key). */
+void stow_config_print_man(void *file);
+
+/* Writes text escaped for roff (for the man page's other sections). */
+void stow_config_print_roff(void *file, const char *text);
 
 /* Splits a comma- or newline-separated list, trimming whitespace and dropping empty items,
  * appending to l. */

@@ -18,6 +18,7 @@ extern char **environ;
 #include "backend.h"
 #include "cache.h"
 #include "config.h"
+#include "help.h"
 #include "keys.h"
 #include "lifecycle.h"
 #include "log.h"
@@ -28,51 +29,6 @@ extern char **environ;
 #define EXIT_FAILED 1   /* storage or data error with --strict, or an internal error */
 #define EXIT_USAGE 2    /* bad flag, config or key template */
 #define EXIT_MISS 3     /* no entry matched and --fail-on-miss */
-
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "stowage %s - CI cache persistence: restore cache directories before a build,\n"
-            "save only what changed after it, on S3, plain HTTP or a local directory.\n"
-            "\n"
-            "Usage:\n"
-            "  stowage restore [options]   restore the newest matching entry into the paths\n"
-            "  stowage save [options]      save the paths under the key\n"
-            "  stowage run [options] -- CMD [ARGS...]\n"
-            "                              restore, run CMD, save (also when CMD fails unless\n"
-            "                              --save-on-failure=false), exit with CMD's status\n"
-            "  stowage setup [options]     create the cache directories\n"
-            "  stowage clean [options]     empty the cache directories (local only)\n"
-            "  stowage key [options]       print the expanded key\n"
-            "  stowage list [--json]       entries in the store: scope, key, created, last used,\n"
-            "                              size, stored size, layers\n"
-            "  stowage stats [--json]      local directory sizes and store totals\n"
-            "  stowage prune [--max-age 7d] [--max-size 20G] [--grace 1h] [--dry-run]\n"
-            "                              delete stale entries, then unreferenced layers and refs\n"
-            "  stowage help | --help       this text\n"
-            "  stowage --version\n"
-            "\n"
-            "Options (flags beat STOWAGE_* variables, which beat the config file):\n"
-            "  --config FILE  (STOWAGE_CONFIG; default ./stowage.ini when present)\n"
-            "  -v, --verbose  debug logging      -q, --quiet  warnings and errors only\n",
-            STOW_VERSION);
-    stow_config_print_help(f);
-    fprintf(f,
-            "\n"
-            "Key templates: {hash:GLOB[,GLOB...]} {os} {arch} {env:NAME} {branch}\n"
-            "\n"
-            "Output: restore prints cache-hit, cache-result (hit|partial|miss), cache-primary-key\n"
-            "and cache-matched-key as name=value lines on stdout, and appends them to\n"
-            "$GITHUB_OUTPUT when that is set. Logs and progress go to stderr.\n"
-            "\n"
-            "Exit status:\n"
-            "  0  success, a miss, or a storage/data problem reported as a warning (fail-open)\n"
-            "  1  a storage or data problem with --strict\n"
-            "  2  a usage or configuration error (always fatal)\n"
-            "  3  restore found no entry and --fail-on-miss was given\n"
-            "  stowage run exits with the command's status (128+N when killed by signal N),\n"
-            "  or with one of the codes above when restore fails before the command runs.\n");
-}
 
 typedef struct {
     stow_config cfg;
@@ -623,15 +579,32 @@ static int cmd_key(run_ctx *r)
     return EXIT_OK;
 }
 
+/* A password in --url is visible to every user of the machine in ps and /proc; one in the
+ * config file is likely to be committed. STOWAGE_URL is readable only by the same user (and
+ * the CI templates pass it that way), so it gets no warning. */
+static void warn_url_password(const stow_config *c)
+{
+    if (c->url_from == NULL || !stow_url_has_password(c->url))
+        return;
+    if (strcmp(c->url_from, "flag") == 0)
+        stow_warn("--url carries a password, visible to other users in ps; use STOWAGE_URL or .netrc");
+    else if (strcmp(c->url_from, "file") == 0)
+        stow_warn("the url in %s carries a password; config files are often committed: use STOWAGE_URL or "
+                  ".netrc", c->config_file ? c->config_file : "the config file");
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        usage(stderr);
+        stow_help_print(stderr);
         return EXIT_USAGE;
     }
     const char *cmd = argv[1];
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
-        usage(stdout);
+        if (argc > 2 && strcmp(argv[2], "--man") == 0)
+            stow_help_print_man(stdout);
+        else
+            stow_help_print(stdout);
         return EXIT_OK;
     }
     if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
@@ -646,12 +619,12 @@ int main(int argc, char **argv)
     int is_setup = strcmp(cmd, "setup") == 0, is_clean = strcmp(cmd, "clean") == 0;
     int is_list = strcmp(cmd, "list") == 0, is_stats = strcmp(cmd, "stats") == 0, is_prune = strcmp(cmd, "prune") == 0;
     if (!is_restore && !is_save && !is_key && !is_run && !is_setup && !is_clean && !is_list && !is_stats && !is_prune) {
-        fprintf(stderr, "stowage: error: unknown command \"%s\" (see stowage help)\n", cmd);
+        stow_error_log("unknown command \"%s\" (see stowage help)", cmd);
         return EXIT_USAGE;
     }
     /* Before any thread exists, as libcurl requires. */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        fprintf(stderr, "stowage: error: libcurl failed to initialise\n");
+        stow_error_log("libcurl failed to initialise");
         return EXIT_FAILED;
     }
     atexit(curl_global_cleanup);
@@ -660,17 +633,18 @@ int main(int argc, char **argv)
     char **rest = NULL;
     int nrest = 0;
     if (stow_config_load(&r.cfg, argc, argv, 2, &rest, &nrest, &err) != STOW_OK) {
-        fprintf(stderr, "stowage: error: %s\n", err.msg);
+        stow_error_log("%s", err.msg);
         run_ctx_free(&r);
         return err.code == STOW_EUSAGE ? EXIT_USAGE : EXIT_FAILED;
     }
     if (nrest > 0 && !is_run) {
-        fprintf(stderr, "stowage: error: unexpected argument \"%s\" (see stowage help)\n", rest[0]);
+        stow_error_log("unexpected argument \"%s\" (see stowage help)", rest[0]);
         free(rest);
         run_ctx_free(&r);
         return EXIT_USAGE;
     }
     stow_log_set_level(r.cfg.verbosity > 0 ? STOW_LOG_DEBUG : r.cfg.verbosity < 0 ? STOW_LOG_WARN : STOW_LOG_INFO);
+    warn_url_password(&r.cfg);
     int code;
     if (is_key)
         code = cmd_key(&r);

@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -388,7 +389,18 @@ static void test_file_errors(void)
 
     write_file("stowage.ini", "url = file:///x\n");
     load(&r, 2, argv0);
-    EXPECT_ERROR(&r, "stowage.ini:1:", "unknown section");
+    EXPECT_ERROR(&r, "stowage.ini:1:", "\"url\" is outside any section");
+    release(&r);
+
+    /* A section header without its ']' is named as such, on its own line, even though inih
+     * goes on and the keys below it then land in no section (or the previous one). */
+    write_file("stowage.ini", "; comment\n\n[cache\nkey = k\n");
+    load(&r, 2, argv0);
+    EXPECT_ERROR(&r, "stowage.ini:3: syntax error: section header `[cache` has no closing `]`", NULL);
+    release(&r);
+    write_file("stowage.ini", "[storage]\nurl = file:///x\n[cache  \nkey = k\n");
+    load(&r, 2, argv0);
+    EXPECT_ERROR(&r, "stowage.ini:3: syntax error: section header `[cache` has no closing `]`", NULL);
     release(&r);
 
     write_file("stowage.ini", "[cache]\nkey = a\nscope = s\nkey = b\n");
@@ -398,7 +410,27 @@ static void test_file_errors(void)
 
     write_file("stowage.ini", "[cache]\nkey = a\nthis line has no equals sign\n");
     load(&r, 2, argv0);
-    EXPECT_ERROR(&r, "stowage.ini:3:", NULL);
+    EXPECT_ERROR(&r, "stowage.ini:3: syntax error: `this line has no equals sign` is neither", NULL);
+    release(&r);
+
+    /* Lines inih would cut, and NUL bytes, are refused before parsing. */
+    char longline[300];
+    memset(longline, 'x', sizeof(longline));
+    memcpy(longline, "[cache]\nkey = ", 14);
+    longline[sizeof(longline) - 2] = '\n';
+    longline[sizeof(longline) - 1] = '\0';
+    write_file("stowage.ini", longline);
+    load(&r, 2, argv0);
+    EXPECT_ERROR(&r, "stowage.ini:2: line is 290 characters long", NULL);
+    release(&r);
+    FILE *nf = fopen("stowage.ini", "w");
+    CHECK(nf != NULL);
+    if (nf != NULL) {
+        fwrite("[cache]\nkey = a\0b\n", 1, 18, nf);
+        fclose(nf);
+    }
+    load(&r, 2, argv0);
+    EXPECT_ERROR(&r, "stowage.ini", "NUL byte");
     release(&r);
 
     /* A flag does not rescue a broken file: the file is still read and its error reported. */
@@ -466,6 +498,67 @@ static void test_config_file_selection(void)
     CHECK_INT(r.rc, STOW_OK);
     CHECK(r.cfg.key == NULL && r.cfg.config_file == NULL);
     release(&r);
+}
+
+/* Local inputs are capped before anything is allocated: /dev/zero, a FIFO nobody writes and
+ * a (sparse) 2 GB file are refused at once, naming the file. */
+static void test_config_file_limits(void)
+{
+    result r;
+    char *argv0[] = {"stowage", "save"};
+
+    setenv("STOWAGE_CONFIG", "/dev/zero", 1);
+    load(&r, 2, argv0);
+    EXPECT_ERROR(&r, "config file /dev/zero: not a regular file", NULL);
+    release(&r);
+
+    CHECK_INT(mkfifo("fifo.ini", 0600), 0);
+    setenv("STOWAGE_CONFIG", "fifo.ini", 1);
+    load(&r, 2, argv0);
+    EXPECT_ERROR(&r, "config file fifo.ini: not a regular file", NULL);
+    release(&r);
+    unlink("fifo.ini");
+
+    FILE *f = fopen("big.ini", "w");
+    CHECK(f != NULL);
+    if (f != NULL) {
+        CHECK_INT(ftruncate(fileno(f), 2LL << 30), 0);
+        fclose(f);
+    }
+    LOAD(&r, "--config", "big.ini");
+    EXPECT_ERROR(&r, "config file big.ini: 2147483648 bytes; the limit is 1048576", NULL);
+    release(&r);
+    unlink("big.ini");
+
+    LOAD(&r, "--config", ".");
+    EXPECT_ERROR(&r, "config file .: not a regular file", NULL);
+    release(&r);
+    unsetenv("STOWAGE_CONFIG");
+}
+
+/* The CLI warns about a password in a URL given on the command line, so it needs to know
+ * where the URL came from. */
+static void test_url_source(void)
+{
+    result r;
+    char *argv0[] = {"stowage", "save"};
+    load(&r, 2, argv0);
+    CHECK(r.cfg.url_from == NULL);
+    release(&r);
+    write_file("stowage.ini", "[storage]\nurl = file:///f\n");
+    load(&r, 2, argv0);
+    CHECK_STR(r.cfg.url_from, "file");
+    release(&r);
+    setenv("STOWAGE_URL", "file:///e", 1);
+    load(&r, 2, argv0);
+    CHECK_STR(r.cfg.url_from, "environment");
+    release(&r);
+    LOAD(&r, "--url", "http://u:p@h/x");
+    CHECK_STR(r.cfg.url_from, "flag");
+    CHECK_STR(r.cfg.url, "http://u:p@h/x");
+    release(&r);
+    unsetenv("STOWAGE_URL");
+    unlink("stowage.ini");
 }
 
 static void test_flags_and_rest(void)
@@ -545,6 +638,8 @@ int main(void)
     test_long_and_size();
     test_file_errors();
     test_config_file_selection();
+    test_config_file_limits();
+    test_url_source();
     test_flags_and_rest();
     test_strlist();
     CHECK_INT(rmdir(dir), 0); /* every test removed its files */

@@ -1,5 +1,7 @@
 /* Tests for agent/keys.c: templates, hashFiles, branch detection, validation. */
 #include "keys.h"
+#include "branch.h"
+#include "glob.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -430,6 +432,26 @@ static void test_branch(void)
     write_file("wt/.git", "not a gitdir line\n");
     CHECK_INT(stow_key_branch(&b, start, &err), STOW_EUSAGE);
     CHECK(strstr(err.msg, "gitdir") != NULL);
+
+    /* HEAD is read with a cap and only as a regular file: a FIFO nobody writes to must not
+     * hang the key computation, and an oversized HEAD is refused naming the file. */
+    char head[1024];
+    path_of(head, sizeof(head), "fifo/.git/HEAD");
+    mkdirs("fifo/.git");
+    CHECK_INT(mkfifo(head, 0600), 0);
+    path_of(start, sizeof(start), "fifo");
+    CHECK_INT(stow_key_branch(&b, start, &err), STOW_EUSAGE);
+    CHECK(b == NULL);
+    CHECK(strstr(err.msg, "HEAD: not a regular file") != NULL);
+    char big[5000];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    memcpy(big, "ref: refs/heads/", 16);
+    write_file("bighead/.git/HEAD", big);
+    path_of(start, sizeof(start), "bighead");
+    CHECK_INT(stow_key_branch(&b, start, &err), STOW_EUSAGE);
+    CHECK(b == NULL);
+    CHECK(strstr(err.msg, "HEAD: 4999 bytes; the limit is 4096") != NULL);
 }
 
 /* ---- validation ---- */

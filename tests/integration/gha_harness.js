@@ -97,6 +97,16 @@ function parseCommands(stdout) {
   return annotations;
 }
 
+// Values the step masked with ::add-mask::VALUE.
+function parseMasks(stdout) {
+  const masks = [];
+  for (const line of stdout.split(/\r?\n/)) {
+    const m = /^::add-mask::(.*)$/.exec(line);
+    if (m) masks.push(decodeURIComponent(m[1]));
+  }
+  return masks;
+}
+
 // A small evaluator for post-if: ||, &&, !, parentheses, == and != (case-insensitive, as in
 // Actions expressions), 'strings', env.NAME, and the status functions. Anything else is an
 // error, so an unsupported expression cannot pass by accident.
@@ -218,6 +228,7 @@ function main() {
       env: parseFileCommands(files.GITHUB_ENV),
       summary: fs.readFileSync(files.GITHUB_STEP_SUMMARY, 'utf8'),
       annotations: parseCommands(r.stdout || ''),
+      masks: parseMasks(r.stdout || ''),
     };
     Object.assign(ctxEnv, step.env);
     for (const p of fs.readFileSync(files.GITHUB_PATH, 'utf8').split('\n')) if (p) extraPath.unshift(p);

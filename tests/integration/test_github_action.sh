@@ -206,6 +206,35 @@ gha split-again --action "$ACTION/restore" --input "stowage-bin=$STOWAGE_BIN" --
 expect_eq "cache-hit" "$(R split-again main.outputs.cache-hit)" true
 [ "$(cat "$HOME/s/f" 2>/dev/null)" = split ] && ok "restored" || fail "split entry not restored"
 
+case_begin "the url input reaches stowage in STOWAGE_URL, never on its command line"
+# A stowage-bin that records its arguments and STOWAGE_URL, then runs the real binary.
+cat >"$T/spy-stowage" <<SPY
+#!/bin/sh
+printf '%s\n' "\$*" >>"$T/spy-argv"
+printf '%s\n' "\$STOWAGE_URL" >>"$T/spy-url"
+exec "$STOWAGE_BIN" "\$@"
+SPY
+chmod +x "$T/spy-stowage"
+NAME=spy
+runner gh14
+gha spy --action "$ACTION" --input "stowage-bin=$T/spy-stowage" --input "url=file://$STORE" --input key=spy-1 \
+    --input 'path=~/spy' --build 'mkdir -p ~/spy && echo s >~/spy/f'
+expect_eq "main exit" "$(R spy main.exit)" 0
+expect_eq "post exit" "$(R spy post.exit)" 0
+[ "$(grep -c . "$T/spy-argv")" = 2 ] && ok "restore and save ran" || fail "runs: $(cat "$T/spy-argv")"
+grep -q -- '--url\|file://' "$T/spy-argv" && fail "url on the command line: $(cat "$T/spy-argv")" || ok "no url in argv"
+[ "$(sort -u "$T/spy-url")" = "file://$STORE" ] && ok "STOWAGE_URL set for both runs" || fail "STOWAGE_URL: $(cat "$T/spy-url")"
+[ -n "$(find "$STORE" -path '*spy-1*' -print -quit)" ] && ok "saved to the input's store" || fail "nothing saved under $STORE"
+NAME=spy-pw
+rm -f "$T/spy-argv" "$T/spy-url"
+gha spy-pw --action "$ACTION" --input "stowage-bin=$T/spy-stowage" --input "url=http://ci:s3cr%40t@127.0.0.1:9/c" \
+    --input key=spy-2 --input 'path=~/spy' --env STOWAGE_RETRIES=0
+expect_eq "main exit (fail-open)" "$(R spy-pw main.exit)" 0
+! grep -q 's3cr' "$T/spy-argv" && ok "password not in argv" || fail "password in argv: $(cat "$T/spy-argv")"
+expect_eq "password masked (decoded)" "$(R spy-pw main.masks.0)" 's3cr@t'
+pwlog=$(printf '%s\n%s\n' "$(R spy-pw main.stdout)" "$(R spy-pw main.stderr)" | grep -v '^::add-mask::')
+if grep -q 's3cr' <<<"$pwlog"; then fail "password in the step log: $pwlog"; else ok "password not in the step log"; fi
+
 case_begin "no stowage-bin: the action builds its own source once, then reuses the build"
 NAME=build1
 runner gh12

@@ -72,6 +72,8 @@ const warning = (message, title) => command('warning', { title }, message);
 const error = (message, title) => command('error', { title }, message);
 const group = (title) => command('group', {}, title);
 const endGroup = () => command('endgroup', {}, '');
+// Masks a value in the rest of the log (::add-mask::), as core.setSecret does.
+const setSecret = (value) => command('add-mask', {}, value);
 const info = (message) => process.stdout.write(`${message}${os.EOL}`);
 
 // Marks the step failed: an error annotation and exit status 1.
@@ -91,6 +93,7 @@ module.exports = {
   appendSummary,
   warning,
   error,
+  setSecret,
   group,
   endGroup,
   info,

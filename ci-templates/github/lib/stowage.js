@@ -59,13 +59,13 @@ function findStowage() {
 }
 
 // Flags for the inputs that are set; unset ones leave STOWAGE_* variables and the config
-// file in charge.
+// file in charge. The url input is not a flag: it may carry a password, and a command line is
+// visible to every user of the machine in ps (see inputEnv).
 function commonArgs(key) {
   const a = [];
   const config = gh.input('config');
   if (config) a.push('--config', config);
   for (const [inputName, flag] of [
-    ['url', '--url'],
     ['endpoint', '--endpoint'],
     ['region', '--region'],
   ]) {
@@ -79,11 +79,29 @@ function commonArgs(key) {
   return a;
 }
 
+// Variables for the inputs passed through the environment: url as STOWAGE_URL (stowage's own
+// precedence puts it above the config file, like the flag it replaces). A password in it is
+// masked in the log first.
+function inputEnv() {
+  const env = {};
+  const url = gh.input('url');
+  if (url) {
+    try {
+      const pw = decodeURIComponent(new URL(url).password);
+      if (pw) gh.setSecret(pw);
+    } catch {
+      // not a URL the WHATWG parser takes; stowage reports it
+    }
+    env.STOWAGE_URL = url;
+  }
+  return env;
+}
+
 // Runs stowage; resolves to { code, outputs, log } where outputs holds its name=value lines and
 // log its stderr lines. Warnings and errors are turned into annotations.
 function run(bin, args) {
   return new Promise((resolve, reject) => {
-    const env = { ...process.env };
+    const env = { ...process.env, ...inputEnv() };
     delete env.GITHUB_OUTPUT; // the action writes the outputs itself
     const child = spawn(bin, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     const outputs = {};
@@ -162,4 +180,4 @@ function lastInfo(log) {
   return '';
 }
 
-module.exports = { findStowage, commonArgs, run, exitMeaning, redactUrl, summary, code, html, lastInfo };
+module.exports = { findStowage, commonArgs, inputEnv, run, exitMeaning, redactUrl, summary, code, html, lastInfo };

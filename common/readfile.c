@@ -1,0 +1,64 @@
+#include "readfile.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int stow_read_file(stow_buf *out, const char *path, size_t max, stow_error *err)
+{
+    int rc = STOW_ERR;
+    int fd = -1;
+    struct stat st;
+    char chunk[16384];
+
+    stow_buf_reset(out);
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) {
+        rc = stow_error_set(err, errno == ENOENT ? STOW_ENOTFOUND : STOW_ERR, "%s: %s", path,
+                            strerror(errno));
+        goto done;
+    }
+    if (fstat(fd, &st) != 0) {
+        rc = stow_error_set(err, STOW_ERR, "%s: %s", path, strerror(errno));
+        goto done;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = stow_error_set(err, STOW_ERR, "%s: not a regular file", path);
+        goto done;
+    }
+    if ((unsigned long long)st.st_size > (unsigned long long)max) {
+        rc = stow_error_set(err, STOW_ERR, "%s: %lld bytes; the limit is %zu", path,
+                            (long long)st.st_size, max);
+        goto done;
+    }
+    /* Regular files never block, so the O_NONBLOCK above changes nothing from here on. The
+     * size is checked again while reading: the file may grow after fstat. */
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof(chunk));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = stow_error_set(err, STOW_ERR, "%s: %s", path, strerror(errno));
+            goto done;
+        }
+        if (n == 0)
+            break;
+        if ((size_t)n > max - out->len) {
+            rc = stow_error_set(err, STOW_ERR, "%s: larger than the limit of %zu bytes", path, max);
+            goto done;
+        }
+        if ((rc = stow_buf_add(out, chunk, (size_t)n, err)) != STOW_OK) {
+            stow_error_wrap(err, "%s", path);
+            goto done;
+        }
+    }
+    rc = STOW_OK;
+done:
+    if (rc != STOW_OK)
+        stow_buf_reset(out);
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
