@@ -1,4 +1,5 @@
 #include "layout.h"
+#include "keys.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -65,6 +66,10 @@ static int split2(char *scope, char *rest, const char *name, const char *dir, co
     scope[slash - s] = '\0';
     memcpy(rest, r, rl - sl);
     rest[rl - sl] = '\0';
+    /* A listed name that stowage could not have written (hostile or foreign store content)
+     * is not an entry: it never reaches a log line or stdout. */
+    if (stow_key_validate(scope, "scope", NULL) != STOW_OK || stow_key_validate(rest, "key", NULL) != STOW_OK)
+        return -1;
     return 0;
 }
 
@@ -160,7 +165,7 @@ int stow_layout_ref_decode(char *key, size_t keysz, const char *buf, size_t len,
     int rc = STOW_OK;
     if (o == NULL || json_unpack(o, "{s:s}", "key", &k) != 0 || k[0] == '\0' ||
         (prefix != NULL && strncmp(k, prefix, strlen(prefix)) != 0) || strlen(k) >= STOW_LAYOUT_PART_MAX ||
-        stow_strlcpy(key, k, keysz) != 0)
+        stow_key_validate(k, "key", NULL) != STOW_OK || stow_strlcpy(key, k, keysz) != 0)
         rc = stow_error_set(err, STOW_ECORRUPT, "%s: not a valid ref", what);
     json_decref(o);
     return rc;

@@ -51,6 +51,8 @@ static void test_names(void)
     CHECK_INT(stow_layout_parse_manifest(a, b, "manifests/main/sub/k.json"), -1);
     CHECK_INT(stow_layout_parse_manifest(a, b, "manifests/k.json"), -1);
     CHECK_INT(stow_layout_parse_manifest(a, b, "manifests/main/.json"), -1);
+    CHECK_INT(stow_layout_parse_manifest(a, b, "manifests/main/x\n::error::y.json"), -1); /* hostile listing */
+    CHECK_INT(stow_layout_parse_manifest(a, b, "manifests/m\x1b[31m/k.json"), -1);
     CHECK_INT(stow_layout_parse_manifest(a, b, "manifests/main/.k.json.0011223344556677.tmp"), -1);
     CHECK_INT(stow_layout_parse_manifest(a, b, "refs/main/k.json"), -1);
     CHECK_INT(stow_layout_parse_ref(a, b, "refs/main"), -1);
@@ -90,7 +92,9 @@ static void test_formats(void)
     /* A ref whose key does not start with its prefix is corrupt. */
     CHECK_INT(stow_layout_ref_decode(key, sizeof(key), s, len, "npm-", "r", &err), STOW_ECORRUPT);
     free(s);
-    const char *bad[] = {"", "{}", "{\"key\":1}", "{\"key\":\"\"}", "[\"key\"]", "{\"key\":\"a\",\"key\":\"b\"}"};
+    const char *bad[] = {"", "{}", "{\"key\":1}", "{\"key\":\"\"}", "[\"key\"]", "{\"key\":\"a\",\"key\":\"b\"}",
+                         /* keys that name no valid entry: hostile store content */
+                         "{\"key\":\"a/../b\"}", "{\"key\":\"x\\n::error::y\"}", "{\"key\":\"a b\"}"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         CHECK_INT(stow_layout_ref_decode(key, sizeof(key), bad[i], strlen(bad[i]), NULL, "r", &err), STOW_ECORRUPT);
     char longref[400];
