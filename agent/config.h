@@ -41,6 +41,7 @@ typedef struct stow_config {
     int strict;
     int fail_on_miss;
     int lookup_only;
+    int preserve_setid;
     int save_on_failure;
     int checksum;
     int update;
