@@ -337,7 +337,7 @@ suite_hostile_links() {
         links_stay_inside "$HOME/c" >"$T/escapes" && ok "no link in the root resolves outside it" ||
             fail "links escape: $(cat "$T/escapes")"
         [ "$(ls -A "$HOME/c")" = keep ] && ok "previous tree as it was" || fail "tree changed: $(ls -A "$HOME/c")"
-        [ -z "$(find "$HOME" -name '.stowage-*')" ] || fail "temp files left behind"
+        [ -z "$(find "$HOME" -name '.stowage-*.tmp')" ] || fail "temp files left behind"
         stow restore --key "hostile-$sc" --path '~/c'
         expect_rc 0 && err_has "warning" && out_has "cache-result=error" && links_stay_inside "$HOME/c" >/dev/null &&
             ok "default: warning, exit 0, still nothing restored" || fail "fail-open: $(cat "$T/err")"
@@ -378,7 +378,7 @@ suite_all_or_nothing() {
         fail "stdout: $(cat "$T/out")"
     grep -qx "cache-hit=false" "$T/aon-gh" && grep -qx "cache-result=error" "$T/aon-gh" &&
         ok "GITHUB_OUTPUT: cache-hit=false, cache-result=error" || fail "GITHUB_OUTPUT: $(cat "$T/aon-gh")"
-    [ -z "$(find "$HOME/c" -name '.stowage-*')" ] || fail "temp files left behind"
+    [ -z "$(find "$HOME/c" -name '.stowage-*.tmp')" ] || fail "temp files left behind"
     stow restore --key aon-2 --path '~/c'
     expect_rc 0 && err_has "warning" && out_has "cache-result=error" && same_tree "$T/aon-before" "$HOME/c" &&
         ok "default: warning, exit 0, error reported, tree unchanged" || fail "fail-open: $(cat "$T/out") $(cat "$T/err")"

@@ -160,6 +160,10 @@ echo "not a directory" >"$T/blocker"
 gha down --action "$ACTION" --input "stowage-bin=$STOWAGE_BIN" --input "url=file://$T/blocker/store" \
     --input key=down-1 --input 'path=~/c' --build 'mkdir -p ~/c && echo 1 >~/c/f'
 expect_eq "main exit" "$(R down main.exit)" 0
+expect_eq "cache-result (store unusable)" "$(R down main.outputs.cache-result)" error
+expect_eq "cache-hit (store unusable)" "$(R down main.outputs.cache-hit)" false
+summary_has down main "error: the entry was not restored" && ok "restore summary says the entry was not restored" ||
+    fail "$(R down main.summary)"
 expect_eq "post exit (fail-open)" "$(R down post.exit)" 0
 expect_eq "post annotation" "$(R down post.annotations.0.level)" warning
 summary_has down post "not saved (warning" && ok "save summary reports the warning" || fail "$(R down post.summary)"
