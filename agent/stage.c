@@ -213,7 +213,8 @@ int stow_stage_commit(stow_stage *s, size_t *committed, stow_error *err)
     int rc = STOW_OK;
     *committed = 0;
     /* Sorted by directory, so each directory is opened once. */
-    qsort(s->files, s->nfiles, sizeof(*s->files), cmp_staged);
+    if (s->nfiles > 1)
+        qsort(s->files, s->nfiles, sizeof(*s->files), cmp_staged);
     for (size_t i = 0; i < s->nfiles; i++) {
         staged_file *f = &s->files[i];
         int dfd = stow_safedir_cache_get(&dc, stow_stage_rootfd(s, f->root), f->dir, 0, NULL, NULL, err);
@@ -249,7 +250,7 @@ int stow_stage_commit(stow_stage *s, size_t *committed, stow_error *err)
     }
 done:
     stow_safedir_cache_close(&dc);
-    if (*committed > 0) {
+    if (*committed > 0 && s->files != NULL) {
         /* Renamed files are in place: only the rest stays staged for discard. */
         for (size_t i = 0; i < *committed; i++) {
             free(s->files[i].dir);
@@ -290,7 +291,8 @@ void stow_stage_discard(stow_stage *s)
     s->nfiles = 0;
     /* A longer path is never the parent of a shorter one: longest first removes children
      * before their parents. rmdir only removes what is empty. */
-    qsort(s->dirs, s->ndirs, sizeof(*s->dirs), cmp_depth_desc);
+    if (s->ndirs > 1)
+        qsort(s->dirs, s->ndirs, sizeof(*s->dirs), cmp_depth_desc);
     for (size_t i = 0; i < s->ndirs; i++) {
         char dir[PATH_MAX];
         const char *leaf;
