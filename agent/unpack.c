@@ -449,21 +449,40 @@ int stow_layer_make_dirs(const stow_manifest *m, stow_stage *st, stow_error *err
 
 void stow_layer_finish_dirs(const stow_manifest *m, stow_stage *st, const stow_unpack_opts *opts)
 {
+    stow_safedir_cache dc = STOW_SAFEDIR_CACHE_INIT;
     stow_error ignored;
-    /* Sorted order puts parents first; walk backwards so children are done first. Each
-     * directory is opened without following a symlink and changed through its fd. */
+    /* Sorted order puts parents first; walk backwards so children are done first. Parents
+     * are opened without following a symlink; the directory itself through its own fd, or,
+     * when it cannot be read (mode 0300, say), by name after checking it is a directory. */
     for (size_t i = m->nfiles; i-- > 0;) {
         const stow_file_entry *e = &m->files[i];
         int rootfd = stow_stage_rootfd(st, e->root);
         if (e->type != STOW_FT_DIR || rootfd < 0)
             continue;
-        int fd = stow_safedir_open(rootfd, e->path, 0, NULL, NULL, &ignored);
-        if (fd < 0)
+        char dir[PATH_MAX];
+        const char *leaf;
+        if (stow_safedir_split(dir, sizeof(dir), &leaf, e->path) != 0)
             continue;
+        int dfd = stow_safedir_cache_get(&dc, rootfd, dir, 0, NULL, NULL, &ignored);
+        if (dfd < 0)
+            continue;
+        mode_t mode = (mode_t)stow_unpack_mode(e->mode, opts);
         struct timespec times[2] = {{.tv_sec = e->mtime, .tv_nsec = e->mtime_ns},
                                     {.tv_sec = e->mtime, .tv_nsec = e->mtime_ns}};
-        if (fchmod(fd, (mode_t)stow_unpack_mode(e->mode, opts)) != 0 || futimens(fd, times) != 0)
+        int fd = openat(dfd, leaf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        int rc;
+        if (fd >= 0) {
+            rc = fchmod(fd, mode) == 0 && futimens(fd, times) == 0 ? 0 : -1;
+            close(fd);
+        } else {
+            struct stat sb;
+            rc = errno == EACCES && fstatat(dfd, leaf, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(sb.st_mode) &&
+                         fchmodat(dfd, leaf, mode, 0) == 0 && utimensat(dfd, leaf, times, AT_SYMLINK_NOFOLLOW) == 0
+                     ? 0
+                     : -1;
+        }
+        if (rc != 0)
             stow_debug("%s/%s: cannot set mode/time: %s", stow_stage_root(st, e->root), e->path, strerror(errno));
-        close(fd);
     }
+    stow_safedir_cache_close(&dc);
 }
