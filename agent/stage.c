@@ -369,11 +369,11 @@ int stow_stage_sweep(const char *abs_root, uint64_t *removed, stow_error *err)
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
         int e = errno;
         close(fd);
-        if (e == EWOULDBLOCK) {
+        if (e == EWOULDBLOCK)
             stow_info("another restore is using %s; leaving its temporary files alone", abs_root);
-            return STOW_OK;
-        }
-        return stow_error_set(err, STOW_ERR, "%s: cannot lock: %s", abs_root, strerror(e));
+        else /* a filesystem without flock: no way to tell whether another restore runs */
+            stow_debug("%s: cannot lock (%s); not removing temporary files", abs_root, strerror(e));
+        return STOW_OK;
     }
     int walk = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (walk >= 0)

@@ -59,7 +59,8 @@ int stow_stage_is_temp_name(const char *name);
 /* Removes the temporary files an interrupted restore left under abs_root: entries with
  * stowage's own temporary names that are regular files or symlinks (a restore stages both),
  * never following a symlink, never descending into one. Skipped (0 removed) while another
- * restore holds the root. *removed counts what was removed. */
+ * restore holds the root, or when the root cannot be locked at all. *removed counts what
+ * was removed. */
 int stow_stage_sweep(const char *abs_root, uint64_t *removed, stow_error *err);
 
 #endif
