@@ -22,7 +22,10 @@
 #include "paths.h"
 #include "progress.h"
 #include "readfile.h"
+#include "safedir.h"
 #include "scan.h"
+#include "stage.h"
+#include "unpack.h"
 
 /* Records that an entry was used, so prune knows what is stale. Never fails the caller. */
 static void touch_access(const stow_cache_params *p, const char *scope, const char *key)
@@ -291,49 +294,82 @@ static int lookup(stow_manifest **out, stow_cache_result *res, const stow_cache_
 
 typedef struct {
     const stow_manifest *m;
-    char **roots; /* per manifest root: local absolute path or NULL */
+    stow_stage *stage;
     stow_backend *b;
     stow_progress *prog;
+    stow_unpack_opts opts;
     unsigned char *need; /* per layer */
 } restore_ctx;
 
-/* 1 when every file and link of layer li already exists locally as the index describes. */
-static int layer_present(const stow_manifest *m, size_t li, char *const *roots)
+/* 1 when every file and link of layer li already exists locally as the index describes,
+ * looked at without following a symlink in any directory component. */
+static int layer_present(const stow_manifest *m, size_t li, stow_stage *st)
 {
+    stow_safedir_cache dc = STOW_SAFEDIR_CACHE_INIT;
+    stow_error ignored;
+    int present = 0;
     for (size_t i = 0; i < m->nfiles; i++) {
         const stow_file_entry *e = &m->files[i];
-        if (e->layer != (int32_t)li || roots[e->root] == NULL)
+        int rootfd = stow_stage_rootfd(st, e->root);
+        if (e->layer != (int32_t)li || rootfd < 0)
             continue;
-        char path[PATH_MAX];
-        if (snprintf(path, sizeof(path), "%s/%s", roots[e->root], e->path) >= (int)sizeof(path))
-            return 0;
-        struct stat st;
-        if (lstat(path, &st) != 0)
-            return 0;
+        char dir[PATH_MAX];
+        const char *leaf;
+        if (stow_safedir_split(dir, sizeof(dir), &leaf, e->path) != 0)
+            goto done;
+        int dfd = stow_safedir_cache_get(&dc, rootfd, dir, 0, NULL, NULL, &ignored);
+        struct stat sb;
+        if (dfd < 0 || fstatat(dfd, leaf, &sb, AT_SYMLINK_NOFOLLOW) != 0)
+            goto done;
         if (e->type == STOW_FT_FILE) {
-            if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != e->size || st.st_mtim.tv_sec != e->mtime ||
-                st.st_mtim.tv_nsec != e->mtime_ns)
-                return 0;
+            if (!S_ISREG(sb.st_mode) || (uint64_t)sb.st_size != e->size || sb.st_mtim.tv_sec != e->mtime ||
+                sb.st_mtim.tv_nsec != e->mtime_ns)
+                goto done;
         } else if (e->type == STOW_FT_LINK) {
             char target[PATH_MAX];
-            ssize_t n = readlink(path, target, sizeof(target) - 1);
+            ssize_t n = readlinkat(dfd, leaf, target, sizeof(target) - 1);
             if (n < 0)
-                return 0;
+                goto done;
             target[n] = '\0';
             if (strcmp(target, e->target) != 0)
-                return 0;
+                goto done;
+        } else if (!S_ISDIR(sb.st_mode)) {
+            goto done;
         }
     }
-    return 1;
+    present = 1;
+done:
+    stow_safedir_cache_close(&dc);
+    return present;
 }
 
+/* Stages one layer; nothing is renamed into place until every layer is staged. */
 static int restore_layer(void *ud, size_t i, stow_error *err)
 {
     restore_ctx *c = ud;
     if (!c->need[i])
         return STOW_OK;
     stow_debug("restoring layer %s (%llu bytes)", c->m->layers[i].id, (unsigned long long)c->m->layers[i].size);
-    return stow_layer_unpack(c->m, i, c->roots, c->b, c->prog, err);
+    return stow_layer_unpack(c->m, i, c->stage, c->b, &c->opts, c->prog, err);
+}
+
+/* Removes the temporary files interrupted restores left under the configured paths. */
+static void sweep_temp_files(const stow_cache_params *p)
+{
+    uint64_t total = 0;
+    for (size_t i = 0; i < p->paths->n; i++) {
+        uint64_t removed = 0;
+        stow_error err = {0};
+        if (stow_stage_sweep(p->abs_paths[i], &removed, &err) != STOW_OK)
+            stow_warn("not removing stale temporary files: %s", err.msg);
+        total += removed;
+    }
+    if (total > 0)
+        stow_info("removed %llu stale temporary files (" STOW_TEMP_PREFIX "*" STOW_TEMP_SUFFIX
+                  ") left by an interrupted restore",
+                  (unsigned long long)total);
+    else
+        stow_debug("no stale temporary files under the paths");
 }
 
 int stow_cache_restore(stow_cache_result *res, const stow_cache_params *p, stow_error *err)
@@ -342,12 +378,15 @@ int stow_cache_restore(stow_cache_result *res, const stow_cache_params *p, stow_
     stow_manifest *m = NULL;
     char **roots = NULL;
     stow_progress *prog = NULL;
-    restore_ctx ctx = {0};
+    stow_stage *stage = NULL;
+    restore_ctx ctx = {.opts = {.preserve_setid = p->preserve_setid}};
     double t0 = stow_now();
 
     memset(res, 0, sizeof(*res));
-    if (!p->lookup_only)
+    if (!p->lookup_only) {
         clear_state(p); /* a restore that fails leaves no parent for the next save */
+        sweep_temp_files(p);
+    }
     rc = lookup(&m, res, p, err);
     if (rc == STOW_ENOTFOUND) {
         res->seconds = stow_now() - t0;
@@ -380,8 +419,15 @@ int stow_cache_restore(stow_cache_result *res, const stow_cache_params *p, stow_
             stow_warn("entry %s holds %s, which is not among the configured paths; not restoring it",
                       res->matched_key, m->roots[r]);
     }
+    rc = stow_stage_new(&stage, roots, m->nroots, err);
+    if (rc != STOW_OK)
+        goto done;
+    /* Every link is judged against the whole entry (and the disk) before anything is fetched. */
+    rc = stow_layer_check_links(m, stage, err);
+    if (rc != STOW_OK)
+        goto done;
     ctx.m = m;
-    ctx.roots = roots;
+    ctx.stage = stage;
     ctx.b = p->backend;
     ctx.need = calloc(m->nlayers ? m->nlayers : 1, 1);
     if (ctx.need == NULL) {
@@ -390,7 +436,7 @@ int stow_cache_restore(stow_cache_result *res, const stow_cache_params *p, stow_
     }
     uint64_t to_download = 0;
     for (size_t i = 0; i < m->nlayers; i++) {
-        ctx.need[i] = !layer_present(m, i, roots);
+        ctx.need[i] = !layer_present(m, i, stage);
         if (ctx.need[i]) {
             to_download += m->layers[i].size;
             res->layers_moved++;
@@ -399,23 +445,35 @@ int stow_cache_restore(stow_cache_result *res, const stow_cache_params *p, stow_
     if (res->layers_moved < m->nlayers)
         stow_info("%llu of %zu layers already present locally; skipping them",
                   (unsigned long long)(m->nlayers - res->layers_moved), m->nlayers);
-    rc = stow_layer_make_dirs(m, roots, err);
+    rc = stow_layer_make_dirs(m, stage, err);
     if (rc != STOW_OK)
         goto done;
     prog = stow_progress_new("restore", to_download);
     ctx.prog = prog;
+    /* All-or-nothing: every layer is fetched, verified and staged (in parallel) before the
+     * first file is renamed into place. */
     rc = run_parallel(m->nlayers, p->parallel, restore_layer, &ctx, err);
     stow_progress_finish(prog);
     res->bytes_moved = stow_progress_done(prog);
     if (rc != STOW_OK)
         goto done;
-    stow_layer_finish_dirs(m, roots);
+    size_t staged = stow_stage_count(stage), committed = 0;
+    rc = stow_stage_commit(stage, &committed, err);
+    if (rc != STOW_OK) {
+        if (committed > 0)
+            stow_error_wrap(err, "%zu of %zu files were already replaced", committed, staged);
+        goto done;
+    }
+    stow_layer_finish_dirs(m, stage, &ctx.opts);
     touch_access(p, res->matched_scope, res->matched_key);
     for (size_t i = 0; i < m->nfiles; i++)
         if (m->files[i].type != STOW_FT_DIR && roots[m->files[i].root] != NULL)
             res->files++;
     save_state(p, res, m);
 done:
+    if (stage != NULL && rc != STOW_OK)
+        stow_stage_discard(stage);
+    stow_stage_free(stage);
     res->seconds = stow_now() - t0;
     stow_progress_free(prog);
     free(ctx.need);

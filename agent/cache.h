@@ -26,6 +26,7 @@ typedef struct stow_cache_params {
     uint64_t layer_size;
     int parallel;
     int lookup_only;
+    int preserve_setid;  /* restore: keep setuid/setgid bits as stored */
     int checksum;   /* save: compare contents too (needs hashes in the parent entry) */
     int update;     /* save: an existing key gets a delta; 0 = entries are immutable */
     int max_layers; /* save: repack the smallest layers beyond this many */

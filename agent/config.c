@@ -76,6 +76,8 @@ static const option options[] = {
      "restore fails (exit 3) when no entry matches"},
     {"cache", "lookup_only", "STOWAGE_LOOKUP_ONLY", "--lookup-only", NULL, T_BOOL, OFF(lookup_only), 0, 0,
      "restore only reports whether an entry exists"},
+    {"cache", "preserve_setid", "STOWAGE_PRESERVE_SETID", "--preserve-setid", NULL, T_BOOL, OFF(preserve_setid), 0,
+     0, "restore: keep setuid/setgid bits as stored (false: they are stripped, like tar without -p)"},
     {"cache", "save_on_failure", "STOWAGE_SAVE_ON_FAILURE", "--save-on-failure", NULL, T_BOOL, OFF(save_on_failure),
      0, 0, "stowage run: save also when the command fails (true)"},
     {"cache", "checksum", "STOWAGE_CHECKSUM", "--checksum", NULL, T_BOOL, OFF(checksum), 0, 0,

@@ -43,6 +43,7 @@ typedef struct stow_config {
     int strict;
     int fail_on_miss;
     int lookup_only;
+    int preserve_setid;
     int save_on_failure;
     int checksum;
     int update;

@@ -32,8 +32,9 @@ static const char about[] = "CI cache persistence: restore cache directories bef
 static const char key_templates[] = "{hash:GLOB[,GLOB...]} {os} {arch} {env:NAME} {branch}";
 
 static const char output_text[] =
-    "restore prints cache-hit, cache-result (hit|partial|miss), cache-primary-key and cache-matched-key as "
-    "name=value lines on stdout, and appends them to $GITHUB_OUTPUT when that is set. Logs and progress go "
+    "restore prints cache-hit, cache-result (hit|partial|miss|error), cache-primary-key and cache-matched-key "
+    "as name=value lines on stdout, and appends them to $GITHUB_OUTPUT when that is set. error: the entry was "
+    "not restored (nothing replaced unless the log says otherwise), cache-hit=false. Logs and progress go "
     "to stderr.";
 
 static const struct {

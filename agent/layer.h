@@ -2,6 +2,7 @@
  *
  * pack:   files -> libarchive (pax) -> ZSTD_compressStream2 -> sha256 -> backend put
  * unpack: backend get -> (pipe, other thread) -> sha256 -> zstd -> libarchive -> safe extraction
+ *         into a stage (unpack.h, stage.h), committed once every layer is verified
  *
  * Neither keeps a temporary archive on disk or a whole archive in memory. Archive entry names
  * are "<root index>/<path below the root>". */
@@ -24,20 +25,5 @@ typedef struct stow_pack_opts {
  * the absolute path of root i. On failure the upload is aborted: nothing is left behind. */
 int stow_layer_pack(stow_manifest *m, size_t li, char *const *roots, stow_backend *b,
                     const stow_pack_opts *opts, stow_progress *prog, stow_error *err);
-
-/* Downloads layer li and extracts the entries the index assigns to it under roots[root]
- * (a NULL root is not restored: its entries are read and skipped). Files are written under
- * temporary names and renamed into place only once the whole layer has been read and its
- * sha256 matches; on any failure the temporary files are removed and nothing is replaced.
- * Refuses (STOW_ECORRUPT) absolute paths, "..", links leaving a root, hard links, devices and
- * fifos; entries the index assigns to another layer (or not at all) are read past, unwritten. */
-int stow_layer_unpack(const stow_manifest *m, size_t li, char *const *roots, stow_backend *b,
-                      stow_progress *prog, stow_error *err);
-
-/* Creates the directories of the index under their roots (safely: no symlink is followed
- * below a root). */
-int stow_layer_make_dirs(const stow_manifest *m, char *const *roots, stow_error *err);
-/* Applies mode and mtime of the index's directories, deepest first (after all layers). */
-void stow_layer_finish_dirs(const stow_manifest *m, char *const *roots);
 
 #endif

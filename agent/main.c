@@ -192,12 +192,17 @@ static int open_store(run_ctx *r, stow_backend **b, stow_error *err)
     return rc;
 }
 
-static void write_outputs(const stow_cache_result *res, const char *primary)
+/* cache-hit is true only for an exact key restored in full; a restore that failed after the
+ * lookup (or could not reach the store) reports cache-result=error and cache-hit=false, so
+ * CI never skips its install step on a cache it does not have. */
+static void write_outputs(const stow_cache_result *res, const char *primary, int failed)
 {
     static const char *const names[] = {"miss", "hit", "partial"};
-    const char *hit = res->outcome == STOW_HIT ? "true" : "false";
-    printf("cache-hit=%s\ncache-result=%s\ncache-primary-key=%s\ncache-matched-key=%s\n", hit,
-           names[res->outcome], primary, res->matched_key);
+    const char *result = failed ? "error" : names[res->outcome];
+    const char *hit = !failed && res->outcome == STOW_HIT ? "true" : "false";
+    const char *matched = failed ? "" : res->matched_key;
+    printf("cache-hit=%s\ncache-result=%s\ncache-primary-key=%s\ncache-matched-key=%s\n", hit, result, primary,
+           matched);
     fflush(stdout);
     const char *gh = getenv("GITHUB_OUTPUT");
     if (gh != NULL && gh[0] != '\0') {
@@ -206,8 +211,8 @@ static void write_outputs(const stow_cache_result *res, const char *primary)
             stow_warn("cannot append to GITHUB_OUTPUT (%s): %s", gh, strerror(errno));
             return;
         }
-        fprintf(f, "cache-hit=%s\ncache-result=%s\ncache-primary-key=%s\ncache-matched-key=%s\n", hit,
-                names[res->outcome], primary, res->matched_key);
+        fprintf(f, "cache-hit=%s\ncache-result=%s\ncache-primary-key=%s\ncache-matched-key=%s\n", hit, result,
+                primary, matched);
         fclose(f);
     }
 }
@@ -254,7 +259,7 @@ static int cmd_restore_save(run_ctx *r, int save)
     if (rc != STOW_OK) {
         if (!save && !c->lookup_only) {
             memset(&res, 0, sizeof(res));
-            write_outputs(&res, r->key);
+            write_outputs(&res, r->key, 1);
         }
         return trouble(r, cmd, &err);
     }
@@ -266,6 +271,7 @@ static int cmd_restore_save(run_ctx *r, int save)
         .pack = {.level = (int)c->level, .threads = c->threads ? (int)c->threads : (int)(ncpu > 0 ? ncpu : 1),
                  .checksum = c->checksum},
         .layer_size = c->layer_size, .parallel = (int)c->parallel, .lookup_only = c->lookup_only,
+        .preserve_setid = c->preserve_setid,
         .checksum = c->checksum, .update = c->update, .max_layers = (int)c->max_layers,
         .prune_buildx = c->prune_buildx, .buildx_dirs = r->buildx_dirs, .nbuildx_dirs = c->buildx_dirs.n,
     };
@@ -283,8 +289,11 @@ static int cmd_restore_save(run_ctx *r, int save)
         }
     } else {
         rc = stow_cache_restore(&res, &p, &err);
-        write_outputs(&res, r->key);
+        write_outputs(&res, r->key, rc != STOW_OK);
         if (rc != STOW_OK) {
+            if (res.matched_key[0])
+                stow_info("restore error: entry %s was not restored (cache-hit=false, cache-result=error)",
+                          res.matched_key);
             exit_code = trouble(r, cmd, &err);
         } else if (res.outcome == STOW_MISS) {
             stow_info("restore miss: no entry for %s%s", r->key, r->restore_keys.n ? " or its restore keys" : "");

@@ -16,9 +16,11 @@ int stow_path_expand(char **out, const char *configured, stow_error *err);
  * "." or ".." segments, no NUL, at most 4095 bytes. */
 int stow_path_rel_ok(const char *rel);
 
-/* 1 when a symlink at rel (relative to a root) with this target stays inside the root:
- * the target is relative and resolving it lexically from rel's directory never climbs
- * above the root. */
+/* 1 when a symlink at rel (relative to a root) with this target stays inside the root
+ * lexically: the target is relative and resolving it from rel's directory, treating every
+ * component as a directory, never climbs above the root. Necessary, not sufficient: links
+ * it passes through can still lead out ("u -> d/s/.." with "d/s -> .."); restore also
+ * judges every link with stow_safedir_link_inside (safedir.h), which follows them. */
 int stow_path_link_ok(const char *rel, const char *target);
 
 /* mkdir -p of an absolute directory. */

@@ -20,8 +20,11 @@ async function main() {
   const r = await st.run(bin, args);
 
   const o = r.outputs;
-  const hit = o['cache-hit'] === 'true' ? 'true' : 'false';
-  const result = o['cache-result'] || 'miss';
+  // stowage reports cache-result=error (and cache-hit=false) for a restore that did not
+  // restore the whole entry; a run that printed no outputs at all and failed is one too.
+  const failedEarly = r.code !== 0 && r.code !== 3;
+  const result = o['cache-result'] || (failedEarly ? 'error' : 'miss');
+  const hit = o['cache-hit'] === 'true' && result === 'hit' ? 'true' : 'false';
   const primary = o['cache-primary-key'] || '';
   const matched = o['cache-matched-key'] || '';
   gh.setOutput('cache-hit', hit);
@@ -33,7 +36,12 @@ async function main() {
   gh.saveState('restore-exit', String(r.code));
 
   const seconds = ((Date.now() - started) / 1000).toFixed(1);
-  const label = { hit: 'hit (exact key)', partial: 'partial (restore-key prefix)', miss: 'miss' }[result] || result;
+  const label = {
+    hit: 'hit (exact key)',
+    partial: 'partial (restore-key prefix)',
+    miss: 'miss',
+    error: 'error: the entry was not restored (see Details)',
+  }[result] || result;
   st.summary(lookupOnly ? 'stowage: cache lookup' : 'stowage: cache restore', [
     ['Result', r.code === 0 || r.code === 3 ? label : `failed: ${st.exitMeaning(r.code)}`],
     ['Primary key', st.code(primary)],

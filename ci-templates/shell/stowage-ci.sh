@@ -19,7 +19,8 @@
 # version once; `stowage` on PATH. Building installs missing Debian/Ubuntu packages with
 # apt-get (as root, or through passwordless sudo) and compiles only the stowage target.
 #
-# Outputs: restore writes STOWAGE_CACHE_HIT, STOWAGE_CACHE_RESULT, STOWAGE_CACHE_PRIMARY_KEY
+# Outputs: restore writes STOWAGE_CACHE_HIT, STOWAGE_CACHE_RESULT (hit, partial, miss, or
+# error: the entry was not restored and STOWAGE_CACHE_HIT is false), STOWAGE_CACHE_PRIMARY_KEY
 # and STOWAGE_CACHE_MATCHED_KEY as NAME=value lines (a dotenv file) to $STOWAGE_OUTPUT_FILE
 # (default .stowage/outputs.env in the current directory) and prints stowage's own
 # cache-hit=... lines. save reads the primary key back from that file, so the entry is saved
@@ -180,7 +181,7 @@ cmd_restore() {
     # Translate stowage's cache-x=y lines into a dotenv file; a failed restore still leaves
     # the file (cache-hit=false) so later steps can read it.
     {
-        hit=false result=miss primary="" matched=""
+        hit=false result="" primary="" matched=""
         while IFS= read -r line; do
             case "$line" in
             cache-hit=*) hit=${line#*=} ;;
@@ -189,6 +190,11 @@ cmd_restore() {
             cache-matched-key=*) matched=${line#*=} ;;
             esac
         done <"$out"
+        # No outputs and a failure (not a --fail-on-miss miss): the entry was not restored.
+        if [ -z "$result" ]; then
+            if [ "$rc" -ne 0 ] && [ "$rc" -ne 3 ]; then result=error; else result=miss; fi
+        fi
+        [ "$result" = hit ] || hit=false
         printf 'STOWAGE_CACHE_HIT=%s\nSTOWAGE_CACHE_RESULT=%s\nSTOWAGE_CACHE_PRIMARY_KEY=%s\nSTOWAGE_CACHE_MATCHED_KEY=%s\n' \
             "$hit" "$result" "$primary" "$matched"
     } >"$f.tmp"

@@ -300,6 +300,148 @@ suite_unlisted_entry() {
         fail "$(cat "$T/err"); $(ls -A "$HOME/c" 2>&1)"
 }
 
+# No symlink under $1 may resolve outside $1 (followed the way a build would follow it).
+links_stay_inside() {
+    python3 - "$1" <<'PY'
+import os, sys
+root = os.path.realpath(sys.argv[1])
+bad = []
+for d, dirs, files in os.walk(root):
+    for n in dirs + files:
+        p = os.path.join(d, n)
+        if os.path.islink(p):
+            r = os.path.realpath(p)
+            if r != root and not r.startswith(root + "/"):
+                bad.append("%s -> %s" % (p, r))
+print("\n".join(bad))
+sys.exit(1 if bad else 0)
+PY
+}
+
+suite_hostile_links() {
+    local sc
+    for sc in symlink-chain symlink-chain-dir symlink-chain-write; do
+        case_begin "hostile entry: $sc (links that pass the lexical check one by one)"
+        runner "h-$sc"
+        local outside="$T/outside-$sc/pwned" f
+        mkdir -p "$T/outside-$sc" "$T/gen-$sc"
+        echo original >"$outside"
+        python3 "$STOW_TEST_SRC/tests/integration/make_hostile.py" "$T/gen-$sc" default "hostile-$sc" '~/c' "$sc" "$outside"
+        for f in $(cd "$T/gen-$sc" && find . -type f | sed 's|^\./||'); do store_put "$f" "$T/gen-$sc/$f"; done
+        mkdir -p "$HOME/c" && echo mine >"$HOME/c/keep"
+        stow restore --key "hostile-$sc" --path '~/c' --strict
+        expect_rc 1 && err_has "resolves outside\|refusing" && ok "--strict: refused, exit 1" || fail "not refused: $(cat "$T/err")"
+        out_has "cache-hit=false" && out_has "cache-result=error" && ok "reported as an error" || fail "outputs: $(cat "$T/out")"
+        [ "$(cat "$outside")" = original ] && [ "$(ls -A "$T/outside-$sc")" = pwned ] &&
+            ok "nothing outside the root written or replaced" || fail "outside changed: $(ls -la "$T/outside-$sc")"
+        links_stay_inside "$HOME/c" >"$T/escapes" && ok "no link in the root resolves outside it" ||
+            fail "links escape: $(cat "$T/escapes")"
+        [ "$(ls -A "$HOME/c")" = keep ] && ok "previous tree as it was" || fail "tree changed: $(ls -A "$HOME/c")"
+        [ -z "$(find "$HOME" -name '.stowage-*.tmp')" ] || fail "temp files left behind"
+        stow restore --key "hostile-$sc" --path '~/c'
+        expect_rc 0 && err_has "warning" && out_has "cache-result=error" && links_stay_inside "$HOME/c" >/dev/null &&
+            ok "default: warning, exit 0, still nothing restored" || fail "fail-open: $(cat "$T/err")"
+    done
+}
+
+suite_all_or_nothing() {
+    case_begin "one bad layer of five: nothing replaced, reported as an error"
+    runner aon1
+    local i
+    mkdir -p "$HOME/c"
+    for i in $(seq 1 10); do head -c 100000 /dev/urandom >"$HOME/c/f$i"; echo "old $i" >"$HOME/c/s$i"; done
+    stow save --key aon-1 --path '~/c' --strict
+    expect_rc 0
+    runner aon2
+    stow restore --key aon-1 --path '~/c' --strict
+    expect_rc 0 || return 0
+    cp -a "$HOME/c" "$T/aon-before"
+    runner aon1
+    for i in $(seq 1 10); do head -c 100000 /dev/urandom >"$HOME/c/f$i"; echo "new $i" >"$HOME/c/s$i"; done
+    stow save --key aon-2 --path '~/c' --strict --layer-size 200k --no-update
+    expect_rc 0
+    local layers n
+    layers=$(stow_layers_of aon-2)
+    n=$(echo "$layers" | wc -l)
+    [ "$n" -ge 5 ] && ok "entry has $n layers" || fail "expected at least 5 layers, got $n"
+    store_get "$(echo "$layers" | sed -n 3p)" "$T/layer"
+    python3 -c 'import sys; p=sys.argv[1]; b=bytearray(open(p,"rb").read()); b[len(b)//2]^=0x01; open(p,"wb").write(b)' "$T/layer"
+    store_put "$(echo "$layers" | sed -n 3p)" "$T/layer"
+    runner aon2
+    export GITHUB_OUTPUT="$T/aon-gh"
+    : >"$GITHUB_OUTPUT"
+    stow restore --key aon-2 --path '~/c' --strict
+    unset GITHUB_OUTPUT
+    expect_rc 1 && ok "--strict: exit 1"
+    same_tree "$T/aon-before" "$HOME/c" && ok "previous tree exactly as it was" || true
+    out_has "cache-hit=false" && out_has "cache-result=error" && ok "stdout: cache-hit=false, cache-result=error" ||
+        fail "stdout: $(cat "$T/out")"
+    grep -qx "cache-hit=false" "$T/aon-gh" && grep -qx "cache-result=error" "$T/aon-gh" &&
+        ok "GITHUB_OUTPUT: cache-hit=false, cache-result=error" || fail "GITHUB_OUTPUT: $(cat "$T/aon-gh")"
+    [ -z "$(find "$HOME/c" -name '.stowage-*.tmp')" ] || fail "temp files left behind"
+    stow restore --key aon-2 --path '~/c'
+    expect_rc 0 && err_has "warning" && out_has "cache-result=error" && same_tree "$T/aon-before" "$HOME/c" &&
+        ok "default: warning, exit 0, error reported, tree unchanged" || fail "fail-open: $(cat "$T/out") $(cat "$T/err")"
+
+    case_begin "a missing layer: cache-hit=false, cache-result=error"
+    store_del "$(echo "$layers" | sed -n 2p)"
+    stow restore --key aon-2 --path '~/c'
+    expect_rc 0 && out_has "cache-hit=false" && out_has "cache-result=error" && same_tree "$T/aon-before" "$HOME/c" &&
+        ok "missing layer reported as an error, tree unchanged" || fail "$(cat "$T/out") $(cat "$T/err")"
+
+    case_begin "warm runner: present layers are still skipped"
+    runner aon1
+    stow restore --key aon-1 --path '~/c' --strict
+    expect_rc 0 && err_has "downloaded, 1 of 1 layers" || fail "$(cat "$T/err")"
+    stow restore --key aon-1 --path '~/c' --strict
+    expect_rc 0 && err_has "downloaded, 0 of 1 layers" && out_has "cache-hit=true" && ok "second restore skipped the layer" ||
+        fail "warm restore: $(cat "$T/err")"
+    rm -rf "$T/aon-before"
+}
+
+suite_temp_sweep() {
+    case_begin "restore removes the temp files an interrupted restore left, and only those"
+    runner ts1
+    mkdir -p "$HOME/c/sub" && echo data >"$HOME/c/sub/f"
+    stow save --key ts-1 --path '~/c' --strict
+    expect_rc 0
+    runner ts2
+    mkdir -p "$HOME/c/deep/er" "$T/ts-outside"
+    head -c 1000 /dev/urandom >"$HOME/c/.stowage-0123456789abcdef.tmp"
+    head -c 1000 /dev/urandom >"$HOME/c/deep/er/.stowage-fedcba9876543210.tmp"
+    ln -s somewhere "$HOME/c/deep/.stowage-00112233445566ff.tmp"   # a staged symlink
+    echo mine >"$HOME/c/.stowage-notes.tmp"                       # not stowage's pattern
+    mkdir -p "$HOME/c/.stowage-aaaaaaaaaaaaaaaa.tmp"                 # a directory: kept
+    echo theirs >"$T/ts-outside/.stowage-bbbbbbbbbbbbbbbb.tmp"
+    ln -s "$T/ts-outside" "$HOME/c/out-link"                        # never followed
+    stow restore --key ts-1 --path '~/c' --strict
+    expect_rc 0 && err_has "removed 3 stale temporary files" && ok "$(grep -o 'removed 3 stale.*' "$T/err")" ||
+        fail "$(cat "$T/err")"
+    [ ! -e "$HOME/c/.stowage-0123456789abcdef.tmp" ] && [ ! -e "$HOME/c/deep/er/.stowage-fedcba9876543210.tmp" ] &&
+        [ ! -L "$HOME/c/deep/.stowage-00112233445566ff.tmp" ] && ok "stale temp files removed" || fail "$(find "$HOME/c")"
+    [ -f "$HOME/c/.stowage-notes.tmp" ] && [ -d "$HOME/c/.stowage-aaaaaaaaaaaaaaaa.tmp" ] &&
+        [ -f "$T/ts-outside/.stowage-bbbbbbbbbbbbbbbb.tmp" ] && ok "other names, directories and files behind a link kept" ||
+        fail "removed too much: $(find "$HOME/c" "$T/ts-outside")"
+    [ "$(cat "$HOME/c/sub/f")" = data ] || fail "entry not restored"
+}
+
+suite_setid() {
+    case_begin "setuid/setgid bits are stripped unless --preserve-setid"
+    runner si1
+    mkdir -p "$HOME/c/gdir" && printf '#!/bin/sh\n' >"$HOME/c/tool" && chmod 4755 "$HOME/c/tool" && chmod 2775 "$HOME/c/gdir"
+    printf '#!/bin/sh\n' >"$HOME/c/gtool" && chmod 2711 "$HOME/c/gtool"
+    stow save --key si-1 --path '~/c' --strict
+    expect_rc 0
+    runner si2
+    stow restore --key si-1 --path '~/c' --strict
+    expect_rc 0 && [ "$(stat -c %a "$HOME/c/tool" "$HOME/c/gtool" "$HOME/c/gdir" | tr '\n' ' ')" = "755 711 775 " ] &&
+        ok "default: stripped" || fail "modes: $(stat -c '%a %n' "$HOME/c/tool" "$HOME/c/gtool" "$HOME/c/gdir")"
+    runner si3
+    stow restore --key si-1 --path '~/c' --strict --preserve-setid
+    expect_rc 0 && [ "$(stat -c %a "$HOME/c/tool" "$HOME/c/gtool" "$HOME/c/gdir" | tr '\n' ' ')" = "4755 2711 2775 " ] &&
+        ok "--preserve-setid: kept" || fail "modes: $(stat -c '%a %n' "$HOME/c/tool" "$HOME/c/gtool" "$HOME/c/gdir")"
+}
+
 blob_file() { echo "$1/blobs/sha256/${2#sha256:}"; }
 
 suite_buildx() {
@@ -529,7 +671,11 @@ run_suite() {
     suite_lookup
     suite_corrupt_layer
     suite_hostile
+    suite_hostile_links
     suite_unlisted_entry
+    suite_all_or_nothing
+    suite_temp_sweep
+    suite_setid
     suite_delta
     suite_buildx
     if [ "${STORE_CAN_LIST:-1}" = 1 ]; then suite_lifecycle; suite_prune_during_save; fi

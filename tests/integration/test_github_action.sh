@@ -170,6 +170,25 @@ expect_eq "post exit" "$(R down-strict post.exit)" 1
 summary_has down-strict post "failed: a storage or data error" && ok "summary names the failure" ||
     fail "$(R down-strict post.summary)"
 
+case_begin "a corrupt layer: cache-hit=false, cache-result=error, the summary says so"
+NAME=corrupt-save
+runner gh-corrupt
+gha corrupt-save "${COMMON[@]}" --input key=corrupt-1 --input 'path=~/c' \
+    --build 'mkdir -p ~/c && head -c 100000 /dev/urandom >~/c/blob'
+expect_eq "saved" "$(R corrupt-save post.exit)" 0
+manifest=$(find "$STORE/manifests" -name corrupt-1.json | head -1)
+layer=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["layers"][0]["id"])' "$manifest")
+python3 -c 'import sys; p=sys.argv[1]; b=bytearray(open(p,"rb").read()); b[len(b)//2]^=1; open(p,"wb").write(b)' \
+    "$STORE/layers/$layer.tar.zst"
+NAME=corrupt
+runner gh-corrupt2
+gha corrupt "${COMMON[@]}" --input key=corrupt-1 --input 'path=~/c'
+expect_eq "main exit (fail-open)" "$(R corrupt main.exit)" 0
+expect_eq "cache-hit" "$(R corrupt main.outputs.cache-hit)" false
+expect_eq "cache-result" "$(R corrupt main.outputs.cache-result)" error
+summary_has corrupt main "error: the entry was not restored" && ok "summary: the entry was not restored" ||
+    fail "$(R corrupt main.summary)"
+
 case_begin "bad inputs fail the step with a message"
 NAME=badbool
 runner gh10

@@ -35,7 +35,7 @@ runner ba3
 stow restore --key ba-1 --path '~/c' --url "http://$NGINX_USER:wrong@$base/basic/store" --strict
 expect_rc 1 && err_has "401" && ok "wrong password: $(grep -o 'restore failed.*' "$T/err" | head -c 160)" || fail "$(cat "$T/err")"
 grep -q "$NGINX_PASS\|wrong@" "$T/err" && fail "credentials leaked into the message"
-out_has "cache-result=miss" && ! err_has "restore miss" && ok "reported as an error, not as a miss" || fail "$(cat "$T/out")"
+out_has "cache-result=error" && out_has "cache-hit=false" && ! err_has "restore miss" && ok "reported as an error, not as a miss" || fail "$(cat "$T/out")"
 
 case_begin "bearer token from STOWAGE_HTTP_TOKEN, or from a variable named in the config"
 runner be
@@ -68,7 +68,7 @@ mkdir -p "$HOME/c" && echo x >"$HOME/c/f"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 start=$(date +%s)
 stow restore --key un-1 --path '~/c' --url "http://127.0.0.1:$port/store"
-expect_rc 0 && err_has "warning" && out_has "cache-result=miss" && ok "restore fails open" || fail "$(cat "$T/err")"
+expect_rc 0 && err_has "warning" && out_has "cache-result=error" && ok "restore fails open, reports an error" || fail "$(cat "$T/err")"
 stow save --key un-1 --path '~/c' --url "http://127.0.0.1:$port/store" --strict
 expect_rc 1 && ok "save --strict exits 1: $(grep -o 'save failed.*' "$T/err" | head -c 160)"
 [ $(($(date +%s) - start)) -lt 30 ] && ok "gave up in $(($(date +%s) - start)) s" || fail "took too long"

@@ -1,0 +1,66 @@
+/* The staging area of one restore: every file and symlink of every layer is first written
+ * under a temporary name (STOW_TEMP_PREFIX <16 hex> STOW_TEMP_SUFFIX) beside its final name;
+ * only when all layers have been fetched and verified does commit rename them into place.
+ * discard removes the temporary files and the directories the restore created, so a failed
+ * restore leaves the previous tree as it was.
+ *
+ * A stage holds the roots open (directory fds, a shared flock each, so that a concurrent
+ * restore does not sweep this one's temporary files). stow_stage_add and the created-dir
+ * callback may be called from several threads at once; commit and discard may not. */
+#ifndef STOW_STAGE_H
+#define STOW_STAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "safedir.h"
+
+typedef struct stow_stage stow_stage;
+
+/* Opens (creating them) the non-NULL roots[0..nroots); roots is borrowed and must outlive
+ * the stage. */
+int stow_stage_new(stow_stage **out, char *const *roots, size_t nroots, stow_error *err);
+/* Closes the roots. Does not discard: call stow_stage_discard first on failure. */
+void stow_stage_free(stow_stage *s);
+
+/* The root's directory fd, or -1 for a root not restored. */
+int stow_stage_rootfd(const stow_stage *s, uint32_t root);
+/* The root's path, for messages ("" for a root not restored). */
+const char *stow_stage_root(const stow_stage *s, uint32_t root);
+size_t stow_stage_nroots(const stow_stage *s);
+
+/* Opens dir below root through c (creating missing directories, which discard removes
+ * again). The fd belongs to c. */
+int stow_stage_dir(stow_stage *s, stow_safedir_cache *c, uint32_t root, const char *dir, stow_error *err);
+
+/* A fresh temporary name for a file about to be staged (out: 48 bytes). */
+void stow_stage_temp_name(char *out, size_t outsz);
+
+/* Records that dir/tmp (below root) is to be renamed to dir/name at commit. */
+int stow_stage_add(stow_stage *s, uint32_t root, const char *dir, const char *name, const char *tmp,
+                   stow_error *err);
+size_t stow_stage_count(const stow_stage *s);
+
+/* Renames every staged file into place. First checks that no final name is a directory
+ * (which a rename cannot replace), so that the usual reasons for a failed rename stop the
+ * commit before the first file is replaced. *committed says how many were renamed; on
+ * failure the rest stay staged for discard. */
+int stow_stage_commit(stow_stage *s, size_t *committed, stow_error *err);
+
+/* Removes every staged temporary file not yet committed, then the (empty) directories this
+ * restore created, deepest first. */
+void stow_stage_discard(stow_stage *s);
+
+/* 1 for stowage's own temporary names: STOW_TEMP_PREFIX, 16 lowercase hex digits,
+ * STOW_TEMP_SUFFIX. */
+int stow_stage_is_temp_name(const char *name);
+
+/* Removes the temporary files an interrupted restore left under abs_root: entries with
+ * stowage's own temporary names that are regular files or symlinks (a restore stages both),
+ * never following a symlink, never descending into one. Skipped (0 removed) while another
+ * restore holds the root, or when the root cannot be locked at all. *removed counts what
+ * was removed. */
+int stow_stage_sweep(const char *abs_root, uint64_t *removed, stow_error *err);
+
+#endif
