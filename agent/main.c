@@ -311,7 +311,7 @@ static int cmd_restore_save(run_ctx *r, int save)
     return exit_code;
 }
 
-static pid_t child_pid = -1;
+static volatile pid_t child_pid = -1;
 
 static void forward_signal(int sig)
 {
@@ -334,19 +334,39 @@ static int cmd_run(run_ctx *r, char **cmdv, int cmdc)
         return EXIT_FAILED;
     memcpy(argv, cmdv, (size_t)cmdc * sizeof(char *));
     fflush(stdout);
+    /* Signals are blocked from before the spawn until child_pid is set, so a SIGTERM that
+     * arrives as soon as the command runs is forwarded, never lost or fatal to stowage. The
+     * command itself starts with the caller's mask and default dispositions. */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    sigprocmask(SIG_BLOCK, &block, &old);
+    struct sigaction sa = {0};
+    sa.sa_handler = forward_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    posix_spawnattr_t attr;
+    int rc = posix_spawnattr_init(&attr);
+    if (rc == 0) {
+        posix_spawnattr_setsigmask(&attr, &old);
+        posix_spawnattr_setsigdefault(&attr, &block);
+        posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    }
     pid_t pid;
-    int rc = posix_spawnp(&pid, argv[0], NULL, NULL, argv, environ);
+    if (rc == 0) {
+        rc = posix_spawnp(&pid, argv[0], NULL, &attr, argv, environ);
+        posix_spawnattr_destroy(&attr);
+    }
     free(argv);
     int status = 0, cmd_code;
+    if (rc == 0)
+        child_pid = pid;
+    sigprocmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
         stow_error_log("cannot run %s: %s", cmdv[0], strerror(rc));
         cmd_code = 127;
     } else {
-        child_pid = pid;
-        struct sigaction sa = {0};
-        sa.sa_handler = forward_signal;
-        sigaction(SIGINT, &sa, NULL);
-        sigaction(SIGTERM, &sa, NULL);
         while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
             ;
         child_pid = -1;
