@@ -39,7 +39,8 @@ static void setup(void)
             }
         }
     }
-    setenv("HOME", dir, 1); /* "~" in paths; the file is always named by --config, so the cwd does not matter */
+    setenv("HOME", dir,
+           1); /* "~" in paths; the file is always named by --config, so the cwd does not matter */
     stow_log_set_level(STOW_LOG_ERROR);
 }
 

@@ -21,7 +21,8 @@ static void setup(void)
 {
     static char path[1024];
     base = fuzz_tmp_dir("keys");
-    static const char *dirs[] = {"src", "src/lib", ".git", "node_modules", "node_modules/x", "empty"};
+    static const char *dirs[] = {"src",          "src/lib",        ".git",
+                                 "node_modules", "node_modules/x", "empty"};
     static const char *files[][2] = {
         {"package-lock.json", "{\"lockfileVersion\": 3}\n"},
         {"Cargo.lock", "# lock\n"},
@@ -60,8 +61,8 @@ static void setup(void)
 static void check_key_chars(const char *s)
 {
     for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '.' ||
-              *s == '_' || *s == '-'))
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '.' || *s == '_' || *s == '-'))
             abort();
 }
 

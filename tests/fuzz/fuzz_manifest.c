@@ -35,8 +35,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (stow_manifest_to_json(&j2, &l2, m2, &err) != STOW_OK)
         abort();
-    if (l1 != l2 || memcmp(j1, j2, l1) != 0 || m->nfiles != m2->nfiles || m->nlayers != m2->nlayers ||
-        m->nroots != m2->nroots) {
+    if (l1 != l2 || memcmp(j1, j2, l1) != 0 || m->nfiles != m2->nfiles ||
+        m->nlayers != m2->nlayers || m->nroots != m2->nroots) {
         fprintf(stderr, "round trip differs:\n%s\n%s\n", j1, j2);
         abort();
     }

@@ -38,7 +38,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define MAX_ENTRIES 512
 #define LAYER_ID "0123456789abcdef0123456789abcdef"
 
-static char base[512], sandbox[600], root[700], sentinel[700], store[600], state[600], store_url[700];
+static char base[512], sandbox[600], root[700], sentinel[700], store[600], state[600],
+    store_url[700];
 
 static void fail(const char *what, const char *detail)
 {
@@ -105,8 +106,8 @@ static void snapshot(stow_buf *out, const char *dir, const char *skip)
         snprintf(p, sizeof(p), "%s/%s", dir, names[i]);
         if (lstat(p, &st) != 0)
             continue;
-        stow_buf_addf(out, NULL, "%s %o %lld %lld.%ld\n", p, (unsigned)st.st_mode, (long long)st.st_size,
-                      (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+        stow_buf_addf(out, NULL, "%s %o %lld %lld.%ld\n", p, (unsigned)st.st_mode,
+                      (long long)st.st_size, (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
         if (S_ISLNK(st.st_mode)) {
             char t[PATH_MAX];
             ssize_t k = readlink(p, t, sizeof(t) - 1);
@@ -233,8 +234,8 @@ static int has_path(const stow_manifest *m, const char *rel)
     return 0;
 }
 
-static void add_entry(stow_manifest *m, const char *rel, char type, uint32_t mode, uint64_t size, int64_t mtime,
-                      const char *target)
+static void add_entry(stow_manifest *m, const char *rel, char type, uint32_t mode, uint64_t size,
+                      int64_t mtime, const char *target)
 {
     if (!stow_path_rel_ok(rel) || has_path(m, rel) || m->nfiles >= MAX_ENTRIES)
         return;
@@ -253,8 +254,16 @@ static void add_entry(stow_manifest *m, const char *rel, char type, uint32_t mod
         }
         *s = '/';
     }
-    stow_file_entry f = {0, (char *)rel, type, mode & 07777, type == STOW_FT_FILE ? size : 0, mtime, 0,
-                         type == STOW_FT_DIR ? -1 : 0, type == STOW_FT_LINK ? (char *)target : NULL, NULL};
+    stow_file_entry f = {0,
+                         (char *)rel,
+                         type,
+                         mode & 07777,
+                         type == STOW_FT_FILE ? size : 0,
+                         mtime,
+                         0,
+                         type == STOW_FT_DIR ? -1 : 0,
+                         type == STOW_FT_LINK ? (char *)target : NULL,
+                         NULL};
     stow_error e = {0};
     if (stow_manifest_add_file(m, &f, &e) != STOW_OK)
         abort();
@@ -278,8 +287,9 @@ static void index_archive(stow_manifest *m, const void *zbuf, size_t zlen)
             /* hard links, devices and fifos go in as files: unpack must refuse them */
             char type = t == AE_IFDIR ? STOW_FT_DIR : t == AE_IFLNK ? STOW_FT_LINK : STOW_FT_FILE;
             int64_t size = archive_entry_size(ae);
-            add_entry(m, name + 2, type, (uint32_t)archive_entry_perm(ae), size < 0 ? 0 : (uint64_t)size,
-                      archive_entry_mtime(ae), archive_entry_symlink(ae));
+            add_entry(m, name + 2, type, (uint32_t)archive_entry_perm(ae),
+                      size < 0 ? 0 : (uint64_t)size, archive_entry_mtime(ae),
+                      archive_entry_symlink(ae));
         }
     }
     archive_read_free(a);
@@ -393,8 +403,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc != STOW_OK && rerr.msg[0] == '\0')
         abort();
     if (getenv("STOW_FUZZ_VERBOSE"))
-        fprintf(stderr, "restore: %d %s (%zu index entries, %llu files restored)\n", rc, rerr.msg, m->nfiles,
-                (unsigned long long)res.files);
+        fprintf(stderr, "restore: %d %s (%zu index entries, %llu files restored)\n", rc, rerr.msg,
+                m->nfiles, (unsigned long long)res.files);
 
     char rootreal[PATH_MAX];
     if (realpath(root, rootreal) == NULL)
