@@ -295,6 +295,78 @@ static void index_archive(stow_manifest *m, const void *zbuf, size_t zlen)
     archive_read_free(a);
 }
 
+/* Text mode: an input starting with "#entries\n" describes the archive one entry per line,
+ * "<type> <name> [<arg>]": f file (arg = contents), x setuid executable, l symlink (arg =
+ * target), h hard link (arg = target), d directory, c character device, p fifo. Names are
+ * archive names as is ("0/a", "0/../x", "/abs"). Mutating lines of text reaches multi-entry
+ * shapes, such as symlink chains, that byte-level mutation of a tar almost never does. */
+#define ENTRIES_MAGIC "#entries\n"
+#define TEXT_TAR_MAX (1u << 20)
+
+static size_t build_tar(uint8_t *out, size_t cap, const uint8_t *data, size_t size)
+{
+    struct archive *a = archive_write_new();
+    struct archive_entry *ae = archive_entry_new();
+    size_t used = 0;
+    char *text = malloc(size + 1);
+    if (a == NULL || ae == NULL || text == NULL)
+        abort();
+    memcpy(text, data, size);
+    text[size] = '\0';
+    if (archive_write_set_format_pax_restricted(a) != ARCHIVE_OK ||
+        archive_write_set_bytes_in_last_block(a, 1) != ARCHIVE_OK ||
+        archive_write_open_memory(a, out, cap, &used) != ARCHIVE_OK)
+        abort();
+    char *save = NULL;
+    for (char *line = strtok_r(text + strlen(ENTRIES_MAGIC), "\n", &save); line != NULL;
+         line = strtok_r(NULL, "\n", &save)) {
+        if (line[0] == '\0' || line[1] != ' ')
+            continue;
+        char t = line[0];
+        char *name = line + 2, *arg = strchr(name, ' ');
+        if (arg != NULL)
+            *arg++ = '\0';
+        else
+            arg = "";
+        archive_entry_clear(ae);
+        archive_entry_set_pathname(ae, name);
+        archive_entry_set_mtime(ae, 1700000000, 0);
+        archive_entry_set_perm(ae, t == 'x' ? 04755 : t == 'd' ? 0755 : 0644);
+        archive_entry_set_size(ae, 0);
+        switch (t) {
+        case 'f':
+        case 'x':
+            archive_entry_set_filetype(ae, AE_IFREG);
+            archive_entry_set_size(ae, (la_int64_t)strlen(arg));
+            break;
+        case 'l':
+            archive_entry_set_filetype(ae, AE_IFLNK);
+            archive_entry_set_symlink(ae, arg);
+            break;
+        case 'h':
+            archive_entry_set_filetype(ae, AE_IFREG);
+            archive_entry_set_hardlink(ae, arg);
+            break;
+        case 'd': archive_entry_set_filetype(ae, AE_IFDIR); break;
+        case 'c':
+            archive_entry_set_filetype(ae, AE_IFCHR);
+            archive_entry_set_rdev(ae, 0x0103);
+            break;
+        case 'p': archive_entry_set_filetype(ae, AE_IFIFO); break;
+        default: continue;
+        }
+        if (archive_write_header(a, ae) < ARCHIVE_WARN)
+            break; /* out of room: the archive so far */
+        if ((t == 'f' || t == 'x') && archive_write_data(a, arg, strlen(arg)) < 0)
+            break;
+    }
+    archive_write_close(a);
+    archive_write_free(a);
+    archive_entry_free(ae);
+    free(text);
+    return used;
+}
+
 static void setup(void)
 {
     snprintf(base, sizeof(base), "%s", fuzz_tmp_dir("unpack"));
@@ -315,6 +387,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (base[0] == '\0')
         setup();
     make_sandbox();
+
+    static uint8_t text_tar[TEXT_TAR_MAX];
+    if (size >= strlen(ENTRIES_MAGIC) && memcmp(data, ENTRIES_MAGIC, strlen(ENTRIES_MAGIC)) == 0) {
+        size = build_tar(text_tar, sizeof(text_tar), data, size);
+        data = text_tar;
+    }
 
     /* The layer object: the input itself if it is a zstd frame, else compressed here. */
     void *zbuf = NULL;

@@ -111,3 +111,11 @@ open(I+'long-line.ini','w').write("[cache]\nkey = "+"x"*250+"\n")
 open(I+'numbers.ini','w').write("[cache]\nlevel = 99999999999999999999\nlayer_size = 18446744073709551616\nthreads = -1\n[prune]\nmax_age = 1y\ngrace = 0\n")
 open(I+'with-flags.bin','wb').write(b"[cache]\nkey = k\n\x00--key\x00other\x00--path=~/x\x00-v\x00--\x00positional")
 open(I+'flag-config.bin','wb').write(b"\x00--config\x00/dev/null\x00--level\x00")
+# text mode of fuzz_unpack ("#entries\n", one "<type> <name> [<arg>]" per line)
+T={'text-plain.txt':'f 0/a hello\nl 0/b a\nf 0/c/d x\nl 0/c/up ../a\nx 0/run #!/bin/sh\n',
+   'text-links.txt':'l 0/d/s ..\nl 0/e d\nf 0/e/x through\nl 0/f/g ../d/s\n',
+   'text-hostile.txt':'f 0/../x no\nf /abs no\nh 0/h 0/a\nc 0/null\np 0/fifo\nl 0/o ../sentinel\nf 0/ok yes\n'}
+for n,t in T.items():
+    open(C+'unpack/'+n,'w').write('#entries\n'+t)
+# issue 12 defect 1 as text: u resolves to the sentinel file through t -> d/s/.. -> root/..
+open(HERE+'/crashes/unpack/symlink-chain.txt','w').write('#entries\nl 0/d/s ..\nl 0/t d/s/..\nl 0/u t/sentinel/canary\n')
