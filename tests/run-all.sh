@@ -1,6 +1,7 @@
 #!/bin/sh
 # The whole test suite, as CI runs it: installs what it needs, builds with -Werror and runs
-# every test, then again under AddressSanitizer + UndefinedBehaviorSanitizer.
+# every test, then again under AddressSanitizer + UndefinedBehaviorSanitizer, then builds with
+# clang -Werror and runs the fuzz harnesses briefly.
 set -eu
 cd "$(dirname "$0")/.."
 tests/install-deps.sh
@@ -19,4 +20,10 @@ cmake -S . -B build-asan -DSTOW_WERROR=ON -DSTOW_SANITIZE=ON -DCMAKE_BUILD_TYPE=
 cmake --build build-asan -j"$JOBS"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --output-on-failure -j"$JOBS")
-echo "== all tests passed (plain and sanitized)"
+echo "== build with clang (-Werror) and short fuzz runs"
+# Only the binary and the libFuzzer harnesses: the product code under clang's warnings, and
+# each harness for a fixed number of runs over its seed corpus (tests/fuzz/README.md).
+CC=clang cmake -S . -B build-clang -DSTOW_WERROR=ON -DSTOW_FUZZ=ON >/dev/null
+cmake --build build-clang -j"$JOBS" --target stowage fuzz
+(cd build-clang && ctest --output-on-failure -L fuzz -j"$JOBS")
+echo "== all tests passed (plain, sanitized, clang + fuzz)"

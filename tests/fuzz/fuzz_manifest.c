@@ -1,0 +1,48 @@
+/* libFuzzer harness: the manifest parser (agent/manifest.h), which reads what the store hands
+ * back. Anything it accepts must write back out and parse again to the same JSON. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "manifest.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    stow_error err = {0};
+    stow_manifest *m = NULL, *m2 = NULL;
+    char *j1 = NULL, *j2 = NULL;
+    size_t l1 = 0, l2 = 0;
+
+    stow_log_set_level(STOW_LOG_ERROR);
+    if (stow_manifest_from_json(&m, (const char *)data, size, "fuzz", &err) != STOW_OK) {
+        if (m != NULL || err.code == STOW_OK || err.msg[0] == '\0')
+            abort(); /* a failure must leave no result and say why */
+        return 0;
+    }
+    /* Lookups the restore path does on every entry must work on what was accepted. */
+    for (size_t i = 0; i < m->nfiles; i++)
+        if (stow_manifest_find(m, m->files[i].root, m->files[i].path) == NULL)
+            abort();
+    if (stow_manifest_to_json(&j1, &l1, m, &err) != STOW_OK)
+        abort();
+    if (stow_manifest_from_json(&m2, j1, l1, "fuzz round trip", &err) != STOW_OK) {
+        fprintf(stderr, "accepted manifest does not parse back: %s\n", err.msg);
+        abort();
+    }
+    if (stow_manifest_to_json(&j2, &l2, m2, &err) != STOW_OK)
+        abort();
+    if (l1 != l2 || memcmp(j1, j2, l1) != 0 || m->nfiles != m2->nfiles ||
+        m->nlayers != m2->nlayers || m->nroots != m2->nroots) {
+        fprintf(stderr, "round trip differs:\n%s\n%s\n", j1, j2);
+        abort();
+    }
+    free(j2);
+    free(j1);
+    stow_manifest_free(m2);
+    stow_manifest_free(m);
+    return 0;
+}
