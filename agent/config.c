@@ -431,7 +431,7 @@ static int describe_syntax_error(char *msg, size_t msgsz, const char *line)
  * most 199 characters of a line and takes the rest for a new line). */
 static int check_file_text(const char *file, const stow_buf *text, stow_error *err)
 {
-    if (memchr(text->ptr, '\0', text->len) != NULL)
+    if (text->len > 0 && memchr(text->ptr, '\0', text->len) != NULL)
         return stow_error_set(err, STOW_EUSAGE, "config file %s: contains a NUL byte (not a text file)", file);
     const char *p = stow_buf_str(text);
     for (int lineno = 1; *p != '\0'; lineno++) {

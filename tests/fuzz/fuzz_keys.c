@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "fuzz_util.h"
+#include "glob.h"
 #include "keys.h"
 #include "log.h"
 

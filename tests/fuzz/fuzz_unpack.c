@@ -25,6 +25,7 @@
 #include "backend.h"
 #include "buf.h"
 #include "cache.h"
+#include "layout.h"
 #include "config.h"
 #include "fuzz_util.h"
 #include "hash.h"
@@ -448,7 +449,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(zbuf);
         return 0;
     }
-    if (stow_cache_manifest_name(name, sizeof(name), "default", "fuzz") != STOW_OK ||
+    if (stow_layout_manifest_name(name, sizeof(name), "default", "fuzz") != STOW_OK ||
         stow_manifest_layer_object(object, sizeof(object), l) != STOW_OK ||
         stow_backend_put_buffer(b, object, zbuf, zlen, 0, &err) != STOW_OK ||
         stow_backend_put_buffer(b, name, json, jlen, 0, &err) != STOW_OK) {
