@@ -219,7 +219,7 @@ int stow_buildx_prune(stow_buildx_stats *stats, const char *dir, stow_error *err
             if (snprintf(blob, sizeof(blob), "%s/%s", algdir, b->d_name) >= (int)sizeof(blob) ||
                 lstat(blob, &st) != 0 || !S_ISREG(st.st_mode))
                 continue;
-            if (bsearch(&key, r.digests, r.n, sizeof(*r.digests), cmp_str) != NULL) {
+            if (r.n > 0 && bsearch(&key, r.digests, r.n, sizeof(*r.digests), cmp_str) != NULL) {
                 stats->blobs_kept++;
                 continue;
             }
