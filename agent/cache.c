@@ -21,6 +21,7 @@
 #include "paths.h"
 #include "progress.h"
 #include "scan.h"
+#include "trim.h"
 
 /* Records that an entry was used, so prune knows what is stale. Never fails the caller. */
 static void touch_access(const stow_cache_params *p, const char *scope, const char *key)
@@ -416,6 +417,7 @@ int stow_cache_restore(stow_cache_result *res, const stow_cache_params *p, stow_
     for (size_t i = 0; i < m->nfiles; i++)
         if (m->files[i].type != STOW_FT_DIR && roots[m->files[i].root] != NULL)
             res->files++;
+    stow_trim_mark_restored(m, roots, p);
     save_state(p, res, m);
 done:
     res->seconds = stow_now() - t0;

@@ -19,10 +19,12 @@ extern char **environ;
 #include "cache.h"
 #include "config.h"
 #include "keys.h"
+#include "layout.h"
 #include "lifecycle.h"
 #include "log.h"
 #include "paths.h"
 #include "progress.h"
+#include "trim.h"
 
 #define EXIT_OK 0
 #define EXIT_FAILED 1   /* storage or data error with --strict, or an internal error */
@@ -85,6 +87,8 @@ typedef struct {
     char *state_dir;
     int prepared; /* stowage run: save uses what restore prepared (same key, even if the
                      command changed the files the key template hashes) */
+    int build_failed; /* save: the build failed (stowage run's command, or --build-status) */
+    int run_status;   /* stowage run set build_failed from its command */
 } run_ctx;
 
 static void run_ctx_free(run_ctx *r)
@@ -294,6 +298,16 @@ static int cmd_restore_save(run_ctx *r, int save)
     if (rc != STOW_OK)
         return trouble(r, cmd, &err);
     stow_config *c = &r->cfg;
+    if (save && !r->run_status) {
+        int bf = stow_trim_parse_build_status(c->build_status);
+        if (bf < 0) {
+            stow_error_set(&err, STOW_EUSAGE,
+                           "build_status (--build-status, STOWAGE_BUILD_STATUS) must be success, failed, canceled "
+                           "or an exit code, not \"%s\"", c->build_status);
+            return trouble(r, cmd, &err);
+        }
+        r->build_failed = bf;
+    }
     rc = open_store(r, &b, &err);
     if (rc != STOW_OK) {
         if (!save && !c->lookup_only) {
@@ -312,6 +326,8 @@ static int cmd_restore_save(run_ctx *r, int save)
         .layer_size = c->layer_size, .parallel = (int)c->parallel, .lookup_only = c->lookup_only,
         .checksum = c->checksum, .update = c->update, .max_layers = (int)c->max_layers,
         .prune_buildx = c->prune_buildx, .buildx_dirs = r->buildx_dirs, .nbuildx_dirs = c->buildx_dirs.n,
+        .trim_unused_after = c->trim_unused_after, .trim = c->trim, .trim_local = c->trim_local,
+        .build_failed = r->build_failed,
     };
     int exit_code = EXIT_OK;
     if (save) {
@@ -320,10 +336,16 @@ static int cmd_restore_save(run_ctx *r, int save)
             exit_code = trouble(r, cmd, &err);
         else if (res.saved) {
             summary("save", r->key, &res);
-            if (res.parent_key[0])
-                stow_info("delta against %s: %llu new or changed files, %llu removed, %llu layers repacked",
+            if (res.parent_key[0]) {
+                char trimmed[96] = "", tb[32];
+                stow_format_bytes(tb, sizeof(tb), res.bytes_trimmed);
+                if (c->trim_unused_after > 0 && res.trim_tracked)
+                    snprintf(trimmed, sizeof(trimmed), ", trimmed %llu unused files (%s)",
+                             (unsigned long long)res.files_trimmed, tb);
+                stow_info("delta against %s: %llu new or changed files, %llu removed, %llu layers repacked%s",
                           res.parent_key, (unsigned long long)res.files_changed,
-                          (unsigned long long)res.files_removed, (unsigned long long)res.layers_repacked);
+                          (unsigned long long)res.files_removed, (unsigned long long)res.layers_repacked, trimmed);
+            }
         }
     } else {
         rc = stow_cache_restore(&res, &p, &err);
@@ -392,7 +414,9 @@ static int cmd_run(run_ctx *r, char **cmdv, int cmdc)
         return cmd_code;
     }
     if (cmd_code != 0)
-        stow_info("%s exited with %d; saving anyway (save_on_failure)", cmdv[0], cmd_code);
+        stow_info("%s exited with %d; saving anyway (save_on_failure), without trimming", cmdv[0], cmd_code);
+    r->build_failed = cmd_code != 0;
+    r->run_status = 1;
     int save_code = cmd_restore_save(r, 1);
     return cmd_code != 0 ? cmd_code : save_code;
 }
