@@ -535,6 +535,40 @@ static int add_size(const char *path, const struct stat *st, int flag, struct FT
     return 0;
 }
 
+/* Per entry: bytes of files no build read in the last N saves (trim.h), N being
+ * trim_unused_after or STOW_TRIM_STATS_DEFAULT. One manifest GET per entry. */
+static void stats_dead_weight(json_t *out, run_ctx *r, stow_backend *b, const stow_store_index *ix)
+{
+    stow_config *c = &r->cfg;
+    uint32_t after = c->trim_unused_after > 0 ? (uint32_t)c->trim_unused_after : STOW_TRIM_STATS_DEFAULT;
+    json_t *arr = json_array();
+    if (!c->json && ix->n > 0)
+        printf("entries (dead weight: files not read in the last %u builds):\n", after);
+    for (size_t i = ix->n; i-- > 0;) {
+        const stow_entry_info *e = &ix->entries[i];
+        stow_manifest *m = NULL;
+        stow_error err = {0};
+        uint64_t files = 0, bytes = 0;
+        if (stow_layout_fetch_manifest(&m, b, e->scope, e->key, &err) != STOW_OK) {
+            stow_warn("%s/%s: %s", e->scope, e->key, err.msg);
+            continue;
+        }
+        stow_trim_dead_weight(&files, &bytes, m, after);
+        stow_manifest_free(m);
+        if (!c->json) {
+            char sz[32], dw[32];
+            stow_format_bytes(sz, sizeof(sz), e->logical);
+            stow_format_bytes(dw, sizeof(dw), bytes);
+            printf("  %-12s %-40s %10s  dead weight %s in %llu files\n", e->scope, e->key, sz, dw,
+                   (unsigned long long)files);
+        }
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:I, s:I, s:i}", "scope", e->scope, "key", e->key,
+                                             "bytes", (json_int_t)e->logical, "dead_bytes", (json_int_t)bytes,
+                                             "dead_files", (json_int_t)files, "dead_after", (int)after));
+    }
+    json_object_set_new(out, "entries", arr);
+}
+
 static int cmd_stats(run_ctx *r)
 {
     stow_error err = {0};
@@ -587,6 +621,7 @@ static int cmd_stats(run_ctx *r)
                    "  %s in layers shared between entries (deltas saved %s of uploads and storage)\n",
                    r->url, t.entries, t.layers, b1, b2, b3, b4);
         }
+        stats_dead_weight(out, r, b, ix);
     } else {
         stow_warn("store: %s", err.msg);
     }
