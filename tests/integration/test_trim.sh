@@ -149,6 +149,7 @@ runner fseed
 seed "$HOME/c"
 stow save "${F_OPTS[@]}"
 runner f1
+# shellcheck disable=SC2016 # expanded by the build's shell
 stow run "${F_OPTS[@]}" -- sh -c 'cat "$HOME/c/A/a.deb" "$HOME/c/C/c.deb" >/dev/null; exit 3'
 expect_rc 3 && manifest_has "$F_MF" B/b.deb && [ "$(unread_of "$F_MF" B/b.deb)" = 0 ] && err_has "without trimming" &&
     ok "failed run: B kept, its count not advanced" || fail "failed run trimmed or counted: u=$(unread_of "$F_MF" B/b.deb) $(cat "$T/err")"
@@ -163,6 +164,7 @@ expect_rc 2 && err_has "build_status" && ok "a bad build status is a usage error
 stow save "${F_OPTS[@]}" --no-trim
 expect_rc 0 && manifest_has "$F_MF" B/b.deb && ok "--no-trim keeps B" || fail "--no-trim trimmed: $(cat "$T/err")"
 runner f3
+# shellcheck disable=SC2016 # expanded by the build's shell
 stow run "${F_OPTS[@]}" -- sh -c 'cat "$HOME/c/A/a.deb" "$HOME/c/C/c.deb" >/dev/null'
 expect_rc 0 && ! manifest_has "$F_MF" B/b.deb && ok "the next good run trims B" || fail "good run did not trim: $(cat "$T/err")"
 
