@@ -198,16 +198,18 @@ void stow_trim_mark_restored(const stow_manifest *m, char *const *roots, const s
         const stow_file_entry *e = &m->files[i];
         if (e->type != STOW_FT_FILE || roots[e->root] == NULL || !tracked[e->root])
             continue;
+        /* The marker comes from the index's mtime, without a stat: a local file that is not
+         * the entry's (another mtime) does not look marked afterwards and counts as read. */
         char path[PATH_MAX];
         struct stat st;
-        if (snprintf(path, sizeof(path), "%s/%s", roots[e->root], e->path) >= (int)sizeof(path) ||
-            lstat(path, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != e->size ||
-            st.st_mtim.tv_sec != e->mtime || st.st_mtim.tv_nsec != e->mtime_ns)
-            continue; /* not the entry's file: the save judges it as new */
-        if (mark_at(AT_FDCWD, path, &st) != 0)
-            failed++;
-        else
+        st.st_mtim.tv_sec = (time_t)e->mtime;
+        st.st_mtim.tv_nsec = e->mtime_ns;
+        if (snprintf(path, sizeof(path), "%s/%s", roots[e->root], e->path) >= (int)sizeof(path))
+            continue;
+        if (mark_at(AT_FDCWD, path, &st) == 0)
             marked++;
+        else if (errno != ENOENT)
+            failed++;
     }
     free(tracked);
     json_object_set_new(o, "roots", jroots);
