@@ -25,6 +25,7 @@
 #include "safedir.h"
 #include "scan.h"
 #include "stage.h"
+#include "trim.h"
 #include "unpack.h"
 
 /* Records that an entry was used, so prune knows what is stale. Never fails the caller. */
@@ -469,6 +470,7 @@ int stow_cache_restore(stow_cache_result *res, const stow_cache_params *p, stow_
     for (size_t i = 0; i < m->nfiles; i++)
         if (m->files[i].type != STOW_FT_DIR && roots[m->files[i].root] != NULL)
             res->files++;
+    stow_trim_mark_restored(m, roots, p);
     save_state(p, res, m);
 done:
     if (stage != NULL && rc != STOW_OK)

@@ -33,6 +33,11 @@ typedef struct stow_cache_params {
     int prune_buildx;            /* save: prune buildx caches among (or named besides) the paths */
     char *const *buildx_dirs;    /* expanded extra buildx cache directories */
     size_t nbuildx_dirs;
+    /* save: trimming (trim.h) */
+    long trim_unused_after;      /* 0 = off */
+    int trim;                    /* 0 = --no-trim */
+    int trim_local;
+    int build_failed;
 } stow_cache_params;
 
 typedef struct stow_cache_result {
@@ -48,6 +53,10 @@ typedef struct stow_cache_result {
     uint64_t files_removed;  /* save: files of the parent entry that are gone */
     uint64_t layers_repacked;
     char parent_key[256];    /* save: the entry the delta was computed against, "" if none */
+    uint64_t files_trimmed;  /* save: files left out because no build read them (trim.h) */
+    uint64_t bytes_trimmed;
+    uint64_t bytes_unread;   /* save: bytes of kept files this build did not read */
+    int trim_tracked;        /* save: 1 when this save could tell read files from unread ones */
     double seconds;
 } stow_cache_result;
 

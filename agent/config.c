@@ -90,6 +90,14 @@ static const option options[] = {
      "buildx cache directories to prune besides the paths detected by oci-layout + index.json"},
     {"cache", "max_layers", "STOWAGE_MAX_LAYERS", "--max-layers", NULL, T_LONG, OFF(max_layers), 2, 1000,
      "repack the smallest layers once an entry has more than this many (16)"},
+    {"cache", "trim_unused_after", "STOWAGE_TRIM_UNUSED_AFTER", "--trim-unused-after", NULL, T_LONG,
+     OFF(trim_unused_after), 0, 1000, "save: drop files no build read in this many saves (0 = never)"},
+    {"cache", "trim", "STOWAGE_TRIM", "--trim", NULL, T_BOOL, OFF(trim), 0, 0,
+     "save: apply trim_unused_after (true; --no-trim skips it once)"},
+    {"cache", "trim_local", "STOWAGE_TRIM_LOCAL", "--trim-local", NULL, T_BOOL, OFF(trim_local), 0, 0,
+     "save: trimmed files are deleted from the runner's directories too (false)"},
+    {"cache", "build_status", "STOWAGE_BUILD_STATUS", "--build-status", NULL, T_STR, OFF(build_status), 0, 0,
+     "save: success, failed or canceled, or the build's exit code; no trimming after a failure"},
     {"prune", "max_age", "STOWAGE_MAX_AGE", "--max-age", NULL, T_DURATION, OFF(max_age), 0, 0,
      "prune: delete entries unused for longer than this (e.g. 7d, 12h)"},
     {"prune", "max_size", "STOWAGE_MAX_SIZE", "--max-size", NULL, T_SIZE, OFF(max_size), 0, 0,
@@ -343,6 +351,7 @@ static void set_defaults(stow_config *cfg)
     cfg->prune_buildx = 1;
     cfg->grace = 3600;
     cfg->max_layers = 16;
+    cfg->trim = 1;
 }
 
 static const option *find_flag(const char *flag, size_t *idx)

@@ -20,10 +20,12 @@ extern char **environ;
 #include "config.h"
 #include "help.h"
 #include "keys.h"
+#include "layout.h"
 #include "lifecycle.h"
 #include "log.h"
 #include "paths.h"
 #include "progress.h"
+#include "trim.h"
 
 #define EXIT_OK 0
 #define EXIT_FAILED 1   /* storage or data error with --strict, or an internal error */
@@ -41,6 +43,8 @@ typedef struct {
     char *state_dir;
     int prepared; /* stowage run: save uses what restore prepared (same key, even if the
                      command changed the files the key template hashes) */
+    int build_failed; /* save: the build failed (stowage run's command, or --build-status) */
+    int run_status;   /* stowage run set build_failed from its command */
 } run_ctx;
 
 static void run_ctx_free(run_ctx *r)
@@ -255,6 +259,16 @@ static int cmd_restore_save(run_ctx *r, int save)
     if (rc != STOW_OK)
         return trouble(r, cmd, &err);
     stow_config *c = &r->cfg;
+    if (save && !r->run_status) {
+        int bf = stow_trim_parse_build_status(c->build_status);
+        if (bf < 0) {
+            stow_error_set(&err, STOW_EUSAGE,
+                           "build_status (--build-status, STOWAGE_BUILD_STATUS) must be success, failed, canceled "
+                           "or an exit code, not \"%s\"", c->build_status);
+            return trouble(r, cmd, &err);
+        }
+        r->build_failed = bf;
+    }
     rc = open_store(r, &b, &err);
     if (rc != STOW_OK) {
         if (!save && !c->lookup_only) {
@@ -274,6 +288,8 @@ static int cmd_restore_save(run_ctx *r, int save)
         .preserve_setid = c->preserve_setid,
         .checksum = c->checksum, .update = c->update, .max_layers = (int)c->max_layers,
         .prune_buildx = c->prune_buildx, .buildx_dirs = r->buildx_dirs, .nbuildx_dirs = c->buildx_dirs.n,
+        .trim_unused_after = c->trim_unused_after, .trim = c->trim, .trim_local = c->trim_local,
+        .build_failed = r->build_failed,
     };
     int exit_code = EXIT_OK;
     if (save) {
@@ -282,10 +298,16 @@ static int cmd_restore_save(run_ctx *r, int save)
             exit_code = trouble(r, cmd, &err);
         else if (res.saved) {
             summary("save", r->key, &res);
-            if (res.parent_key[0])
-                stow_info("delta against %s: %llu new or changed files, %llu removed, %llu layers repacked",
+            if (res.parent_key[0]) {
+                char trimmed[96] = "", tb[32];
+                stow_format_bytes(tb, sizeof(tb), res.bytes_trimmed);
+                if (c->trim_unused_after > 0 && res.trim_tracked)
+                    snprintf(trimmed, sizeof(trimmed), ", trimmed %llu unused files (%s)",
+                             (unsigned long long)res.files_trimmed, tb);
+                stow_info("delta against %s: %llu new or changed files, %llu removed, %llu layers repacked%s",
                           res.parent_key, (unsigned long long)res.files_changed,
-                          (unsigned long long)res.files_removed, (unsigned long long)res.layers_repacked);
+                          (unsigned long long)res.files_removed, (unsigned long long)res.layers_repacked, trimmed);
+            }
         }
     } else {
         rc = stow_cache_restore(&res, &p, &err);
@@ -377,7 +399,9 @@ static int cmd_run(run_ctx *r, char **cmdv, int cmdc)
         return cmd_code;
     }
     if (cmd_code != 0)
-        stow_info("%s exited with %d; saving anyway (save_on_failure)", cmdv[0], cmd_code);
+        stow_info("%s exited with %d; saving anyway (save_on_failure), without trimming", cmdv[0], cmd_code);
+    r->build_failed = cmd_code != 0;
+    r->run_status = 1;
     int save_code = cmd_restore_save(r, 1);
     return cmd_code != 0 ? cmd_code : save_code;
 }
@@ -496,6 +520,40 @@ static int add_size(const char *path, const struct stat *st, int flag, struct FT
     return 0;
 }
 
+/* Per entry: bytes of files no build read in the last N saves (trim.h), N being
+ * trim_unused_after or STOW_TRIM_STATS_DEFAULT. One manifest GET per entry. */
+static void stats_dead_weight(json_t *out, run_ctx *r, stow_backend *b, const stow_store_index *ix)
+{
+    stow_config *c = &r->cfg;
+    uint32_t after = c->trim_unused_after > 0 ? (uint32_t)c->trim_unused_after : STOW_TRIM_STATS_DEFAULT;
+    json_t *arr = json_array();
+    if (!c->json && ix->n > 0)
+        printf("entries (dead weight: files not read in the last %u builds):\n", after);
+    for (size_t i = ix->n; i-- > 0;) {
+        const stow_entry_info *e = &ix->entries[i];
+        stow_manifest *m = NULL;
+        stow_error err = {0};
+        uint64_t files = 0, bytes = 0;
+        if (stow_layout_fetch_manifest(&m, b, e->scope, e->key, &err) != STOW_OK) {
+            stow_warn("%s/%s: %s", e->scope, e->key, err.msg);
+            continue;
+        }
+        stow_trim_dead_weight(&files, &bytes, m, after);
+        stow_manifest_free(m);
+        if (!c->json) {
+            char sz[32], dw[32];
+            stow_format_bytes(sz, sizeof(sz), e->logical);
+            stow_format_bytes(dw, sizeof(dw), bytes);
+            printf("  %-12s %-40s %10s  dead weight %s in %llu files\n", e->scope, e->key, sz, dw,
+                   (unsigned long long)files);
+        }
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:I, s:I, s:i}", "scope", e->scope, "key", e->key,
+                                             "bytes", (json_int_t)e->logical, "dead_bytes", (json_int_t)bytes,
+                                             "dead_files", (json_int_t)files, "dead_after", (int)after));
+    }
+    json_object_set_new(out, "entries", arr);
+}
+
 static int cmd_stats(run_ctx *r)
 {
     stow_error err = {0};
@@ -548,6 +606,7 @@ static int cmd_stats(run_ctx *r)
                    "  %s in layers shared between entries (deltas saved %s of uploads and storage)\n",
                    r->url, t.entries, t.layers, b1, b2, b3, b4);
         }
+        stats_dead_weight(out, r, b, ix);
     } else {
         stow_warn("store: %s", err.msg);
     }

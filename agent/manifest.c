@@ -169,6 +169,8 @@ int stow_manifest_to_json(char **out, size_t *outlen, const stow_manifest *m, st
             json_object_set_new(o, "lt", json_string(e->target ? e->target : ""));
         if (e->sha256 != NULL)
             json_object_set_new(o, "h", json_string(e->sha256));
+        if (e->type == STOW_FT_FILE && e->unread > 0)
+            json_object_set_new(o, "u", json_integer((json_int_t)e->unread));
         if (json_array_append_new(files, o) != 0)
             goto oom;
     }
@@ -285,10 +287,11 @@ static int parse_file(stow_manifest *m, json_t *v, size_t i, const char *what, s
 {
     int rc = STOW_OK;
     json_error_t jerr;
-    json_int_t r = -1, mode = -1, mt = 0, ns = 0, size = 0, layer = -1;
+    json_int_t r = -1, mode = -1, mt = 0, ns = 0, size = 0, layer = -1, unread = 0;
     const char *p = NULL, *t = NULL, *lt = NULL, *h = NULL;
-    if (json_unpack_ex(v, &jerr, 0, "{s:I, s:s, s:s, s:I, s:I, s:I, s?I, s?I, s?s, s?s}", "r", &r, "p", &p, "t", &t,
-                       "m", &mode, "mt", &mt, "ns", &ns, "s", &size, "l", &layer, "lt", &lt, "h", &h) != 0)
+    if (json_unpack_ex(v, &jerr, 0, "{s:I, s:s, s:s, s:I, s:I, s:I, s?I, s?I, s?s, s?s, s?I}", "r", &r, "p", &p, "t",
+                       &t, "m", &mode, "mt", &mt, "ns", &ns, "s", &size, "l", &layer, "lt", &lt, "h", &h, "u",
+                       &unread) != 0)
         BAD("%s: files[%zu]: %s", what, i, jerr.text);
     if (r < 0 || (size_t)r >= m->nroots)
         BAD("%s: files[%zu] names root %lld, which does not exist", what, i, (long long)r);
@@ -304,9 +307,11 @@ static int parse_file(stow_manifest *m, json_t *v, size_t i, const char *what, s
         BAD("%s: files[%zu]: symlink %s points outside its root", what, i, p);
     if (h != NULL && !is_hex(h, STOW_SHA256_HEX_LEN))
         BAD("%s: files[%zu] (%s) has a bad content hash", what, i, p);
+    if (unread < 0 || unread > STOW_MAX_UNREAD)
+        BAD("%s: files[%zu] (%s) has a bad unread count", what, i, p);
     stow_file_entry e = {(uint32_t)r, (char *)p, t[0], (uint32_t)mode, (uint64_t)size, (int64_t)mt,
                          (int32_t)ns, (int32_t)layer, t[0] == STOW_FT_LINK ? (char *)lt : NULL,
-                         t[0] == STOW_FT_FILE ? (char *)h : NULL};
+                         t[0] == STOW_FT_FILE ? (char *)h : NULL, t[0] == STOW_FT_FILE ? (uint32_t)unread : 0};
     rc = stow_manifest_add_file(m, &e, err);
 done:
     return rc;

@@ -15,6 +15,7 @@
 #include "manifest.h"
 #include "progress.h"
 #include "scan.h"
+#include "trim.h"
 #include "util.h"
 
 typedef struct {
@@ -506,6 +507,8 @@ int stow_cache_save(stow_cache_result *res, const stow_cache_params *p, stow_err
     stow_manifest *m = NULL, *parent = NULL;
     stow_lease lease = {.nlayers = 0};
     commit_ctx cc = {.p = p};
+    stow_trim_stats trim = {0};
+    stow_trim_dropped *dropped = NULL;
     size_t first_new = 0;
     double t0 = stow_now();
 
@@ -529,10 +532,27 @@ int stow_cache_save(stow_cache_result *res, const stow_cache_params *p, stow_err
         goto done;
     if (parent != NULL) {
         snprintf(res->parent_key, sizeof(res->parent_key), "%s", parent->key);
+        /* Before anything of this save reads a file (--checksum, packing): atimes are the
+         * build's own. */
+        rc = stow_trim_apply(&trim, &dropped, m, parent, p, err);
+        if (rc != STOW_OK)
+            goto done;
+        res->trim_tracked = trim.tracked;
+        res->files_trimmed = trim.files_trimmed;
+        res->bytes_trimmed = trim.bytes_trimmed;
+        res->bytes_unread = trim.bytes_unread;
+        res->files -= trim.files_trimmed + trim.files_kept_out;
+        res->bytes_total -= trim.bytes_trimmed + trim.bytes_kept_out;
         int changed = stow_save_plan_delta(m, parent, p->abs_paths, p, res, err);
         if (changed < 0) {
             rc = err->code;
             goto done;
+        }
+        /* With trimming on, changed unread counts are worth a new manifest (no layers): they
+         * are what lets a later save trim. With it off they wait for the next real change. */
+        if (!changed && same_entry && trim.counts_changed && p->trim_unused_after > 0) {
+            stow_info("no file changes since %s was restored; updating its unread counts", p->key);
+            changed = 1;
         }
         if (!changed && same_entry) {
             stow_info("no changes since %s was restored; nothing to upload", p->key);
@@ -583,7 +603,12 @@ int stow_cache_save(stow_cache_result *res, const stow_cache_params *p, stow_err
     res->outcome = STOW_HIT;
     snprintf(res->matched_scope, sizeof(res->matched_scope), "%s", p->scope);
     stow_cache_state_save(p, res, m);
+    if (p->trim_local)
+        stow_trim_remove_local(dropped, p);
+    /* The next save on this runner judges the builds after this one. */
+    stow_trim_mark_restored(m, p->abs_paths, p);
 done:
+    stow_trim_dropped_free(dropped);
     lease_end(&lease, lease_written, p);
     res->seconds = stow_now() - t0;
     free(cc.fresh);

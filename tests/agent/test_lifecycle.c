@@ -108,7 +108,7 @@ static void put_entry(stow_backend *b, const char *key, long long used, const ch
         l->files = 1;
         char path[32];
         snprintf(path, sizeof(path), "f%zu", i);
-        stow_file_entry e = {0, path, STOW_FT_FILE, 0644, 1, 1, 0, (int32_t)i, NULL, NULL};
+        stow_file_entry e = {0, path, STOW_FT_FILE, 0644, 1, 1, 0, (int32_t)i, NULL, NULL, 0};
         CHECK_INT(stow_manifest_add_file(m, &e, &err), STOW_OK);
     }
     char *json = NULL, name[STOW_LAYOUT_NAME_MAX];

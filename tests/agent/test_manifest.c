@@ -42,13 +42,13 @@ static stow_manifest *build(void)
 
     /* Added out of order on purpose; sort must put them in (root, path) order. */
     stow_file_entry e[] = {
-        {1, "index.json", STOW_FT_FILE, 0644, 512, 1700000001, 999999999, 1, NULL, NULL},
+        {1, "index.json", STOW_FT_FILE, 0644, 512, 1700000001, 999999999, 1, NULL, NULL, 0},
         {0, "pip/wheels/torch-2.3.0-cp311-linux_x86_64.whl", STOW_FT_FILE, 0600, 5000000000ull,
-         1699999999, 1, 0, NULL, NULL},
-        {0, "pip", STOW_FT_DIR, 0755, 0, 1600000000, 500, -1, NULL, NULL},
-        {0, "pip/wheels", STOW_FT_DIR, 02775, 0, -5, 0, -1, NULL, NULL},
-        {0, "pip/current", STOW_FT_LINK, 0777, 0, 1650000000, 123456789, 0, "wheels/torch-2.3.0-cp311-linux_x86_64.whl", NULL},
-        {0, "apt/lists/lock", STOW_FT_FILE, 04755, 0, 0, 0, 0, NULL, NULL},
+         1699999999, 1, 0, NULL, NULL, 7},
+        {0, "pip", STOW_FT_DIR, 0755, 0, 1600000000, 500, -1, NULL, NULL, 0},
+        {0, "pip/wheels", STOW_FT_DIR, 02775, 0, -5, 0, -1, NULL, NULL, 0},
+        {0, "pip/current", STOW_FT_LINK, 0777, 0, 1650000000, 123456789, 0, "wheels/torch-2.3.0-cp311-linux_x86_64.whl", NULL, 0},
+        {0, "apt/lists/lock", STOW_FT_FILE, 04755, 0, 0, 0, 0, NULL, NULL, 0},
     };
     for (size_t i = 0; i < sizeof(e) / sizeof(e[0]); i++)
         CHECK_INT(stow_manifest_add_file(m, &e[i], &err), STOW_OK);
@@ -82,6 +82,7 @@ static void check_equal(const stow_manifest *a, const stow_manifest *b)
         CHECK_INT(x->mtime, y->mtime);
         CHECK_INT(x->mtime_ns, y->mtime_ns);
         CHECK_INT(x->layer, y->layer);
+        CHECK_INT(x->unread, y->unread);
         if (x->target || y->target)
             CHECK_STR(x->target, y->target);
     }
@@ -247,6 +248,13 @@ static void test_refusals(void)
         {HEAD("{\"r\":0,\"p\":5,\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1,\"l\":0}"), "files[0]"},
         /* embedded NUL in a path is refused by the parser */
         {HEAD(FILE_AT("a\\u0000b")), "not valid JSON"},
+        /* the unread count (trim.h) */
+        {HEAD("{\"r\":0,\"p\":\"x\",\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1,\"l\":0,\"u\":-1}"),
+         "(x) has a bad unread count"},
+        {HEAD("{\"r\":0,\"p\":\"x\",\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1,\"l\":0,\"u\":1000001}"),
+         "(x) has a bad unread count"},
+        {HEAD("{\"r\":0,\"p\":\"x\",\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1,\"l\":0,\"u\":\"3\"}"),
+         "files[0]"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         stow_error e = {0};
@@ -286,8 +294,38 @@ static void test_size_cap(void)
     munmap(big, len);
 }
 
+/* The unread count is optional: absent (older manifests) reads as 0, present round-trips, and
+ * it is written only for regular files with a count. */
+static void test_unread_field(void)
+{
+    stow_error err = {0};
+    stow_manifest *m = NULL;
+    const char *old = HEAD(FILE_AT("a/b") "," LINK_AT("a/l", "b"));
+    CHECK_INT(stow_manifest_from_json(&m, old, strlen(old), "old.json", &err), STOW_OK);
+    CHECK(m != NULL && m->nfiles == 2 && m->files[0].unread == 0 && m->files[1].unread == 0);
+    stow_manifest_free(m);
+    m = NULL;
+    const char *with = HEAD("{\"r\":0,\"p\":\"x\",\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1,\"l\":0,\"u\":4}");
+    CHECK_INT(stow_manifest_from_json(&m, with, strlen(with), "with.json", &err), STOW_OK);
+    CHECK(m != NULL && m->nfiles == 1 && m->files[0].unread == 4);
+    char *json = NULL;
+    size_t len = 0;
+    if (m != NULL) {
+        CHECK_INT(stow_manifest_to_json(&json, &len, m, &err), STOW_OK);
+        CHECK(json != NULL && strstr(json, "\"u\":4") != NULL);
+        free(json);
+        json = NULL;
+        m->files[0].unread = 0; /* zero is not written */
+        CHECK_INT(stow_manifest_to_json(&json, &len, m, &err), STOW_OK);
+        CHECK(json != NULL && strstr(json, "\"u\"") == NULL);
+        free(json);
+    }
+    stow_manifest_free(m);
+}
+
 int main(void)
 {
+    test_unread_field();
     test_round_trip();
     test_empty();
     test_refusals();

@@ -104,7 +104,7 @@ static stow_backend *open_store(const char *sub)
 static void add_file(stow_manifest *m, const char *path, int64_t mtime, int32_t layer)
 {
     stow_error err = {0};
-    stow_file_entry e = {0, (char *)path, STOW_FT_FILE, 0644, 1000, mtime, 0, layer, NULL, NULL};
+    stow_file_entry e = {0, (char *)path, STOW_FT_FILE, 0644, 1000, mtime, 0, layer, NULL, NULL, 0};
     CHECK_INT(stow_manifest_add_file(m, &e, &err), STOW_OK);
 }
 
