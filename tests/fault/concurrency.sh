@@ -1,0 +1,2 @@
+# shellcheck shell=bash
+concurrency_cases(){ :; }
