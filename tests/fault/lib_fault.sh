@@ -210,3 +210,11 @@ stow() {
     RC=$?
     return 0
 }
+# stow_bounded SECS ARGS...: stow, killed (RC 137) when still running after SECS seconds.
+stow_bounded() {
+    local secs=$1
+    shift
+    timeout -s KILL "$secs" "$STOWAGE_BIN" "$@" >"$T/out" 2>"$T/err"
+    RC=$?
+    return 0
+}

@@ -38,7 +38,7 @@ export STOWAGE_PARALLEL=2 STOWAGE_THREADS=1 # two cores shared with other work
 want() { [ -z "${FAULT_ONLY:-}" ] || [[ " $FAULT_ONLY " == *" $1 "* ]]; }
 
 NGINX_UP=0
-if want kill-nginx || want proxy; then
+if want kill-nginx || want proxy || want defects; then
     mkdir -p "$T/nginx"
     # nginx_start exits the shell when nginx cannot start: run it in a probe first so the
     # failure is reported as a failed category instead of a silent exit.

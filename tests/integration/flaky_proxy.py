@@ -20,6 +20,7 @@ The first path segments choose the fault; the rest is the upstream path:
   /burst503/<N>/<path>    the first N requests per (method, path) get the 503 above
   /stall/<N>/<path>       the first answer per (method, path) stops after N body bytes and
                           the connection stays open, silent, until the client closes it
+  /stallall/<N>/<path>    as stall, for every answer
   /lenplus/<N>/<path>     the first answer per (method, path) advertises a Content-Length N
                           bytes larger than its body, sends the body and closes
   /lenminus/<N>/<path>    the first answer per (method, path) advertises a Content-Length N
@@ -170,7 +171,7 @@ class Handler(socketserver.BaseRequestHandler):
                     action = "503"
             cut_after = None
         elif mode in BODY_MODES:
-            if mode == "flip" or first_time((mode, method, path)):
+            if mode in ("flip", "stallall") or first_time((mode, method, path)):
                 body_fault = (mode, cut_after)
                 action = "%s%d" % (mode, cut_after)
             cut_after = None
@@ -313,7 +314,7 @@ class Handler(socketserver.BaseRequestHandler):
         c.close()
 
 
-BODY_MODES = ("stall", "lenplus", "lenminus", "flip", "flip1")
+BODY_MODES = ("stall", "stallall", "lenplus", "lenminus", "flip", "flip1")
 
 
 def answer_with_fault(c, up, pump_thread, rhead, buf, fault):
@@ -332,7 +333,7 @@ def answer_with_fault(c, up, pump_thread, rhead, buf, fault):
     try:
         c.sendall(b"\r\n".join(lines) + b"\r\n\r\n")
         limit = None
-        if mode == "stall":
+        if mode in ("stall", "stallall"):
             limit = n
         elif mode == "lenminus" and length is not None:
             limit = max(0, length - n)
@@ -355,7 +356,7 @@ def answer_with_fault(c, up, pump_thread, rhead, buf, fault):
             c.sendall(data)
             sent += len(data)
         up.close()
-        if mode == "stall":
+        if mode in ("stall", "stallall"):
             # Silent until the client gives up: the request pump returns when it closes.
             pump_thread.join(600)
         else:
