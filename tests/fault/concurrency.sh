@@ -10,8 +10,8 @@ conc_job() { # NAME ARGS...: one stowage process in its own runner, in the backg
     local name=$1
     shift
     (
-        export HOME="$T/home-$name" STOWAGE_STATE_DIR="$T/home-$name/.stowage-state"
-        "$STOWAGE_BIN" "$@" >"$T/conc-$name.out" 2>&1
+        HOME="$T/home-$name" STOWAGE_STATE_DIR="$T/home-$name/.stowage-state" \
+            "$STOWAGE_BIN" "$@" >"$T/conc-$name.out" 2>&1
         echo $? >"$T/conc-$name.rc"
     ) &
     CONC_PIDS+=($!)
@@ -23,11 +23,13 @@ conc_prune_loop() { # NAME ARGS...
     local name=$1
     shift
     (
-        export HOME="$T/home-$name" STOWAGE_STATE_DIR="$T/home-$name/.stowage-state"
-        rc=0 i=0
+        rc=0 i=0 r=0
         : >"$T/conc-$name.out"
         while [ ! -e "$T/conc-stop" ] && [ "$i" -lt 30 ]; do
-            "$STOWAGE_BIN" prune "$@" >>"$T/conc-$name.out" 2>&1 || { [ "$rc" != 0 ] || rc=$?; }
+            HOME="$T/home-$name" STOWAGE_STATE_DIR="$T/home-$name/.stowage-state" \
+                "$STOWAGE_BIN" prune "$@" >>"$T/conc-$name.out" 2>&1
+            r=$?
+            [ "$r" = 0 ] || [ "$rc" != 0 ] || rc=$r
             i=$((i + 1))
         done
         echo "$rc" >"$T/conc-$name.rc"
