@@ -13,7 +13,7 @@
 FAULT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 TC="$FAULT_DIR/treecheck.py"
 
-declare -A CAT_ATT=() CAT_PASS=() CAT_FAIL=()
+declare -A CAT_ATT=() CAT_PASS=() CAT_FAIL=() CAT_SECS=()
 CAT_ORDER=()
 CUR_CAT=""
 ATT_FAILS0=0
@@ -42,11 +42,20 @@ cat_broken() {
     att_end
 }
 
+# timed CAT CMD...: runs CMD and adds its wall-clock seconds to CAT's row.
+timed() {
+    local c=$1 t0
+    shift
+    t0=$(date +%s)
+    "$@"
+    CAT_SECS[$c]=$((${CAT_SECS[$c]:-0} + $(date +%s) - t0))
+}
+
 print_table() {
     local c tp=0 tf=0
-    printf '\n%-14s %8s %8s %8s\n' category attempts passed failed
+    printf '\n%-14s %8s %8s %8s %8s\n' category attempts passed failed seconds
     for c in "${CAT_ORDER[@]}"; do
-        printf '%-14s %8d %8d %8d\n' "$c" "${CAT_ATT[$c]}" "${CAT_PASS[$c]}" "${CAT_FAIL[$c]}"
+        printf '%-14s %8d %8d %8d %8d\n' "$c" "${CAT_ATT[$c]}" "${CAT_PASS[$c]}" "${CAT_FAIL[$c]}" "${CAT_SECS[$c]:-0}"
         tp=$((tp + CAT_PASS[$c]))
         tf=$((tf + CAT_FAIL[$c]))
     done

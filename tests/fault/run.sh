@@ -48,24 +48,24 @@ if want kill-nginx || want proxy || want defects; then
     fi
 fi
 
-if want kill-file; then kill_sweep file; fi
+if want kill-file; then timed kill-file kill_sweep file; fi
 if want kill-nginx; then
-    if [ "$NGINX_UP" = 1 ]; then kill_sweep nginx; else cat_broken kill-nginx "nginx did not start"; fi
+    if [ "$NGINX_UP" = 1 ]; then timed kill-nginx kill_sweep nginx; else cat_broken kill-nginx "nginx did not start"; fi
 fi
 if want kill-s3; then
     if s3_start_s3rver stowage-fault; then
-        kill_sweep s3
+        timed kill-s3 kill_sweep s3
         s3_stop
     else
         cat_broken kill-s3 "s3rver did not start (link tests/integration/s3rver/node_modules)"
     fi
 fi
 if want proxy; then
-    if [ "$NGINX_UP" = 1 ]; then proxy_cases; else cat_broken proxy "nginx did not start"; fi
+    if [ "$NGINX_UP" = 1 ]; then timed proxy proxy_cases; else cat_broken proxy "nginx did not start"; fi
 fi
-if want enospc; then enospc_cases; fi
-if want concurrency; then concurrency_cases; fi
-if want defects; then defect_cases; fi
+if want enospc; then timed enospc enospc_cases; fi
+if want concurrency; then timed concurrency concurrency_cases; fi
+if want defects; then timed defects defect_cases; fi
 
 echo "seed $FAULT_SEED"
 print_table || exit 1
