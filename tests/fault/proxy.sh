@@ -21,7 +21,7 @@ px_restore() {
     [[ " $* " == *" --strict "* ]] && strict=1
     if hit_true; then
         [ "$expect" != fail ] || fail "reported a hit through a store that cannot serve the entry"
-        expect_rc 0
+        [ "$RC" = 0 ] || fail "exit $RC, yet cache-hit=true: $(grep 'error' "$T/err" | tail -1)"
         tree_is "$HOME/c" "$T/px-AB.json" "a tree reported as a hit"
     else
         [ "$expect" != ok ] || fail "not restored: rc $RC $(tail -c 600 "$T/err")"
