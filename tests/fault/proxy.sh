@@ -80,9 +80,9 @@ proxy_cases() {
     px_restore pass "" ok --strict
     px_restore burst503/3 "" ok
     px_restore burst503/3 layers/ ok --strict
-    px_restore always503 layers/ fail
-    px_restore always503 layers/ fail --strict
-    px_restore always503 manifests/ fail --strict
+    px_restore always503 layers/ fail --retries 2
+    px_restore always503 layers/ fail --strict --retries 2
+    px_restore always503 manifests/ fail --strict --retries 2
     px_restore reset layers/ ok
     px_restore cut/150000 layers/ ok --parallel 1
     px_restore stall/150000 layers/ any --low-speed-timeout 2 --retries 2
@@ -90,8 +90,8 @@ proxy_cases() {
     px_restore lenminus/5000 layers/ any
     px_restore lenminus/5000 manifests/ any
     px_restore flip1/200000 layers/ any
-    px_restore flip/200000 layers/ fail
-    px_restore flip/200000 layers/ fail --strict
+    px_restore flip/200000 layers/ fail --retries 2
+    px_restore flip/200000 layers/ fail --strict --retries 2
     px_restore flip/100 manifests/ any
     px_save burst503/2 layers/
     px_save rcut/300000 layers/
