@@ -114,7 +114,13 @@ concurrency_cases() {
             touch "$T/conc-stop"
             wait "${PRUNE_PIDS[@]}"
             for j in cd1 cd2 cn1 cn2 cp1 cp2 cr1 cr2; do
-                [ "$(cat "$T/conc-$j.rc")" = 0 ] || fail "$j exited $(cat "$T/conc-$j.rc"): $(tail -c 600 "$T/conc-$j.out")"
+                [ "$(cat "$T/conc-$j.rc")" = 0 ] && continue
+                # Issue 12.4: prune may refuse --grace 0 while a save holds a lease.
+                if [ "$grace" = 0 ] && [[ $j == cp* ]] && grep -qi 'lease\|refus' "$T/conc-$j.out"; then
+                    echo "    $j refused: $(grep -i 'lease\|refus' "$T/conc-$j.out" | head -1)"
+                    continue
+                fi
+                fail "$j exited $(cat "$T/conc-$j.rc"): $(tail -c 600 "$T/conc-$j.out")"
             done
             # A concurrent restore is a miss or exactly a saved tree.
             for j in 1 2; do
