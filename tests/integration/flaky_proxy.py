@@ -17,6 +17,17 @@ The first path segments choose the fault; the rest is the upstream path:
                           error body and Retry-After: 0; later ones pass
   /always503/<path>       every request gets a 503
   /reset/<path>           the first request per (method, path) is reset without answer
+  /burst503/<N>/<path>    the first N requests per (method, path) get the 503 above
+  /stall/<N>/<path>       the first answer per (method, path) stops after N body bytes and
+                          the connection stays open, silent, until the client closes it
+  /stallall/<N>/<path>    as stall, for every answer
+  /lenplus/<N>/<path>     the first answer per (method, path) advertises a Content-Length N
+                          bytes larger than its body, sends the body and closes
+  /lenminus/<N>/<path>    the first answer per (method, path) advertises a Content-Length N
+                          bytes smaller and sends only that many bytes: a short body that
+                          looks complete
+  /flip/<N>/<path>        every answer has bit 0 of body byte N flipped (when it has one)
+  /flip1/<N>/<path>       as flip, only the first answer per (method, path)
   /echo/<path>            answered by the proxy itself: 200 with the body
                           "<METHOD> <path>\n<request body>" (Content-Length bodies only)
                           and X-Echo-Test: <the request's X-Test header>
@@ -139,7 +150,7 @@ class Handler(socketserver.BaseRequestHandler):
             parts = target.split("/")
         mode = parts[1] if len(parts) > 1 else ""
         cut_after = None
-        if mode in ("cut", "cutparts", "cutnr", "rcut"):
+        if mode in ("cut", "cutparts", "cutnr", "rcut", "burst503") + BODY_MODES:
             try:
                 cut_after = int(parts[2])
             except (IndexError, ValueError):
@@ -151,7 +162,20 @@ class Handler(socketserver.BaseRequestHandler):
             path = target
 
         action = "pass"
-        if mode == "always503" or (mode == "once503" and first_time((mode, method, path))):
+        body_fault = None  # (mode, N) applied to the answer's body by the copy loop
+        if mode == "burst503":
+            with STATE_LOCK:
+                k = (mode, method, path)
+                STATE[k] = STATE.get(k, 0) + 1
+                if STATE[k] <= cut_after:
+                    action = "503"
+            cut_after = None
+        elif mode in BODY_MODES:
+            if mode in ("flip", "stallall") or first_time((mode, method, path)):
+                body_fault = (mode, cut_after)
+                action = "%s%d" % (mode, cut_after)
+            cut_after = None
+        elif mode == "always503" or (mode == "once503" and first_time((mode, method, path))):
             action = "503"
         elif mode == "reset" and first_time((mode, method, path)):
             action = "reset"
@@ -244,8 +268,11 @@ class Handler(socketserver.BaseRequestHandler):
                 if rhead is None:
                     c.sendall(buf)
                     break
-                c.sendall(rhead + b"\r\n\r\n")
                 status = rhead.split(b" ", 2)[1] if b" " in rhead else b"000"
+                if body_fault is not None and not status.startswith(b"1"):
+                    answer_with_fault(c, up, t, rhead, buf, body_fault)
+                    return
+                c.sendall(rhead + b"\r\n\r\n")
                 if status.startswith(b"1"):
                     continue
                 sent = 0
@@ -285,6 +312,59 @@ class Handler(socketserver.BaseRequestHandler):
         except OSError:
             pass
         c.close()
+
+
+BODY_MODES = ("stall", "stallall", "lenplus", "lenminus", "flip", "flip1")
+
+
+def answer_with_fault(c, up, pump_thread, rhead, buf, fault):
+    """Sends the final answer (head rhead, body = buf + the rest of up) with one body fault."""
+    mode, n = fault
+    lines = rhead.split(b"\r\n")
+    length = None
+    for i, h in enumerate(lines[1:], 1):
+        name, _, value = h.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+            if mode == "lenplus":
+                lines[i] = b"Content-Length: %d" % (length + n)
+            elif mode == "lenminus":
+                lines[i] = b"Content-Length: %d" % max(0, length - n)
+    try:
+        c.sendall(b"\r\n".join(lines) + b"\r\n\r\n")
+        limit = None
+        if mode in ("stall", "stallall"):
+            limit = n
+        elif mode == "lenminus" and length is not None:
+            limit = max(0, length - n)
+        sent = 0
+        while True:
+            if buf:
+                data, buf = buf, b""
+            else:
+                data = up.recv(262144)
+            if not data:
+                break
+            if mode in ("flip", "flip1") and sent <= n < sent + len(data):
+                b = bytearray(data)
+                b[n - sent] ^= 0x01
+                data = bytes(b)
+            if limit is not None and sent + len(data) >= limit:
+                c.sendall(data[: limit - sent])
+                sent = limit
+                break
+            c.sendall(data)
+            sent += len(data)
+        up.close()
+        if mode in ("stall", "stallall"):
+            # Silent until the client gives up: the request pump returns when it closes.
+            pump_thread.join(600)
+        else:
+            drain(c)
+            c.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    c.close()
 
 
 class Server(socketserver.ThreadingTCPServer):

@@ -1,0 +1,103 @@
+# shellcheck shell=bash
+# Category "kill-*": kill -9 at seeded random moments during restore and save, on one store.
+# Sourced by run.sh. FAULT_KILLS kills per store and direction (8).
+# shellcheck disable=SC2088,SC2015
+
+# Runs stowage ARGS in the background and kills it with SIGKILL after R_MS ms (when still
+# running). KILLED=1 when the signal hit a live process.
+kill_after() { # MS ARGS...
+    local ms=$1 pid
+    shift
+    "$STOWAGE_BIN" "$@" >"$T/kout" 2>"$T/kerr" &
+    pid=$!
+    sleep_ms "$ms"
+    KILLED=0
+    if kill -9 "$pid" 2>/dev/null; then KILLED=1; fi
+    wait "$pid" 2>/dev/null || true
+}
+
+kill_sweep() { # STORE
+    local st=$1 n=${FAULT_KILLS:-8} cat="kill-$1" i t0 dsave drest key
+    use_store "$st" "kill-$st"
+    # Fixtures: entry ka = tree A, entry kb = tree B (a delta on ka, several layers).
+    runner "ks-$st"
+    make_tree_a "$HOME/c"
+    snap "$HOME/c" "$T/ks-$st-A.json"
+    cp -a "$HOME/c" "$T/ks-$st-treeA"
+    stow save --key ka --path '~/c' --layer-size 1M --strict
+    if ! expect_rc 0; then cat_broken "$cat" "fixture save failed on $st"; return 0; fi
+    mutate_tree "$HOME/c"
+    snap "$HOME/c" "$T/ks-$st-B.json"
+    cp -a "$HOME/c" "$T/ks-$st-treeB"
+    python3 "$TC" overlay "$T/ks-$st-A.json" "$T/ks-$st-B.json" "$T/ks-$st-AB.json"
+    t0=$(ms_now)
+    stow save --key kb --path '~/c' --layer-size 1M --strict
+    dsave=$(($(ms_now) - t0))
+    if ! expect_rc 0; then cat_broken "$cat" "fixture save kb failed on $st"; return 0; fi
+    runner "kr-$st"
+    stow restore --key ka --path '~/c' --strict
+    t0=$(ms_now)
+    stow restore --key kb --path '~/c' --strict
+    drest=$(($(ms_now) - t0))
+    echo "kill sweep on $st: clean save ${dsave} ms, clean restore ${drest} ms"
+
+    for i in $(seq 1 "$n"); do
+        rand_ms $((drest * 9 / 10 + 5))
+        att_begin "$cat" "restore killed at ${R_MS} ms (#$i)"
+        runner "kr-$st"
+        rm -rf "$HOME/c" "$STOWAGE_STATE_DIR"
+        stow restore --key ka --path '~/c' --strict
+        expect_rc 0 && tree_is "$HOME/c" "$T/ks-$st-A.json" "the set-up restore of ka"
+        kill_after "$R_MS" restore --key kb --path '~/c' --strict
+        echo "    killed=$KILLED"
+        tree_mix "$HOME/c" "$T/ks-$st-A.json" "$T/ks-$st-AB.json"
+        stow restore --key kb --path '~/c' --strict
+        if expect_rc 0; then
+            hit_true || fail "restore after the kill is not a hit: $(cat "$T/out")"
+            tree_is "$HOME/c" "$T/ks-$st-AB.json" "the tree after the next restore" || true
+            no_tmps "$HOME" || true
+        fi
+        att_end
+    done
+
+    # A restore writes no manifest or layer: one store check covers all the killed restores.
+    att_begin "$cat" "the store after $n killed restores"
+    store_ok
+    att_end
+
+    for i in $(seq 1 "$n"); do
+        rand_ms $((dsave * 9 / 10 + 5))
+        key="kb-$i"
+        att_begin "$cat" "save of $key killed at ${R_MS} ms (#$i, $([ $((i % 2)) = 0 ] && echo full || echo delta))"
+        runner "ks-$st"
+        rm -rf "$HOME/c" "$STOWAGE_STATE_DIR"
+        if [ $((i % 2)) = 1 ]; then
+            stow restore --key ka --path '~/c' --strict # leaves the state: the save is a delta on ka
+            expect_rc 0
+        fi
+        rm -rf "$HOME/c" && cp -a "$T/ks-$st-treeB" "$HOME/c"
+        kill_after "$R_MS" save --key "$key" --path '~/c' --layer-size 1M --strict
+        echo "    killed=$KILLED"
+        store_ok
+        runner "kv-$st"
+        rm -rf "$HOME/c" "$STOWAGE_STATE_DIR"
+        stow restore --key ka --path '~/c' --strict
+        expect_rc 0 && { hit_true || fail "ka is not a hit after the kill"; } && tree_is "$HOME/c" "$T/ks-$st-A.json" "the previous entry ka"
+        if grep -qxF "manifests/default/$key.json" "$T/snapstore/keys.txt"; then # listed by store_ok
+            rm -rf "$HOME/c" "$STOWAGE_STATE_DIR"
+            stow restore --key "$key" --path '~/c' --strict
+            expect_rc 0 && tree_is "$HOME/c" "$T/ks-$st-B.json" "the committed entry $key"
+        fi
+        att_end
+    done
+
+    if [ "$st" = file ]; then
+        att_begin "$cat" "prune removes the temp objects of killed saves"
+        stow prune --grace 0
+        expect_rc 0
+        store_snapshot "$T/snapstore"
+        local d
+        d=$(python3 "$TC" storetmp "$T/snapstore") || fail "temp objects left in the store after prune --grace 0: $d"
+        att_end
+    fi
+}
