@@ -403,32 +403,75 @@ static int delete_unreferenced_layers(prune_state *st, stow_error *err)
     return rc;
 }
 
-/* Step 5: temporary objects of interrupted uploads (the file store's ".<name>.<rnd>.tmp" in
- * layers/ and leases/), once older than the grace period and not of a leased layer. */
+/* Deletes the stale temporary objects listed under prefix. */
+static int delete_temps_under(prune_state *st, const char *prefix, stow_error *err)
+{
+    name_list l;
+    int rc = list_prefix(&l, st->b, prefix, err);
+    for (size_t k = 0; rc == STOW_OK && k < l.n; k++) {
+        char target[STOW_LAYOUT_NAME_MAX], id[STOW_LAYER_ID_LEN + 1];
+        if (stow_layout_parse_temp(target, sizeof(target), l.names[k]) != 0)
+            continue;
+        if ((stow_layout_parse_layer(id, target) == 0 && is_leased(st, id)) || l.infos[k].mtime == 0 ||
+            st->now - l.infos[k].mtime < st->o->grace) {
+            stow_debug("keeping temporary %s: an upload may still be writing it", l.names[k]);
+            continue;
+        }
+        report(st, "temp", l.names[k], l.infos[k].size);
+        st->res->temps++;
+        st->res->bytes_freed += l.infos[k].size;
+        if (!st->o->dry_run)
+            rc = stow_backend_del(st->b, l.names[k], err);
+    }
+    name_list_free(&l);
+    return rc;
+}
+
+/* Adds the scope of every name in l that parse accepts to scopes (deduplicated). */
+static int add_scopes(name_list *scopes, const name_list *l, int (*parse)(char *, char *, const char *))
+{
+    for (size_t k = 0; k < l->n; k++) {
+        char scope[STOW_LAYOUT_PART_MAX], rest[STOW_LAYOUT_PART_MAX];
+        if (parse(scope, rest, l->names[k]) != 0)
+            continue;
+        size_t j = 0;
+        while (j < scopes->n && strcmp(scopes->names[j], scope) != 0)
+            j++;
+        stow_object_info none = {0, 0};
+        if (j == scopes->n && collect(scopes, scope, &none) != 0)
+            return STOW_ERR;
+    }
+    return STOW_OK;
+}
+
+/* Step 5: temporary objects of interrupted uploads (the file store's ".<name>.<rnd>.tmp"):
+ * in layers/ and leases/, and in every scope's manifests/, refs/ and access/ directory, once
+ * older than the grace period and not of a leased layer. */
 static int delete_stale_temps(prune_state *st, stow_error *err)
 {
     static const char *const dirs[] = {STOW_LAYOUT_LAYER_TEMPS, STOW_LAYOUT_LEASE_TEMPS};
+    static const char *const scoped[] = {STOW_LAYOUT_MANIFESTS, STOW_LAYOUT_REFS, STOW_LAYOUT_ACCESS};
+    int (*const parse[])(char *, char *, const char *) = {stow_layout_parse_manifest, stow_layout_parse_ref,
+                                                          stow_layout_parse_access};
     int rc = STOW_OK;
-    for (size_t d = 0; rc == STOW_OK && d < sizeof(dirs) / sizeof(dirs[0]); d++) {
+    for (size_t d = 0; rc == STOW_OK && d < sizeof(dirs) / sizeof(dirs[0]); d++)
+        rc = delete_temps_under(st, dirs[d], err);
+    name_list scopes = {0};
+    for (size_t d = 0; rc == STOW_OK && d < sizeof(scoped) / sizeof(scoped[0]); d++) {
         name_list l;
-        rc = list_prefix(&l, st->b, dirs[d], err);
-        for (size_t k = 0; rc == STOW_OK && k < l.n; k++) {
-            char target[STOW_LAYOUT_NAME_MAX], id[STOW_LAYER_ID_LEN + 1];
-            if (stow_layout_parse_temp(target, sizeof(target), l.names[k]) != 0)
-                continue;
-            if ((stow_layout_parse_layer(id, target) == 0 && is_leased(st, id)) || l.infos[k].mtime == 0 ||
-                st->now - l.infos[k].mtime < st->o->grace) {
-                stow_debug("keeping temporary %s: an upload may still be writing it", l.names[k]);
-                continue;
-            }
-            report(st, "temp", l.names[k], l.infos[k].size);
-            st->res->temps++;
-            st->res->bytes_freed += l.infos[k].size;
-            if (!st->o->dry_run)
-                rc = stow_backend_del(st->b, l.names[k], err);
-        }
+        rc = list_prefix(&l, st->b, scoped[d], err);
+        if (rc == STOW_OK && add_scopes(&scopes, &l, parse[d]) != STOW_OK)
+            rc = stow_error_set(err, STOW_ERR, "out of memory listing scopes");
         name_list_free(&l);
     }
+    for (size_t i = 0; rc == STOW_OK && i < scopes.n; i++)
+        for (size_t d = 0; rc == STOW_OK && d < sizeof(scoped) / sizeof(scoped[0]); d++) {
+            char prefix[STOW_LAYOUT_NAME_MAX];
+            int n = snprintf(prefix, sizeof(prefix), "%s%s/.", scoped[d], scopes.names[i]);
+            if (n > 0 && (size_t)n < sizeof(prefix))
+                rc = delete_temps_under(st, prefix, err);
+        }
+    name_list_free(&scopes);
     return rc;
 }
 

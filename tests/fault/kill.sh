@@ -93,11 +93,23 @@ kill_sweep() { # STORE
 
     if [ "$st" = file ]; then
         att_begin "$cat" "prune removes the temp objects of killed saves"
+        # A save killed after writing its lease leaves it: --grace 0 is refused while it is
+        # live (6 h) ...
+        store_snapshot "$T/snapstore"
         stow prune --grace 0
+        if grep -q '^leases/.*\.json$' "$T/snapstore/keys.txt"; then
+            if [ "$RC" -eq 0 ] || ! grep -q lease "$T/err"; then
+                fail "prune --grace 0 with a killed save's lease: expected a refusal naming it, got exit $RC: $(head -c 500 "$T/err")"
+            fi
+        else
+            expect_rc 0
+        fi
+        # ... and the prune that runs later, with the default grace, removes the leftovers.
+        STOWAGE_NOW=$(($(date +%s) + 7 * 3600)) stow prune
         expect_rc 0
         store_snapshot "$T/snapstore"
         local d
-        d=$(python3 "$TC" storetmp "$T/snapstore") || fail "temp objects left in the store after prune --grace 0: $d"
+        d=$(python3 "$TC" storetmp "$T/snapstore") || fail "temp objects left in the store after a prune 7 h later: $d"
         att_end
     fi
 }
