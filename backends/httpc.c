@@ -3,6 +3,7 @@
 #include "httpc.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -12,6 +13,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "util.h"
 
 #define POOL_MAX 16
 #define URL_RED_MAX 512
@@ -44,13 +46,6 @@ static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static CURLcode global_rc = CURLE_OK;
 
 static void global_init(void) { global_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* splitmix64 over a shared counter seeded by the clock: only used for backoff jitter. */
 static uint64_t jitter_random(void)
@@ -105,11 +100,11 @@ static int dup_strv(char ***out, const char *const *v)
 /* Sleeps ms milliseconds, in slices, returning early (1) when *abort becomes set. */
 static int sleep_ms(long ms, _Atomic int *abort_a, _Atomic int *abort_b)
 {
-    int64_t until = now_ms() + ms;
+    int64_t until = stow_now_ms() + ms;
     for (;;) {
         if ((abort_a && atomic_load(abort_a)) || (abort_b && atomic_load(abort_b)))
             return 1;
-        int64_t left = until - now_ms();
+        int64_t left = until - stow_now_ms();
         if (left <= 0)
             return 0;
         if (left > SLEEP_SLICE_MS)
@@ -188,11 +183,12 @@ void stow_httpc_config_init(stow_httpc_config *cfg, const stow_backend_opts *opt
     memset(cfg, 0, sizeof(*cfg));
     cfg->verify_tls = 1;
     cfg->connect_timeout_ms = 15000;
-    cfg->low_speed_timeout_s = 60;
+    cfg->low_speed_limit = 1024;
+    cfg->low_speed_timeout_s = 30;
     cfg->max_retries = 5;
     cfg->retry_base_ms = 250;
     cfg->retry_max_ms = 20000;
-    cfg->retry_budget_ms = 300000;
+    cfg->deadline_ms = 60000;
     cfg->parallel = 4;
     cfg->part_size = 8u * 1024u * 1024u;
     if (opts == NULL)
@@ -201,8 +197,12 @@ void stow_httpc_config_init(stow_httpc_config *cfg, const stow_backend_opts *opt
     cfg->ca_bundle = opts->ca_bundle;
     if (opts->connect_timeout_ms > 0)
         cfg->connect_timeout_ms = opts->connect_timeout_ms;
+    if (opts->low_speed_limit > 0)
+        cfg->low_speed_limit = opts->low_speed_limit;
     if (opts->low_speed_timeout_s > 0)
         cfg->low_speed_timeout_s = opts->low_speed_timeout_s;
+    if (opts->deadline_s > 0)
+        cfg->deadline_ms = opts->deadline_s > LONG_MAX / 1000 ? LONG_MAX : opts->deadline_s * 1000;
     if (opts->max_retries >= 0)
         cfg->max_retries = opts->max_retries;
     if (opts->parallel > 0)
@@ -537,6 +537,12 @@ typedef struct xfer {
     int errbody_trunc;
     char errbuf[CURL_ERROR_SIZE];
 
+    /* stall deadline, across attempts: t_progress is the last time the operation moved
+     * low_speed_limit bytes since the previous mark (mark_bytes of this attempt) */
+    int64_t t0, t_progress;
+    uint64_t mark_bytes;
+    int deadline_hit;
+
     /* result */
     int no_headers; /* a parallel get's worker part: on_header is for part 0 only */
     CURLcode last_rc;
@@ -658,6 +664,15 @@ static int decide(xfer *x)
     return 0;
 }
 
+/* Time spent waiting on the caller (sink, upload producer) is not the store's: it moves the
+ * stall clock forward. */
+static void caller_waited(xfer *x, int64_t since)
+{
+    int64_t waited = stow_now_ms() - since;
+    if (waited > 0)
+        x->t_progress += waited;
+}
+
 static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud)
 {
     xfer *x = ud;
@@ -688,11 +703,13 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud)
     default:
         break;
     }
+    int64_t t_sink = stow_now_ms();
     if (!x->is_get) {
         if (x->sink && len > 0 && x->sink(x->sink_ud, ptr, len) != 0) {
             x->sink_failed = 1;
             return 0;
         }
+        caller_waited(x, t_sink);
         x->delivered += len;
         return len;
     }
@@ -720,6 +737,7 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud)
         x->sink_failed = 1;
         return 0;
     }
+    caller_waited(x, t_sink);
     x->delivered += left;
     if (x->want_end != UINT64_MAX && x->want_start + x->delivered >= x->want_end) {
         x->got_all = 1;
@@ -733,8 +751,12 @@ static size_t on_read(char *buf, size_t size, size_t nitems, void *ud)
 {
     xfer *x = ud;
     size_t len = size * nitems;
-    if (x->pipe)
-        return upipe_read(x->pipe, buf, len);
+    if (x->pipe) {
+        int64_t t_wait = stow_now_ms();
+        size_t n = upipe_read(x->pipe, buf, len);
+        caller_waited(x, t_wait);
+        return n;
+    }
     if (aborted(x))
         return CURL_READFUNC_ABORT;
     const stow_httpc_request *r = x->req;
@@ -748,11 +770,22 @@ static size_t on_read(char *buf, size_t size, size_t nitems, void *ud)
 
 static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
 {
+    xfer *x = ud;
     (void)dt;
-    (void)dn;
     (void)ut;
-    (void)un;
-    return aborted(ud) ? 1 : 0;
+    if (aborted(x))
+        return 1;
+    uint64_t moved = (uint64_t)(dn > 0 ? dn : 0) + (uint64_t)(un > 0 ? un : 0);
+    int64_t now = stow_now_ms();
+    if (moved >= x->mark_bytes + (uint64_t)x->h->cfg.low_speed_limit) {
+        x->mark_bytes = moved;
+        x->t_progress = now;
+    }
+    if (now - x->t_progress > x->h->cfg.deadline_ms) {
+        x->deadline_hit = 1;
+        return 1;
+    }
+    return 0;
 }
 
 static int append_header(struct curl_slist **list, const char *line)
@@ -779,7 +812,7 @@ static int setup_attempt(xfer *x, struct curl_slist **hdrs, stow_error *err)
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, h->cfg.connect_timeout_ms);
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, h->cfg.low_speed_limit);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, h->cfg.low_speed_timeout_s);
     curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, h->cfg.verify_tls ? 1L : 0L);
@@ -937,6 +970,7 @@ static outcome run_attempt(xfer *x, long *retry_after_ms, stow_error *err)
     x->errbody_len = 0;
     x->errbody_trunc = 0;
     x->body_pos = 0;
+    x->mark_bytes = 0;
     stow_error_clear(&x->derr);
 
     int rc0 = setup_attempt(x, &hdrs, err);
@@ -971,6 +1005,10 @@ static outcome run_attempt(xfer *x, long *retry_after_ms, stow_error *err)
     }
     if (aborted(x)) {
         stow_error_set(err, STOW_ERR, "%s %s: aborted", x->method, x->url_red);
+        goto done;
+    }
+    if (x->deadline_hit) {
+        stow_error_set(err, STOW_ETIMEOUT, "%s %s: timed out", x->method, x->url_red);
         goto done;
     }
     if (rc != CURLE_OK) {
@@ -1083,13 +1121,25 @@ static void error_append(stow_error *err, const char *fmt, ...)
     va_end(ap);
 }
 
+/* Ends err for an operation that ran out of time without progress. */
+static void stall_message(xfer *x, stow_error *e)
+{
+    int64_t now = stow_now_ms();
+    e->code = STOW_ETIMEOUT;
+    error_append(e, " (store stalled: no progress for %" PRId64 " s, gave up after %" PRId64
+                 " s and %d attempt%s)",
+                 (now - x->t_progress + 500) / 1000, (now - x->t0 + 500) / 1000, x->attempts,
+                 x->attempts == 1 ? "" : "s");
+}
+
 /* The retry loop around run_attempt. The outcome goes to err (which a failing sink may
  * have filled itself, see backend.h). */
 static int run_xfer(xfer *x, stow_httpc_result *res, stow_error *err)
 {
     stow_httpc_config *cfg = &x->h->cfg;
-    int64_t t0 = now_ms();
-    int64_t t_progress = t0;
+    int64_t t0 = stow_now_ms();
+    x->t0 = t0;
+    x->t_progress = t0;
     int no_progress = 0;
     int resumes = 0;
     int rc = STOW_ERR;
@@ -1119,20 +1169,25 @@ static int run_xfer(xfer *x, stow_httpc_result *res, stow_error *err)
         if (e.code == STOW_OK)
             e.code = STOW_ERR;
         rc = e.code;
-        if (o == OUT_FINAL)
+        if (o == OUT_FINAL) {
+            if (x->deadline_hit)
+                stall_message(x, &e);
             break;
+        }
         if (x->is_get && x->delivered > before) {
             no_progress = 0;
             resumes++;
-            t_progress = now_ms();
         } else {
             no_progress++;
         }
         int limit = cfg->max_retries;
         if (x->status == 0 && is_connect_error(x->last_rc) && limit > CONNECT_RETRIES_MAX)
             limit = CONNECT_RETRIES_MAX;
-        if (no_progress > limit || resumes > MAX_RESUMES ||
-            now_ms() - t_progress > cfg->retry_budget_ms) {
+        if (x->deadline_hit || stow_now_ms() - x->t_progress > cfg->deadline_ms) {
+            stall_message(x, &e);
+            break;
+        }
+        if (no_progress > limit || resumes > MAX_RESUMES) {
             if (x->attempts > 1)
                 error_append(&e, " (gave up after %d attempts)", x->attempts);
             break;
@@ -1152,6 +1207,12 @@ static int run_xfer(xfer *x, stow_httpc_result *res, stow_error *err)
         long delay = no_progress == 0 ? 0 : (long)(jitter_random() % (uint64_t)(ceiling + 1));
         if (retry_after > delay)
             delay = retry_after < cfg->retry_max_ms ? retry_after : cfg->retry_max_ms;
+        int64_t left = x->t_progress + cfg->deadline_ms - stow_now_ms();
+        if (delay >= left) {
+            /* the wait alone would pass the deadline */
+            stall_message(x, &e);
+            break;
+        }
         stow_warn("attempt %d failed: %s; retrying in %ld ms%s", x->attempts, e.msg, delay,
                   x->is_get && x->delivered > 0 ? " with a range request" : "");
         if (sleep_ms(delay, x->abort_flag, x->pipe ? &x->pipe->abort : NULL)) {
@@ -1164,7 +1225,7 @@ static int run_xfer(xfer *x, stow_httpc_result *res, stow_error *err)
         report_headers(x);
     stow_debug("%s %s -> %ld, %" PRIu64 " bytes, %d attempt%s, %" PRId64 " ms%s%s", x->method,
                x->url_red, x->status, x->delivered, x->attempts, x->attempts == 1 ? "" : "s",
-               now_ms() - t0, rc == STOW_OK ? "" : ": ", rc == STOW_OK ? "" : stow_error_name(rc));
+               stow_now_ms() - t0, rc == STOW_OK ? "" : ": ", rc == STOW_OK ? "" : stow_error_name(rc));
     handle_give(x->h, x->curl);
     x->curl = NULL;
     free(x->errbody);

@@ -17,6 +17,10 @@ The first path segments choose the fault; the rest is the upstream path:
                           error body and Retry-After: 0; later ones pass
   /always503/<path>       every request gets a 503
   /reset/<path>           the first request per (method, path) is reset without answer
+  /stall/<N>/<path>       every answer stops after its head and N body bytes: the
+                          connection stays open and silent until the client gives up
+                          (a store that accepts and then stalls; at most STALL_MAX s)
+  /stallhead/<path>       every request is read and never answered (at most STALL_MAX s)
   /echo/<path>            answered by the proxy itself: 200 with the body
                           "<METHOD> <path>\n<request body>" (Content-Length bodies only)
                           and X-Echo-Test: <the request's X-Test header>
@@ -41,6 +45,7 @@ STATE_LOCK = threading.Lock()
 ARGS = None
 LOG_LOCK = threading.Lock()
 HEAD_MAX = 1 << 20
+STALL_MAX = 300
 
 
 def first_time(key):
@@ -114,6 +119,17 @@ def pump(src, dst, limit=None, fired=None):
         pass
 
 
+def hold(sock):
+    """Keeps a connection open and silent until the peer closes it (or STALL_MAX s)."""
+    sock.settimeout(STALL_MAX)
+    try:
+        while sock.recv(65536):
+            pass
+    except OSError:
+        pass
+    sock.close()
+
+
 class Handler(socketserver.BaseRequestHandler):
     def handle(self):
         c = self.request
@@ -139,7 +155,7 @@ class Handler(socketserver.BaseRequestHandler):
             parts = target.split("/")
         mode = parts[1] if len(parts) > 1 else ""
         cut_after = None
-        if mode in ("cut", "cutparts", "cutnr", "rcut"):
+        if mode in ("cut", "cutparts", "cutnr", "rcut", "stall"):
             try:
                 cut_after = int(parts[2])
             except (IndexError, ValueError):
@@ -155,6 +171,10 @@ class Handler(socketserver.BaseRequestHandler):
             action = "503"
         elif mode == "reset" and first_time((mode, method, path)):
             action = "reset"
+        elif mode == "stall":
+            action = "stall%d" % cut_after
+        elif mode == "stallhead":
+            action = "stallhead"
         elif mode == "rcut":
             if first_time((mode, method, path)):
                 action = "rcut%d" % cut_after
@@ -171,6 +191,9 @@ class Handler(socketserver.BaseRequestHandler):
 
         if action == "reset":
             reset(c)
+            return
+        if action == "stallhead":
+            hold(c)
             return
         if mode == "echo":
             if "100-continue" in hmap.get("expect", "").lower():
@@ -256,6 +279,12 @@ class Handler(socketserver.BaseRequestHandler):
                         data = up.recv(262144)
                     if not data:
                         break
+                    if action.startswith("stall") and sent + len(data) >= cut_after:
+                        c.sendall(data[: cut_after - sent])
+                        t.join(STALL_MAX)  # the pump ends when the client closes
+                        c.close()
+                        up.close()
+                        return
                     if cut_after is not None and sent + len(data) >= cut_after:
                         # Exactly N body bytes, then the connection ends in the middle of
                         # the body (a FIN, so the client surely receives all N bytes; a
