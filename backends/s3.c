@@ -53,11 +53,13 @@
 
 #include <curl/curl.h>
 
+#include "buf.h"
 #include "log.h"
 #include "backend.h"
 #include "httpc.h"
 #include "s3_creds.h"
 #include "sigv4.h"
+#include "util.h"
 
 #define S3_KEY_MAX 1024                  /* S3's limit on a key, in bytes */
 #define S3_URL_MAX (STOW_S3_ORIGIN_MAX + STOW_SIGV4_PATH_MAX + STOW_SIGV4_QUERY_MAX + 2)
@@ -160,15 +162,6 @@ static int dns_compatible(const char *bucket)
     return 1;
 }
 
-static int copy_str(char *dst, size_t cap, const char *src)
-{
-    size_t n = strlen(src);
-    if (n >= cap)
-        return -1;
-    memcpy(dst, src, n + 1);
-    return 0;
-}
-
 /* Splits an endpoint URL into scheme, host (with port when given) and path. */
 static int parse_endpoint(stow_s3_location *loc, char *scheme, size_t scheme_cap,
                           char *hostport, size_t hp_cap, const char *endpoint, stow_error *err)
@@ -216,7 +209,7 @@ static int parse_endpoint(stow_s3_location *loc, char *scheme, size_t scheme_cap
                                         (strcmp(sch, "https") == 0 && strcmp(port, "443") == 0));
     int n = snprintf(hostport, hp_cap, "%s%s%s", host, port && !default_port ? ":" : "",
                      port && !default_port ? port : "");
-    if (n < 0 || (size_t)n >= hp_cap || copy_str(scheme, scheme_cap, sch) != 0) {
+    if (n < 0 || (size_t)n >= hp_cap || stow_strlcpy(scheme, sch, scheme_cap) != 0) {
         stow_error_set(err, STOW_EUSAGE, "S3 endpoint \"%s\" is too long", red);
         goto done;
     }
@@ -305,7 +298,7 @@ int stow_s3_location_parse(stow_s3_location *out, const char *url, const char *e
         rg = getenv("AWS_DEFAULT_REGION");
     if (rg == NULL || *rg == '\0')
         rg = "us-east-1";
-    if (copy_str(out->region, sizeof(out->region), rg) != 0)
+    if (stow_strlcpy(out->region, rg, sizeof(out->region)) != 0)
         return stow_error_set(err, STOW_EUSAGE, "S3 region \"%.80s\" is too long", rg);
     for (const char *c = out->region; *c; c++)
         if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
@@ -331,11 +324,11 @@ int stow_s3_location_parse(stow_s3_location *out, const char *url, const char *e
         out->path_style = path_style == 1 || (path_style < 0 && !dns_compatible(out->bucket));
     }
     if (out->path_style) {
-        n = snprintf(out->host, sizeof(out->host), "%s", hostport);
-        if (n >= 0 && (size_t)n < sizeof(out->host)) {
+        n = stow_strlcpy(out->host, hostport, sizeof(out->host)) == 0 ? 0 : -1;
+        if (n == 0) {
             size_t bp = strlen(out->base_path);
-            n = snprintf(out->base_path + bp, sizeof(out->base_path) - bp, "/%s", out->bucket);
-            if (n >= 0 && (size_t)n >= sizeof(out->base_path) - bp)
+            int m = snprintf(out->base_path + bp, sizeof(out->base_path) - bp, "/%s", out->bucket);
+            if (m < 0 || (size_t)m >= sizeof(out->base_path) - bp)
                 n = -1;
         }
     } else {
@@ -641,7 +634,7 @@ static int creds_get(s3_backend *b, stow_s3_creds *out, stow_error *err)
 static void creds_source(s3_backend *b, char *out, size_t cap)
 {
     pthread_mutex_lock(&b->creds_lock);
-    snprintf(out, cap, "%s", b->creds.source);
+    stow_strlcpy(out, b->creds.source, cap);
     pthread_mutex_unlock(&b->creds_lock);
 }
 
@@ -843,7 +836,7 @@ static int call_init(s3_call *c, s3_backend *b, const char *name, stow_error *er
     if (name == NULL) {
         snprintf(c->path, sizeof(c->path), "%s%s", b->loc.base_path,
                  b->loc.path_style ? "" : "/");
-        snprintf(c->desc, sizeof(c->desc), "%s", b->url_red);
+        stow_strlcpy(c->desc, b->url_red, sizeof(c->desc));
         return STOW_OK;
     }
     if (!stow_backend_name_ok(name))
@@ -1402,13 +1395,6 @@ struct stow_put {
     int64_t t0;
 };
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static const char *content_type(const char *name)
 {
     size_t n = strlen(name);
@@ -1437,7 +1423,7 @@ static int s3_put_begin(stow_put **out, stow_backend *sb, const char *name, int6
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->cond, NULL);
     atomic_init(&p->cancel, 0);
-    p->t0 = mono_ms();
+    p->t0 = stow_now_ms();
     *out = p;
     return STOW_OK;
 }
@@ -1538,7 +1524,7 @@ static int post_xml(stow_put *p, const char *query, const char *body, size_t bod
     int rc = call_init(c, p->b, p->name, err);
     if (rc != STOW_OK)
         return rc;
-    snprintf(c->query, sizeof(c->query), "%s", query);
+    stow_strlcpy(c->query, query, sizeof(c->query));
     c->collect = 1;
     c->keep_error = 1;
     for (int i = 0; headers && headers[i] && i < 3; i++)
@@ -1807,51 +1793,29 @@ static void put_free(stow_put *p)
     free(p);
 }
 
-/* Appends to a growing buffer with a cap. */
-typedef struct sbuf {
-    char *s;
-    size_t len, cap, max;
-    int failed;
-} sbuf;
-
-static void sbuf_add(sbuf *b, const char *s, size_t n)
+/* The builders below record a failure in the buffer and check it once at the end. */
+static void sbuf_add(stow_buf *b, const char *s, size_t n, int *failed)
 {
-    if (b->failed)
-        return;
-    if (n > b->max - b->len) {
-        b->failed = 1;
-        return;
-    }
-    if (b->len + n + 1 > b->cap) {
-        size_t ncap = b->cap ? b->cap : 4096;
-        while (ncap < b->len + n + 1)
-            ncap *= 2;
-        char *ns = realloc(b->s, ncap);
-        if (ns == NULL) {
-            b->failed = 1;
-            return;
-        }
-        b->s = ns;
-        b->cap = ncap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
+    if (!*failed && stow_buf_add(b, s, n, NULL) != STOW_OK)
+        *failed = 1;
 }
 
-static void sbuf_str(sbuf *b, const char *s) { sbuf_add(b, s, strlen(s)); }
-
-static void sbuf_xml_text(sbuf *b, const char *s)
+static void sbuf_xml_text(stow_buf *b, const char *s, int *failed)
 {
     for (; *s; s++) {
+        const char *esc = NULL;
         switch (*s) {
-        case '&': sbuf_str(b, "&amp;"); break;
-        case '<': sbuf_str(b, "&lt;"); break;
-        case '>': sbuf_str(b, "&gt;"); break;
-        case '"': sbuf_str(b, "&quot;"); break;
-        case '\'': sbuf_str(b, "&apos;"); break;
-        default: sbuf_add(b, s, 1); break;
+        case '&': esc = "&amp;"; break;
+        case '<': esc = "&lt;"; break;
+        case '>': esc = "&gt;"; break;
+        case '"': esc = "&quot;"; break;
+        case '\'': esc = "&apos;"; break;
+        default: break;
         }
+        if (esc)
+            sbuf_add(b, esc, strlen(esc), failed);
+        else
+            sbuf_add(b, s, 1, failed);
     }
 }
 
@@ -1870,7 +1834,9 @@ static void complete_end(xml_walk *w, const char *name, const char *text, size_t
 static int multipart_complete(stow_put *p, unsigned nparts, stow_error *err)
 {
     static const char *const if_absent = "If-None-Match: *";
-    sbuf x = {NULL, 0, 0, (size_t)STOW_S3_MAX_PARTS * 512 + 1024, 0};
+    stow_buf x;
+    int failed = 0;
+    stow_buf_init(&x, (size_t)STOW_S3_MAX_PARTS * 512 + 1024);
     s3_call *c = malloc(sizeof(*c));
     xml_walk *w = malloc(sizeof(*w));
     char query[3 * S3_UPLOAD_ID_MAX + 32];
@@ -1879,24 +1845,26 @@ static int multipart_complete(stow_put *p, unsigned nparts, stow_error *err)
         rc = stow_error_set(err, STOW_ERR, "out of memory");
         goto done;
     }
-    sbuf_str(&x, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CompleteMultipartUpload "
-                 "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
-    for (unsigned i = 1; i <= nparts; i++) {
-        char num[48];
-        snprintf(num, sizeof(num), "<Part><PartNumber>%u</PartNumber><ETag>", i);
-        sbuf_str(&x, num);
-        sbuf_xml_text(&x, p->etags[i - 1].etag);
-        sbuf_str(&x, "</ETag></Part>");
+    if (stow_buf_adds(&x,
+                      "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CompleteMultipartUpload "
+                      "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">",
+                      NULL) != STOW_OK)
+        failed = 1;
+    for (unsigned i = 1; i <= nparts && !failed; i++) {
+        if (stow_buf_addf(&x, NULL, "<Part><PartNumber>%u</PartNumber><ETag>", i) != STOW_OK)
+            failed = 1;
+        sbuf_xml_text(&x, p->etags[i - 1].etag, &failed);
+        sbuf_add(&x, "</ETag></Part>", strlen("</ETag></Part>"), &failed);
     }
-    sbuf_str(&x, "</CompleteMultipartUpload>");
-    if (x.failed) {
+    sbuf_add(&x, "</CompleteMultipartUpload>", strlen("</CompleteMultipartUpload>"), &failed);
+    if (failed) {
         rc = stow_error_set(err, STOW_ERR, "out of memory");
         goto done;
     }
     const char *hdrs[] = {"Content-Type: application/xml",
                           (p->flags & STOW_PUT_IF_ABSENT) ? if_absent : NULL, NULL};
     for (int attempt = 1;; attempt++) {
-        rc = post_xml(p, query, x.s, x.len, hdrs, c, err);
+        rc = post_xml(p, query, stow_buf_str(&x), x.len, hdrs, c, err);
         if (rc != STOW_OK)
             break;
         /* "200 OK" can still carry an <Error> (S3 sends it when it fails late) */
@@ -1933,7 +1901,7 @@ done:
         call_free(c);
     free(c);
     free(w);
-    free(x.s);
+    stow_buf_free(&x);
     return rc;
 }
 
@@ -1995,7 +1963,7 @@ static int s3_put_commit(stow_put *p, stow_error *err)
     rc = multipart_complete(p, nparts, err);
     if (rc != STOW_OK)
         goto fail;
-    int64_t ms = mono_ms() - p->t0;
+    int64_t ms = stow_now_ms() - p->t0;
     stow_debug("PUT %s/%s: multipart upload complete, %u parts, %" PRIu64 " bytes, %" PRId64
                " ms (%.1f MB/s)",
                p->b->url_red, p->name, nparts, p->total, ms,

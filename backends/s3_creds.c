@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "util.h"
 
 #define PATH_CAP 4096
 #define PROFILE_MAX 128
@@ -282,14 +283,14 @@ static int on_ini_value(void *user, const char *section, const char *name, const
     size_t n = strlen(value);
     if (n >= cap - have) {
         pp->overflow = 1;
-        snprintf(pp->overflow_name, sizeof(pp->overflow_name), "%s", name);
+        stow_strlcpy(pp->overflow_name, name, sizeof(pp->overflow_name));
         dst[0] = '\0';
         return 1;
     }
     memcpy(dst + have, value, n + 1);
     if (flag != NULL)
         *flag = dst[0] != '\0';
-    snprintf(pp->last_name, sizeof(pp->last_name), "%s", name);
+    stow_strlcpy(pp->last_name, name, sizeof(pp->last_name));
     return 1;
 }
 
