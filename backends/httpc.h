@@ -51,6 +51,7 @@ typedef struct stow_httpc_config {
     int netrc;                   /* 1: CURL_NETRC_OPTIONAL (~/.netrc, or $NETRC if set) */
     const char *const *headers;  /* "Name: value" sent on every request; NULL-terminated */
     const char *user_agent;      /* default "stowage/<version>" */
+    int no_proxy;                /* 1: never through a proxy (link-local services) */
 } stow_httpc_config;
 
 /* Fills cfg with the defaults above, then applies what opts sets (verify_tls, ca_bundle,

@@ -333,6 +333,8 @@ static int setup_attempt(xfer *x, struct curl_slist **hdrs, stow_error *err)
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, x->errbuf);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    if (h->cfg.no_proxy)
+        curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, h->cfg.connect_timeout_ms);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, h->cfg.low_speed_limit);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, h->cfg.low_speed_timeout_s);
