@@ -403,7 +403,7 @@ static int credentials_path(char *out, size_t cap, stow_error *err)
         pwp != NULL && pwp->pw_dir != NULL && pwp->pw_dir[0] != '\0')
         home = pwp->pw_dir;
     if (env != NULL && strncmp(env, "~/", 2) != 0)
-        n = snprintf(out, cap, "%s", env);
+        n = stow_strlcpy(out, env, cap) == 0 ? 0 : -1;
     else if (home == NULL)
         return stow_error_set(err, STOW_ENOTFOUND, "no home directory to find ~/.aws/credentials");
     else if (env != NULL)
