@@ -59,8 +59,7 @@ struct stow_put {
     unsigned char **spare; /* buffers given back by the workers */
     size_t *spare_cap;
     int nspare;
-    part_etag *etags; /* index part number - 1 */
-    unsigned etags_cap;
+    stow_buf etags; /* part_etag records, index part number - 1; see etag_at */
     int stop;         /* workers exit once the queue is empty */
     _Atomic int cancel;
     int failed;
@@ -97,8 +96,15 @@ int s3_put_begin(stow_put **out, stow_backend *sb, const char *name, int64_t siz
     pthread_cond_init(&p->cond, NULL);
     atomic_init(&p->cancel, 0);
     p->t0 = stow_now_ms();
+    stow_buf_init(&p->etags, (size_t)STOW_S3_MAX_PARTS * sizeof(part_etag));
     *out = p;
     return STOW_OK;
+}
+
+/* The ETag record of part number n (1-based); the caller holds p->lock. */
+static part_etag *etag_at(stow_put *p, unsigned n)
+{
+    return (part_etag *)(void *)p->etags.ptr + (n - 1);
 }
 
 /* The upload ID as a query value. */
@@ -173,7 +179,7 @@ static void *part_worker(void *arg)
 
         pthread_mutex_lock(&p->lock);
         if (!skip && rc == STOW_OK) {
-            memcpy(p->etags[j.number - 1].etag, etag, sizeof(etag));
+            memcpy(etag_at(p, j.number)->etag, etag, sizeof(etag));
         } else if (!skip && !p->failed) {
             p->failed = 1;
             p->err = e;
@@ -274,18 +280,11 @@ static int dispatch_part(stow_put *p, stow_error *err)
         return stow_error_set(err, STOW_ERR, "PUT %s: more than %u parts", p->name,
                               STOW_S3_MAX_PARTS);
     pthread_mutex_lock(&p->lock); /* workers write into etags */
-    if (p->part_no > p->etags_cap) {
-        unsigned ncap = p->etags_cap ? p->etags_cap * 2 : 64;
-        if (ncap > STOW_S3_MAX_PARTS)
-            ncap = STOW_S3_MAX_PARTS;
-        part_etag *ne = realloc(p->etags, ncap * sizeof(*ne));
-        if (ne == NULL) {
-            pthread_mutex_unlock(&p->lock);
-            return stow_error_set(err, STOW_ERR, "out of memory");
-        }
-        memset(ne + p->etags_cap, 0, (ncap - p->etags_cap) * sizeof(*ne));
-        p->etags = ne;
-        p->etags_cap = ncap;
+    static const part_etag none;
+    if (p->etags.len < (size_t)p->part_no * sizeof(part_etag) &&
+        stow_buf_add(&p->etags, &none, sizeof(none), err) != STOW_OK) {
+        pthread_mutex_unlock(&p->lock);
+        return err && err->code != STOW_OK ? err->code : STOW_ERR;
     }
     /* memory bound: nthreads parts with the workers, one being filled */
     while (!p->failed && p->inflight >= p->nthreads)
@@ -433,7 +432,7 @@ static void put_free(stow_put *p)
     free(p->spare_cap);
     free(p->queue);
     free(p->threads);
-    free(p->etags);
+    stow_buf_free(&p->etags);
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->cond);
     free(p);
@@ -478,7 +477,7 @@ static int multipart_complete(stow_put *p, unsigned nparts, stow_error *err)
                         NULL);
     for (unsigned i = 1; i <= nparts && !x.failed; i++) {
         (void)stow_buf_addf(&x, NULL, "<Part><PartNumber>%u</PartNumber><ETag>", i);
-        add_xml_text(&x, p->etags[i - 1].etag);
+        add_xml_text(&x, etag_at(p, i)->etag);
         (void)stow_buf_adds(&x, "</ETag></Part>", NULL);
     }
     (void)stow_buf_adds(&x, "</CompleteMultipartUpload>", NULL);
@@ -574,7 +573,7 @@ int s3_put_commit(stow_put *p, stow_error *err)
         goto fail;
     }
     for (unsigned i = 0; i < nparts; i++)
-        if (p->etags[i].etag[0] == '\0') {
+        if (etag_at(p, i + 1)->etag[0] == '\0') {
             rc = stow_error_set(err, STOW_ERR, "PUT %s: part %u has no ETag", p->name, i + 1);
             goto fail;
         }
