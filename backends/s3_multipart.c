@@ -25,8 +25,7 @@
 
 typedef struct part_job {
     unsigned number;
-    unsigned char *data;
-    size_t len, cap;
+    stow_buf data; /* the part's bytes */
 } part_job;
 
 typedef struct part_etag {
@@ -41,8 +40,7 @@ struct stow_put {
     uint64_t total;
 
     /* the part being filled */
-    unsigned char *cur;
-    size_t cur_len, cur_cap;
+    stow_buf cur; /* capped at part_size */
     uint64_t part_size; /* of the part being filled */
     unsigned part_no;   /* its number, 1-based */
 
@@ -56,8 +54,7 @@ struct stow_put {
     part_job *queue; /* ring of qcap jobs */
     size_t qcap, q_head, q_len;
     int inflight;    /* jobs queued or being uploaded */
-    unsigned char **spare; /* buffers given back by the workers */
-    size_t *spare_cap;
+    stow_buf *spare; /* buffers given back by the workers */
     int nspare;
     stow_buf etags; /* part_etag records, index part number - 1; see etag_at */
     int stop;         /* workers exit once the queue is empty */
@@ -97,6 +94,7 @@ int s3_put_begin(stow_put **out, stow_backend *sb, const char *name, int64_t siz
     atomic_init(&p->cancel, 0);
     p->t0 = stow_now_ms();
     stow_buf_init(&p->etags, (size_t)STOW_S3_MAX_PARTS * sizeof(part_etag));
+    stow_buf_init(&p->cur, (size_t)p->part_size);
     *out = p;
     return STOW_OK;
 }
@@ -132,13 +130,13 @@ static int upload_part(stow_put *p, const part_job *j, char *etag, stow_error *e
         goto done;
     }
     c->cancel = &p->cancel;
-    stow_sigv4_payload_hash(c->payload_hash, j->data, j->len);
+    stow_sigv4_payload_hash(c->payload_hash, j->data.ptr, j->data.len);
     stow_httpc_request req = {0};
     stow_httpc_result res;
     req.method = "PUT";
     req.body_type = STOW_HTTPC_BODY_BUFFER;
-    req.body = j->data;
-    req.body_len = j->len;
+    req.body = j->data.ptr;
+    req.body_len = j->data.len;
     rc = s3_call_perform(c, &req, &res, 0, err);
     if (rc == STOW_OK) {
         if (res.etag[0] == '\0')
@@ -185,9 +183,7 @@ static void *part_worker(void *arg)
             p->err = e;
             atomic_store(&p->cancel, 1);
         }
-        p->spare[p->nspare] = j.data;
-        p->spare_cap[p->nspare] = j.cap;
-        p->nspare++;
+        p->spare[p->nspare++] = j.data;
         p->inflight--;
         pthread_cond_broadcast(&p->cond);
         pthread_mutex_unlock(&p->lock);
@@ -246,8 +242,7 @@ static int multipart_start(stow_put *p, stow_error *err)
     p->qcap = (size_t)nt;
     p->threads = calloc((size_t)nt, sizeof(*p->threads));
     p->spare = calloc((size_t)nt + 1, sizeof(*p->spare));
-    p->spare_cap = calloc((size_t)nt + 1, sizeof(*p->spare_cap));
-    if (!p->queue || !p->threads || !p->spare || !p->spare_cap) {
+    if (!p->queue || !p->threads || !p->spare) {
         rc = stow_error_set(err, STOW_ERR, "out of memory");
         goto done;
     }
@@ -297,25 +292,22 @@ static int dispatch_part(stow_put *p, stow_error *err)
         return rc;
     }
     size_t at = (p->q_head + p->q_len) % p->qcap;
-    p->queue[at] = (part_job){p->part_no, p->cur, p->cur_len, p->cur_cap};
+    p->queue[at] = (part_job){p->part_no, p->cur};
     p->q_len++;
     p->inflight++;
-    p->cur = NULL;
-    p->cur_len = 0;
-    p->cur_cap = 0;
     pthread_cond_broadcast(&p->cond);
     p->part_no++;
     p->part_size = stow_s3_part_size(p->b->part_base, p->size_hint, p->part_no);
+    stow_buf_init(&p->cur, (size_t)p->part_size);
     /* a spare buffer of the right size, if a worker gave one back */
     while (p->nspare > 0) {
-        p->nspare--;
-        unsigned char *buf = p->spare[p->nspare];
-        size_t cap = p->spare_cap[p->nspare];
-        if (p->cur == NULL && cap >= p->part_size) {
-            p->cur = buf;
-            p->cur_cap = cap;
+        stow_buf *sp = &p->spare[--p->nspare];
+        if (p->cur.ptr == NULL && sp->cap > p->part_size) {
+            p->cur = *sp;
+            p->cur.max = (size_t)p->part_size;
+            stow_buf_reset(&p->cur);
         } else {
-            free(buf);
+            stow_buf_free(sp);
         }
     }
     pthread_mutex_unlock(&p->lock);
@@ -334,37 +326,31 @@ int s3_put_write(stow_put *p, const void *buf, size_t len, stow_error *err)
                 *err = e;
             return e.code != STOW_OK ? e.code : STOW_ERR;
         }
-        if (p->cur_len == p->part_size) {
+        if (p->cur.len == p->part_size) {
             int rc = dispatch_part(p, err);
             if (rc != STOW_OK)
                 return rc;
             continue;
         }
-        size_t room = (size_t)(p->part_size - p->cur_len);
+        size_t room = (size_t)(p->part_size - p->cur.len);
         size_t n = len < room ? len : room;
-        if (p->cur_len + n > p->cur_cap) {
-            /* parts after the first are full-size; the first grows, so that small objects
-             * (manifests, refs) take small buffers */
-            size_t ncap;
-            if (p->part_no > 1)
-                ncap = (size_t)p->part_size;
-            else if (p->size_hint >= 0 && p->cur_cap == 0)
-                ncap = (uint64_t)p->size_hint < p->part_size ? (size_t)p->size_hint
-                                                             : (size_t)p->part_size;
-            else
-                ncap = p->cur_cap >= S3_SMALL_START / 2 ? p->cur_cap * 2 : S3_SMALL_START;
-            if (ncap < p->cur_len + n)
-                ncap = p->cur_len + n;
-            if (ncap > p->part_size)
-                ncap = (size_t)p->part_size;
-            unsigned char *nb = realloc(p->cur, ncap);
-            if (nb == NULL)
-                return stow_error_set(err, STOW_ERR, "out of memory for a %zu-byte part", ncap);
-            p->cur = nb;
-            p->cur_cap = ncap;
+        if (p->cur.ptr == NULL) {
+            /* parts after the first are full-size from the start; the first grows (or takes
+             * the size hint), so that small objects (manifests, refs) take small buffers */
+            size_t first = (size_t)p->part_size;
+            if (p->part_no == 1)
+                first = p->size_hint >= 0 && (uint64_t)p->size_hint < p->part_size
+                            ? (size_t)p->size_hint
+                            : S3_SMALL_START;
+            if (first < n)
+                first = n;
+            if (first > p->part_size)
+                first = (size_t)p->part_size;
+            if (stow_buf_reserve(&p->cur, first, err) != STOW_OK)
+                return STOW_ERR;
         }
-        memcpy(p->cur + p->cur_len, src, n);
-        p->cur_len += n;
+        if (stow_buf_add(&p->cur, src, n, err) != STOW_OK)
+            return STOW_ERR;
         p->total += n;
         src += n;
         len -= n;
@@ -423,13 +409,12 @@ static void put_free(stow_put *p)
 {
     if (p == NULL)
         return;
-    free(p->cur);
+    stow_buf_free(&p->cur);
     for (int i = 0; i < p->nspare; i++)
-        free(p->spare[i]);
+        stow_buf_free(&p->spare[i]);
     for (size_t i = 0; i < p->q_len; i++)
-        free(p->queue[(p->q_head + i) % p->qcap].data);
+        stow_buf_free(&p->queue[(p->q_head + i) % p->qcap].data);
     free(p->spare);
-    free(p->spare_cap);
     free(p->queue);
     free(p->threads);
     stow_buf_free(&p->etags);
@@ -532,12 +517,12 @@ static int put_single(stow_put *p, stow_error *err)
     if (rc == STOW_OK) {
         c->headers[0] = content_type(p->name);
         c->headers[1] = (p->flags & STOW_PUT_IF_ABSENT) ? if_absent : NULL;
-        stow_sigv4_payload_hash(c->payload_hash, p->cur, p->cur_len);
+        stow_sigv4_payload_hash(c->payload_hash, stow_buf_str(&p->cur), p->cur.len);
         stow_httpc_request req = {0};
         req.method = "PUT";
         req.body_type = STOW_HTTPC_BODY_BUFFER;
-        req.body = p->cur ? (const void *)p->cur : (const void *)"";
-        req.body_len = p->cur_len;
+        req.body = stow_buf_str(&p->cur);
+        req.body_len = p->cur.len;
         rc = s3_call_perform(c, &req, NULL, 0, err);
     }
     s3_call_free(c);

@@ -56,6 +56,14 @@ static int reserve(stow_buf *b, size_t len, stow_error *err)
     return STOW_OK;
 }
 
+int stow_buf_reserve(stow_buf *b, size_t len, stow_error *err)
+{
+    int rc = reserve(b, len, err);
+    if (rc == STOW_OK && b->ptr != NULL && b->len == 0)
+        b->ptr[0] = '\0';
+    return rc;
+}
+
 int stow_buf_add(stow_buf *b, const void *data, size_t len, stow_error *err)
 {
     int rc = reserve(b, len, err);

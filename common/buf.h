@@ -32,6 +32,10 @@ int stow_buf_add(stow_buf *b, const void *data, size_t len, stow_error *err);
 int stow_buf_adds(stow_buf *b, const char *s, stow_error *err);
 int stow_buf_addf(stow_buf *b, stow_error *err, const char *fmt, ...) STOW_PRINTF(3, 4);
 
+/* Makes room for len more bytes (and the NUL) without adding them, so that a buffer whose
+ * final size is known grows once. Fails like stow_buf_add past the cap. */
+int stow_buf_reserve(stow_buf *b, size_t len, stow_error *err);
+
 /* The contents as a string: "" for an empty buffer, never NULL. */
 const char *stow_buf_str(const stow_buf *b);
 

@@ -45,8 +45,30 @@ static void test_fixed(void)
     CHECK_STR(stow_buf_str(&z), "");
 }
 
+/* reserve grows once to the size asked for, within the cap, and adds nothing. */
+static void test_reserve(void)
+{
+    stow_error err;
+    stow_buf b;
+    stow_buf_init(&b, 1000);
+    CHECK_INT(stow_buf_reserve(&b, 700, &err), 0);
+    CHECK_INT(b.len, 0);
+    CHECK(b.cap >= 701);
+    CHECK_STR(stow_buf_str(&b), "");
+    char *p = b.ptr;
+    char data[700];
+    memset(data, 'x', sizeof(data));
+    CHECK_INT(stow_buf_add(&b, data, sizeof(data), &err), 0);
+    CHECK(b.ptr == p); /* no reallocation */
+    CHECK_INT(stow_buf_reserve(&b, 301, &err), STOW_ERR); /* 1001 > 1000 */
+    CHECK_INT(b.failed, 1);
+    CHECK_INT(b.len, 700);
+    stow_buf_free(&b);
+}
+
 int main(void)
 {
+    test_reserve();
     stow_error err;
     stow_buf b;
 
