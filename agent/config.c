@@ -43,7 +43,11 @@ static const option options[] = {
     {"storage", "connect_timeout_ms", "STOWAGE_CONNECT_TIMEOUT_MS", "--connect-timeout-ms", NULL, T_LONG,
      OFF(connect_timeout_ms), 1, 600000, "connect timeout in milliseconds (10000)"},
     {"storage", "low_speed_timeout", "STOWAGE_LOW_SPEED_TIMEOUT", "--low-speed-timeout", NULL, T_LONG,
-     OFF(low_speed_timeout_s), 1, 3600, "abort a transfer stalled this many seconds (60)"},
+     OFF(low_speed_timeout_s), 1, 3600, "abort a transfer below low_speed_limit this many seconds (30)"},
+    {"storage", "low_speed_limit", "STOWAGE_LOW_SPEED_LIMIT", "--low-speed-limit", NULL, T_LONG,
+     OFF(low_speed_limit), 1, 1073741824, "bytes per second a transfer must keep up (1024)"},
+    {"storage", "deadline", "STOWAGE_DEADLINE", "--deadline", NULL, T_LONG, OFF(deadline_s), 1, 86400,
+     "seconds one store operation, retries included, may go without progress (60)"},
     {"storage", "retries", "STOWAGE_RETRIES", "--retries", NULL, T_LONG, OFF(retries), 0, 20,
      "retries for 5xx, 429, resets and timeouts (5)"},
     {"storage", "parallel", "STOWAGE_PARALLEL", "--parallel", NULL, T_LONG, OFF(parallel), 1, 64,
@@ -340,7 +344,7 @@ static void set_defaults(stow_config *cfg)
     cfg->path_style = -1;
     cfg->verify_tls = 1;
     cfg->connect_timeout_ms = 10000;
-    cfg->low_speed_timeout_s = 60;
+    cfg->low_speed_timeout_s = 30;
     cfg->retries = 5;
     cfg->parallel = 4;
     cfg->level = 3;

@@ -26,6 +26,8 @@ typedef struct stow_config {
     char *ca_bundle;
     long connect_timeout_ms;
     long low_speed_timeout_s;
+    long low_speed_limit; /* 0 = the backend's default */
+    long deadline_s;      /* 0 = the backend's default */
     long retries;
     long parallel;
     char *token_env;

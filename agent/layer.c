@@ -16,11 +16,9 @@
 #include "hash.h"
 #include "log.h"
 #include "paths.h"
-#include "pipe.h"
 #include "scan.h"
 
 #define IO_CHUNK (1u << 20)
-#define UPLOAD_PIPE_CAPACITY (2u << 20) /* compression -> upload thread, which drains it fast */
 
 /* ------------------------------------------------------------------------------------------
  * Roots (the unpack side: agent/unpack.c, agent/stage.c and common/safedir.c)
@@ -69,56 +67,32 @@ fail:
  * Pack
  * ------------------------------------------------------------------------------------------ */
 
-/* The compressed stream goes through a pipe to an upload thread that hashes and sends it, so
- * hashing and network or disk writes overlap with reading, archiving and compression. */
-typedef struct {
-    stow_backend *b;
-    stow_put *put;
-    stow_pipe *pipe;
-    stow_sha256 *sha;
-    unsigned char *buf;
-    uint64_t stored;
-    stow_error err;
-    int rc;
-} upload_job;
-
-static void *upload_thread(void *ud)
-{
-    upload_job *j = ud;
-    for (;;) {
-        ssize_t n = stow_pipe_read(j->pipe, j->buf, IO_CHUNK);
-        if (n == 0)
-            break;
-        if (n < 0) {
-            j->rc = stow_error_set(&j->err, STOW_ERR, "upload abandoned");
-            break;
-        }
-        stow_sha256_update(j->sha, j->buf, (size_t)n);
-        j->stored += (uint64_t)n;
-        if (j->b->ops->put_write(j->put, j->buf, (size_t)n, &j->err) != STOW_OK) {
-            j->rc = j->err.code ? j->err.code : STOW_ERR;
-            stow_pipe_close_read(j->pipe);
-            break;
-        }
-    }
-    return NULL;
-}
-
+/* The compressed stream is hashed and handed to the backend's put_write on the compressing
+ * thread: one hop. Overlap with the network comes from the backend (httpc's upload ring
+ * and its curl thread, S3's part workers); zstd's own workers compress in parallel. */
 typedef struct {
     ZSTD_CCtx *cctx;
     unsigned char *out;
     size_t outcap;
-    stow_pipe *pipe;
+    stow_backend *b;
+    stow_put *put;
+    stow_sha256 *sha;
+    uint64_t stored; /* compressed bytes handed to put_write */
     uint64_t raw;
     stow_error *err;
-    int failed;        /* compression failed, err says why */
-    int upload_failed; /* the upload thread stopped; its error says why */
+    int failed; /* compression or upload failed, err says why */
 } pack_writer;
 
 static int emit(pack_writer *w, const void *buf, size_t len)
 {
-    if (len > 0 && stow_pipe_write(w->pipe, buf, len) != 0) {
-        w->failed = w->upload_failed = 1;
+    if (len == 0)
+        return 0;
+    stow_sha256_update(w->sha, buf, len);
+    w->stored += len;
+    if (w->b->ops->put_write(w->put, buf, len, w->err) != STOW_OK) {
+        if (w->err && w->err->code == STOW_OK)
+            stow_error_set(w->err, STOW_ERR, "upload failed");
+        w->failed = 1;
         return -1;
     }
     return 0;
@@ -244,10 +218,7 @@ int stow_layer_pack(stow_manifest *m, size_t li, char *const *roots, stow_backen
     char *buf = NULL;
     int *rootfds = NULL;
     stow_layer *l = &m->layers[li];
-    pack_writer w = {.err = err};
-    upload_job job = {.b = b};
-    pthread_t tid;
-    int thread_started = 0;
+    pack_writer w = {.err = err, .b = b};
     stow_sha256 *content = NULL;
     char object[128];
 
@@ -256,9 +227,7 @@ int stow_layer_pack(stow_manifest *m, size_t li, char *const *roots, stow_backen
     w.cctx = ZSTD_createCCtx();
     w.outcap = ZSTD_CStreamOutSize();
     w.out = malloc(w.outcap);
-    w.pipe = job.pipe = stow_pipe_new(UPLOAD_PIPE_CAPACITY);
-    job.sha = stow_sha256_new();
-    job.buf = malloc(IO_CHUNK);
+    w.sha = stow_sha256_new();
     buf = malloc(IO_CHUNK);
     ae = archive_entry_new();
     a = archive_write_new();
@@ -266,7 +235,7 @@ int stow_layer_pack(stow_manifest *m, size_t li, char *const *roots, stow_backen
         content = stow_sha256_new();
     if (rootfds == NULL)
         goto done;
-    if (!w.cctx || !w.out || !w.pipe || !job.sha || !job.buf || !buf || !ae || !a ||
+    if (!w.cctx || !w.out || !w.sha || !buf || !ae || !a ||
         (opts->checksum && content == NULL)) {
         rc = stow_error_set(err, STOW_ERR, "out of memory");
         goto done;
@@ -280,15 +249,10 @@ int stow_layer_pack(stow_manifest *m, size_t li, char *const *roots, stow_backen
          * 8 MiB jobs, which alone costs tens of MB with two workers). */
         ZSTD_CCtx_setParameter(w.cctx, ZSTD_c_jobSize, 4 << 20);
 
-    rc = b->ops->put_begin(&job.put, b, object, -1, 0, err);
+    rc = b->ops->put_begin(&w.put, b, object, -1, 0, err);
     if (rc != STOW_OK)
         goto done;
     rc = STOW_ERR;
-    if (pthread_create(&tid, NULL, upload_thread, &job) != 0) {
-        stow_error_set(err, STOW_ERR, "cannot start the upload thread");
-        goto done;
-    }
-    thread_started = 1;
     archive_write_set_format_pax_restricted(a);
     archive_write_add_filter_none(a);
     archive_write_set_bytes_per_block(a, 64 * 1024);
@@ -316,44 +280,28 @@ int stow_layer_pack(stow_manifest *m, size_t li, char *const *roots, stow_backen
     }
     if (compress_feed(&w, NULL, 0, ZSTD_e_end) != 0)
         goto done;
-    stow_pipe_close_write(w.pipe, 0);
-    pthread_join(tid, NULL);
-    thread_started = 0;
-    if (job.rc != STOW_OK) {
-        *err = job.err;
-        rc = job.rc;
-        goto done;
-    }
     uint8_t digest[STOW_SHA256_LEN];
-    stow_sha256_final(job.sha, digest);
+    stow_sha256_final(w.sha, digest);
     stow_hex(l->sha256, digest, sizeof(digest));
-    l->size = job.stored;
+    l->size = w.stored;
     l->raw_size = w.raw;
     l->files = nfiles;
-    stow_put *p = job.put;
-    job.put = NULL;
+    stow_put *p = w.put;
+    w.put = NULL;
     rc = b->ops->put_commit(p, err);
     if (rc != STOW_OK)
         stow_error_wrap(err, "upload of %s", object);
 done:
-    if (thread_started) {
-        stow_pipe_close_write(w.pipe, 1);
-        pthread_join(tid, NULL);
-        if (w.upload_failed && job.rc != STOW_OK) {
-            *err = job.err; /* the real cause, not "pipe closed" */
-            rc = job.rc;
-        }
-    }
-    if (job.put != NULL)
-        b->ops->put_abort(job.put);
+    if (rc != STOW_OK && w.failed && err && err->code != STOW_OK)
+        rc = err->code;
+    if (w.put != NULL)
+        b->ops->put_abort(w.put);
     if (a != NULL)
         archive_write_free(a);
     archive_entry_free(ae);
     free(buf);
-    free(job.buf);
-    stow_sha256_free(job.sha);
+    stow_sha256_free(w.sha);
     stow_sha256_free(content);
-    stow_pipe_free(w.pipe);
     free(w.out);
     ZSTD_freeCCtx(w.cctx);
     close_fds(rootfds, m->nroots);

@@ -187,7 +187,8 @@ static int open_store(run_ctx *r, stow_backend **b, stow_error *err)
     stow_backend_opts bo = {
         .url = r->url, .endpoint = c->endpoint, .region = c->region, .path_style = c->path_style,
         .verify_tls = c->verify_tls, .ca_bundle = c->ca_bundle, .connect_timeout_ms = c->connect_timeout_ms,
-        .low_speed_timeout_s = c->low_speed_timeout_s, .max_retries = (int)c->retries,
+        .low_speed_timeout_s = c->low_speed_timeout_s, .low_speed_limit = c->low_speed_limit,
+        .deadline_s = c->deadline_s, .max_retries = (int)c->retries,
         .parallel = (int)c->parallel, .token_env = c->token_env, .headers = hdrs,
     };
     /* Backends copy what they keep from the options. */

@@ -4,10 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "util.h"
 
 #define TTY_INTERVAL 0.2
 #define LOG_INTERVAL 10.0
@@ -22,9 +22,7 @@ struct stow_progress {
 
 double stow_now(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return (double)stow_now_ms() / 1000.0;
 }
 
 void stow_format_bytes(char *out, size_t outsz, uint64_t bytes)
@@ -48,7 +46,7 @@ stow_progress *stow_progress_new(const char *what, uint64_t total_bytes)
     if (p == NULL)
         return NULL;
     pthread_mutex_init(&p->lock, NULL);
-    snprintf(p->what, sizeof(p->what), "%s", what);
+    stow_strlcpy(p->what, what, sizeof(p->what));
     p->total = total_bytes;
     p->start = p->last_print = stow_now();
     p->tty = isatty(STDERR_FILENO);

@@ -41,7 +41,10 @@ typedef struct stow_backend_opts {
     int verify_tls;            /* 1 (default) verify peers, 0 only by explicit opt-out */
     const char *ca_bundle;     /* CA bundle file, NULL for the system default */
     long connect_timeout_ms;   /* 0 = default */
-    long low_speed_timeout_s;  /* abort a transfer slower than 1 KiB/s for this long; 0 = default */
+    long low_speed_limit;      /* bytes/s a transfer must keep up; 0 = default (1024) */
+    long low_speed_timeout_s;  /* abort a transfer below low_speed_limit this long; 0 = default (30) */
+    long deadline_s;           /* an operation, retries included, gives up after this long
+                                * without progress; 0 = default (60) */
     int max_retries;           /* retries for retryable failures; <0 = default */
     int parallel;              /* parallel connections per transfer; 0 = default */
     const char *token_env;     /* HTTP: name of the env var holding a bearer token */

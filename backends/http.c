@@ -12,6 +12,7 @@
 
 #include <curl/curl.h>
 
+#include "buf.h"
 #include "log.h"
 #include "backend.h"
 #include "httpc.h"
@@ -87,14 +88,12 @@ static int object_url(char **out, const http_backend *b, const char *name, stow_
     size_t bl = strlen(b->base_url), nl = strlen(name);
     if (bl + 1 + nl + 1 > HTTP_URL_MAX)
         return stow_error_set(err, STOW_EUSAGE, "object URL longer than %d bytes", HTTP_URL_MAX);
-    char *u = malloc(bl + 1 + nl + 1);
-    if (u == NULL)
-        return stow_error_set(err, STOW_ERR, "out of memory");
-    memcpy(u, b->base_url, bl);
-    u[bl] = '/';
-    memcpy(u + bl + 1, name, nl + 1);
-    *out = u;
-    return STOW_OK;
+    stow_buf u;
+    stow_buf_init(&u, HTTP_URL_MAX - 1);
+    if (stow_buf_addf(&u, err, "%s/%s", b->base_url, name) != STOW_OK)
+        return STOW_ERR;
+    *out = stow_buf_take(&u, NULL);
+    return *out ? STOW_OK : stow_error_set(err, STOW_ERR, "out of memory");
 }
 
 /* Splits the store URL: base (user info removed) and "user:password" (decoded) or NULL. */
@@ -155,13 +154,11 @@ static int parse_store_url(char **base, char **userpwd, const char *url, stow_er
         stow_error_set(err, STOW_EUSAGE, "store URL \"%s\" is too long", red);
         goto done;
     }
-    *base = malloc(len + 1);
+    *base = strndup(full, len);
     if (*base == NULL) {
         rc = stow_error_set(err, STOW_ERR, "out of memory");
         goto done;
     }
-    memcpy(*base, full, len);
-    (*base)[len] = '\0';
     rc = STOW_OK;
 done:
     if (rc != STOW_OK) {

@@ -7,8 +7,11 @@
  *
  * A request is described by stow_httpc_request. The transport owns the retry loop:
  * exponential backoff with full jitter for 5xx, 429, 408, connection resets and timeouts,
- * bounded by cfg.max_retries attempts without progress and by cfg.retry_budget_ms of
- * wall-clock time without progress. Before EVERY attempt (including each part of a parallel
+ * bounded by cfg.max_retries attempts without progress and by cfg.deadline_ms: an operation
+ * (all its attempts, resumes and backoff waits) gives up once it has gone that long without
+ * progress, i.e. without moving at least cfg.low_speed_limit bytes per second; the time spent
+ * waiting on the caller (a slow sink, an upload producer) does not count. A request that
+ * gives up this way fails with STOW_ETIMEOUT and a message saying how long it waited. Before EVERY attempt (including each part of a parallel
  * get and the retries of each part) req->prepare is called with the details of that attempt,
  * so a signer can add a fresh date and signature. On a non-2xx answer the (capped) body is
  * handed to req->on_error after the default status mapping, which it may change.
@@ -36,21 +39,23 @@ typedef struct stow_httpc_config {
     int verify_tls;              /* 1 verify peer and host (default); 0 only by explicit opt-out */
     const char *ca_bundle;       /* CURLOPT_CAINFO; NULL = system default */
     long connect_timeout_ms;     /* default 15000 */
-    long low_speed_timeout_s;    /* abort below 1 KiB/s for this long; default 60 */
+    long low_speed_limit;        /* bytes/s an attempt must keep up; default 1024 */
+    long low_speed_timeout_s;    /* abort an attempt below low_speed_limit this long; default 30 */
     int max_retries;             /* retries after the first attempt; default 5 */
     long retry_base_ms;          /* first backoff ceiling; default 250 */
     long retry_max_ms;           /* cap on one backoff sleep; default 20000 */
-    long retry_budget_ms;        /* no new attempt after this long without progress; 300000 */
+    long deadline_ms;            /* give up after this long without progress; default 60000 */
     int parallel;                /* connections for a parallel ranged get; default 4, 1 = off */
     uint64_t part_size;          /* bytes per ranged part; default 8 MiB */
     const char *userpwd;         /* "user:password" (decoded) for basic auth, or NULL */
     int netrc;                   /* 1: CURL_NETRC_OPTIONAL (~/.netrc, or $NETRC if set) */
     const char *const *headers;  /* "Name: value" sent on every request; NULL-terminated */
     const char *user_agent;      /* default "stowage/<version>" */
+    int no_proxy;                /* 1: never through a proxy (link-local services) */
 } stow_httpc_config;
 
 /* Fills cfg with the defaults above, then applies what opts sets (verify_tls, ca_bundle,
- * timeouts, max_retries, parallel). Strings are borrowed from opts; stow_httpc_new copies. */
+ * timeouts, low-speed limit, deadline, max_retries, parallel). Strings are borrowed from opts; stow_httpc_new copies. */
 void stow_httpc_config_init(stow_httpc_config *cfg, const stow_backend_opts *opts);
 
 int stow_httpc_new(stow_httpc **out, const stow_httpc_config *cfg, stow_error *err);

@@ -3,6 +3,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "buf.h"
 #include "paths.h"
 #include "backend.h"
 
@@ -93,58 +94,45 @@ int stow_backend_put_buffer(stow_backend *b, const char *name, const void *buf, 
 }
 
 typedef struct {
-    char *buf;
-    size_t len, cap, max;
+    stow_buf buf;
     int too_big;
 } membuf;
 
 static int membuf_sink(void *ud, const void *data, size_t len)
 {
     membuf *m = ud;
-    if (len > m->max - m->len) {
+    if (len > m->buf.max - m->buf.len) {
         m->too_big = 1;
         return -1;
     }
-    if (m->len + len + 1 > m->cap) {
-        size_t ncap = m->cap ? m->cap : 4096;
-        while (ncap < m->len + len + 1)
-            ncap *= 2;
-        char *nb = realloc(m->buf, ncap);
-        if (nb == NULL)
-            return -1;
-        m->buf = nb;
-        m->cap = ncap;
-    }
-    memcpy(m->buf + m->len, data, len);
-    m->len += len;
-    m->buf[m->len] = '\0';
-    return 0;
+    return stow_buf_add(&m->buf, data, len, NULL) == STOW_OK ? 0 : -1;
 }
 
 int stow_backend_get_buffer(char **out, size_t *outlen, stow_backend *b, const char *name,
                             size_t max, stow_error *err)
 {
-    membuf m = {NULL, 0, 0, max, 0};
+    membuf m;
+    memset(&m, 0, sizeof(m));
+    stow_buf_init(&m.buf, max);
     *out = NULL;
     if (outlen)
         *outlen = 0;
     int rc = b->ops->get(b, name, 0, 0, membuf_sink, &m, err);
     if (m.too_big) {
-        free(m.buf);
+        stow_buf_free(&m.buf);
         return stow_error_set(err, STOW_ECORRUPT, "object %s is larger than the %zu-byte limit", name, max);
     }
     if (rc != STOW_OK) {
-        free(m.buf);
+        stow_buf_free(&m.buf);
         return rc;
     }
-    if (m.buf == NULL) {
-        m.buf = calloc(1, 1);
-        if (m.buf == NULL)
-            return stow_error_set(err, STOW_ERR, "out of memory");
-    }
-    *out = m.buf;
+    size_t len = 0;
+    char *p = stow_buf_take(&m.buf, &len);
+    if (p == NULL)
+        return stow_error_set(err, STOW_ERR, "out of memory");
+    *out = p;
     if (outlen)
-        *outlen = m.len;
+        *outlen = len;
     return STOW_OK;
 }
 

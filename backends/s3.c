@@ -36,10 +36,7 @@
  * key order). AWS and other servers never take that path; with wrong credentials the
  * second listing is refused too and reported as the authentication error it is.
  */
-#include "s3.h"
-
 #include <errno.h>
-#include <expat.h>
 #include <inttypes.h>
 #include <openssl/crypto.h>
 #include <pthread.h>
@@ -53,544 +50,15 @@
 
 #include <curl/curl.h>
 
+#include "buf.h"
 #include "log.h"
-#include "backend.h"
-#include "httpc.h"
-#include "s3_creds.h"
-#include "sigv4.h"
-
-#define S3_KEY_MAX 1024                  /* S3's limit on a key, in bytes */
-#define S3_URL_MAX (STOW_S3_ORIGIN_MAX + STOW_SIGV4_PATH_MAX + STOW_SIGV4_QUERY_MAX + 2)
-#define S3_DESC_MAX (STOW_S3_BUCKET_MAX + S3_KEY_MAX + 64)
-#define S3_ANSWER_MAX (1024 * 1024)       /* create/complete answers */
-#define S3_XML_TEXT_MAX 4096             /* text of one element */
-#define S3_XML_DEPTH_MAX 16
-#define S3_XML_NAME_MAX 64
-#define S3_UPLOAD_ID_MAX 1024
-#define S3_TOKEN_MAX 4096                /* continuation token */
-#define S3_LIST_PAGE_BYTES_MAX (64 * 1024 * 1024)
-#define S3_LIST_PAGE_KEYS_MAX 100000
-#define S3_LIST_PAGES_MAX 1000000
-#define S3_REFRESH_RETRY_S 30            /* between credential refreshes */
-#define S3_SMALL_START (64 * 1024)       /* first allocation of a part buffer of unknown size */
-#define S3_COMPLETE_TRIES 3              /* a CompleteMultipartUpload answered "200 <Error>" */
-#define S3_PARALLEL_DEFAULT 4
-
-/* ------------------------------------------------------------------------------------------
- * Location (s3.h)
- * ------------------------------------------------------------------------------------------ */
-
-static int unreserved(unsigned char c)
-{
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_' || c == '.' || c == '~';
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Decodes the URL's prefix into out ("" or ending in '/'); checks segments. */
-static int parse_prefix(char *out, size_t cap, const char *in, const char *url_red,
-                        stow_error *err)
-{
-    size_t n = 0;
-    for (const char *p = in; *p; p++) {
-        int c = (unsigned char)*p;
-        if (c == '%') {
-            int hi = hexval(p[1]), lo = hi < 0 ? -1 : hexval(p[2]);
-            if (hi < 0 || lo < 0)
-                return stow_error_set(err, STOW_EUSAGE,
-                                      "store URL %s: bad %%-escape in the prefix (write a "
-                                      "literal %% as %%25)",
-                                      url_red);
-            c = hi * 16 + lo;
-            p += 2;
-        }
-        if (c < 0x20 || c == 0x7f)
-            return stow_error_set(err, STOW_EUSAGE,
-                                  "store URL %s: control character in the prefix", url_red);
-        if (n + 2 >= cap)
-            return stow_error_set(err, STOW_EUSAGE,
-                                  "store URL %s: prefix longer than %zu bytes", url_red,
-                                  cap - 2);
-        out[n++] = (char)c;
-    }
-    while (n > 0 && out[n - 1] == '/')
-        n--;
-    out[n] = '\0';
-    if (n == 0)
-        return STOW_OK;
-    /* segments: no empty, "." or ".." ones (they would be normalised away by someone) */
-    const char *seg = out;
-    for (size_t i = 0; i <= n; i++) {
-        if (i == n || out[i] == '/') {
-            size_t sl = (size_t)(out + i - seg);
-            if (sl == 0 || (sl == 1 && seg[0] == '.') ||
-                (sl == 2 && seg[0] == '.' && seg[1] == '.'))
-                return stow_error_set(err, STOW_EUSAGE,
-                                      "store URL %s: the prefix has an empty, \".\" or \"..\" "
-                                      "segment",
-                                      url_red);
-            seg = out + i + 1;
-        }
-    }
-    out[n++] = '/';
-    out[n] = '\0';
-    return STOW_OK;
-}
-
-static int dns_compatible(const char *bucket)
-{
-    size_t n = strlen(bucket);
-    if (n < 3 || n > 63 || bucket[0] == '-' || bucket[n - 1] == '-')
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = bucket[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
-            return 0;
-    }
-    return 1;
-}
-
-static int copy_str(char *dst, size_t cap, const char *src)
-{
-    size_t n = strlen(src);
-    if (n >= cap)
-        return -1;
-    memcpy(dst, src, n + 1);
-    return 0;
-}
-
-/* Splits an endpoint URL into scheme, host (with port when given) and path. */
-static int parse_endpoint(stow_s3_location *loc, char *scheme, size_t scheme_cap,
-                          char *hostport, size_t hp_cap, const char *endpoint, stow_error *err)
-{
-    char red[512];
-    CURLU *u = curl_url();
-    char *sch = NULL, *host = NULL, *port = NULL, *path = NULL, *user = NULL, *query = NULL,
-         *frag = NULL;
-    int rc = STOW_EUSAGE;
-    stow_redact_url(red, sizeof(red), endpoint);
-    if (u == NULL) {
-        rc = stow_error_set(err, STOW_ERR, "out of memory");
-        goto done;
-    }
-    if (strstr(endpoint, "://") == NULL) {
-        stow_error_set(err, STOW_EUSAGE,
-                       "S3 endpoint \"%s\" has no scheme: write http://%s or https://%s", red,
-                       red, red);
-        goto done;
-    }
-    if (curl_url_set(u, CURLUPART_URL, endpoint, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_SCHEME, &sch, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
-        stow_error_set(err, STOW_EUSAGE, "S3 endpoint \"%s\" is not a valid URL", red);
-        goto done;
-    }
-    if (strcasecmp(sch, "http") != 0 && strcasecmp(sch, "https") != 0) {
-        stow_error_set(err, STOW_EUSAGE, "S3 endpoint \"%s\" must be http:// or https://", red);
-        goto done;
-    }
-    if (curl_url_get(u, CURLUPART_USER, &user, 0) == CURLUE_OK ||
-        curl_url_get(u, CURLUPART_QUERY, &query, 0) == CURLUE_OK ||
-        curl_url_get(u, CURLUPART_FRAGMENT, &frag, 0) == CURLUE_OK) {
-        stow_error_set(err, STOW_EUSAGE,
-                       "S3 endpoint \"%s\" must not have user info, a query or a fragment "
-                       "(credentials come from the AWS chain)",
-                       red);
-        goto done;
-    }
-    curl_url_get(u, CURLUPART_PORT, &port, 0); /* only when given explicitly */
-    for (char *c = sch; *c; c++)
-        if (*c >= 'A' && *c <= 'Z')
-            *c = (char)(*c - 'A' + 'a');
-    int default_port = port != NULL && ((strcmp(sch, "http") == 0 && strcmp(port, "80") == 0) ||
-                                        (strcmp(sch, "https") == 0 && strcmp(port, "443") == 0));
-    int n = snprintf(hostport, hp_cap, "%s%s%s", host, port && !default_port ? ":" : "",
-                     port && !default_port ? port : "");
-    if (n < 0 || (size_t)n >= hp_cap || copy_str(scheme, scheme_cap, sch) != 0) {
-        stow_error_set(err, STOW_EUSAGE, "S3 endpoint \"%s\" is too long", red);
-        goto done;
-    }
-    /* the path, as given (curl keeps %-escapes), without trailing '/' */
-    if (curl_url_get(u, CURLUPART_PATH, &path, 0) == CURLUE_OK) {
-        size_t len = strlen(path);
-        while (len > 0 && path[len - 1] == '/')
-            len--;
-        for (size_t i = 0; i < len; i++) {
-            unsigned char c = (unsigned char)path[i];
-            if (!(unreserved(c) || c == '/' ||
-                  (c == '%' && i + 2 < len && hexval(path[i + 1]) >= 0 &&
-                   hexval(path[i + 2]) >= 0))) {
-                stow_error_set(err, STOW_EUSAGE,
-                               "S3 endpoint \"%s\": the path may only have unreserved "
-                               "characters and %%XX escapes",
-                               red);
-                goto done;
-            }
-        }
-        if (len >= sizeof(loc->base_path) / 2) {
-            stow_error_set(err, STOW_EUSAGE, "S3 endpoint \"%s\": path too long", red);
-            goto done;
-        }
-        memcpy(loc->base_path, path, len);
-        loc->base_path[len] = '\0';
-        for (char *c = loc->base_path; *c; c++) /* SigV4 wants upper-case escapes */
-            if (c[0] == '%')
-                for (int k = 1; k <= 2; k++)
-                    if (c[k] >= 'a' && c[k] <= 'f')
-                        c[k] = (char)(c[k] - 'a' + 'A');
-    }
-    rc = STOW_OK;
-done:
-    curl_free(sch);
-    curl_free(host);
-    curl_free(port);
-    curl_free(path);
-    curl_free(user);
-    curl_free(query);
-    curl_free(frag);
-    curl_url_cleanup(u);
-    return rc;
-}
-
-int stow_s3_location_parse(stow_s3_location *out, const char *url, const char *endpoint,
-                           const char *region, int path_style, stow_error *err)
-{
-    char red[512];
-    memset(out, 0, sizeof(*out));
-    if (url == NULL)
-        return stow_error_set(err, STOW_EUSAGE, "no store URL");
-    stow_redact_url(red, sizeof(red), url);
-    if (strncasecmp(url, "s3://", 5) != 0)
-        return stow_error_set(err, STOW_EUSAGE, "store URL %s is not s3://bucket[/prefix]", red);
-    const char *b = url + 5;
-    size_t bl = strcspn(b, "/");
-    if (bl == 0)
-        return stow_error_set(err, STOW_EUSAGE, "store URL %s has no bucket (s3://bucket/prefix)",
-                              red);
-    if (bl > STOW_S3_BUCKET_MAX)
-        return stow_error_set(err, STOW_EUSAGE, "store URL %s: bucket name too long", red);
-    for (size_t i = 0; i < bl; i++) {
-        char c = b[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '-' || c == '_'))
-            return stow_error_set(err, STOW_EUSAGE,
-                                  "store URL %s: \"%.*s\" is not a bucket name (letters, "
-                                  "digits, '.', '-', '_'; no user info, port or query)",
-                                  red, (int)bl, b);
-    }
-    memcpy(out->bucket, b, bl);
-    out->bucket[bl] = '\0';
-    if (strpbrk(b + bl, "?#") != NULL)
-        return stow_error_set(err, STOW_EUSAGE,
-                              "store URL %s: no query or fragment (write '?' as %%3F, '#' as "
-                              "%%23)",
-                              red);
-    int rc = parse_prefix(out->prefix, sizeof(out->prefix), b[bl] == '/' ? b + bl + 1 : "", red,
-                          err);
-    if (rc != STOW_OK)
-        return rc;
-
-    const char *rg = region && *region ? region : getenv("AWS_REGION");
-    if (rg == NULL || *rg == '\0')
-        rg = getenv("AWS_DEFAULT_REGION");
-    if (rg == NULL || *rg == '\0')
-        rg = "us-east-1";
-    if (copy_str(out->region, sizeof(out->region), rg) != 0)
-        return stow_error_set(err, STOW_EUSAGE, "S3 region \"%.80s\" is too long", rg);
-    for (const char *c = out->region; *c; c++)
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
-              *c == '-' || *c == '_'))
-            return stow_error_set(err, STOW_EUSAGE,
-                                  "S3 region \"%s\" may only have letters, digits, '-' and '_'",
-                                  out->region);
-
-    char scheme[8] = "https", hostport[STOW_S3_ORIGIN_MAX];
-    int n;
-    if (endpoint && *endpoint) {
-        rc = parse_endpoint(out, scheme, sizeof(scheme), hostport, sizeof(hostport), endpoint,
-                            err);
-        if (rc != STOW_OK)
-            return rc;
-        out->path_style = path_style != 0;
-    } else {
-        const char *suffix = strncmp(out->region, "cn-", 3) == 0 ? "amazonaws.com.cn"
-                                                                  : "amazonaws.com";
-        n = snprintf(hostport, sizeof(hostport), "s3.%s.%s", out->region, suffix);
-        if (n < 0 || (size_t)n >= sizeof(hostport))
-            return stow_error_set(err, STOW_EUSAGE, "S3 region too long");
-        out->path_style = path_style == 1 || (path_style < 0 && !dns_compatible(out->bucket));
-    }
-    if (out->path_style) {
-        n = snprintf(out->host, sizeof(out->host), "%s", hostport);
-        if (n >= 0 && (size_t)n < sizeof(out->host)) {
-            size_t bp = strlen(out->base_path);
-            n = snprintf(out->base_path + bp, sizeof(out->base_path) - bp, "/%s", out->bucket);
-            if (n >= 0 && (size_t)n >= sizeof(out->base_path) - bp)
-                n = -1;
-        }
-    } else {
-        n = snprintf(out->host, sizeof(out->host), "%s.%s", out->bucket, hostport);
-    }
-    if (n < 0 || (size_t)n >= sizeof(out->host))
-        return stow_error_set(err, STOW_EUSAGE, "store URL %s: host name too long", red);
-    n = snprintf(out->origin, sizeof(out->origin), "%s://%s", scheme, out->host);
-    if (n < 0 || (size_t)n >= sizeof(out->origin))
-        return stow_error_set(err, STOW_EUSAGE, "store URL %s: host name too long", red);
-    return STOW_OK;
-}
-
-uint64_t stow_s3_part_size(uint64_t base, int64_t size_hint, unsigned part)
-{
-    const uint64_t mib = 1024 * 1024;
-    if (base < STOW_S3_PART_MIN)
-        base = STOW_S3_PART_MIN;
-    if (size_hint > 0) {
-        uint64_t need = ((uint64_t)size_hint + STOW_S3_MAX_PARTS - 1) / STOW_S3_MAX_PARTS;
-        need = (need + mib - 1) / mib * mib;
-        if (need > base)
-            base = need;
-    }
-    unsigned steps = part > 0 ? (part - 1) / STOW_S3_PART_GROWTH_EVERY : 0;
-    while (steps-- > 0 && base < STOW_S3_PART_MAX)
-        base *= 2;
-    return base > STOW_S3_PART_MAX ? STOW_S3_PART_MAX : base;
-}
-
-/* ------------------------------------------------------------------------------------------
- * XML (expat), namespace-agnostic: elements are matched by local name and depth
- * ------------------------------------------------------------------------------------------ */
-
-typedef struct xml_walk xml_walk;
-/* Called at the end of every element; depth 1 is the root. */
-typedef void (*xml_end_fn)(xml_walk *w, const char *name, const char *text, size_t len);
-
-struct xml_walk {
-    XML_Parser parser;
-    int depth;
-    char stack[S3_XML_DEPTH_MAX][S3_XML_NAME_MAX];
-    char text[S3_XML_TEXT_MAX + 1];
-    size_t text_len;
-    int too_big;
-    xml_end_fn on_end;
-    void *ud;
-};
-
-static const char *local_name(const char *name)
-{
-    const char *sep = strrchr(name, '|');
-    return sep ? sep + 1 : name;
-}
-
-static void xml_start(void *ud, const XML_Char *name, const XML_Char **atts)
-{
-    (void)atts;
-    xml_walk *w = ud;
-    if (w->depth >= S3_XML_DEPTH_MAX) {
-        w->too_big = 1;
-        XML_StopParser(w->parser, XML_FALSE);
-        return;
-    }
-    const char *ln = local_name(name);
-    size_t n = strlen(ln);
-    if (n >= S3_XML_NAME_MAX)
-        n = S3_XML_NAME_MAX - 1;
-    memcpy(w->stack[w->depth], ln, n);
-    w->stack[w->depth][n] = '\0';
-    w->depth++;
-    w->text_len = 0;
-}
-
-static void xml_chars(void *ud, const XML_Char *s, int len)
-{
-    xml_walk *w = ud;
-    if (len <= 0)
-        return;
-    if ((size_t)len > S3_XML_TEXT_MAX - w->text_len) {
-        w->too_big = 1;
-        XML_StopParser(w->parser, XML_FALSE);
-        return;
-    }
-    memcpy(w->text + w->text_len, s, (size_t)len);
-    w->text_len += (size_t)len;
-}
-
-static void xml_end(void *ud, const XML_Char *name)
-{
-    xml_walk *w = ud;
-    (void)name;
-    if (w->depth <= 0)
-        return;
-    w->text[w->text_len] = '\0';
-    if (w->on_end)
-        w->on_end(w, w->stack[w->depth - 1], w->text, w->text_len);
-    w->depth--;
-    w->text_len = 0;
-}
-
-/* The local name of the element at depth d (1 = root) while it is open, or "". */
-static const char *xml_at(const xml_walk *w, int d)
-{
-    return d >= 1 && d <= w->depth ? w->stack[d - 1] : "";
-}
-
-static int xml_begin(xml_walk *w, xml_end_fn fn, void *ud)
-{
-    memset(w, 0, offsetof(xml_walk, stack));
-    w->text_len = 0;
-    w->too_big = 0;
-    w->on_end = fn;
-    w->ud = ud;
-    w->parser = XML_ParserCreateNS(NULL, '|');
-    if (w->parser == NULL)
-        return -1;
-    XML_SetUserData(w->parser, w);
-    XML_SetElementHandler(w->parser, xml_start, xml_end);
-    XML_SetCharacterDataHandler(w->parser, xml_chars);
-    return 0;
-}
-
-/* 0 ok, -1 malformed or over a cap. */
-static int xml_feed(xml_walk *w, const char *buf, size_t len, int final)
-{
-    while (len > 0 || final) {
-        int n = len > (1 << 20) ? (1 << 20) : (int)len;
-        int last = final && (size_t)n == len;
-        if (XML_Parse(w->parser, buf, n, last) != XML_STATUS_OK || w->too_big)
-            return -1;
-        buf += n;
-        len -= (size_t)n;
-        if (last)
-            break;
-    }
-    return 0;
-}
-
-static const char *xml_error(const xml_walk *w)
-{
-    if (w->too_big)
-        return "an element is nested too deep or its text is too long";
-    return XML_ErrorString(XML_GetErrorCode(w->parser));
-}
-
-static void xml_done(xml_walk *w)
-{
-    if (w->parser)
-        XML_ParserFree(w->parser);
-    w->parser = NULL;
-}
-
-/* An <Error> answer. */
-typedef struct s3_error_info {
-    char root[S3_XML_NAME_MAX];
-    char code[64];
-    char message[256];
-    char bucket[STOW_S3_BUCKET_MAX + 1];
-    char region[STOW_S3_REGION_MAX];
-    char endpoint[256];
-    char actual_size[32]; /* InvalidRange: the object's size */
-} s3_error_info;
-
-static void copy_trunc(char *dst, size_t cap, const char *src, size_t len)
-{
-    if (len >= cap)
-        len = cap - 1;
-    memcpy(dst, src, len);
-    dst[len] = '\0';
-    for (size_t i = 0; i < len; i++) /* messages stay on one printable line */
-        if ((unsigned char)dst[i] < 0x20 || dst[i] == 0x7f)
-            dst[i] = ' ';
-}
-
-static void error_end(xml_walk *w, const char *name, const char *text, size_t len)
-{
-    s3_error_info *e = w->ud;
-    if (w->depth == 1) {
-        copy_trunc(e->root, sizeof(e->root), name, strlen(name));
-        return;
-    }
-    if (w->depth != 2 || strcmp(xml_at(w, 1), "Error") != 0)
-        return;
-    if (strcmp(name, "Code") == 0)
-        copy_trunc(e->code, sizeof(e->code), text, len);
-    else if (strcmp(name, "Message") == 0)
-        copy_trunc(e->message, sizeof(e->message), text, len);
-    else if (strcmp(name, "BucketName") == 0)
-        copy_trunc(e->bucket, sizeof(e->bucket), text, len);
-    else if (strcmp(name, "Region") == 0)
-        copy_trunc(e->region, sizeof(e->region), text, len);
-    else if (strcmp(name, "Endpoint") == 0)
-        copy_trunc(e->endpoint, sizeof(e->endpoint), text, len);
-    else if (strcmp(name, "ActualObjectSize") == 0)
-        copy_trunc(e->actual_size, sizeof(e->actual_size), text, len);
-}
-
-/* Parses an S3 error body; fields stay "" when absent or unparsable. */
-static void parse_error_body(s3_error_info *e, const char *body, size_t len)
-{
-    memset(e, 0, sizeof(*e));
-    if (len == 0)
-        return;
-    xml_walk *w = malloc(sizeof(*w));
-    if (w == NULL)
-        return;
-    if (xml_begin(w, error_end, e) == 0 && xml_feed(w, body, len, 1) != 0 &&
-        e->code[0] == '\0')
-        e->root[0] = '\0';
-    xml_done(w);
-    free(w);
-}
+#include "s3_int.h"
+#include "util.h"
 
 /* ------------------------------------------------------------------------------------------
  * Backend, credentials, signed requests
  * ------------------------------------------------------------------------------------------ */
 
-typedef struct s3_backend {
-    stow_backend base;
-    stow_httpc *hc;
-    stow_s3_location loc;
-    char url_red[STOW_S3_BUCKET_MAX + STOW_S3_PREFIX_MAX + 16]; /* "s3://bucket/prefix" */
-    int parallel;
-    uint64_t part_base;
-    pthread_mutex_t creds_lock;
-    stow_s3_creds creds;
-    time_t next_refresh; /* no refresh before this, unless forced (ExpiredToken) */
-    _Atomic int force_refresh;
-    _Atomic int list_unencoded; /* the moto fallback, see the top of the file */
-} s3_backend;
-
-struct stow_put; /* below */
-
-/* One logical request (all attempts, all parts of a parallel GET). */
-typedef struct s3_call {
-    s3_backend *b;
-    char path[STOW_SIGV4_PATH_MAX];   /* as sent and signed */
-    char query[STOW_SIGV4_QUERY_MAX]; /* as sent and signed, "" for none */
-    char payload_hash[STOW_SIGV4_HASH_HEX_SIZE];
-    const char *headers[4];           /* unsigned extra headers, NULL-terminated */
-    char desc[S3_DESC_MAX];           /* "s3://bucket/key" for messages */
-    _Atomic int *cancel;              /* fail the next attempt when set */
-    _Atomic int refreshes;            /* credential refreshes forced by ExpiredToken */
-    /* answer body of a non-GET request (collect = 1), reset before every attempt */
-    int collect;
-    char *body;
-    size_t body_len;
-    int body_over;
-    /* the last error answer; only for calls that are never parallel (keep_error = 1) */
-    int keep_error;
-    s3_error_info last;
-    /* GET: the object size from a 416 InvalidRange answer, -1 if none */
-    _Atomic int64_t range_size;
-} s3_call;
 
 static void wipe(void *p, size_t n) { OPENSSL_cleanse(p, n); }
 
@@ -641,7 +109,7 @@ static int creds_get(s3_backend *b, stow_s3_creds *out, stow_error *err)
 static void creds_source(s3_backend *b, char *out, size_t cap)
 {
     pthread_mutex_lock(&b->creds_lock);
-    snprintf(out, cap, "%s", b->creds.source);
+    stow_strlcpy(out, b->creds.source, cap);
     pthread_mutex_unlock(&b->creds_lock);
 }
 
@@ -728,15 +196,16 @@ static int collect_sink(void *ud, const void *buf, size_t len)
     return 0;
 }
 
-static int is_code(const s3_error_info *e, const char *code) { return strcmp(e->code, code) == 0; }
+static int is_code(const stow_s3_error_info *e, const char *code) { return strcmp(e->code, code) == 0; }
 
 /* Maps a non-2xx answer: the S3 code goes into the message. */
 static int s3_on_error(void *ud, const stow_httpc_response *resp, int *retry, stow_error *err)
 {
     s3_call *c = ud;
     s3_backend *b = c->b;
-    s3_error_info e;
-    parse_error_body(&e, resp->body, resp->body_len);
+    stow_s3_error_info e;
+    if (stow_s3_xml_error(&e, resp->body, resp->body_len) != 0 && e.code[0] == '\0')
+        e.root[0] = '\0';
     if (c->keep_error)
         c->last = e;
     char detail[512];
@@ -822,7 +291,7 @@ static int s3_on_error(void *ud, const stow_httpc_response *resp, int *retry, st
 }
 
 /* Sets up a call for the object name (NULL: the bucket itself). */
-static int call_init(s3_call *c, s3_backend *b, const char *name, stow_error *err)
+int s3_call_init(s3_call *c, s3_backend *b, const char *name, stow_error *err)
 {
     memset(c, 0, offsetof(s3_call, path));
     c->b = b;
@@ -843,7 +312,7 @@ static int call_init(s3_call *c, s3_backend *b, const char *name, stow_error *er
     if (name == NULL) {
         snprintf(c->path, sizeof(c->path), "%s%s", b->loc.base_path,
                  b->loc.path_style ? "" : "/");
-        snprintf(c->desc, sizeof(c->desc), "%s", b->url_red);
+        stow_strlcpy(c->desc, b->url_red, sizeof(c->desc));
         return STOW_OK;
     }
     if (!stow_backend_name_ok(name))
@@ -862,14 +331,14 @@ static int call_init(s3_call *c, s3_backend *b, const char *name, stow_error *er
     return STOW_OK;
 }
 
-static void call_free(s3_call *c)
+void s3_call_free(s3_call *c)
 {
     free(c->body);
     c->body = NULL;
 }
 
 /* Runs the call once (with the transport's retries). */
-static int call_perform(s3_call *c, stow_httpc_request *req, stow_httpc_result *res, int get,
+int s3_call_perform(s3_call *c, stow_httpc_request *req, stow_httpc_result *res, int get,
                         stow_error *err)
 {
     char *url = malloc(S3_URL_MAX);
@@ -976,7 +445,7 @@ static int s3_get(stow_backend *sb, const char *name, uint64_t offset, uint64_t 
     s3_call *c = malloc(sizeof(*c));
     if (c == NULL)
         return stow_error_set(err, STOW_ERR, "out of memory");
-    int rc = call_init(c, b, name, err);
+    int rc = s3_call_init(c, b, name, err);
     if (rc == STOW_OK) {
         stow_httpc_request req = {0};
         req.method = "GET";
@@ -984,7 +453,7 @@ static int s3_get(stow_backend *sb, const char *name, uint64_t offset, uint64_t 
         req.length = length;
         req.sink = sink;
         req.sink_ud = ud;
-        rc = call_perform(c, &req, NULL, 1, err);
+        rc = s3_call_perform(c, &req, NULL, 1, err);
         /* A range starting at the end of the object is empty, not an error: S3 answers
          * 416 InvalidRange with ActualObjectSize (and an empty object always gets it,
          * since the first part of a GET is a range request) */
@@ -994,7 +463,7 @@ static int s3_get(stow_backend *sb, const char *name, uint64_t offset, uint64_t 
             rc = STOW_OK;
         }
     }
-    call_free(c);
+    s3_call_free(c);
     free(c);
     return rc;
 }
@@ -1013,7 +482,7 @@ static int head_diagnose(s3_call *c, const char *name, int rc, stow_error *err)
 {
     stow_error e;
     stow_error_clear(&e);
-    if (call_init(c, c->b, name, &e) != STOW_OK)
+    if (s3_call_init(c, c->b, name, &e) != STOW_OK)
         return rc;
     c->keep_error = 1;
     stow_httpc_request req = {0};
@@ -1021,7 +490,7 @@ static int head_diagnose(s3_call *c, const char *name, int rc, stow_error *err)
     req.offset = 0;
     req.length = 1;
     req.sink = discard_sink;
-    int rc2 = call_perform(c, &req, NULL, 0, &e);
+    int rc2 = s3_call_perform(c, &req, NULL, 0, &e);
     if (rc2 == STOW_OK || c->last.code[0] == '\0')
         return rc;
     stow_debug("HEAD %s failed; a 1-byte GET gave the S3 error code %s", c->desc, c->last.code);
@@ -1036,12 +505,12 @@ static int s3_head(stow_backend *sb, const char *name, stow_object_info *info, s
     s3_call *c = malloc(sizeof(*c));
     if (c == NULL)
         return stow_error_set(err, STOW_ERR, "out of memory");
-    int rc = call_init(c, b, name, err);
+    int rc = s3_call_init(c, b, name, err);
     if (rc == STOW_OK) {
         stow_httpc_request req = {0};
         stow_httpc_result res = {0};
         req.method = "HEAD";
-        rc = call_perform(c, &req, &res, 0, err);
+        rc = s3_call_perform(c, &req, &res, 0, err);
         if (rc == STOW_OK && info) {
             info->size = res.content_length >= 0 ? (uint64_t)res.content_length : 0;
             info->mtime = res.last_modified;
@@ -1049,7 +518,7 @@ static int s3_head(stow_backend *sb, const char *name, stow_object_info *info, s
         if (rc != STOW_OK && res.status != 404 && res.status >= 300 && res.status < 500)
             rc = head_diagnose(c, name, rc, err);
     }
-    call_free(c);
+    s3_call_free(c);
     free(c);
     return rc;
 }
@@ -1060,17 +529,17 @@ static int s3_del(stow_backend *sb, const char *name, stow_error *err)
     s3_call *c = malloc(sizeof(*c));
     if (c == NULL)
         return stow_error_set(err, STOW_ERR, "out of memory");
-    int rc = call_init(c, b, name, err);
+    int rc = s3_call_init(c, b, name, err);
     if (rc == STOW_OK) {
         stow_httpc_request req = {0};
         req.method = "DELETE";
-        rc = call_perform(c, &req, NULL, 0, err);
+        rc = s3_call_perform(c, &req, NULL, 0, err);
         if (rc == STOW_ENOTFOUND) {
             stow_error_clear(err);
             rc = STOW_OK;
         }
     }
-    call_free(c);
+    s3_call_free(c);
     free(c);
     return rc;
 }
@@ -1081,151 +550,56 @@ static int s3_del(stow_backend *sb, const char *name, stow_error *err)
 
 typedef struct list_ctx {
     s3_backend *b;
-    const char *want;   /* full key prefix the caller asked for (store prefix + prefix) */
+    const char *want; /* full key prefix the caller asked for (store prefix + prefix) */
     size_t want_len;
-    size_t strip;       /* bytes of store prefix removed from keys */
+    size_t strip; /* bytes of store prefix removed from keys */
     stow_list_fn fn;
     void *ud;
-    xml_walk w;
-    int root_ok;
-    char key[S3_KEY_MAX + 1];
-    int have_key, key_bad;
-    uint64_t size;
-    int64_t mtime;
-    int truncated;
-    char token[S3_TOKEN_MAX + 1];
-    int token_bad;
-    uint64_t page_bytes;
-    unsigned long page_keys;
-    int stopped;  /* the caller's fn asked to stop, or the keys went past the wanted range */
-    int bad;
-    char bad_msg[256];
+    stow_s3_list_parser *page;
+    int page_rc; /* of the last feed: 0, 1 stopped, -1 bad */
+    int stopped; /* the caller's fn asked to stop, or the keys went past the wanted range */
     uint64_t seen, matched;
 } list_ctx;
 
-static void list_bad(list_ctx *l, const char *fmt, ...) STOW_PRINTF(2, 3);
-static void list_bad(list_ctx *l, const char *fmt, ...)
+static int list_key(void *ud, const char *key, uint64_t size, int64_t mtime)
 {
-    if (!l->bad) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(l->bad_msg, sizeof(l->bad_msg), fmt, ap);
-        va_end(ap);
-        l->bad = 1;
-    }
-    XML_StopParser(l->w.parser, XML_FALSE);
-}
-
-static void list_emit(list_ctx *l)
-{
+    list_ctx *l = ud;
     l->seen++;
-    if (l->page_keys++ >= S3_LIST_PAGE_KEYS_MAX) {
-        list_bad(l, "more keys in one page than allowed");
-        return;
-    }
-    if (!l->have_key || l->key_bad) {
-        list_bad(l, "a <Contents> entry without a usable <Key>");
-        return;
-    }
-    if (strncmp(l->key, l->want, l->want_len) != 0) {
-        if (strcmp(l->key, l->want) > 0) {
+    if (strncmp(key, l->want, l->want_len) != 0) {
+        if (strcmp(key, l->want) > 0) {
             /* keys come in order: everything from here on is past the wanted range */
             l->stopped = 1;
-            XML_StopParser(l->w.parser, XML_FALSE);
+            return 1;
         }
-        return;
+        return 0;
     }
-    const char *name = l->key + l->strip;
+    const char *name = key + l->strip;
     if (!stow_backend_name_ok(name)) {
         stow_debug("%s: skipping key \"%.200s\" (not a stowage object name)", l->b->url_red,
-                   l->key);
-        return;
+                   key);
+        return 0;
     }
-    stow_object_info info = {l->size, l->mtime};
+    stow_object_info info = {size, mtime};
     l->matched++;
     if (l->fn(l->ud, name, &info) != 0) {
         l->stopped = 1;
-        XML_StopParser(l->w.parser, XML_FALSE);
+        return 1;
     }
-}
-
-static void list_end(xml_walk *w, const char *name, const char *text, size_t len)
-{
-    list_ctx *l = w->ud;
-    if (l->stopped || l->bad)
-        return;
-    if (w->depth == 1) {
-        if (strcmp(name, "ListBucketResult") != 0)
-            list_bad(l, "the answer is <%s>, not a ListObjectsV2 result", name);
-        return;
-    }
-    if (strcmp(xml_at(w, 1), "ListBucketResult") != 0)
-        return;
-    if (w->depth == 3 && strcmp(xml_at(w, 2), "Contents") == 0) {
-        if (strcmp(name, "Key") == 0) {
-            l->key_bad = len > S3_KEY_MAX || memchr(text, '\0', len) != NULL;
-            if (!l->key_bad)
-                memcpy(l->key, text, len + 1);
-            l->have_key = 1;
-        } else if (strcmp(name, "Size") == 0) {
-            char *end = NULL;
-            errno = 0;
-            unsigned long long v = strtoull(text, &end, 10);
-            if (errno != 0 || end == text || *end != '\0' || text[0] == '-')
-                list_bad(l, "bad <Size> \"%.40s\"", text);
-            l->size = v;
-        } else if (strcmp(name, "LastModified") == 0) {
-            time_t t = 0;
-            stow_error e;
-            if (stow_s3_creds_parse_time(&t, text, &e) == STOW_OK)
-                l->mtime = (int64_t)t;
-        }
-        return;
-    }
-    if (w->depth != 2)
-        return;
-    if (strcmp(name, "Contents") == 0) {
-        list_emit(l);
-        l->have_key = 0;
-        l->key_bad = 0;
-        l->size = 0;
-        l->mtime = 0;
-    } else if (strcmp(name, "IsTruncated") == 0) {
-        l->truncated = strcmp(text, "true") == 0;
-    } else if (strcmp(name, "NextContinuationToken") == 0) {
-        l->token_bad = len == 0 || len > S3_TOKEN_MAX;
-        if (!l->token_bad)
-            memcpy(l->token, text, len + 1);
-    }
+    return 0;
 }
 
 static int list_sink(void *ud, const void *buf, size_t len)
 {
     list_ctx *l = ud;
-    if (l->stopped || l->bad)
-        return -1;
-    l->page_bytes += len;
-    if (l->page_bytes > S3_LIST_PAGE_BYTES_MAX) {
-        l->bad = 1;
-        snprintf(l->bad_msg, sizeof(l->bad_msg), "one page is larger than %d bytes",
-                 S3_LIST_PAGE_BYTES_MAX);
-        return -1;
-    }
-    if (xml_feed(&l->w, buf, len, 0) != 0 && !l->stopped) {
-        if (!l->bad) {
-            l->bad = 1;
-            snprintf(l->bad_msg, sizeof(l->bad_msg), "malformed XML: %s", xml_error(&l->w));
-        }
-        return -1;
-    }
-    return l->stopped ? -1 : 0;
+    l->page_rc = stow_s3_list_parser_feed(l->page, buf, len, 0);
+    return l->page_rc == 0 ? 0 : -1;
 }
 
 /* Length of the leading part of s that SigV4 encoding leaves alone. */
 static size_t unencoded_len(const char *s)
 {
     size_t n = 0;
-    while (s[n] && unreserved((unsigned char)s[n]))
+    while (s[n] && s3_unreserved((unsigned char)s[n]))
         n++;
     return n;
 }
@@ -1253,11 +627,11 @@ static int s3_list(stow_backend *sb, const char *prefix, stow_list_fn fn, void *
     l->strip = strlen(b->loc.prefix);
     l->fn = fn;
     l->ud = ud;
-    l->token[0] = '\0';
+    char token[S3_TOKEN_MAX + 1] = "";
     int fallback_tried = 0;
     unsigned long pages = 0;
 restart:
-    l->token[0] = '\0';
+    token[0] = '\0';
     for (;;) {
         int unenc = atomic_load(&b->list_unencoded);
         char sent[sizeof(want)];
@@ -1265,32 +639,26 @@ restart:
         memcpy(sent, want, sl);
         sent[sl] = '\0';
         if (stow_sigv4_uri_encode(enc, sizeof(enc), sent, 1) != 0 ||
-            stow_sigv4_uri_encode(tok_enc, sizeof(tok_enc), l->token, 1) != 0) {
+            stow_sigv4_uri_encode(tok_enc, sizeof(tok_enc), token, 1) != 0) {
             rc = stow_error_set(err, STOW_ERR, "list query too long");
             goto done;
         }
-        rc = call_init(c, b, NULL, err);
+        rc = s3_call_init(c, b, NULL, err);
         if (rc != STOW_OK)
             goto done;
         c->keep_error = 1;
         snprintf(c->desc, sizeof(c->desc), "%s (listing %s)", b->url_red,
                  prefix && *prefix ? prefix : "everything");
         int qn = snprintf(c->query, sizeof(c->query), "list-type=2&prefix=%s%s%s", enc,
-                          l->token[0] ? "&continuation-token=" : "", l->token[0] ? tok_enc : "");
+                          token[0] ? "&continuation-token=" : "", token[0] ? tok_enc : "");
         if (qn < 0 || (size_t)qn >= sizeof(c->query)) {
             rc = stow_error_set(err, STOW_ERR, "list query too long");
             goto done;
         }
-        /* page state */
-        l->root_ok = 0;
-        l->have_key = 0;
-        l->key_bad = 0;
-        l->truncated = 0;
-        l->token_bad = 0;
-        l->page_bytes = 0;
-        l->page_keys = 0;
-        l->token[0] = '\0';
-        if (xml_begin(&l->w, list_end, l) != 0) {
+        stow_s3_list_parser_free(l->page);
+        l->page = NULL;
+        l->page_rc = 0;
+        if (stow_s3_list_parser_new(&l->page, list_key, l) != STOW_OK) {
             rc = stow_error_set(err, STOW_ERR, "out of memory");
             goto done;
         }
@@ -1298,21 +666,18 @@ restart:
         req.method = "GET";
         req.sink = list_sink;
         req.sink_ud = l;
-        rc = call_perform(c, &req, NULL, 0, err);
-        if (rc == STOW_OK && !l->stopped && !l->bad && xml_feed(&l->w, "", 0, 1) != 0 &&
-            !l->stopped) {
-            l->bad = 1;
-            snprintf(l->bad_msg, sizeof(l->bad_msg), "malformed XML: %s", xml_error(&l->w));
-        }
-        xml_done(&l->w);
-        if (l->stopped) {
+        rc = s3_call_perform(c, &req, NULL, 0, err);
+        if (rc == STOW_OK && l->page_rc == 0)
+            l->page_rc = stow_s3_list_parser_feed(l->page, "", 0, 1);
+        if (l->page_rc == 1) {
             stow_error_clear(err);
             rc = STOW_OK;
             pages++;
             break;
         }
-        if (l->bad) {
-            rc = stow_error_set(err, STOW_ECORRUPT, "GET %s: %s", c->desc, l->bad_msg);
+        if (l->page_rc < 0) {
+            rc = stow_error_set(err, STOW_ECORRUPT, "GET %s: %s", c->desc,
+                                stow_s3_list_parser_error(l->page));
             goto done;
         }
         if (rc == STOW_EAUTH && !unenc && !fallback_tried && pages == 0 &&
@@ -1327,15 +692,17 @@ restart:
         if (rc != STOW_OK)
             goto done;
         pages++;
-        if (!l->truncated)
+        if (!stow_s3_list_parser_truncated(l->page))
             break;
-        if (l->token_bad || l->token[0] == '\0') {
+        const char *next = stow_s3_list_parser_token(l->page);
+        if (next == NULL || next[0] == '\0') {
             rc = stow_error_set(err, STOW_ECORRUPT,
                                 "GET %s: a truncated listing without a usable continuation "
                                 "token",
                                 c->desc);
             goto done;
         }
+        stow_strlcpy(token, next, sizeof(token));
         if (pages >= S3_LIST_PAGES_MAX) {
             rc = stow_error_set(err, STOW_ERR, "GET %s: more than %d pages", c->desc,
                                 S3_LIST_PAGES_MAX);
@@ -1347,680 +714,14 @@ restart:
                pages);
 done:
     if (c != NULL)
-        call_free(c);
+        s3_call_free(c);
     free(c);
+    if (l != NULL)
+        stow_s3_list_parser_free(l->page);
     free(l);
     return rc;
 }
 
-/* ------------------------------------------------------------------------------------------
- * put: PutObject or multipart
- * ------------------------------------------------------------------------------------------ */
-
-typedef struct part_job {
-    unsigned number;
-    unsigned char *data;
-    size_t len, cap;
-} part_job;
-
-typedef struct part_etag {
-    char etag[STOW_HTTPC_ETAG_MAX];
-} part_etag;
-
-struct stow_put {
-    s3_backend *b;
-    char name[S3_KEY_MAX + 1];
-    unsigned flags;
-    int64_t size_hint;
-    uint64_t total;
-
-    /* the part being filled */
-    unsigned char *cur;
-    size_t cur_len, cur_cap;
-    uint64_t part_size; /* of the part being filled */
-    unsigned part_no;   /* its number, 1-based */
-
-    /* multipart, once started */
-    char upload_id[S3_UPLOAD_ID_MAX + 1];
-    int started;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    pthread_t *threads;
-    int nthreads;
-    part_job *queue; /* ring of qcap jobs */
-    size_t qcap, q_head, q_len;
-    int inflight;    /* jobs queued or being uploaded */
-    unsigned char **spare; /* buffers given back by the workers */
-    size_t *spare_cap;
-    int nspare;
-    part_etag *etags; /* index part number - 1 */
-    unsigned etags_cap;
-    int stop;         /* workers exit once the queue is empty */
-    _Atomic int cancel;
-    int failed;
-    stow_error err;
-    int64_t t0;
-};
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static const char *content_type(const char *name)
-{
-    size_t n = strlen(name);
-    if (n >= 5 && strcmp(name + n - 5, ".json") == 0)
-        return "Content-Type: application/json";
-    return "Content-Type: application/octet-stream";
-}
-
-static int s3_put_begin(stow_put **out, stow_backend *sb, const char *name, int64_t size_hint,
-                        unsigned flags, stow_error *err)
-{
-    s3_backend *b = (s3_backend *)sb;
-    *out = NULL;
-    if (!stow_backend_name_ok(name) || strlen(name) > S3_KEY_MAX)
-        return stow_error_set(err, STOW_EUSAGE, "invalid object name \"%.200s\"",
-                              name ? name : "");
-    stow_put *p = calloc(1, sizeof(*p));
-    if (p == NULL)
-        return stow_error_set(err, STOW_ERR, "out of memory");
-    p->b = b;
-    memcpy(p->name, name, strlen(name) + 1);
-    p->flags = flags;
-    p->size_hint = size_hint;
-    p->part_no = 1;
-    p->part_size = stow_s3_part_size(b->part_base, size_hint, 1);
-    pthread_mutex_init(&p->lock, NULL);
-    pthread_cond_init(&p->cond, NULL);
-    atomic_init(&p->cancel, 0);
-    p->t0 = mono_ms();
-    *out = p;
-    return STOW_OK;
-}
-
-/* The upload ID as a query value. */
-static int upload_query(char *out, size_t cap, const stow_put *p, unsigned part)
-{
-    char enc[3 * S3_UPLOAD_ID_MAX + 1];
-    if (stow_sigv4_uri_encode(enc, sizeof(enc), p->upload_id, 1) != 0)
-        return -1;
-    int n = part ? snprintf(out, cap, "partNumber=%u&uploadId=%s", part, enc)
-                 : snprintf(out, cap, "uploadId=%s", enc);
-    return n < 0 || (size_t)n >= cap ? -1 : 0;
-}
-
-/* Uploads one part from a worker thread; fills etag. */
-static int upload_part(stow_put *p, const part_job *j, char *etag, stow_error *err)
-{
-    s3_call *c = malloc(sizeof(*c));
-    if (c == NULL)
-        return stow_error_set(err, STOW_ERR, "out of memory");
-    int rc = call_init(c, p->b, p->name, err);
-    if (rc != STOW_OK)
-        goto done;
-    if (upload_query(c->query, sizeof(c->query), p, j->number) != 0) {
-        rc = stow_error_set(err, STOW_ERR, "upload ID too long");
-        goto done;
-    }
-    c->cancel = &p->cancel;
-    stow_sigv4_payload_hash(c->payload_hash, j->data, j->len);
-    stow_httpc_request req = {0};
-    stow_httpc_result res;
-    req.method = "PUT";
-    req.body_type = STOW_HTTPC_BODY_BUFFER;
-    req.body = j->data;
-    req.body_len = j->len;
-    rc = call_perform(c, &req, &res, 0, err);
-    if (rc == STOW_OK) {
-        if (res.etag[0] == '\0')
-            rc = stow_error_set(err, STOW_ERR, "PUT %s part %u: the server sent no ETag",
-                                c->desc, j->number);
-        else
-            memcpy(etag, res.etag, sizeof(res.etag));
-    } else {
-        stow_error_wrap(err, "part %u", j->number);
-    }
-done:
-    call_free(c);
-    free(c);
-    return rc;
-}
-
-static void *part_worker(void *arg)
-{
-    stow_put *p = arg;
-    char etag[STOW_HTTPC_ETAG_MAX];
-    for (;;) {
-        pthread_mutex_lock(&p->lock);
-        while (p->q_len == 0 && !p->stop)
-            pthread_cond_wait(&p->cond, &p->lock);
-        if (p->q_len == 0) {
-            pthread_mutex_unlock(&p->lock);
-            break;
-        }
-        part_job j = p->queue[p->q_head];
-        p->q_head = (p->q_head + 1) % p->qcap;
-        p->q_len--;
-        int skip = p->failed;
-        pthread_mutex_unlock(&p->lock);
-
-        stow_error e;
-        stow_error_clear(&e);
-        int rc = skip ? STOW_ERR : upload_part(p, &j, etag, &e);
-
-        pthread_mutex_lock(&p->lock);
-        if (!skip && rc == STOW_OK) {
-            memcpy(p->etags[j.number - 1].etag, etag, sizeof(etag));
-        } else if (!skip && !p->failed) {
-            p->failed = 1;
-            p->err = e;
-            atomic_store(&p->cancel, 1);
-        }
-        p->spare[p->nspare] = j.data;
-        p->spare_cap[p->nspare] = j.cap;
-        p->nspare++;
-        p->inflight--;
-        pthread_cond_broadcast(&p->cond);
-        pthread_mutex_unlock(&p->lock);
-    }
-    return NULL;
-}
-
-/* Runs a POST (create or complete) on the object; body may be NULL. The answer is left in
- * c->body / c->body_len. */
-static int post_xml(stow_put *p, const char *query, const char *body, size_t body_len,
-                    const char *const *headers, s3_call *c, stow_error *err)
-{
-    int rc = call_init(c, p->b, p->name, err);
-    if (rc != STOW_OK)
-        return rc;
-    snprintf(c->query, sizeof(c->query), "%s", query);
-    c->collect = 1;
-    c->keep_error = 1;
-    for (int i = 0; headers && headers[i] && i < 3; i++)
-        c->headers[i] = headers[i];
-    if (body)
-        stow_sigv4_payload_hash(c->payload_hash, body, body_len);
-    stow_httpc_request req = {0};
-    req.method = "POST";
-    if (body) {
-        req.body_type = STOW_HTTPC_BODY_BUFFER;
-        req.body = body;
-        req.body_len = body_len;
-    }
-    return call_perform(c, &req, NULL, 0, err);
-}
-
-typedef struct create_ctx {
-    char upload_id[S3_UPLOAD_ID_MAX + 1];
-    int too_long;
-} create_ctx;
-
-static void create_end(xml_walk *w, const char *name, const char *text, size_t len)
-{
-    create_ctx *cc = w->ud;
-    if (w->depth == 2 && strcmp(name, "UploadId") == 0) {
-        if (len == 0 || len > S3_UPLOAD_ID_MAX)
-            cc->too_long = 1;
-        else
-            memcpy(cc->upload_id, text, len + 1);
-    }
-}
-
-static int multipart_start(stow_put *p, stow_error *err)
-{
-    s3_backend *b = p->b;
-    s3_call *c = malloc(sizeof(*c));
-    xml_walk *w = malloc(sizeof(*w));
-    create_ctx cc = {{0}, 0};
-    int rc;
-    if (c == NULL || w == NULL) {
-        rc = stow_error_set(err, STOW_ERR, "out of memory");
-        goto done;
-    }
-    const char *hdrs[] = {content_type(p->name), NULL};
-    rc = post_xml(p, "uploads", NULL, 0, hdrs, c, err);
-    if (rc != STOW_OK) {
-        stow_error_wrap(err, "CreateMultipartUpload");
-        goto done;
-    }
-    if (xml_begin(w, create_end, &cc) != 0) {
-        rc = stow_error_set(err, STOW_ERR, "out of memory");
-        goto done;
-    }
-    if (xml_feed(w, c->body ? c->body : "", c->body_len, 1) != 0 || cc.too_long ||
-        cc.upload_id[0] == '\0') {
-        rc = stow_error_set(err, STOW_ECORRUPT,
-                            "POST %s?uploads: no usable UploadId in the answer", c->desc);
-        xml_done(w);
-        goto done;
-    }
-    xml_done(w);
-    memcpy(p->upload_id, cc.upload_id, sizeof(cc.upload_id));
-
-    int nt = b->parallel;
-    p->queue = calloc((size_t)nt, sizeof(*p->queue));
-    p->qcap = (size_t)nt;
-    p->threads = calloc((size_t)nt, sizeof(*p->threads));
-    p->spare = calloc((size_t)nt + 1, sizeof(*p->spare));
-    p->spare_cap = calloc((size_t)nt + 1, sizeof(*p->spare_cap));
-    if (!p->queue || !p->threads || !p->spare || !p->spare_cap) {
-        rc = stow_error_set(err, STOW_ERR, "out of memory");
-        goto done;
-    }
-    p->started = 1; /* from here on, failures abort the upload */
-    for (int i = 0; i < nt; i++) {
-        if (pthread_create(&p->threads[i], NULL, part_worker, p) != 0)
-            break;
-        p->nthreads++;
-    }
-    if (p->nthreads == 0) {
-        rc = stow_error_set(err, STOW_ERR, "cannot start upload threads");
-        goto done;
-    }
-    stow_debug("PUT %s: multipart upload started (%" PRIu64 " MiB parts, %d threads)",
-               c->desc, p->part_size >> 20, p->nthreads);
-done:
-    if (c)
-        call_free(c);
-    free(c);
-    free(w);
-    return rc;
-}
-
-/* Hands the full current part to the workers and gets a buffer for the next one. */
-static int dispatch_part(stow_put *p, stow_error *err)
-{
-    int rc;
-    if (!p->started && (rc = multipart_start(p, err)) != STOW_OK)
-        return rc;
-    if (p->part_no > STOW_S3_MAX_PARTS)
-        return stow_error_set(err, STOW_ERR, "PUT %s: more than %u parts", p->name,
-                              STOW_S3_MAX_PARTS);
-    pthread_mutex_lock(&p->lock); /* workers write into etags */
-    if (p->part_no > p->etags_cap) {
-        unsigned ncap = p->etags_cap ? p->etags_cap * 2 : 64;
-        if (ncap > STOW_S3_MAX_PARTS)
-            ncap = STOW_S3_MAX_PARTS;
-        part_etag *ne = realloc(p->etags, ncap * sizeof(*ne));
-        if (ne == NULL) {
-            pthread_mutex_unlock(&p->lock);
-            return stow_error_set(err, STOW_ERR, "out of memory");
-        }
-        memset(ne + p->etags_cap, 0, (ncap - p->etags_cap) * sizeof(*ne));
-        p->etags = ne;
-        p->etags_cap = ncap;
-    }
-    /* memory bound: nthreads parts with the workers, one being filled */
-    while (!p->failed && p->inflight >= p->nthreads)
-        pthread_cond_wait(&p->cond, &p->lock);
-    if (p->failed) {
-        if (err)
-            *err = p->err;
-        rc = p->err.code != STOW_OK ? p->err.code : STOW_ERR;
-        pthread_mutex_unlock(&p->lock);
-        return rc;
-    }
-    size_t at = (p->q_head + p->q_len) % p->qcap;
-    p->queue[at] = (part_job){p->part_no, p->cur, p->cur_len, p->cur_cap};
-    p->q_len++;
-    p->inflight++;
-    p->cur = NULL;
-    p->cur_len = 0;
-    p->cur_cap = 0;
-    pthread_cond_broadcast(&p->cond);
-    p->part_no++;
-    p->part_size = stow_s3_part_size(p->b->part_base, p->size_hint, p->part_no);
-    /* a spare buffer of the right size, if a worker gave one back */
-    while (p->nspare > 0) {
-        p->nspare--;
-        unsigned char *buf = p->spare[p->nspare];
-        size_t cap = p->spare_cap[p->nspare];
-        if (p->cur == NULL && cap >= p->part_size) {
-            p->cur = buf;
-            p->cur_cap = cap;
-        } else {
-            free(buf);
-        }
-    }
-    pthread_mutex_unlock(&p->lock);
-    return STOW_OK;
-}
-
-static int s3_put_write(stow_put *p, const void *buf, size_t len, stow_error *err)
-{
-    const unsigned char *src = buf;
-    while (len > 0) {
-        if (atomic_load(&p->cancel)) {
-            pthread_mutex_lock(&p->lock);
-            stow_error e = p->err;
-            pthread_mutex_unlock(&p->lock);
-            if (err)
-                *err = e;
-            return e.code != STOW_OK ? e.code : STOW_ERR;
-        }
-        if (p->cur_len == p->part_size) {
-            int rc = dispatch_part(p, err);
-            if (rc != STOW_OK)
-                return rc;
-            continue;
-        }
-        size_t room = (size_t)(p->part_size - p->cur_len);
-        size_t n = len < room ? len : room;
-        if (p->cur_len + n > p->cur_cap) {
-            /* parts after the first are full-size; the first grows, so that small objects
-             * (manifests, refs) take small buffers */
-            size_t ncap;
-            if (p->part_no > 1)
-                ncap = (size_t)p->part_size;
-            else if (p->size_hint >= 0 && p->cur_cap == 0)
-                ncap = (uint64_t)p->size_hint < p->part_size ? (size_t)p->size_hint
-                                                             : (size_t)p->part_size;
-            else
-                ncap = p->cur_cap >= S3_SMALL_START / 2 ? p->cur_cap * 2 : S3_SMALL_START;
-            if (ncap < p->cur_len + n)
-                ncap = p->cur_len + n;
-            if (ncap > p->part_size)
-                ncap = (size_t)p->part_size;
-            unsigned char *nb = realloc(p->cur, ncap);
-            if (nb == NULL)
-                return stow_error_set(err, STOW_ERR, "out of memory for a %zu-byte part", ncap);
-            p->cur = nb;
-            p->cur_cap = ncap;
-        }
-        memcpy(p->cur + p->cur_len, src, n);
-        p->cur_len += n;
-        p->total += n;
-        src += n;
-        len -= n;
-    }
-    return STOW_OK;
-}
-
-/* Stops the workers (after the queue drained, or at once when cancelled) and joins them. */
-static void workers_stop(stow_put *p, int cancel)
-{
-    pthread_mutex_lock(&p->lock);
-    if (cancel)
-        atomic_store(&p->cancel, 1);
-    if (cancel)
-        p->failed = p->failed ? p->failed : 1;
-    p->stop = 1;
-    pthread_cond_broadcast(&p->cond);
-    pthread_mutex_unlock(&p->lock);
-    for (int i = 0; i < p->nthreads; i++)
-        pthread_join(p->threads[i], NULL);
-    p->nthreads = 0;
-}
-
-static void multipart_abort(stow_put *p)
-{
-    s3_call *c = malloc(sizeof(*c));
-    stow_error e;
-    stow_error_clear(&e);
-    if (c == NULL || call_init(c, p->b, p->name, &e) != STOW_OK ||
-        upload_query(c->query, sizeof(c->query), p, 0) != 0) {
-        stow_warn("cannot abort the multipart upload of %s: %s", p->name, e.msg);
-        free(c);
-        return;
-    }
-    c->keep_error = 1;
-    stow_httpc_request req = {0};
-    req.method = "DELETE";
-    int rc = call_perform(c, &req, NULL, 0, &e);
-    if (rc == STOW_OK || rc == STOW_ENOTFOUND || strcmp(c->last.code, "NoSuchUpload") == 0)
-        stow_debug("DELETE %s: multipart upload aborted%s", c->desc,
-                   rc == STOW_OK ? "" : " (it was already gone)");
-    else if (strcmp(c->last.code, "MethodNotAllowed") == 0 ||
-             strcmp(c->last.code, "NotImplemented") == 0)
-        stow_debug("DELETE %s: this server cannot abort multipart uploads (%s); its parts "
-                   "stay until it cleans them up",
-                   c->desc, c->last.code);
-    else
-        stow_warn("could not abort the multipart upload of %s, its parts may stay billed until "
-                  "a lifecycle rule removes them: %s",
-                  c->desc, e.msg);
-    call_free(c);
-    free(c);
-}
-
-static void put_free(stow_put *p)
-{
-    if (p == NULL)
-        return;
-    free(p->cur);
-    for (int i = 0; i < p->nspare; i++)
-        free(p->spare[i]);
-    for (size_t i = 0; i < p->q_len; i++)
-        free(p->queue[(p->q_head + i) % p->qcap].data);
-    free(p->spare);
-    free(p->spare_cap);
-    free(p->queue);
-    free(p->threads);
-    free(p->etags);
-    pthread_mutex_destroy(&p->lock);
-    pthread_cond_destroy(&p->cond);
-    free(p);
-}
-
-/* Appends to a growing buffer with a cap. */
-typedef struct sbuf {
-    char *s;
-    size_t len, cap, max;
-    int failed;
-} sbuf;
-
-static void sbuf_add(sbuf *b, const char *s, size_t n)
-{
-    if (b->failed)
-        return;
-    if (n > b->max - b->len) {
-        b->failed = 1;
-        return;
-    }
-    if (b->len + n + 1 > b->cap) {
-        size_t ncap = b->cap ? b->cap : 4096;
-        while (ncap < b->len + n + 1)
-            ncap *= 2;
-        char *ns = realloc(b->s, ncap);
-        if (ns == NULL) {
-            b->failed = 1;
-            return;
-        }
-        b->s = ns;
-        b->cap = ncap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
-
-static void sbuf_str(sbuf *b, const char *s) { sbuf_add(b, s, strlen(s)); }
-
-static void sbuf_xml_text(sbuf *b, const char *s)
-{
-    for (; *s; s++) {
-        switch (*s) {
-        case '&': sbuf_str(b, "&amp;"); break;
-        case '<': sbuf_str(b, "&lt;"); break;
-        case '>': sbuf_str(b, "&gt;"); break;
-        case '"': sbuf_str(b, "&quot;"); break;
-        case '\'': sbuf_str(b, "&apos;"); break;
-        default: sbuf_add(b, s, 1); break;
-        }
-    }
-}
-
-static void complete_end(xml_walk *w, const char *name, const char *text, size_t len)
-{
-    s3_error_info *e = w->ud;
-    if (w->depth == 1)
-        copy_trunc(e->root, sizeof(e->root), name, strlen(name));
-    else if (w->depth == 2 && strcmp(xml_at(w, 1), "Error") == 0 && strcmp(name, "Code") == 0)
-        copy_trunc(e->code, sizeof(e->code), text, len);
-    else if (w->depth == 2 && strcmp(xml_at(w, 1), "Error") == 0 &&
-             strcmp(name, "Message") == 0)
-        copy_trunc(e->message, sizeof(e->message), text, len);
-}
-
-static int multipart_complete(stow_put *p, unsigned nparts, stow_error *err)
-{
-    static const char *const if_absent = "If-None-Match: *";
-    sbuf x = {NULL, 0, 0, (size_t)STOW_S3_MAX_PARTS * 512 + 1024, 0};
-    s3_call *c = malloc(sizeof(*c));
-    xml_walk *w = malloc(sizeof(*w));
-    char query[3 * S3_UPLOAD_ID_MAX + 32];
-    int rc = STOW_ERR;
-    if (c == NULL || w == NULL || upload_query(query, sizeof(query), p, 0) != 0) {
-        rc = stow_error_set(err, STOW_ERR, "out of memory");
-        goto done;
-    }
-    sbuf_str(&x, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CompleteMultipartUpload "
-                 "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
-    for (unsigned i = 1; i <= nparts; i++) {
-        char num[48];
-        snprintf(num, sizeof(num), "<Part><PartNumber>%u</PartNumber><ETag>", i);
-        sbuf_str(&x, num);
-        sbuf_xml_text(&x, p->etags[i - 1].etag);
-        sbuf_str(&x, "</ETag></Part>");
-    }
-    sbuf_str(&x, "</CompleteMultipartUpload>");
-    if (x.failed) {
-        rc = stow_error_set(err, STOW_ERR, "out of memory");
-        goto done;
-    }
-    const char *hdrs[] = {"Content-Type: application/xml",
-                          (p->flags & STOW_PUT_IF_ABSENT) ? if_absent : NULL, NULL};
-    for (int attempt = 1;; attempt++) {
-        rc = post_xml(p, query, x.s, x.len, hdrs, c, err);
-        if (rc != STOW_OK)
-            break;
-        /* "200 OK" can still carry an <Error> (S3 sends it when it fails late) */
-        s3_error_info e;
-        memset(&e, 0, sizeof(e));
-        if (xml_begin(w, complete_end, &e) != 0) {
-            rc = stow_error_set(err, STOW_ERR, "out of memory");
-            break;
-        }
-        int bad = xml_feed(w, c->body ? c->body : "", c->body_len, 1) != 0;
-        xml_done(w);
-        if (!bad && strcmp(e.root, "Error") == 0) {
-            rc = stow_error_set(err, STOW_ERR, "POST %s: CompleteMultipartUpload failed (%s%s%s)",
-                                c->desc, e.code, e.message[0] ? ": " : "", e.message);
-            if ((strcmp(e.code, "InternalError") == 0 || strcmp(e.code, "SlowDown") == 0) &&
-                attempt < S3_COMPLETE_TRIES) {
-                stow_warn("%s; retrying", err ? err->msg : "CompleteMultipartUpload failed");
-                struct timespec ts = {attempt, 0};
-                nanosleep(&ts, NULL);
-                call_free(c);
-                continue;
-            }
-            break;
-        }
-        /* AWS answers <CompleteMultipartUploadResult>, moto <...Response>: a 200 without
-         * <Error> is success */
-        if (bad || strcmp(e.root, "CompleteMultipartUploadResult") != 0)
-            stow_debug("POST %s: CompleteMultipartUpload answered 200 with <%s>", c->desc,
-                       bad ? "unparsable XML" : e.root);
-        break;
-    }
-done:
-    if (c)
-        call_free(c);
-    free(c);
-    free(w);
-    free(x.s);
-    return rc;
-}
-
-static int put_single(stow_put *p, stow_error *err)
-{
-    static const char *const if_absent = "If-None-Match: *";
-    s3_call *c = malloc(sizeof(*c));
-    if (c == NULL)
-        return stow_error_set(err, STOW_ERR, "out of memory");
-    int rc = call_init(c, p->b, p->name, err);
-    if (rc == STOW_OK) {
-        c->headers[0] = content_type(p->name);
-        c->headers[1] = (p->flags & STOW_PUT_IF_ABSENT) ? if_absent : NULL;
-        stow_sigv4_payload_hash(c->payload_hash, p->cur, p->cur_len);
-        stow_httpc_request req = {0};
-        req.method = "PUT";
-        req.body_type = STOW_HTTPC_BODY_BUFFER;
-        req.body = p->cur ? (const void *)p->cur : (const void *)"";
-        req.body_len = p->cur_len;
-        rc = call_perform(c, &req, NULL, 0, err);
-    }
-    call_free(c);
-    free(c);
-    return rc;
-}
-
-static int s3_put_commit(stow_put *p, stow_error *err)
-{
-    int rc;
-    if (atomic_load(&p->cancel)) {
-        pthread_mutex_lock(&p->lock);
-        if (err)
-            *err = p->err;
-        rc = p->err.code != STOW_OK ? p->err.code : STOW_ERR;
-        pthread_mutex_unlock(&p->lock);
-        goto fail;
-    }
-    if (!p->started) {
-        rc = put_single(p, err);
-        put_free(p);
-        return rc;
-    }
-    unsigned nparts = p->part_no; /* the last part is the one being filled (never empty) */
-    rc = dispatch_part(p, err);
-    if (rc != STOW_OK)
-        goto fail;
-    workers_stop(p, 0);
-    if (p->failed) {
-        if (err)
-            *err = p->err;
-        rc = p->err.code != STOW_OK ? p->err.code : STOW_ERR;
-        goto fail;
-    }
-    for (unsigned i = 0; i < nparts; i++)
-        if (p->etags[i].etag[0] == '\0') {
-            rc = stow_error_set(err, STOW_ERR, "PUT %s: part %u has no ETag", p->name, i + 1);
-            goto fail;
-        }
-    rc = multipart_complete(p, nparts, err);
-    if (rc != STOW_OK)
-        goto fail;
-    int64_t ms = mono_ms() - p->t0;
-    stow_debug("PUT %s/%s: multipart upload complete, %u parts, %" PRIu64 " bytes, %" PRId64
-               " ms (%.1f MB/s)",
-               p->b->url_red, p->name, nparts, p->total, ms,
-               ms > 0 ? (double)p->total / 1e3 / (double)ms : 0.0);
-    put_free(p);
-    return STOW_OK;
-fail:
-    if (p->started) {
-        workers_stop(p, 1);
-        multipart_abort(p);
-    }
-    put_free(p);
-    return rc;
-}
-
-static void s3_put_abort(stow_put *p)
-{
-    if (p == NULL)
-        return;
-    if (p->started) {
-        workers_stop(p, 1);
-        multipart_abort(p);
-    }
-    put_free(p);
-}
 
 const stow_backend_ops stow_backend_s3_ops = {
     .version = STOW_BACKEND_VERSION,
@@ -2036,3 +737,4 @@ const stow_backend_ops stow_backend_s3_ops = {
     .list = s3_list,
     .free = s3_free,
 };
+

@@ -1,6 +1,5 @@
 #include "s3_creds.h"
 
-#include <curl/curl.h>
 #include <errno.h>
 #include <ini.h>
 #include <jansson.h>
@@ -12,7 +11,10 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "buf.h"
+#include "httpc.h"
 #include "log.h"
+#include "util.h"
 
 #define PATH_CAP 4096
 #define PROFILE_MAX 128
@@ -282,14 +284,14 @@ static int on_ini_value(void *user, const char *section, const char *name, const
     size_t n = strlen(value);
     if (n >= cap - have) {
         pp->overflow = 1;
-        snprintf(pp->overflow_name, sizeof(pp->overflow_name), "%s", name);
+        stow_strlcpy(pp->overflow_name, name, sizeof(pp->overflow_name));
         dst[0] = '\0';
         return 1;
     }
     memcpy(dst + have, value, n + 1);
     if (flag != NULL)
         *flag = dst[0] != '\0';
-    snprintf(pp->last_name, sizeof(pp->last_name), "%s", name);
+    stow_strlcpy(pp->last_name, name, sizeof(pp->last_name));
     return 1;
 }
 
@@ -401,7 +403,7 @@ static int credentials_path(char *out, size_t cap, stow_error *err)
         pwp != NULL && pwp->pw_dir != NULL && pwp->pw_dir[0] != '\0')
         home = pwp->pw_dir;
     if (env != NULL && strncmp(env, "~/", 2) != 0)
-        n = snprintf(out, cap, "%s", env);
+        n = stow_strlcpy(out, env, cap) == 0 ? 0 : -1;
     else if (home == NULL)
         return stow_error_set(err, STOW_ENOTFOUND, "no home directory to find ~/.aws/credentials");
     else if (env != NULL)
@@ -415,87 +417,92 @@ static int credentials_path(char *out, size_t cap, stow_error *err)
 
 /* ---- instance metadata (IMDSv2) ---- */
 
-typedef struct body_buf {
-    char *p;
-    size_t len, cap; /* cap includes the NUL */
+/* The metadata service's answers, collected up to IMDS_BODY_MAX bytes. */
+typedef struct imds_body {
+    stow_buf buf;
     int overflow;
-} body_buf;
+} imds_body;
 
-static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
+static int on_body(void *ud, const void *data, size_t len)
 {
-    body_buf *b = ud;
-    size_t n = size * nmemb; /* curl guarantees this does not overflow */
-    if (n >= b->cap - b->len) {
+    imds_body *b = ud;
+    if (stow_buf_add(&b->buf, data, len, NULL) != STOW_OK) {
         b->overflow = 1;
-        return 0; /* aborts the transfer */
+        return -1; /* aborts the transfer */
     }
-    memcpy(b->p + b->len, data, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-    return n;
+    return 0;
 }
 
-static size_t no_body(char *buf, size_t size, size_t nmemb, void *ud)
+/* Before every attempt: the collector starts again. */
+static int imds_prepare(void *ud, const stow_httpc_attempt *att, struct curl_slist **headers,
+                        stow_error *err)
 {
-    (void)buf, (void)size, (void)nmemb, (void)ud;
-    return 0;
+    (void)att, (void)headers, (void)err;
+    imds_body *b = ud;
+    stow_buf_reset(&b->buf);
+    b->overflow = 0;
+    return STOW_OK;
+}
+
+/* Any status is an answer here: the caller judges it. */
+static int imds_accept(void *ud, const stow_httpc_response *resp, int *retry, stow_error *err)
+{
+    (void)resp, (void)err;
+    imds_body *b = ud;
+    *retry = 0;
+    stow_buf_reset(&b->buf);
+    return STOW_OK;
+}
+
+/* A transport for the metadata service: short timeouts, no retries, never a proxy. */
+static int imds_client(stow_httpc **out, stow_error *err)
+{
+    stow_httpc_config cfg;
+    stow_httpc_config_init(&cfg, NULL);
+    cfg.connect_timeout_ms = IMDS_CONNECT_TIMEOUT_MS;
+    cfg.deadline_ms = IMDS_TIMEOUT_MS;
+    cfg.low_speed_timeout_s = IMDS_TIMEOUT_MS / 1000;
+    cfg.max_retries = 0;
+    cfg.parallel = 1;
+    cfg.no_proxy = 1; /* link-local: never through a proxy */
+    return stow_httpc_new(out, &cfg, err);
 }
 
 /* One request to the metadata service. rc STOW_OK with *status set, or STOW_ENOTFOUND when
  * the service could not be reached. */
-static int imds_call(long *status, body_buf *body, const char *method, const char *url,
-                     const char *header, const char *shown, stow_error *err)
+static int imds_call(long *status, imds_body *body, stow_httpc *h, const char *method,
+                     const char *url, const char *header, const char *shown, stow_error *err)
 {
-    int rc = STOW_ERR;
-    CURL *c = NULL;
-    struct curl_slist *hl = NULL;
-    char curl_err[CURL_ERROR_SIZE] = "";
-
-    body->len = 0;
-    body->overflow = 0;
-    body->p[0] = '\0';
-    *status = 0;
-    c = curl_easy_init();
-    if (c == NULL)
-        return stow_error_set(err, STOW_ERR, "instance metadata: curl_easy_init failed");
-    if (header != NULL && (hl = curl_slist_append(NULL, header)) == NULL) {
-        rc = stow_error_set(err, STOW_ERR, "instance metadata: out of memory");
-        goto done;
-    }
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_NOPROXY, "*"); /* link-local: never through a proxy */
-    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, IMDS_CONNECT_TIMEOUT_MS);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, IMDS_TIMEOUT_MS);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, curl_err);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+    const char *hdrs[] = {header, NULL};
+    stow_httpc_request req;
+    stow_httpc_result res;
+    stow_error e = {0};
+    memset(&req, 0, sizeof(req));
+    req.method = method;
+    req.url = url;
+    req.headers = header ? hdrs : NULL;
+    req.no_resume = 1;
     if (strcmp(method, "PUT") == 0) {
-        curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
-        curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)0);
-        curl_easy_setopt(c, CURLOPT_READFUNCTION, no_body);
+        req.body_type = STOW_HTTPC_BODY_BUFFER;
+        req.body = "";
+        req.body_len = 0;
     }
-    CURLcode cc = curl_easy_perform(c);
-    if (cc != CURLE_OK) {
-        if (body->overflow) {
-            rc = stow_error_set(err, STOW_EAUTH,
-                                "instance metadata %s: answer longer than %zu bytes", shown,
-                                body->cap - 1);
-        } else {
-            rc = stow_error_set(err, STOW_ENOTFOUND, "instance metadata %s: %s", shown,
-                                curl_err[0] ? curl_err : curl_easy_strerror(cc));
-        }
-        goto done;
-    }
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
-    rc = STOW_OK;
-done:
-    curl_slist_free_all(hl);
-    curl_easy_cleanup(c);
-    return rc;
+    req.sink = on_body;
+    req.sink_ud = body;
+    req.prepare = imds_prepare;
+    req.on_error = imds_accept;
+    req.ud = body;
+    *status = 0;
+    stow_buf_reset(&body->buf);
+    body->overflow = 0;
+    int rc = stow_httpc_perform(h, &req, &res, &e);
+    if (body->overflow)
+        return stow_error_set(err, STOW_EAUTH, "instance metadata %s: answer longer than %zu bytes",
+                              shown, body->buf.max);
+    if (rc != STOW_OK)
+        return stow_error_set(err, STOW_ENOTFOUND, "instance metadata %s: %s", shown, e.msg);
+    *status = res.status;
+    return STOW_OK;
 }
 
 static int ok_role_char(unsigned char c)
@@ -529,12 +536,12 @@ static const char *json_str(json_t *obj, const char *key)
     return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
-static int parse_imds_creds(stow_s3_creds *out, const body_buf *body, const char *role,
+static int parse_imds_creds(stow_s3_creds *out, const stow_buf *body, const char *role,
                             stow_error *err)
 {
     int rc = STOW_EAUTH;
     json_error_t jerr;
-    json_t *root = json_loadb(body->p, body->len, 0, &jerr);
+    json_t *root = json_loadb(stow_buf_str(body), body->len, 0, &jerr);
     if (root == NULL) {
         rc = stow_error_set(err, STOW_EAUTH,
                             "instance metadata: credentials of role %s: bad JSON at line %d: %s",
@@ -584,7 +591,8 @@ int stow_s3_creds_from_imds(stow_s3_creds *out, const char *endpoint, stow_error
     int rc = STOW_ERR;
     char base[1024], shown[1024], url[1400], hdr[1200];
     char token[1024], role[ROLE_MAX + 1];
-    body_buf body = {0};
+    imds_body body;
+    stow_httpc *h = NULL;
     long status = 0;
 
     memset(out, 0, sizeof(*out));
@@ -601,14 +609,14 @@ int stow_s3_creds_from_imds(stow_s3_creds *out, const char *endpoint, stow_error
     base[elen] = '\0';
     stow_redact_url(shown, sizeof(shown), base);
 
-    body.cap = IMDS_BODY_MAX + 1;
-    body.p = malloc(body.cap);
-    if (body.p == NULL)
-        return stow_error_set(err, STOW_ERR, "out of memory");
+    stow_buf_init(&body.buf, IMDS_BODY_MAX);
+    body.overflow = 0;
+    if ((rc = imds_client(&h, err)) != STOW_OK)
+        return rc;
 
     /* 1. session token */
     snprintf(url, sizeof(url), "%s/latest/api/token", base);
-    if ((rc = imds_call(&status, &body, "PUT", url,
+    if ((rc = imds_call(&status, &body, h, "PUT", url,
                         "X-aws-ec2-metadata-token-ttl-seconds: " IMDS_TOKEN_TTL, shown, err)) !=
         STOW_OK)
         goto done;
@@ -618,18 +626,18 @@ int stow_s3_creds_from_imds(stow_s3_creds *out, const char *endpoint, stow_error
                             status);
         goto done;
     }
-    if (status != 200 || body.len == 0 || body.len >= sizeof(token) ||
-        strcspn(body.p, "\r\n") != body.len) {
+    if (status != 200 || body.buf.len == 0 || body.buf.len >= sizeof(token) ||
+        strcspn(stow_buf_str(&body.buf), "\r\n") != body.buf.len) {
         rc = stow_error_set(err, STOW_EAUTH, "instance metadata %s: bad token answer (HTTP %ld)",
                             shown, status);
         goto done;
     }
-    memcpy(token, body.p, body.len + 1);
+    memcpy(token, stow_buf_str(&body.buf), body.buf.len + 1);
     snprintf(hdr, sizeof(hdr), "X-aws-ec2-metadata-token: %s", token);
 
     /* 2. role name */
     snprintf(url, sizeof(url), "%s/latest/meta-data/iam/security-credentials/", base);
-    if ((rc = imds_call(&status, &body, "GET", url, hdr, shown, err)) != STOW_OK)
+    if ((rc = imds_call(&status, &body, h, "GET", url, hdr, shown, err)) != STOW_OK)
         goto done;
     if (status == 404) {
         rc = stow_error_set(err, STOW_ENOTFOUND, "instance metadata %s: no IAM role attached",
@@ -641,7 +649,7 @@ int stow_s3_creds_from_imds(stow_s3_creds *out, const char *endpoint, stow_error
                             status);
         goto done;
     }
-    if (first_role(role, sizeof(role), body.p) != 0) {
+    if (first_role(role, sizeof(role), stow_buf_str(&body.buf)) != 0) {
         rc = stow_error_set(err, STOW_EAUTH, "instance metadata %s: malformed IAM role name",
                             shown);
         goto done;
@@ -649,7 +657,7 @@ int stow_s3_creds_from_imds(stow_s3_creds *out, const char *endpoint, stow_error
 
     /* 3. the role's credentials */
     snprintf(url, sizeof(url), "%s/latest/meta-data/iam/security-credentials/%s", base, role);
-    if ((rc = imds_call(&status, &body, "GET", url, hdr, shown, err)) != STOW_OK)
+    if ((rc = imds_call(&status, &body, h, "GET", url, hdr, shown, err)) != STOW_OK)
         goto done;
     if (status != 200) {
         rc = stow_error_set(err, STOW_EAUTH,
@@ -657,7 +665,7 @@ int stow_s3_creds_from_imds(stow_s3_creds *out, const char *endpoint, stow_error
                             status);
         goto done;
     }
-    if ((rc = parse_imds_creds(out, &body, role, err)) != STOW_OK)
+    if ((rc = parse_imds_creds(out, &body.buf, role, err)) != STOW_OK)
         goto done;
     snprintf(out->source, sizeof(out->source), "instance metadata %.300s, role %.128s", shown,
              role);
@@ -667,8 +675,10 @@ done:
         stow_s3_creds_clear(out);
     OPENSSL_cleanse(token, sizeof(token));
     OPENSSL_cleanse(hdr, sizeof(hdr));
-    OPENSSL_cleanse(body.p, body.cap);
-    free(body.p);
+    if (body.buf.ptr)
+        OPENSSL_cleanse(body.buf.ptr, body.buf.cap);
+    stow_buf_free(&body.buf);
+    stow_httpc_free(h);
     return rc;
 }
 

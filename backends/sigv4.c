@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "hash.h"
 
 #define ALGORITHM "AWS4-HMAC-SHA256"
@@ -21,36 +22,13 @@
 #define STRING_TO_SIGN_MAX 512
 #define TOKEN_HEADER "x-amz-security-token: "
 
-/* A bounded string builder over a caller's buffer; overflow is sticky and checked once. */
-typedef struct sbuf {
-    char *p;
-    size_t cap;
-    size_t len;
-    int overflow;
-} sbuf;
+/* Builders write into fixed arrays through stow_buf_init_fixed; a failed add is recorded
+ * in the buffer's failed flag, which each builder checks once at the end. */
+typedef stow_buf sbuf;
 
-static void sb_init(sbuf *b, char *p, size_t cap)
-{
-    b->p = p;
-    b->cap = cap;
-    b->len = 0;
-    b->overflow = (cap == 0);
-    if (cap > 0)
-        p[0] = '\0';
-}
+static void sb_init(sbuf *b, char *p, size_t cap) { stow_buf_init_fixed(b, p, cap); }
 
-static void sb_putn(sbuf *b, const char *s, size_t n)
-{
-    if (b->overflow)
-        return;
-    if (n >= b->cap - b->len) {
-        b->overflow = 1;
-        return;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
+static void sb_putn(sbuf *b, const char *s, size_t n) { (void)stow_buf_add(b, s, n, NULL); }
 
 static void sb_puts(sbuf *b, const char *s) { sb_putn(b, s, strlen(s)); }
 
@@ -93,9 +71,9 @@ int stow_sigv4_uri_encode(char *out, size_t cap, const char *in, int encode_slas
 {
     sbuf b;
     sb_init(&b, out, cap);
-    for (const unsigned char *p = (const unsigned char *)in; *p != '\0' && !b.overflow; p++)
+    for (const unsigned char *p = (const unsigned char *)in; *p != '\0' && !b.failed; p++)
         sb_encode_byte(&b, *p, encode_slash);
-    if (b.overflow) {
+    if (b.failed) {
         if (cap > 0)
             out[0] = '\0';
         return STOW_ERR;
@@ -328,7 +306,7 @@ static int put_query(sbuf *b, const char *query, stow_error *err)
                 goto done;
             if (eq == NULL)
                 sb_putc(&arena, '\0');
-            if (arena.overflow) { /* cannot happen given arena_cap; kept as a guard */
+            if (arena.failed) { /* cannot happen given arena_cap; kept as a guard */
                 stow_error_set(err, STOW_EUSAGE, "sigv4: query too long");
                 goto done;
             }
@@ -483,16 +461,16 @@ static int build_canonical(sbuf *canon, sbuf *signed_headers, const stow_sigv4_r
         sb_puts(signed_headers, hs[i].name);
     }
     sb_putc(canon, '\n');
-    sb_puts(canon, signed_headers->p);
+    sb_puts(canon, signed_headers->ptr);
     sb_putc(canon, '\n');
     sb_puts(canon, req->payload_hash);
-    if (signed_headers->overflow) {
+    if (signed_headers->failed) {
         rc = stow_error_set(err, STOW_EUSAGE, "sigv4: signed header list too long");
         goto done;
     }
-    if (canon->overflow) {
+    if (canon->failed) {
         rc = stow_error_set(err, STOW_EUSAGE, "sigv4: canonical request does not fit in %zu bytes",
-                            canon->cap);
+                            canon->max + 1);
         goto done;
     }
 done:
@@ -513,7 +491,7 @@ static void put_scope(sbuf *b, const stow_sigv4_request *req)
 static void build_string_to_sign(sbuf *sts, const sbuf *canon, const stow_sigv4_request *req)
 {
     char hex[STOW_SIGV4_HASH_HEX_SIZE];
-    stow_sigv4_payload_hash(hex, canon->p, canon->len);
+    stow_sigv4_payload_hash(hex, canon->ptr, canon->len);
     sb_puts(sts, ALGORITHM "\n");
     sb_puts(sts, req->amz_date);
     sb_putc(sts, '\n');
@@ -585,7 +563,7 @@ int stow_sigv4_string_to_sign(char *out, size_t cap, const stow_sigv4_request *r
     rc = build_canonical(&canon, &sh, req, err);
     if (rc == STOW_OK) {
         build_string_to_sign(&sts, &canon, req);
-        if (sts.overflow)
+        if (sts.failed)
             rc = stow_error_set(err, STOW_EUSAGE, "sigv4: string to sign does not fit");
     }
     free(cbuf);
@@ -611,11 +589,11 @@ int stow_sigv4_sign(stow_sigv4_headers *out, const stow_sigv4_request *req, stow
     if ((rc = build_canonical(&canon, &sh, req, err)) != STOW_OK)
         goto done;
     build_string_to_sign(&sts, &canon, req);
-    if (sts.overflow) { /* bounded by validate(); a guard, not an expected path */
+    if (sts.failed) { /* bounded by validate(); a guard, not an expected path */
         rc = stow_error_set(err, STOW_EUSAGE, "sigv4: string to sign does not fit");
         goto done;
     }
-    if ((rc = compute_signature(out->signature, req, sts.p, sts.len, err)) != STOW_OK)
+    if ((rc = compute_signature(out->signature, req, sts.ptr, sts.len, err)) != STOW_OK)
         goto done;
 
     sb_init(&line, out->authorization, sizeof(out->authorization));
@@ -624,10 +602,10 @@ int stow_sigv4_sign(stow_sigv4_headers *out, const stow_sigv4_request *req, stow
     sb_putc(&line, '/');
     put_scope(&line, req);
     sb_puts(&line, ", SignedHeaders=");
-    sb_puts(&line, sh.p);
+    sb_puts(&line, sh.ptr);
     sb_puts(&line, ", Signature=");
     sb_puts(&line, out->signature);
-    if (line.overflow) {
+    if (line.failed) {
         rc = stow_error_set(err, STOW_EUSAGE, "sigv4: Authorization header does not fit");
         goto done;
     }
@@ -638,7 +616,7 @@ int stow_sigv4_sign(stow_sigv4_headers *out, const stow_sigv4_request *req, stow
         sb_init(&line, out->security_token, sizeof(out->security_token));
         sb_puts(&line, TOKEN_HEADER);
         sb_puts(&line, req->session_token); /* length bounded by validate() */
-        if (line.overflow) {
+        if (line.failed) {
             rc = stow_error_set(err, STOW_EUSAGE, "sigv4: session token does not fit");
             goto done;
         }

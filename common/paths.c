@@ -7,34 +7,20 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-typedef struct {
-    char *s;
-    size_t len, cap;
-} sbuf;
+#include "buf.h"
 
-static int sb_add(sbuf *b, const char *s, size_t n)
+/* An expanded path longer than this is refused (PATH_MAX is checked at the end). */
+#define EXPAND_MAX 65535
+
+static int sb_add(stow_buf *b, const char *s, size_t n)
 {
-    if (b->len + n + 1 > b->cap) {
-        size_t ncap = b->cap ? b->cap * 2 : 256;
-        while (ncap < b->len + n + 1)
-            ncap *= 2;
-        if (ncap > 65536)
-            return -1;
-        char *ns = realloc(b->s, ncap);
-        if (ns == NULL)
-            return -1;
-        b->s = ns;
-        b->cap = ncap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-    return 0;
+    return stow_buf_add(b, s, n, NULL);
 }
 
 int stow_path_expand(char **out, const char *configured, stow_error *err)
 {
-    sbuf b = {NULL, 0, 0};
+    stow_buf b;
+    stow_buf_init(&b, EXPAND_MAX);
     const char *p = configured;
     *out = NULL;
     if (configured == NULL || configured[0] == '\0')
@@ -67,7 +53,7 @@ int stow_path_expand(char **out, const char *configured, stow_error *err)
             name++;
             const char *end = strchr(name, '}');
             if (end == NULL) {
-                free(b.s);
+                stow_buf_free(&b);
                 return stow_error_set(err, STOW_EUSAGE, "path \"%s\": unterminated ${", configured);
             }
             n = (size_t)(end - name);
@@ -80,7 +66,7 @@ int stow_path_expand(char **out, const char *configured, stow_error *err)
             p = name + n;
         }
         if (n == 0 || n > 255) {
-            free(b.s);
+            stow_buf_free(&b);
             return stow_error_set(err, STOW_EUSAGE, "path \"%s\": bad variable reference", configured);
         }
         char var[256];
@@ -88,25 +74,25 @@ int stow_path_expand(char **out, const char *configured, stow_error *err)
         var[n] = '\0';
         const char *val = getenv(var);
         if (val == NULL) {
-            free(b.s);
+            stow_buf_free(&b);
             return stow_error_set(err, STOW_EUSAGE, "path \"%s\": environment variable %s is not set",
                                   configured, var);
         }
         if (sb_add(&b, val, strlen(val)) != 0)
             goto toolong;
     }
-    if (b.s == NULL || b.s[0] != '/') {
-        free(b.s);
+    if (b.ptr == NULL || b.ptr[0] != '/') {
+        stow_buf_free(&b);
         return stow_error_set(err, STOW_EUSAGE, "path \"%s\" does not expand to an absolute path", configured);
     }
-    while (b.len > 1 && b.s[b.len - 1] == '/')
-        b.s[--b.len] = '\0';
+    while (b.len > 1 && b.ptr[b.len - 1] == '/')
+        b.ptr[--b.len] = '\0';
     if (b.len >= PATH_MAX)
         goto toolong;
-    *out = b.s;
+    *out = stow_buf_take(&b, NULL);
     return STOW_OK;
 toolong:
-    free(b.s);
+    stow_buf_free(&b);
     return stow_error_set(err, STOW_EUSAGE, "path \"%s\" is too long once expanded", configured);
 }
 

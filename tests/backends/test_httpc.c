@@ -587,6 +587,65 @@ static void test_object_changed(void)
     stow_httpc_free(h);
 }
 
+/* ------------------------------------------------------------------ a stalled store */
+
+/* The defaults keep a stalled store from costing more than about a minute. */
+static void test_stall_defaults(void)
+{
+    stow_httpc_config cfg;
+    stow_httpc_config_init(&cfg, NULL);
+    CHECK(cfg.deadline_ms > 0 && cfg.deadline_ms <= 90000);
+    CHECK(cfg.low_speed_limit > 0);
+    CHECK(cfg.low_speed_timeout_s > 0 && cfg.low_speed_timeout_s * 1000 < cfg.deadline_ms);
+    stow_backend_opts o;
+    memset(&o, 0, sizeof(o));
+    o.max_retries = -1;
+    o.deadline_s = 7;
+    o.low_speed_limit = 4096;
+    o.low_speed_timeout_s = 3;
+    stow_httpc_config_init(&cfg, &o);
+    CHECK_INT(cfg.deadline_ms, 7000);
+    CHECK_INT(cfg.low_speed_limit, 4096);
+    CHECK_INT(cfg.low_speed_timeout_s, 3);
+}
+
+/* A GET whose answer stops after its head: the operation, retries included, gives up at the
+ * deadline with STOW_ETIMEOUT and says how long it waited. */
+static void test_stall(void)
+{
+    stow_httpc_config cfg;
+    stow_httpc_config_init(&cfg, NULL);
+    cfg.parallel = 1;
+    cfg.retry_base_ms = 10;
+    cfg.low_speed_timeout_s = 1;
+    cfg.deadline_ms = 2500;
+    stow_httpc *h = NULL;
+    stow_error err;
+    CHECK_INT(stow_httpc_new(&h, &cfg, &err), STOW_OK);
+    char url[1024];
+    url_for(url, sizeof(url), NULL, "stall/x.bin");
+    CHECK_INT(put_generated(h, url, 5, 512 * KiB), STOW_OK);
+    url_for(url, sizeof(url), "stallall/1000", "stall/x.bin");
+    fx_mem_sink m = {malloc(512 * KiB), 0, 512 * KiB};
+    stow_httpc_request r;
+    memset(&r, 0, sizeof(r));
+    r.url = url;
+    r.sink = fx_mem_sink_fn;
+    r.sink_ud = &m;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = stow_httpc_get(h, &r, NULL, &err);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000L + (t1.tv_nsec - t0.tv_nsec) / 1000000L;
+    CHECK_INT(rc, STOW_ETIMEOUT);
+    CHECK(strstr(err.msg, "store stalled: no progress for ") != NULL);
+    CHECK(strstr(err.msg, "gave up after ") != NULL);
+    fprintf(stderr, "  (expected, %ld ms) %s\n", ms, err.msg);
+    CHECK(ms >= 2000 && ms < 6000);
+    free(m.buf);
+    stow_httpc_free(h);
+}
+
 /* ------------------------------------------------------------------ other methods */
 
 typedef struct echo_log {
@@ -716,5 +775,7 @@ int main(int argc, char **argv)
     test_retried_bodies();
     test_object_changed();
     test_methods();
+    test_stall_defaults();
+    test_stall();
     TEST_DONE();
 }

@@ -7,11 +7,72 @@
 #include "test.h"
 #include "util.h"
 
-int main(void)
+/* A buffer over caller memory: bounded by the array, never freed, failures recorded. */
+static void test_fixed(void)
 {
     stow_error err;
     stow_buf b;
+    char mem[8];
+    stow_buf_init_fixed(&b, mem, sizeof(mem));
+    CHECK_STR(stow_buf_str(&b), "");
+    CHECK_INT(b.failed, 0);
+    CHECK_INT(stow_buf_adds(&b, "abc", &err), 0);
+    CHECK_INT(stow_buf_addf(&b, &err, "%d", 1234), 0);
+    CHECK(b.ptr == mem);
+    CHECK_STR(mem, "abc1234");
+    CHECK_INT(stow_buf_add(&b, "x", 1, &err), STOW_ERR); /* 8 > 7 */
+    CHECK_INT(b.failed, 1);
+    CHECK_STR(mem, "abc1234");
+    CHECK_INT(stow_buf_add(&b, "", 0, &err), 0);
+    CHECK_INT(b.failed, 1); /* stays set */
+    size_t len = 0;
+    char *copy = stow_buf_take(&b, &len);
+    CHECK(copy != NULL && copy != mem);
+    CHECK_STR(copy, "abc1234");
+    CHECK_INT(len, 7);
+    free(copy);
+    CHECK_INT(b.len, 0);
+    CHECK_INT(b.failed, 0);
+    CHECK(b.ptr == mem);
+    stow_buf_free(&b); /* must not free mem */
+    CHECK_INT(stow_buf_adds(&b, "ok", &err), 0);
+    CHECK_STR(mem, "ok");
 
+    stow_buf z;
+    stow_buf_init_fixed(&z, mem, 0);
+    CHECK_INT(stow_buf_add(&z, "a", 1, &err), STOW_ERR);
+    CHECK_INT(z.failed, 1);
+    CHECK_STR(stow_buf_str(&z), "");
+}
+
+/* reserve grows once to the size asked for, within the cap, and adds nothing. */
+static void test_reserve(void)
+{
+    stow_error err;
+    stow_buf b;
+    stow_buf_init(&b, 1000);
+    CHECK_INT(stow_buf_reserve(&b, 700, &err), 0);
+    CHECK_INT(b.len, 0);
+    CHECK(b.cap >= 701);
+    CHECK_STR(stow_buf_str(&b), "");
+    char *p = b.ptr;
+    char data[700];
+    memset(data, 'x', sizeof(data));
+    CHECK_INT(stow_buf_add(&b, data, sizeof(data), &err), 0);
+    CHECK(b.ptr == p); /* no reallocation */
+    CHECK_INT(stow_buf_reserve(&b, 301, &err), STOW_ERR); /* 1001 > 1000 */
+    CHECK_INT(b.failed, 1);
+    CHECK_INT(b.len, 700);
+    stow_buf_free(&b);
+}
+
+int main(void)
+{
+    test_reserve();
+    stow_error err;
+    stow_buf b;
+
+    test_fixed();
     stow_buf_init(&b, 10);
     CHECK_STR(stow_buf_str(&b), "");
     CHECK_INT(stow_buf_adds(&b, "hello", &err), 0);

@@ -28,6 +28,7 @@ The first path segments choose the fault; the rest is the upstream path:
                           looks complete
   /flip/<N>/<path>        every answer has bit 0 of body byte N flipped (when it has one)
   /flip1/<N>/<path>       as flip, only the first answer per (method, path)
+  /stallhead/<path>       every request is read and never answered (at most STALL_MAX s)
   /echo/<path>            answered by the proxy itself: 200 with the body
                           "<METHOD> <path>\n<request body>" (Content-Length bodies only)
                           and X-Echo-Test: <the request's X-Test header>
@@ -52,6 +53,7 @@ STATE_LOCK = threading.Lock()
 ARGS = None
 LOG_LOCK = threading.Lock()
 HEAD_MAX = 1 << 20
+STALL_MAX = 300
 
 
 def first_time(key):
@@ -125,6 +127,17 @@ def pump(src, dst, limit=None, fired=None):
         pass
 
 
+def hold(sock):
+    """Keeps a connection open and silent until the peer closes it (or STALL_MAX s)."""
+    sock.settimeout(STALL_MAX)
+    try:
+        while sock.recv(65536):
+            pass
+    except OSError:
+        pass
+    sock.close()
+
+
 class Handler(socketserver.BaseRequestHandler):
     def handle(self):
         c = self.request
@@ -179,6 +192,8 @@ class Handler(socketserver.BaseRequestHandler):
             action = "503"
         elif mode == "reset" and first_time((mode, method, path)):
             action = "reset"
+        elif mode == "stallhead":
+            action = "stallhead"
         elif mode == "rcut":
             if first_time((mode, method, path)):
                 action = "rcut%d" % cut_after
@@ -195,6 +210,9 @@ class Handler(socketserver.BaseRequestHandler):
 
         if action == "reset":
             reset(c)
+            return
+        if action == "stallhead":
+            hold(c)
             return
         if mode == "echo":
             if "100-continue" in hmap.get("expect", "").lower():
@@ -358,7 +376,7 @@ def answer_with_fault(c, up, pump_thread, rhead, buf, fault):
         up.close()
         if mode in ("stall", "stallall"):
             # Silent until the client gives up: the request pump returns when it closes.
-            pump_thread.join(600)
+            pump_thread.join(STALL_MAX)
         else:
             drain(c)
             c.shutdown(socket.SHUT_RDWR)

@@ -6,8 +6,9 @@
 #                        NGINX_PORT, NGINX_URL, NGINX_ROOT, NGINX_USER, NGINX_PASS, NGINX_TOKEN,
 #                        and for the same tree over TLS (HTTP/2 enabled, self-signed
 #                        certificate for 127.0.0.1): NGINX_TLS_URL, NGINX_CA
-#   proxy_start DIR      the fault-injecting proxy (flaky_proxy.py) in front of nginx; sets
-#                        PROXY_PORT, PROXY_URL, PROXY_LOG
+#   proxy_start DIR [ARG...]  the fault-injecting proxy (flaky_proxy.py, given ARGs such as
+#                        --all MODE --match SUBSTR) in front of nginx; sets PROXY_PORT,
+#                        PROXY_URL, PROXY_LOG
 #   servers_stop         stops both
 #
 # nginx_start installs an EXIT trap that stops both servers and removes DIR (unless
@@ -171,6 +172,7 @@ CONF
 
 proxy_start() {
     local dir=$1
+    shift
     local here
     here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
     PROXY_LOG=$dir/logs/proxy.log
@@ -179,7 +181,7 @@ proxy_start() {
     for attempt in 1 2 3 4 5; do
         PROXY_PORT=$(_free_port)
         python3 "$here/flaky_proxy.py" --port "$PROXY_PORT" --upstream "127.0.0.1:$NGINX_PORT" \
-            --log "$PROXY_LOG" 2>>"$dir/logs/proxy.err" &
+            --log "$PROXY_LOG" "$@" 2>>"$dir/logs/proxy.err" &
         PROXY_PID=$!
         if _wait_port "$PROXY_PORT" "$PROXY_PID"; then
             PROXY_URL=http://127.0.0.1:$PROXY_PORT
