@@ -584,6 +584,13 @@ int stow_cache_save(stow_cache_result *res, const stow_cache_params *p, stow_err
     rc = upload_new_layers(m, first_new, p, err);
     if (rc == STOW_OK)
         rc = commit_checked(&cc, err);
+    if (rc == STOW_ETIMEOUT) {
+        /* The store stalled: cleaning up would wait out another deadline. The new layers are
+         * unreferenced and the lease goes stale; prune removes both later. */
+        stow_info("store stalled: leaving the uploaded layers and the lease for prune to remove");
+        lease_written = 0;
+        goto done;
+    }
     if (rc != STOW_OK) {
         remove_fresh(&cc);
         goto done;
