@@ -52,6 +52,14 @@ typedef struct stow_config {
     int json;
     stow_strlist buildx_dirs;
     long max_layers;
+    /* [buildkit] */
+    stow_strlist mounts;
+    char *dockerfile;
+    char *mounts_dir;
+    char *helper_image;
+    char *builder;
+    char *docker;
+    int extract_on_failure;
     /* command line only */
     char *config_file;
     int verbosity; /* 0 normal, 1 -v, -1 -q */

@@ -21,6 +21,7 @@ extern char **environ;
 #include "keys.h"
 #include "lifecycle.h"
 #include "log.h"
+#include "mounts.h"
 #include "paths.h"
 #include "progress.h"
 
@@ -41,6 +42,10 @@ static void usage(FILE *f)
             "  stowage run [options] -- CMD [ARGS...]\n"
             "                              restore, run CMD, save (also when CMD fails unless\n"
             "                              --save-on-failure=false), exit with CMD's status\n"
+            "  stowage mounts inject|extract [options]\n"
+            "                              move BuildKit cache mounts ([buildkit] mounts, or\n"
+            "                              --dockerfile FILE) from / to their host directories;\n"
+            "                              stowage run does restore, inject, CMD, extract, save\n"
             "  stowage setup [options]     create the cache directories\n"
             "  stowage clean [options]     empty the cache directories (local only)\n"
             "  stowage key [options]       print the expanded key\n"
@@ -346,6 +351,30 @@ static int cmd_restore_save(run_ctx *r, int save)
     return exit_code;
 }
 
+/* stowage mounts inject|extract, and the same steps inside stowage run: fail-open like
+ * restore and save (docker missing or the daemon unreachable is a warning unless --strict). */
+static int mounts_step(run_ctx *r, int extract)
+{
+    stow_error err = {0};
+    if (stow_mounts_run(&r->cfg, extract, &err) != STOW_OK)
+        return trouble(r, extract ? "mounts extract" : "mounts inject", &err);
+    return EXIT_OK;
+}
+
+static int cmd_mounts(run_ctx *r, char **args, int nargs)
+{
+    if (nargs != 1 || (strcmp(args[0], "inject") != 0 && strcmp(args[0], "extract") != 0)) {
+        stow_error_log("usage: stowage mounts inject|extract [options]");
+        return EXIT_USAGE;
+    }
+    if (!stow_mounts_configured(&r->cfg)) {
+        stow_error_log("no BuildKit cache mounts configured: set [buildkit] mounts or dockerfile, "
+                       "STOWAGE_BUILDKIT_MOUNTS, --buildkit-mount or --dockerfile");
+        return EXIT_USAGE;
+    }
+    return mounts_step(r, strcmp(args[0], "extract") == 0);
+}
+
 static pid_t child_pid = -1;
 
 static void forward_signal(int sig)
@@ -363,6 +392,9 @@ static int cmd_run(run_ctx *r, char **cmdv, int cmdc)
     }
     int code = cmd_restore_save(r, 0);
     if (code != EXIT_OK)
+        return code;
+    int mounts = stow_mounts_configured(&r->cfg), mounts_code = EXIT_OK;
+    if (mounts && (code = mounts_step(r, 0)) != EXIT_OK)
         return code;
     char **argv = calloc((size_t)cmdc + 1, sizeof(char *));
     if (argv == NULL)
@@ -387,6 +419,10 @@ static int cmd_run(run_ctx *r, char **cmdv, int cmdc)
         child_pid = -1;
         cmd_code = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 1;
     }
+    if (mounts && (cmd_code == 0 || r->cfg.extract_on_failure))
+        mounts_code = mounts_step(r, 1);
+    else if (mounts)
+        stow_info("%s exited with %d; cache mounts not extracted (extract_on_failure is off)", cmdv[0], cmd_code);
     if (cmd_code != 0 && !r->cfg.save_on_failure) {
         stow_info("%s exited with %d; not saving (save_on_failure is off)", cmdv[0], cmd_code);
         return cmd_code;
@@ -394,7 +430,7 @@ static int cmd_run(run_ctx *r, char **cmdv, int cmdc)
     if (cmd_code != 0)
         stow_info("%s exited with %d; saving anyway (save_on_failure)", cmdv[0], cmd_code);
     int save_code = cmd_restore_save(r, 1);
-    return cmd_code != 0 ? cmd_code : save_code;
+    return cmd_code != 0 ? cmd_code : mounts_code != EXIT_OK ? mounts_code : save_code;
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -644,7 +680,9 @@ int main(int argc, char **argv)
     int is_key = strcmp(cmd, "key") == 0, is_run = strcmp(cmd, "run") == 0;
     int is_setup = strcmp(cmd, "setup") == 0, is_clean = strcmp(cmd, "clean") == 0;
     int is_list = strcmp(cmd, "list") == 0, is_stats = strcmp(cmd, "stats") == 0, is_prune = strcmp(cmd, "prune") == 0;
-    if (!is_restore && !is_save && !is_key && !is_run && !is_setup && !is_clean && !is_list && !is_stats && !is_prune) {
+    int is_mounts = strcmp(cmd, "mounts") == 0;
+    if (!is_restore && !is_save && !is_key && !is_run && !is_setup && !is_clean && !is_list && !is_stats && !is_prune &&
+        !is_mounts) {
         fprintf(stderr, "stowage: error: unknown command \"%s\" (see stowage help)\n", cmd);
         return EXIT_USAGE;
     }
@@ -663,7 +701,7 @@ int main(int argc, char **argv)
         run_ctx_free(&r);
         return err.code == STOW_EUSAGE ? EXIT_USAGE : EXIT_FAILED;
     }
-    if (nrest > 0 && !is_run) {
+    if (nrest > 0 && !is_run && !is_mounts) {
         fprintf(stderr, "stowage: error: unexpected argument \"%s\" (see stowage help)\n", rest[0]);
         free(rest);
         run_ctx_free(&r);
@@ -675,6 +713,8 @@ int main(int argc, char **argv)
         code = cmd_key(&r);
     else if (is_run)
         code = cmd_run(&r, rest, nrest);
+    else if (is_mounts)
+        code = cmd_mounts(&r, rest, nrest);
     else if (is_setup || is_clean)
         code = cmd_setup_clean(&r, is_clean);
     else if (is_list)
