@@ -79,7 +79,7 @@ expect_rc 0 || cat "$T/err"
 [ "$(cat "$T/r1out/fetched" 2>/dev/null)" = $N ] && ok "runner 1 fetched all $N files ($(awk "BEGIN{printf \"%.1f\", $t1 - $t0}") s for the whole run)" ||
     fail "fetched=$(cat "$T/r1out/fetched" 2>/dev/null)"
 dl="$HOME/.docker-cache/downloads"
-[ "$(find "$dl" -name 'pkg-*.whl' | wc -l)" = $N ] && ok "extracted $N files into $dl" || fail "extract: $(ls -la "$dl" 2>&1 | head) $(cat "$T/err")"
+[ "$(find "$dl" -name 'pkg-*.whl' | wc -l)" = $N ] && ok "extracted $N files into $dl" || fail "extract: $(find "$dl" 2>&1 | head) $(cat "$T/err")"
 [ "$(stat -c %a "$dl/sub" 2>/dev/null)" = 750 ] && ok "mode 0750 of a directory kept" || fail "mode $(stat -c %a "$dl/sub" 2>&1)"
 [ "$(cat "$HOME/.docker-cache/var-cache-apt/lists" 2>/dev/null)" = apt ] && ok "the Dockerfile's apt mount (id = target) went to var-cache-apt" ||
     fail "apt mount: $(ls "$HOME/.docker-cache")"
@@ -91,7 +91,7 @@ assert o["."] == [1000, 1000] and o["mine"] == [1000, 1000] and o["d"] == [1000,
 EOF
     ok "owners of the uid=1000 mount recorded"
 else
-    fail "owners: $(cat "$owned/.stowage-mount.json" 2>&1 | head -20)"
+    fail "owners: $(head -20 "$owned/.stowage-mount.json" 2>&1)"
 fi
 err_has "mounts extract: 3 cache mounts" && ok "summary logged" || fail "no summary: $(cat "$T/err")"
 [ -f "$T/store/manifests/default/$(sed -n 's/^cache-primary-key=//p' "$T/out").json" ] && ok "saved" || fail "not saved: $(cat "$T/err")"
