@@ -353,11 +353,13 @@ static int cmd_restore_save(run_ctx *r, int save)
 
 /* stowage mounts inject|extract, and the same steps inside stowage run: fail-open like
  * restore and save (docker missing or the daemon unreachable is a warning unless --strict). */
-static int mounts_step(run_ctx *r, int extract)
+static int mounts_step(run_ctx *r, int extract, int *done)
 {
     stow_error err = {0};
+    *done = 0;
     if (stow_mounts_run(&r->cfg, extract, &err) != STOW_OK)
         return trouble(r, extract ? "mounts extract" : "mounts inject", &err);
+    *done = 1;
     return EXIT_OK;
 }
 
@@ -372,7 +374,8 @@ static int cmd_mounts(run_ctx *r, char **args, int nargs)
                        "STOWAGE_BUILDKIT_MOUNTS, --buildkit-mount or --dockerfile");
         return EXIT_USAGE;
     }
-    return mounts_step(r, strcmp(args[0], "extract") == 0);
+    int done;
+    return mounts_step(r, strcmp(args[0], "extract") == 0, &done);
 }
 
 static pid_t child_pid = -1;
@@ -393,8 +396,8 @@ static int cmd_run(run_ctx *r, char **cmdv, int cmdc)
     int code = cmd_restore_save(r, 0);
     if (code != EXIT_OK)
         return code;
-    int mounts = stow_mounts_configured(&r->cfg), mounts_code = EXIT_OK;
-    if (mounts && (code = mounts_step(r, 0)) != EXIT_OK)
+    int mounts = stow_mounts_configured(&r->cfg), mounts_code = EXIT_OK, injected = 0;
+    if (mounts && (code = mounts_step(r, 0, &injected)) != EXIT_OK)
         return code;
     char **argv = calloc((size_t)cmdc + 1, sizeof(char *));
     if (argv == NULL)
@@ -419,8 +422,11 @@ static int cmd_run(run_ctx *r, char **cmdv, int cmdc)
         child_pid = -1;
         cmd_code = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 1;
     }
-    if (mounts && (cmd_code == 0 || r->cfg.extract_on_failure))
-        mounts_code = mounts_step(r, 1);
+    /* Without the inject, the mounts may hold only part of what the host directories hold. */
+    if (mounts && !injected)
+        stow_warn("cache mounts not extracted: they were not injected");
+    else if (mounts && (cmd_code == 0 || r->cfg.extract_on_failure))
+        mounts_code = mounts_step(r, 1, &injected);
     else if (mounts)
         stow_info("%s exited with %d; cache mounts not extracted (extract_on_failure is off)", cmdv[0], cmd_code);
     if (cmd_code != 0 && !r->cfg.save_on_failure) {

@@ -5,6 +5,7 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -773,18 +774,17 @@ done:
     return rc;
 }
 
-/* "./a/b" -> "a/b"; "." and "./" -> "" (the mount's root). NULL when unsafe. */
-static const char *tar_rel(const char *p)
+/* "./a/b" -> "a/b" in tmp; "." and "./" -> "" (the mount's root). NULL when unsafe. */
+static const char *tar_rel(char *tmp, size_t tmpsz, const char *p)
 {
     while (p[0] == '.' && p[1] == '/')
         p += 2;
-    while (p[0] == '/')
+    if (p[0] == '/')
         return NULL;
     if (strcmp(p, ".") == 0 || p[0] == '\0')
         return "";
     size_t n = strlen(p);
-    static __thread char tmp[4200];
-    if (n >= sizeof(tmp))
+    if (n >= tmpsz)
         return NULL;
     memcpy(tmp, p, n + 1);
     while (n > 0 && tmp[n - 1] == '/')
@@ -820,6 +820,21 @@ static int write_meta(const char *dir, const char *old_dir, const stow_mount *m,
     return STOW_OK;
 }
 
+/* 1 when dir holds nothing but the owners file (or cannot be read). */
+static int dir_empty(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return 1;
+    struct dirent *de;
+    int empty = 1;
+    while (empty && (de = readdir(d)) != NULL)
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0 && strcmp(de->d_name, STOW_MOUNTS_META) != 0)
+            empty = 0;
+    closedir(d);
+    return empty;
+}
+
 /* Unpacks tarpath into a new directory beside m->host, then swaps it in place of m->host. */
 static int unpack_dir(uint64_t *files, const stow_mount *m, const char *tarpath, stow_error *err)
 {
@@ -827,6 +842,7 @@ static int unpack_dir(uint64_t *files, const stow_mount *m, const char *tarpath,
     json_t *owners = json_object();
     char *stage = NULL, *old = NULL, *parent = NULL;
     int rc = STOW_OK, swapped = 0;
+    uint64_t count = 0;
     size_t n = strlen(m->host) + 40;
     stage = malloc(n);
     old = malloc(n);
@@ -857,7 +873,8 @@ static int unpack_dir(uint64_t *files, const stow_mount *m, const char *tarpath,
         goto done;
     }
     struct archive_entry *e;
-    char full[8400], link[8400];
+    char full[8400], link[8400], relbuf[4200], hlbuf[4200];
+    struct timespec root_times[2] = {{0, UTIME_OMIT}, {0, UTIME_OMIT}};
     for (;;) {
         int r = archive_read_next_header(rd, &e);
         if (r == ARCHIVE_EOF)
@@ -866,7 +883,7 @@ static int unpack_dir(uint64_t *files, const stow_mount *m, const char *tarpath,
             rc = stow_error_set(err, STOW_ECORRUPT, "%s: %s", tarpath, archive_error_string(rd));
             goto done;
         }
-        const char *rel = tar_rel(archive_entry_pathname(e));
+        const char *rel = tar_rel(relbuf, sizeof(relbuf), archive_entry_pathname(e));
         if (rel == NULL) {
             rc = stow_error_set(err, STOW_ECORRUPT, "%s: unsafe path \"%s\"", tarpath, archive_entry_pathname(e));
             goto done;
@@ -878,6 +895,11 @@ static int unpack_dir(uint64_t *files, const stow_mount *m, const char *tarpath,
         }
         if (strcmp(rel, STOW_MOUNTS_META) == 0)
             continue;
+        if (rel[0] == '\0' && archive_entry_mtime_is_set(e)) {
+            root_times[0].tv_nsec = UTIME_NOW;
+            root_times[1].tv_sec = archive_entry_mtime(e);
+            root_times[1].tv_nsec = archive_entry_mtime_nsec(e);
+        }
         la_int64_t uid = archive_entry_uid(e), gid = archive_entry_gid(e);
         if (uid != 0 || gid != 0) {
             json_t *pair = json_pack("[I, I]", (json_int_t)uid, (json_int_t)gid);
@@ -890,7 +912,7 @@ static int unpack_dir(uint64_t *files, const stow_mount *m, const char *tarpath,
         archive_entry_set_pathname(e, full);
         const char *hl = archive_entry_hardlink(e);
         if (hl != NULL) {
-            const char *hrel = tar_rel(hl);
+            const char *hrel = tar_rel(hlbuf, sizeof(hlbuf), hl);
             if (hrel == NULL || hrel[0] == '\0') {
                 rc = stow_error_set(err, STOW_ECORRUPT, "%s: unsafe hard link \"%s\"", tarpath, hl);
                 goto done;
@@ -921,7 +943,7 @@ static int unpack_dir(uint64_t *files, const stow_mount *m, const char *tarpath,
             rc = stow_error_set(err, STOW_ERR, "%s: %s", full, archive_error_string(wr));
             goto done;
         }
-        (*files)++;
+        count++;
     }
     if (archive_write_close(wr) != ARCHIVE_OK) {
         rc = stow_error_set(err, STOW_ERR, "%s: %s", stage, archive_error_string(wr));
@@ -932,6 +954,14 @@ static int unpack_dir(uint64_t *files, const stow_mount *m, const char *tarpath,
     if ((rc = write_meta(stage, had ? m->host : NULL, m, owners, err)) != STOW_OK)
         goto done;
     /* The root's own time last: writing the owners file changed it. */
+    utimensat(AT_FDCWD, stage, root_times, 0);
+    *files += count;
+    if (count <= 1 && had && !dir_empty(m->host)) {
+        /* An empty mount (a builder that never ran the step, or lost the injected data)
+         * never replaces a cache that has content: a save would delete it from the store. */
+        stow_warn("cache mount %s is empty; %s keeps its contents", m->id, m->host);
+        goto done;
+    }
     remove_tree(old);
     if (had && rename(m->host, old) != 0) {
         rc = stow_error_set(err, STOW_ERR, "rename %s: %s", m->host, strerror(errno));

@@ -143,6 +143,10 @@ stow mounts extract --config /dev/null --buildkit-mount 'x:/x id=direct-x' --doc
 [ "$(cat "$HOME/.docker-cache/x/a b/f" 2>/dev/null)" = direct ] && ok "extracted back" || fail "$(cat "$T/err")"
 stow mounts inject --config /dev/null --buildkit-mount 'x:/x id=direct-x' --buildkit-helper-image no-such-image --docker "$DOCKER_CLI"
 expect_rc 0 && err_has "warning" && err_has "no-such-image" && ok "a missing helper image is a warning naming it" || fail "$(cat "$T/err")"
+mkdir -p "$HOME/.docker-cache/g" && echo keep >"$HOME/.docker-cache/g/f"
+stow mounts extract --config /dev/null --buildkit-mount 'g:/g id=never-used' --docker "$DOCKER_CLI"
+expect_rc 0 && [ "$(cat "$HOME/.docker-cache/g/f" 2>/dev/null)" = keep ] && err_has "is empty; .* keeps its contents" &&
+    ok "an empty mount does not replace a host directory with content" || fail "$(cat "$T/err")"
 stow mounts inject --config /dev/null --docker "$DOCKER_CLI"
 expect_rc 2 && err_has "no BuildKit cache mounts configured" && ok "nothing configured: usage error" || fail "$(cat "$T/err")"
 stow mounts sideways --config /dev/null --buildkit-mount 'x:/x'
@@ -158,7 +162,8 @@ expect_rc 0 && err_has "warning.*cannot run $T/no-such-docker" && [ "$(cat "$HOM
 stow run --docker "$T/no-such-docker" --strict -- true
 expect_rc 1 && err_has "cannot run" && ok "docker missing with --strict: exit 1" || fail "$(cat "$T/err")"
 DOCKER_HOST="unix://$T/no-daemon.sock" stow run -- true
-expect_rc 0 && err_has "daemon is unreachable" && ok "daemon unreachable: warned, exit 0" || fail "$(cat "$T/err")"
+expect_rc 0 && err_has "daemon is unreachable" && err_has "not extracted: they were not injected" &&
+    ok "daemon unreachable: warned, no extract, exit 0" || fail "$(cat "$T/err")"
 DOCKER_HOST="unix://$T/no-daemon.sock" stow mounts extract --strict
 expect_rc 1 && err_has "daemon is unreachable" && ok "daemon unreachable with --strict: exit 1" || fail "$(cat "$T/err")"
 
