@@ -1165,9 +1165,11 @@ static int transfer(stow_mounts_result *res, const stow_mount_list *l, const sto
         else if (rc == STOW_OK)
             rc = stow_buf_addf(&cmd, err, "; tar -xf /stowage-src/m%zu.tar --numeric-owner -C /stowage-m%zu", i, i);
     }
+    /* Extract exports the helper's own root (a few MB) with the tars in /stowage-out: one
+     * copy of the mount less than a scratch stage with COPY --from would make. */
     if (rc == STOW_OK)
-        rc = stow_buf_addf(&df, err, " \\\n    %s; echo ok > /stowage-out/done\nFROM scratch\n"
-                                     "COPY --from=stowage /stowage-out/ /\n", stow_buf_str(&cmd));
+        rc = stow_buf_addf(&df, err, " \\\n    %s; echo ok > /stowage-out/done\n%s", stow_buf_str(&cmd),
+                           extract ? "" : "FROM scratch\nCOPY --from=stowage /stowage-out/ /\n");
     if (rc != STOW_OK)
         goto done;
     snprintf(p3, sizeof(p3), "%s/Dockerfile", tmp);
@@ -1178,6 +1180,8 @@ static int transfer(stow_mounts_result *res, const stow_mount_list *l, const sto
     if ((rc = build(o, p3, p1, p2, what, err)) != STOW_OK)
         goto done;
     res->build_seconds = (double)(stow_now_ms() - tb) / 1000.0;
+    if (extract)
+        stow_strlcpy(p2 + strlen(p2), "/stowage-out", sizeof(p2) - strlen(p2));
     snprintf(p3, sizeof(p3), "%s/done", p2);
     if (access(p3, F_OK) != 0) {
         rc = stow_error_set(err, STOW_ERR, "%s build exported nothing (%s missing)", what, p3);

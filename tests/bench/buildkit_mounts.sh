@@ -15,13 +15,17 @@ MB=${1:-500}
 . "$SRC/tests/integration/lib_docker.sh"
 unset STOWAGE_KEY STOWAGE_PATHS STOWAGE_URL
 
-# The "download" source: real files (>= 64 KiB, like wheels and .debs) from /usr/lib and
-# /usr/share, about MB megabytes. It is the build context; the step copies what the cache
+# The "download" source: real files (>= 16 KiB: wheels, .debs, HTTP cache entries) from
+# /usr/lib and /usr/share in a fixed pseudo-random order, about MB megabytes. It is the build context; the step copies what the cache
 # mount lacks and pays a simulated network cost per fetched file: 20 ms + size at 50 MB/s.
 data="$T/app/ctx"
 mkdir -p "$data"
-find /usr/lib /usr/share -xdev -type f -size +64k -printf '%s %p\n' 2>/dev/null | LC_ALL=C sort -k2 |
-    awk -v max=$((MB * 1000000)) '{ if (s + $1 > max) exit; s += $1; print substr($0, index($0, " ") + 1) }' >"$T/files"
+find /usr/lib /usr/share -xdev -type f -size +16k -printf '%s %p\n' 2>/dev/null |
+    python3 -c 'import hashlib, sys
+rows = [l.rstrip("\n") for l in sys.stdin]
+rows.sort(key=lambda l: hashlib.sha256(l.encode()).digest())
+print("\n".join(rows))' >"$T/all"
+awk -v max=$((MB * 1000000)) '{ if (s + $1 > max) exit; s += $1; print substr($0, index($0, " ") + 1) }' "$T/all" >"$T/files"
 (cd / && sed 's|^/||' "$T/files" | tr '\n' '\0' | xargs -0 cp --parents -t "$data")
 echo "data: $(wc -l <"$T/files") files, $(du -sm "$data" | cut -f1) MB"
 cat >"$T/app/Dockerfile" <<'EOF'
@@ -59,7 +63,7 @@ one_runner() {
         >"$T/$name.out" 2>"$T/$name.err"
     t1=$(date +%s.%N)
     echo "== runner $name: stowage run total $(awk "BEGIN {printf \"%.1f\", $t1 - $t0}") s"
-    grep -E 'stowage: (restore|save|mounts|warning)|STEP fetched' "$T/$name.err" | sed 's/^#[0-9]* [0-9.]* //'
+    grep -E '^stowage: (restore|save|mounts|warning)|^#[0-9]+ [0-9.]+ STEP' "$T/$name.err" | sed 's/^#[0-9]* [0-9.]* //'
     echo "   host cache: $(du -sm "$HOME/.docker-cache" | cut -f1) MB"
 }
 one_runner r1
