@@ -873,7 +873,10 @@ static int unpack_dir(uint64_t *files, const stow_mount *m, const char *tarpath,
         goto done;
     }
     struct archive_entry *e;
-    char full[8400], link[8400], relbuf[4200], hlbuf[4200];
+    char full[8400], hlpath[8400], relbuf[4200], hlbuf[4200], prev[8400];
+    struct stat st;
+    int had = lstat(m->host, &st) == 0;
+    uint64_t reused = 0;
     struct timespec root_times[2] = {{0, UTIME_OMIT}, {0, UTIME_OMIT}};
     for (;;) {
         int r = archive_read_next_header(rd, &e);
@@ -909,16 +912,28 @@ static int unpack_dir(uint64_t *files, const stow_mount *m, const char *tarpath,
             }
         }
         snprintf(full, sizeof(full), rel[0] ? "%s/%s" : "%s%s", stage, rel);
-        archive_entry_set_pathname(e, full);
         const char *hl = archive_entry_hardlink(e);
+        /* A file the host directory already has with the same size, mtime and mode (what save
+         * compares too) is linked into the new tree instead of written again: an unchanged
+         * mount costs no host writes. */
+        if (had && type == AE_IFREG && hl == NULL && rel[0] &&
+            snprintf(prev, sizeof(prev), "%s/%s", m->host, rel) < (int)sizeof(prev) && lstat(prev, &st) == 0 &&
+            S_ISREG(st.st_mode) && st.st_size == archive_entry_size(e) && st.st_mtim.tv_sec == archive_entry_mtime(e) &&
+            st.st_mtim.tv_nsec == archive_entry_mtime_nsec(e) && (st.st_mode & 07777) == (archive_entry_perm(e) & 07777) &&
+            link(prev, full) == 0) {
+            count++;
+            reused++;
+            continue;
+        }
+        archive_entry_set_pathname(e, full);
         if (hl != NULL) {
             const char *hrel = tar_rel(hlbuf, sizeof(hlbuf), hl);
             if (hrel == NULL || hrel[0] == '\0') {
                 rc = stow_error_set(err, STOW_ECORRUPT, "%s: unsafe hard link \"%s\"", tarpath, hl);
                 goto done;
             }
-            snprintf(link, sizeof(link), "%s/%s", stage, hrel);
-            archive_entry_set_hardlink(e, link);
+            snprintf(hlpath, sizeof(hlpath), "%s/%s", stage, hrel);
+            archive_entry_set_hardlink(e, hlpath);
         }
         if (archive_write_header(wr, e) != ARCHIVE_OK) {
             rc = stow_error_set(err, STOW_ERR, "%s: %s", full, archive_error_string(wr));
@@ -949,13 +964,13 @@ static int unpack_dir(uint64_t *files, const stow_mount *m, const char *tarpath,
         rc = stow_error_set(err, STOW_ERR, "%s: %s", stage, archive_error_string(wr));
         goto done;
     }
-    struct stat st;
-    int had = lstat(m->host, &st) == 0;
     if ((rc = write_meta(stage, had ? m->host : NULL, m, owners, err)) != STOW_OK)
         goto done;
     /* The root's own time last: writing the owners file changed it. */
     utimensat(AT_FDCWD, stage, root_times, 0);
     *files += count;
+    if (reused)
+        stow_debug("%s: %llu unchanged files linked from the previous tree", m->host, (unsigned long long)reused);
     if (count <= 1 && had && !dir_empty(m->host)) {
         /* An empty mount (a builder that never ran the step, or lost the injected data)
          * never replaces a cache that has content: a save would delete it from the store. */
@@ -1134,9 +1149,11 @@ static int transfer(stow_mounts_result *res, const stow_mount_list *l, const sto
             continue;
         }
         uint64_t files = 0;
+        int64_t tp = stow_now_ms();
         snprintf(p3, sizeof(p3), "%s/m%zu.tar", p1, i);
         if ((rc = pack_dir(&files, m, p3, err)) != STOW_OK)
             goto done;
+        stow_debug("mounts inject: packed %s in %.2f s", m->host, (double)(stow_now_ms() - tp) / 1000.0);
         if (files <= 1) { /* only the directory itself */
             stow_info("mounts inject: %s is empty; cache mount %s starts empty", m->host, m->id);
             unlink(p3);
@@ -1195,10 +1212,12 @@ static int transfer(stow_mounts_result *res, const stow_mount_list *l, const sto
             continue;
         snprintf(p3, sizeof(p3), "%s/m%zu.tar", p2, i);
         res->bytes += file_size(p3);
+        int64_t tu = stow_now_ms();
         if ((rc = unpack_dir(&res->files, &l->v[i], p3, err)) != STOW_OK) {
             stow_error_wrap(err, "cache mount %s -> %s", l->v[i].id, l->v[i].host);
             goto done;
         }
+        stow_debug("mounts extract: unpacked into %s in %.2f s", l->v[i].host, (double)(stow_now_ms() - tu) / 1000.0);
         unlink(p3);
     }
 done:

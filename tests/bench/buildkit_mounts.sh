@@ -59,11 +59,11 @@ one_runner() {
     runner "$name"
     local t0 t1
     t0=$(date +%s.%N)
-    "$STOWAGE_BIN" run -- "$DOCKER_CLI" build --network none --progress plain -f "$T/app/Dockerfile" "$T/app/ctx" \
+    "$STOWAGE_BIN" run -v -- "$DOCKER_CLI" build --network none --progress plain -f "$T/app/Dockerfile" "$T/app/ctx" \
         >"$T/$name.out" 2>"$T/$name.err"
     t1=$(date +%s.%N)
     echo "== runner $name: stowage run total $(awk "BEGIN {printf \"%.1f\", $t1 - $t0}") s"
-    grep -E '^stowage: (restore|save|mounts|warning)|^#[0-9]+ [0-9.]+ STEP' "$T/$name.err" | sed 's/^#[0-9]* [0-9.]* //'
+    grep -E '^stowage: (restore|save|mounts|warning)|^stowage: debug: mounts .*(packed|unpacked)|^#[0-9]+ [0-9.]+ STEP' "$T/$name.err" | sed 's/^#[0-9]* [0-9.]* //'
     echo "   host cache: $(du -sm "$HOME/.docker-cache" | cut -f1) MB"
 }
 one_runner r1

@@ -138,9 +138,17 @@ mkdir -p "$HOME/.docker-cache/x/a b"
 echo direct >"$HOME/.docker-cache/x/a b/f"
 stow mounts inject --config /dev/null --buildkit-mount 'x:/x id=direct-x' --buildkit-helper-image busybox --docker "$DOCKER_CLI"
 expect_rc 0 && err_has "mounts inject: 1 cache mount" && ok "injected" || fail "$(cat "$T/err")"
-rm -rf "$HOME/.docker-cache/x"
+echo kept >"$HOME/.docker-cache/x/g"
+touch -d '2020-01-01 00:00:00' "$HOME/.docker-cache/x/g"
 stow mounts extract --config /dev/null --buildkit-mount 'x:/x id=direct-x' --docker "$DOCKER_CLI"
-[ "$(cat "$HOME/.docker-cache/x/a b/f" 2>/dev/null)" = direct ] && ok "extracted back" || fail "$(cat "$T/err")"
+[ "$(cat "$HOME/.docker-cache/x/a b/f" 2>/dev/null)" = direct ] && [ ! -e "$HOME/.docker-cache/x/g" ] &&
+    ok "extracted back; the host dir now mirrors the mount" || fail "$(cat "$T/err")"
+# Same size, another mtime: the host copy is not taken for the mount's (unchanged files are
+# linked from the previous tree only when size, mtime and mode match).
+printf 'DIRECT\n' >"$HOME/.docker-cache/x/a b/f"
+stow mounts extract --config /dev/null --buildkit-mount 'x:/x id=direct-x' --docker "$DOCKER_CLI"
+[ "$(cat "$HOME/.docker-cache/x/a b/f" 2>/dev/null)" = direct ] && ok "a changed host file is replaced by the mount's" ||
+    fail "host file kept: $(cat "$HOME/.docker-cache/x/a b/f")"
 stow mounts inject --config /dev/null --buildkit-mount 'x:/x id=direct-x' --buildkit-helper-image no-such-image --docker "$DOCKER_CLI"
 expect_rc 0 && err_has "warning" && err_has "no-such-image" && ok "a missing helper image is a warning naming it" || fail "$(cat "$T/err")"
 mkdir -p "$HOME/.docker-cache/g" && echo keep >"$HOME/.docker-cache/g/f"
