@@ -10,7 +10,8 @@
  * build-context files to 0:0 and exports files as the client's user: the tar keeps the
  * numeric owners, which stowage records beside the files (.stowage-mount.json) since its own
  * store keeps modes but not owners. The only image used is the helper image (busybox by
- * default: it needs sh, tar, mkdir, find and rm). docker runs through posix_spawn. */
+ * default: it needs sh, tar with --numeric-owner, mkdir and echo). docker runs through
+ * posix_spawn. */
 #ifndef STOW_MOUNTS_H
 #define STOW_MOUNTS_H
 
