@@ -111,6 +111,20 @@ static const option options[] = {
     {"prune", "dry_run", "STOWAGE_DRY_RUN", "--dry-run", NULL, T_BOOL, OFF(dry_run), 0, 0,
      "prune: report what would be deleted, delete nothing"},
     {"prune", "json", "STOWAGE_JSON", "--json", NULL, T_BOOL, OFF(json), 0, 0, "list, stats: JSON output"},
+    {"buildkit", "mounts", "STOWAGE_BUILDKIT_MOUNTS", "--buildkit-mount", "--buildkit-mounts", T_LIST, OFF(mounts), 0,
+     0, "BuildKit cache mounts kept in host dirs: NAME:TARGET [id=ID] [sharing=S] [uid=N] [gid=N] [mode=0755]"},
+    {"buildkit", "dockerfile", "STOWAGE_BUILDKIT_DOCKERFILE", "--dockerfile", NULL, T_STR, OFF(dockerfile), 0, 0,
+     "also keep the RUN --mount=type=cache mounts this Dockerfile declares"},
+    {"buildkit", "mounts_dir", "STOWAGE_BUILDKIT_MOUNTS_DIR", "--mounts-dir", NULL, T_STR, OFF(mounts_dir), 0, 0,
+     "host directory holding one directory per mount NAME (~/.docker-cache)"},
+    {"buildkit", "helper_image", "STOWAGE_BUILDKIT_HELPER_IMAGE", "--buildkit-helper-image", NULL, T_STR,
+     OFF(helper_image), 0, 0, "image of the transfer builds: sh and tar (busybox)"},
+    {"buildkit", "builder", "STOWAGE_BUILDKIT_BUILDER", "--builder", NULL, T_STR, OFF(builder), 0, 0,
+     "buildx builder (docker buildx build --builder); default: docker build"},
+    {"buildkit", "docker", "STOWAGE_DOCKER", "--docker", NULL, T_STR, OFF(docker), 0, 0,
+     "docker client binary (docker)"},
+    {"buildkit", "extract_on_failure", "STOWAGE_BUILDKIT_EXTRACT_ON_FAILURE", "--extract-on-failure", NULL, T_BOOL,
+     OFF(extract_on_failure), 0, 0, "stowage run: extract the mounts also when the command fails (true)"},
 };
 
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
@@ -326,14 +340,15 @@ static int on_ini_value(void *user, const char *section, const char *name, const
             return 1;
         }
     }
-    int known_section = strcmp(section, "storage") == 0 || strcmp(section, "cache") == 0 || strcmp(section, "prune") == 0;
+    int known_section = strcmp(section, "storage") == 0 || strcmp(section, "cache") == 0 || strcmp(section, "prune") == 0 ||
+                        strcmp(section, "buildkit") == 0;
     if (section[0] == '\0')
-        snprintf(ld->msg, sizeof(ld->msg), "\"%s\" is outside any section (put [storage], [cache] or [prune] "
-                 "above it)", name);
+        snprintf(ld->msg, sizeof(ld->msg), "\"%s\" is outside any section (put [storage], [cache], [prune] or "
+                 "[buildkit] above it)", name);
     else if (known_section)
         snprintf(ld->msg, sizeof(ld->msg), "unknown key \"%s\" in [%s]", name, section);
     else
-        snprintf(ld->msg, sizeof(ld->msg), "unknown section [%s] (expected [storage], [cache] or [prune])", section);
+        snprintf(ld->msg, sizeof(ld->msg), "unknown section [%s] (expected [storage], [cache], [prune] or [buildkit])", section);
     ld->failed = 1;
     return 0;
 }
@@ -356,6 +371,7 @@ static void set_defaults(stow_config *cfg)
     cfg->grace = 3600;
     cfg->max_layers = 16;
     cfg->trim = 1;
+    cfg->extract_on_failure = 1;
 }
 
 static const option *find_flag(const char *flag, size_t *idx)

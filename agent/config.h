@@ -61,6 +61,14 @@ typedef struct stow_config {
     int trim;               /* --no-trim: skip trimming on this save */
     int trim_local;         /* trimmed files leave the runner's tree too */
     char *build_status;     /* save: how the build went (success, failed, ... or an exit code) */
+    /* [buildkit] */
+    stow_strlist mounts;
+    char *dockerfile;
+    char *mounts_dir;
+    char *helper_image;
+    char *builder;
+    char *docker;
+    int extract_on_failure;
     /* command line only */
     char *config_file;
     int verbosity; /* 0 normal, 1 -v, -1 -q */

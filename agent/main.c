@@ -23,6 +23,7 @@ extern char **environ;
 #include "layout.h"
 #include "lifecycle.h"
 #include "log.h"
+#include "mounts.h"
 #include "paths.h"
 #include "progress.h"
 #include "trim.h"
@@ -334,6 +335,33 @@ static int cmd_restore_save(run_ctx *r, int save)
     return exit_code;
 }
 
+/* stowage mounts inject|extract, and the same steps inside stowage run: fail-open like
+ * restore and save (docker missing or the daemon unreachable is a warning unless --strict). */
+static int mounts_step(run_ctx *r, int extract, int *done)
+{
+    stow_error err = {0};
+    *done = 0;
+    if (stow_mounts_run(&r->cfg, extract, &err) != STOW_OK)
+        return trouble(r, extract ? "mounts extract" : "mounts inject", &err);
+    *done = 1;
+    return EXIT_OK;
+}
+
+static int cmd_mounts(run_ctx *r, char **args, int nargs)
+{
+    if (nargs != 1 || (strcmp(args[0], "inject") != 0 && strcmp(args[0], "extract") != 0)) {
+        stow_error_log("usage: stowage mounts inject|extract [options]");
+        return EXIT_USAGE;
+    }
+    if (!stow_mounts_configured(&r->cfg)) {
+        stow_error_log("no BuildKit cache mounts configured: set [buildkit] mounts or dockerfile, "
+                       "STOWAGE_BUILDKIT_MOUNTS, --buildkit-mount or --dockerfile");
+        return EXIT_USAGE;
+    }
+    int done;
+    return mounts_step(r, strcmp(args[0], "extract") == 0, &done);
+}
+
 static volatile pid_t child_pid = -1;
 
 static void forward_signal(int sig)
@@ -351,6 +379,9 @@ static int cmd_run(run_ctx *r, char **cmdv, int cmdc)
     }
     int code = cmd_restore_save(r, 0);
     if (code != EXIT_OK)
+        return code;
+    int mounts = stow_mounts_configured(&r->cfg), mounts_code = EXIT_OK, injected = 0;
+    if (mounts && (code = mounts_step(r, 0, &injected)) != EXIT_OK)
         return code;
     char **argv = calloc((size_t)cmdc + 1, sizeof(char *));
     if (argv == NULL)
@@ -395,6 +426,13 @@ static int cmd_run(run_ctx *r, char **cmdv, int cmdc)
         child_pid = -1;
         cmd_code = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 1;
     }
+    /* Without the inject, the mounts may hold only part of what the host directories hold. */
+    if (mounts && !injected)
+        stow_warn("cache mounts not extracted: they were not injected");
+    else if (mounts && (cmd_code == 0 || r->cfg.extract_on_failure))
+        mounts_code = mounts_step(r, 1, &injected);
+    else if (mounts)
+        stow_info("%s exited with %d; cache mounts not extracted (extract_on_failure is off)", cmdv[0], cmd_code);
     if (cmd_code != 0 && !r->cfg.save_on_failure) {
         stow_info("%s exited with %d; not saving (save_on_failure is off)", cmdv[0], cmd_code);
         return cmd_code;
@@ -404,7 +442,7 @@ static int cmd_run(run_ctx *r, char **cmdv, int cmdc)
     r->build_failed = cmd_code != 0;
     r->run_status = 1;
     int save_code = cmd_restore_save(r, 1);
-    return cmd_code != 0 ? cmd_code : save_code;
+    return cmd_code != 0 ? cmd_code : mounts_code != EXIT_OK ? mounts_code : save_code;
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -707,7 +745,9 @@ int main(int argc, char **argv)
     int is_key = strcmp(cmd, "key") == 0, is_run = strcmp(cmd, "run") == 0;
     int is_setup = strcmp(cmd, "setup") == 0, is_clean = strcmp(cmd, "clean") == 0;
     int is_list = strcmp(cmd, "list") == 0, is_stats = strcmp(cmd, "stats") == 0, is_prune = strcmp(cmd, "prune") == 0;
-    if (!is_restore && !is_save && !is_key && !is_run && !is_setup && !is_clean && !is_list && !is_stats && !is_prune) {
+    int is_mounts = strcmp(cmd, "mounts") == 0;
+    if (!is_restore && !is_save && !is_key && !is_run && !is_setup && !is_clean && !is_list && !is_stats && !is_prune &&
+        !is_mounts) {
         stow_error_log("unknown command \"%s\" (see stowage help)", cmd);
         return EXIT_USAGE;
     }
@@ -726,7 +766,7 @@ int main(int argc, char **argv)
         run_ctx_free(&r);
         return err.code == STOW_EUSAGE ? EXIT_USAGE : EXIT_FAILED;
     }
-    if (nrest > 0 && !is_run) {
+    if (nrest > 0 && !is_run && !is_mounts) {
         stow_error_log("unexpected argument \"%s\" (see stowage help)", rest[0]);
         free(rest);
         run_ctx_free(&r);
@@ -739,6 +779,8 @@ int main(int argc, char **argv)
         code = cmd_key(&r);
     else if (is_run)
         code = cmd_run(&r, rest, nrest);
+    else if (is_mounts)
+        code = cmd_mounts(&r, rest, nrest);
     else if (is_setup || is_clean)
         code = cmd_setup_clean(&r, is_clean);
     else if (is_list)

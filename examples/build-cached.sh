@@ -15,8 +15,9 @@
 # the named build context "wheels" and installed with pip --no-index --find-links. Image
 # layers go to a buildx local cache (--cache-from/--cache-to type=local, mode=max) in
 # $BUILDX_CACHE. stowage keeps both directories in its store between runners. build --plain
-# uses Dockerfile instead, whose BuildKit cache mounts live inside BuildKit and are therefore
-# only kept by the buildx local cache's layers, not as downloads.
+# uses Dockerfile instead, whose BuildKit cache mounts (apt, pip) stowage moves into the
+# builder before the build and back into ~/.docker-cache/<id> after it (stowage run
+# --dockerfile Dockerfile, docs/BUILDKIT.md), so their downloads are kept too.
 #
 # Environment: STOWAGE_URL (the store; default a local directory), STOWAGE_BIN (the stowage
 # binary; default `stowage` on PATH, or a build of the checkout this script is in),
@@ -115,8 +116,12 @@ cmd_build() {
     *) die "build takes only --plain" ;;
     esac
     mkdir -p "$CACHE_DIR/pip/wheels" "$CACHE_DIR/apt" "$BUILDX_CACHE"
-    # restore, build, save; the exit status is the build's.
-    "$STOWAGE" run -- sh "$here/build-cached.sh" _build "$variant"
+    # restore, build, save; the exit status is the build's. --plain: also inject the
+    # Dockerfile's cache mounts before the build and extract them after it.
+    if [ "$variant" = plain ]; then
+        set -- --dockerfile "$here/Dockerfile" --builder "$BUILDER"
+    fi
+    "$STOWAGE" run "$@" -- sh "$here/build-cached.sh" _build "$variant"
 }
 
 cmd_stats() {
