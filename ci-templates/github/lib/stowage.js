@@ -37,15 +37,17 @@ function toolCacheRoot() {
   );
 }
 
-// Where releases are downloaded from: the release-url input, STOWAGE_RELEASE_URL, the releases
-// of the repository this action came from (GitHub.com or Enterprise), the list's own default.
+// Where releases are downloaded from: the release-url input, STOWAGE_RELEASE_URL, the
+// release-url of the checksum list (the repository whose release workflow wrote it), the
+// releases of the repository this action came from (GitHub.com or Enterprise).
 function releaseBase(list) {
   const input = gh.input('release-url');
   if (input) return input;
   if (process.env.STOWAGE_RELEASE_URL) return process.env.STOWAGE_RELEASE_URL;
+  if (list.releaseUrl) return list.releaseUrl;
   if (process.env.GITHUB_ACTION_REPOSITORY)
     return `${process.env.GITHUB_SERVER_URL || 'https://github.com'}/${process.env.GITHUB_ACTION_REPOSITORY}/releases/download`;
-  return list.releaseUrl;
+  return '';
 }
 
 // Builds the stowage checkout this action was downloaded with (ci-templates/shell/stowage-ci.sh
