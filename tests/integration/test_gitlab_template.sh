@@ -191,8 +191,9 @@ git_init "$T/ex"
 gcl ex --list
 [ "$RC" -eq 0 ] && log_has "build-image" && log_has "smoke" && ok "both jobs listed" || fail "$(show)"
 gcl ex --preview
-[ "$RC" -eq 0 ] && log_has 'stowage: find (or build) the binary' && ok "the image job extends .stowage" || fail "$(show)"
+[ "$RC" -eq 0 ] && log_has 'stowage: find, download or build the binary' && ok "the image job extends .stowage" || fail "$(show)"
 
+REL_STARTED=$SECONDS
 mkdir -p "$T/srv"
 nginx_start "$T/srv" || { echo "FAIL: cannot start nginx" >&2; exit 1; }
 trap 'set +e; _lib_nginx_exit; _run_cleanups' EXIT
@@ -282,4 +283,5 @@ log_has "PASS  down" && log_has "could not download http://127.0.0.1:$DEAD_PORT/
     fail "$(find "$T/gl-bad" "$T/gl-bad2" -mindepth 1)"
 [ ! -e "$STORE/manifests/default/gl-bad-1.json" ] && ok "nothing saved" || fail "gl-bad-1 saved"
 
+echo "timing: the release cases took $((SECONDS - REL_STARTED)) s"
 finish

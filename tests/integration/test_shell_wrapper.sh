@@ -136,6 +136,7 @@ if (!Array.isArray(d.runcmd) || !Array.isArray(d.packages)) throw new Error("run
 shellcheck -s sh "$T/run-one-job" >"$T/sc.out" 2>&1 && ok "run-one-job" || fail "$(cat "$T/sc.out")"
 
 case_begin "release: downloads the listed tarball, verifies it, caches it; the second time no download"
+REL_STARTED=$SECONDS
 mkdir -p "$T/srv"
 nginx_start "$T/srv" || { echo "FAIL: cannot start nginx" >&2; exit 1; }
 trap 'set +e; _lib_nginx_exit; _run_cleanups' EXIT
@@ -191,4 +192,5 @@ err_has "could not download" && err_has "building from source instead" && err_ha
     ok "download failed, build tried, no cmake" || fail "$(cat "$T/err")"
 unset STOWAGE_RELEASE_URL STOWAGE_BUILD_CACHE
 
+echo "timing: the release cases took $((SECONDS - REL_STARTED)) s"
 finish
