@@ -384,11 +384,7 @@ case_begin "release: unreachable and no build tools: warning, the job goes on"
 NAME=relnotools
 runner gh-relnotools
 export RUNNER_TOOL_CACHE="$T/tc-notools"
-mkdir -p "$T/nocmake"
-for f in /usr/bin/* /bin/*; do
-    case ${f##*/} in cmake | cc | gcc | c99 | make) continue ;; esac
-    [ -e "$T/nocmake/${f##*/}" ] || ln -s "$f" "$T/nocmake/${f##*/}"
-done
+path_without_cmake "$T/nocmake"
 STOWAGE_BIN="" PATH="$T/nocmake" gha relnotools "${RCOMMON[@]}" --input key=rel-1 \
     --input "release-url=http://127.0.0.1:$DEAD_PORT/rel" --build 'echo the build ran'
 expect_eq "main exit (fail-open)" "$(R relnotools main.exit)" 0

@@ -179,11 +179,7 @@ expect_rc 4 && [ -f "$HOME/ran" ] && ok "run runs the command without the cache,
 case_begin "release: server unreachable: tries a build; without cmake, one warning"
 DEAD_PORT=$(_free_port)
 export STOWAGE_BUILD_CACHE="$T/wc-down" STOWAGE_RELEASE_URL="http://127.0.0.1:$DEAD_PORT/rel"
-mkdir -p "$T/nocmake"
-for f in /usr/bin/* /bin/*; do
-    case ${f##*/} in cmake | cc | gcc | c99 | make) continue ;; esac
-    [ -e "$T/nocmake/${f##*/}" ] || ln -s "$f" "$T/nocmake/${f##*/}"
-done
+path_without_cmake "$T/nocmake"
 rm -rf "$T/job/.stowage"
 PATH="$T/nocmake" w restore --key rel-1 --path '~/c'
 expect_rc 0 && grep -q '^STOWAGE_CACHE_RESULT=error$' "$T/job/.stowage/outputs.env" && ok "exit 0, outputs say error" ||
