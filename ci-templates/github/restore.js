@@ -3,6 +3,24 @@
 const gh = require('./lib/runner');
 const st = require('./lib/stowage');
 
+// No binary: the job goes on without the cache (one warning, cache-result=error), or with
+// strict the step fails. The post step then does not save.
+function bootstrapFailed(message, started) {
+  const strict = gh.inputBool('strict');
+  gh.saveState('bootstrap', 'failed');
+  gh.setOutput('cache-hit', 'false');
+  gh.setOutput('cache-result', 'error');
+  gh.setOutput('cache-primary-key', '');
+  gh.setOutput('cache-matched-key', '');
+  st.summary('stowage: cache restore', [
+    ['Result', strict ? 'failed: no stowage binary' : 'error: no stowage binary, the job runs without the cache'],
+    ['Details', st.html(message)],
+    ['Time', `${((Date.now() - started) / 1000).toFixed(1)} s`],
+  ]);
+  if (strict) gh.setFailed(`no stowage binary: ${message}`);
+  else gh.warning(`no stowage binary: ${message}; the job continues without the cache (strict: true would fail it)`, 'stowage');
+}
+
 async function main() {
   const started = Date.now();
   const lookupOnly = gh.inputBool('lookup-only');
@@ -12,7 +30,15 @@ async function main() {
   // cannot read inputs, so the input travels as an environment variable for later steps.
   if (gh.inputBool('save-on-failure')) gh.exportVariable('STOWAGE_SAVE_ON_FAILURE', 'true');
 
-  const bin = st.findStowage();
+  gh.saveState('mode', 'post'); // the post step of the combined action, not stowage/save
+  let bin;
+  try {
+    ({ bin } = await st.findStowage());
+  } catch (e) {
+    if (!(e instanceof st.BootstrapError)) throw e;
+    bootstrapFailed(e.message, started);
+    return;
+  }
   gh.saveState('bin', bin);
   const args = ['restore', ...st.commonArgs(gh.input('key'))];
   if (lookupOnly) args.push('--lookup-only');

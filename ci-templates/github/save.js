@@ -6,10 +6,14 @@ const st = require('./lib/stowage');
 
 async function main() {
   const started = Date.now();
-  const post = gh.getState('bin') !== '';
+  const post = gh.getState('mode') === 'post' || gh.getState('bin') !== '';
   let key;
   let bin;
   if (post) {
+    if (gh.getState('bootstrap') === 'failed') {
+      gh.info('stowage: the restore step had no stowage binary; not saving');
+      return;
+    }
     // Save under the key computed before the build, like actions/cache.
     key = gh.getState('primary-key');
     if (!key) {
@@ -17,10 +21,18 @@ async function main() {
       return;
     }
     bin = gh.getState('bin');
-    if (!fs.existsSync(bin)) bin = st.findStowage();
   } else {
     key = gh.input('key');
-    bin = st.findStowage();
+  }
+  if (!bin || !fs.existsSync(bin)) {
+    try {
+      ({ bin } = await st.findStowage());
+    } catch (e) {
+      if (!(e instanceof st.BootstrapError)) throw e;
+      if (gh.inputBool('strict')) gh.setFailed(`no stowage binary: ${e.message}`);
+      else gh.warning(`no stowage binary: ${e.message}; not saving (strict: true would fail the step)`, 'stowage');
+      return;
+    }
   }
   const r = await st.run(bin, ['save', ...st.commonArgs(key)]);
   const seconds = ((Date.now() - started) / 1000).toFixed(1);

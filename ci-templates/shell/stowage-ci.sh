@@ -13,11 +13,22 @@
 # OPTIONS are stowage's own flags (stowage help); every option also has a STOWAGE_* variable
 # and a stowage.ini form, which is how CI systems usually pass them.
 #
-# The binary, in this order: $STOWAGE_BIN (a path or a command name); a build of the stowage
-# checkout this script sits in (ci-templates/shell/ of it), cached in $STOWAGE_BUILD_CACHE
-# (default ~/.cache/stowage/bin) under a sha256 of the sources, so one machine builds each
-# version once; `stowage` on PATH. Building installs missing Debian/Ubuntu packages with
-# apt-get (as root, or through passwordless sudo) and compiles only the stowage target.
+# The binary, in this order: $STOWAGE_BIN (a path or a command name); the stowage release
+# listed in the checksum list beside this script (ci-templates/checksums.txt) for this
+# machine's arch, $STOWAGE_VERSION of it or the newest listed, taken from the cache or
+# downloaded (curl or wget) from $STOWAGE_RELEASE_URL (default: the list's release-url) as
+# <base>/v<version>/stowage-<version>-linux-<arch>.tar.gz, checked against the listed sha256
+# and unpacked into $STOWAGE_BUILD_CACHE/<version>/<arch>/; a build of the stowage checkout
+# this script sits in (ci-templates/shell/ of it; STOWAGE_VERSION=source goes straight here),
+# cached in $STOWAGE_BUILD_CACHE (default ~/.cache/stowage/bin) under a sha256 of the
+# sources; `stowage` on PATH. A failed download falls back to the build; a download whose
+# sha256 differs is refused and never run (no fallback). Building installs missing
+# Debian/Ubuntu packages with apt-get (as root, or through passwordless sudo) and compiles
+# only the stowage target.
+#
+# Fail-open: when no binary can be had, restore and save print one warning and exit 0 (restore
+# writes STOWAGE_CACHE_RESULT=error), and run runs the command without the cache; with
+# --strict or STOWAGE_STRICT=true they exit 2 instead.
 #
 # Outputs: restore writes STOWAGE_CACHE_HIT, STOWAGE_CACHE_RESULT (hit, partial, miss, or
 # error: the entry was not restored and STOWAGE_CACHE_HIT is false), STOWAGE_CACHE_PRIMARY_KEY
@@ -32,7 +43,7 @@
 #
 # Exit status: stowage's (0 ok or fail-open warning, 1 storage error with --strict, 2 usage
 # or configuration error, 3 miss with --fail-on-miss); 2 also for this script's own usage
-# errors and when no binary can be found or built.
+# errors, for `bin` when no binary can be had, and with strict for the others then.
 set -eu
 
 me=stowage-ci
@@ -41,10 +52,16 @@ die() {
     say "error: $*"
     exit 2
 }
+# No binary can be had this way: exit 1 (find_bin runs in a subshell; callers fail open).
+nobin() {
+    say "$*"
+    exit 1
+}
 
 # The stowage checkout this script belongs to, if any.
 script_dir=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
 src_root=$(CDPATH='' cd -- "$script_dir/../.." && pwd)
+checksums="$script_dir/../checksums.txt"
 
 BUILD_DEPS="build-essential cmake pkg-config libcurl4-openssl-dev libarchive-dev libzstd-dev libssl-dev libinih-dev libjansson-dev libexpat1-dev"
 
@@ -79,26 +96,123 @@ install_build_deps() {
     done
     [ -n "$missing" ] || return 0
     if ! command -v apt-get >/dev/null 2>&1; then
-        die "cannot build stowage: missing packages$missing and no apt-get; set STOWAGE_BIN to a prebuilt binary"
+        nobin "cannot build stowage: missing packages$missing and no apt-get"
     fi
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then
         if ! command -v sudo >/dev/null 2>&1 || ! sudo -n true 2>/dev/null; then
-            die "cannot build stowage: missing packages$missing and no root or passwordless sudo"
+            nobin "cannot build stowage: missing packages$missing and no root or passwordless sudo"
         fi
         sudo="sudo -n"
     fi
     say "installing build dependencies:$missing"
     started=$(date +%s)
-    $sudo apt-get update -qq >&2
+    $sudo apt-get update -qq >&2 || nobin "cannot build stowage: apt-get update failed"
     # shellcheck disable=SC2086 # word splitting of the package list is intended
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >&2 ||
+        nobin "cannot build stowage: installing$missing failed"
     say "build dependencies installed in $(($(date +%s) - started)) s"
+}
+
+cache_root() { printf '%s\n' "${STOWAGE_BUILD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/stowage/bin}"; }
+
+# The release artifact's arch for this machine; fails where no Linux artifact can run.
+release_arch() {
+    [ "$(uname -s)" = Linux ] || return 1
+    case $(uname -m) in
+    x86_64 | amd64) echo x86_64 ;;
+    aarch64 | arm64) echo aarch64 ;;
+    *) return 1 ;;
+    esac
+}
+
+# release_entry ARCH: "VERSION SHA256" of $STOWAGE_VERSION (or the newest listed) for ARCH
+# from the checksum list; nothing when none is listed.
+release_entry() {
+    [ -f "$checksums" ] || return 0
+    want=${STOWAGE_VERSION:-}
+    want=${want#v}
+    while read -r sum file; do
+        case "$sum" in '' | \#* | release-url) continue ;; esac
+        case "$file" in
+        stowage-*-linux-"$1".tar.gz)
+            v=${file#stowage-}
+            v=${v%-linux-"$1".tar.gz}
+            if [ -z "$want" ] || [ "$v" = "$want" ]; then printf '%s %s\n' "$v" "$sum"; fi
+            ;;
+        esac
+    done <"$checksums" | sort -V | tail -n 1
+}
+
+release_base() {
+    if [ -n "${STOWAGE_RELEASE_URL:-}" ]; then
+        printf '%s\n' "${STOWAGE_RELEASE_URL%/}"
+    elif [ -f "$checksums" ]; then
+        sed -n 's|^release-url[[:space:]]\{1,\}\([^[:space:]]*\)/*[[:space:]]*$|\1|p' "$checksums" | tail -n 1
+    fi
+}
+
+# fetch_release VERSION ARCH SHA256: prints bin/stowage of the release, from the cache or
+# downloaded, verified and unpacked into <cache>/<version>/<arch>/. Exit 1: not available (a
+# build may follow); exit 3: the download's sha256 is wrong (refused; no build may follow).
+fetch_release() {
+    v=$1 a=$2 want=$3
+    root=$(cache_root)
+    dir="$root/$v/$a"
+    if [ -x "$dir/bin/stowage" ] && [ "$(cat "$dir/.stowage-release" 2>/dev/null)" = "$want" ]; then
+        say "stowage $v from the cache $dir"
+        printf '%s\n' "$dir/bin/stowage"
+        return 0
+    fi
+    base=$(release_base)
+    [ -n "$base" ] || nobin "no release URL for stowage $v (set STOWAGE_RELEASE_URL)"
+    file="stowage-$v-linux-$a.tar.gz"
+    url="$base/v$v/$file"
+    mkdir -p "$root/$v" || nobin "cannot create $root/$v"
+    tmp=$(mktemp -d "$root/$v/.$a.tmp-XXXXXX") || nobin "cannot create a temp dir in $root/$v"
+    say "downloading $url"
+    if command -v curl >/dev/null 2>&1; then
+        curl -fsSL --retry 2 --connect-timeout 10 --max-time 300 -o "$tmp/$file" "$url" >&2 || {
+            rm -rf "$tmp"
+            nobin "could not download $url"
+        }
+    elif command -v wget >/dev/null 2>&1; then
+        wget -q -T 30 -O "$tmp/$file" "$url" >&2 || {
+            rm -rf "$tmp"
+            nobin "could not download $url"
+        }
+    else
+        rm -rf "$tmp"
+        nobin "neither curl nor wget to download $url"
+    fi
+    got=$(sha256sum "$tmp/$file" | cut -d' ' -f1)
+    if [ "$got" != "$want" ]; then
+        rm -rf "$tmp"
+        say "$file has sha256 $got, but the checksum list says $want: refused, not run"
+        exit 3
+    fi
+    mkdir "$tmp/tree"
+    if ! tar -xzf "$tmp/$file" -C "$tmp/tree" --strip-components=1 --no-same-owner >&2 ||
+        ! "$tmp/tree/bin/stowage" --version >/dev/null 2>&1; then
+        rm -rf "$tmp"
+        nobin "the downloaded stowage $v does not unpack or run here"
+    fi
+    printf '%s\n' "$want" >"$tmp/tree/.stowage-release"
+    if ! mv "$tmp/tree" "$dir" 2>/dev/null; then
+        # Another job was first, or an incomplete tree is in the way.
+        if [ "$(cat "$dir/.stowage-release" 2>/dev/null)" != "$want" ]; then
+            rm -rf "$dir"
+            mv "$tmp/tree" "$dir" || nobin "cannot move the release into $dir"
+        fi
+    fi
+    rm -rf "$tmp"
+    say "stowage $v downloaded, sha256 verified, in $dir"
+    printf '%s\n' "$dir/bin/stowage"
 }
 
 # Builds the checkout once per source hash and machine architecture; prints the binary path.
 build_from_source() {
-    cache_root=${STOWAGE_BUILD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/stowage/bin}
+    cache_root=$(cache_root)
     dest="$cache_root/$(source_hash)-$(uname -m)"
     if [ -x "$dest/stowage" ] && "$dest/stowage" --version >/dev/null 2>&1; then
         printf '%s\n' "$dest/stowage"
@@ -115,11 +229,12 @@ build_from_source() {
     say "building stowage from $src_root"
     started=$(date +%s)
     jobs=$(nproc 2>/dev/null || echo 2)
+    command -v cmake >/dev/null 2>&1 || nobin "cannot build stowage: no cmake"
     if ! cmake -S "$src_root" -B "$work/build" -DCMAKE_BUILD_TYPE=Release >"$work/log" 2>&1 ||
         ! cmake --build "$work/build" --target stowage -j "$jobs" >>"$work/log" 2>&1; then
         tail -n 40 "$work/log" >&2
         rm -rf "$work"
-        die "building stowage failed (the end of the build log is above)"
+        nobin "building stowage failed (the end of the build log is above)"
     fi
     mkdir -p "$dest"
     cp "$work/build/stowage" "$dest/stowage.tmp.$$"
@@ -129,6 +244,8 @@ build_from_source() {
     printf '%s\n' "$dest/stowage"
 }
 
+# Prints the binary's path. Exit 2: a bad STOWAGE_BIN (a configuration error); exit 1: none
+# could be had (the reasons are on stderr); exit 3: a download was refused (wrong sha256).
 find_bin() {
     if [ -n "${STOWAGE_BIN:-}" ]; then
         case "$STOWAGE_BIN" in
@@ -136,13 +253,55 @@ find_bin() {
         *) command -v "$STOWAGE_BIN" >/dev/null 2>&1 || die "STOWAGE_BIN=$STOWAGE_BIN is not on PATH" ;;
         esac
         printf '%s\n' "$STOWAGE_BIN"
-    elif have_source; then
+        return 0
+    fi
+    if [ "${STOWAGE_VERSION:-}" != source ] && a=$(release_arch); then
+        entry=$(release_entry "$a")
+        if [ -n "$entry" ]; then
+            rc=0
+            (fetch_release "${entry% *}" "$a" "${entry#* }") || rc=$?
+            [ "$rc" -eq 0 ] && return 0
+            [ "$rc" -eq 3 ] && exit 3
+            say "building from source instead"
+        elif [ -n "${STOWAGE_VERSION:-}" ]; then
+            say "stowage $STOWAGE_VERSION is not in $checksums for $a"
+        fi
+    fi
+    if have_source; then
         build_from_source
     elif command -v stowage >/dev/null 2>&1; then
         command -v stowage
     else
-        die "no stowage binary: set STOWAGE_BIN, put stowage on PATH, or run this script from a stowage checkout"
+        nobin "no stowage binary: no release listed, no stowage checkout around this script, none on PATH (set STOWAGE_BIN)"
     fi
+}
+
+is_strict() {
+    is_true "${STOWAGE_STRICT:-false}" && return 0
+    for a in "$@"; do
+        case "$a" in
+        --strict) return 0 ;;
+        --) return 1 ;;
+        esac
+    done
+    return 1
+}
+
+# get_bin WHAT ARGS...: sets bin, or (no binary) prints one warning and fails; exits 2 for a
+# configuration error and, with strict, for no binary.
+get_bin() {
+    what=$1
+    shift
+    rc=0
+    bin=$(find_bin) || rc=$?
+    [ "$rc" -eq 0 ] && return 0
+    [ "$rc" -eq 2 ] && exit 2
+    if is_strict "$@"; then
+        say "error: no stowage binary (see above); failing ($what, strict)"
+        exit 2
+    fi
+    say "warning: no stowage binary (see above); $what without the cache (--strict or STOWAGE_STRICT=true would fail)"
+    return 1
 }
 
 outputs_file() { printf '%s\n' "${STOWAGE_OUTPUT_FILE:-.stowage/outputs.env}"; }
@@ -171,9 +330,14 @@ has_flag() {
 }
 
 cmd_restore() {
-    bin=$(find_bin)
     f=$(outputs_file)
     mkdir -p "$(dirname -- "$f")"
+    if ! get_bin "the job continues" "$@"; then
+        printf 'STOWAGE_CACHE_HIT=false\nSTOWAGE_CACHE_RESULT=error\nSTOWAGE_CACHE_PRIMARY_KEY=\nSTOWAGE_CACHE_MATCHED_KEY=\n' >"$f"
+        echo "cache-hit=false"
+        echo "cache-result=error"
+        return 0
+    fi
     out=$(mktemp "${TMPDIR:-/tmp}/stowage-ci.XXXXXX")
     rc=0
     "$bin" restore "$@" >"$out" || rc=$?
@@ -232,7 +396,7 @@ cmd_save() {
         ;;
     *) die "unknown job status \"$status\" (success, failed, canceled or an exit status)" ;;
     esac
-    bin=$(find_bin)
+    get_bin "not saving" "$@" || return 0
     key=$(output_value STOWAGE_CACHE_PRIMARY_KEY)
     if [ -n "$key" ] && ! has_flag --key "$@"; then
         set -- --key "$key" "$@"
@@ -251,11 +415,24 @@ usage() {
 cmd=$1
 shift
 case "$cmd" in
-bin) find_bin ;;
+bin)
+    rc=0
+    (find_bin) || rc=$?
+    [ "$rc" -eq 0 ] || exit 2
+    ;;
 restore) cmd_restore "$@" ;;
 save) cmd_save "$@" ;;
-run | key | setup | clean)
-    bin=$(find_bin)
+run)
+    if get_bin "running the command" "$@"; then exec "$bin" run "$@"; fi
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do shift; done
+    [ $# -gt 1 ] || die "run needs -- COMMAND"
+    shift
+    exec "$@"
+    ;;
+key | setup | clean)
+    rc=0
+    bin=$(find_bin) || rc=$?
+    [ "$rc" -eq 0 ] || exit 2
     exec "$bin" "$cmd" "$@"
     ;;
 help | -h | --help) usage ;;

@@ -36,3 +36,70 @@ for part in sys.argv[2].split("."):
 print(v if isinstance(v, str) else json.dumps(v))
 PY
 }
+
+# release_setup: what the bootstrap tests download. Needs nginx_start (lib_nginx.sh) first.
+#   - the release tarball of $STOW_TEST_BUILD (`--target dist`, built only when build/dist has
+#     none), published as $NGINX_URL/anon/rel/v<version>/<file>, and a copy with one flipped
+#     byte under $NGINX_URL/anon/bad/v<version>/<file>;
+#   - $REL_SRC: a copy of the parts of the stowage checkout the templates use (sources,
+#     ci-templates) whose checksum lists name that tarball (written by
+#     ci-templates/update-checksums.sh, with release-url $REL_URL).
+# Sets REL_VERSION, REL_FILE, REL_SHA, REL_URL, REL_BAD_URL, REL_SRC, REL_LOG (nginx's access
+# log). Returns 1 (with REL_SKIP set) for a sanitizer build, which cannot make the artifact.
+# shellcheck disable=SC2034 # REL_* are for the sourcing test
+release_setup() {
+    : "${STOW_TEST_BUILD:?STOW_TEST_BUILD must point to the build directory (CTest sets it)}"
+    if grep -q '^STOW_SANITIZE:BOOL=ON' "$STOW_TEST_BUILD/CMakeCache.txt" 2>/dev/null; then
+        REL_SKIP="a STOW_SANITIZE build makes no release artifact"
+        return 1
+    fi
+    local tb
+    tb=$(find "$STOW_TEST_BUILD/dist" -maxdepth 1 -name 'stowage-*-linux-*.tar.gz' 2>/dev/null | head -n 1)
+    if [ -z "$tb" ]; then
+        cmake --build "$STOW_TEST_BUILD" --target dist >"$T/dist.log" 2>&1 || {
+            echo "FAIL: cmake --build --target dist: $(tail -20 "$T/dist.log")" >&2
+            exit 1
+        }
+        tb=$(find "$STOW_TEST_BUILD/dist" -maxdepth 1 -name 'stowage-*-linux-*.tar.gz' | head -n 1)
+    fi
+    REL_FILE=$(basename "$tb")
+    REL_VERSION=${REL_FILE#stowage-}
+    REL_VERSION=${REL_VERSION%-linux-*}
+    REL_SHA=$(sha256sum "$tb" | cut -d' ' -f1)
+    mkdir -p "$NGINX_ROOT/anon/rel/v$REL_VERSION" "$NGINX_ROOT/anon/bad/v$REL_VERSION" "$T/rel-dist"
+    cp "$tb" "$NGINX_ROOT/anon/rel/v$REL_VERSION/"
+    cp "$tb" "$NGINX_ROOT/anon/bad/v$REL_VERSION/"
+    python3 -c 'import sys; p=sys.argv[1]; b=bytearray(open(p,"rb").read()); b[len(b)//2]^=1; open(p,"wb").write(b)' \
+        "$NGINX_ROOT/anon/bad/v$REL_VERSION/$REL_FILE"
+    REL_URL=$NGINX_URL/anon/rel
+    REL_BAD_URL=$NGINX_URL/anon/bad
+    REL_LOG=$NGINX_DIR/logs/access.log
+    cp "$tb" "$T/rel-dist/" && (cd "$T/rel-dist" && sha256sum "$REL_FILE" >"$REL_FILE.sha256")
+    REL_SRC=$T/rel-src
+    mkdir -p "$REL_SRC"
+    (cd "$STOW_TEST_SRC" && cp -a CMakeLists.txt common backends agent tools ci-templates "$REL_SRC/")
+    sh "$REL_SRC/ci-templates/update-checksums.sh" "$REL_URL" "$T/rel-dist" >"$T/update-checksums.log" 2>&1 || {
+        echo "FAIL: update-checksums.sh: $(cat "$T/update-checksums.log")" >&2
+        exit 1
+    }
+}
+
+# downloads: how many times nginx served the release tarball (GET, 200).
+downloads() {
+    awk -v p="\"GET /anon/rel/v$REL_VERSION/$REL_FILE " 'index($0, p) && $9 == 200 { n++ } END { print n + 0 }' "$REL_LOG"
+}
+
+# path_without_cmake DIR: fills DIR with links to everything in /usr/bin and /bin but cmake
+# and the C compilers, for PATH=DIR: a runner that cannot build stowage.
+path_without_cmake() {
+    python3 - "$1" <<'PY'
+import os, sys
+d = sys.argv[1]
+os.makedirs(d, exist_ok=True)
+for src in ("/usr/bin", "/bin"):
+    for n in os.listdir(src):
+        if n in ("cmake", "cc", "gcc", "c99", "make") or os.path.lexists(os.path.join(d, n)):
+            continue
+        os.symlink(os.path.join(src, n), os.path.join(d, n))
+PY
+}

@@ -7,6 +7,8 @@
 //   - the main step, then an optional build step (--build 'shell command'; its status is the
 //     job status, or --cancel), then the post step when post-if holds, with the main step's
 //     state as STATE_<name> and its GITHUB_ENV exports in the environment,
+//   - each step's wall time (durationMs), and the tool cache the runner provides
+//     (RUNNER_TOOL_CACHE: inherited, else a fresh one per job),
 //   - workflow commands on stdout collected (annotations); the deprecated set-output,
 //     save-state, set-env and add-path commands are refused, as the runner does.
 // Writes everything observed as JSON to --out.
@@ -217,10 +219,13 @@ function main() {
     }
     const env = { ...base, ...ctxEnv, ...extraEnv, ...files };
     if (extraPath.length) env.PATH = [...extraPath, base.PATH].join(path.delimiter);
+    const t0 = Date.now();
     const r = spawnSync(argv[0], argv.slice(1), { cwd: workspace, env, encoding: 'utf8', maxBuffer: 64 << 20 });
+    const durationMs = Date.now() - t0;
     process.stderr.write(`---- ${label} (exit ${r.status})\n${r.stdout}${r.stderr}`);
     const step = {
       exit: r.error ? 127 : r.status === null ? 128 : r.status,
+      durationMs,
       stdout: r.stdout || '',
       stderr: r.stderr || '',
       outputs: parseFileCommands(files.GITHUB_OUTPUT),

@@ -2,9 +2,14 @@
 # The GitHub action (ci-templates/github) run the way the Actions runner runs it
 # (tests/integration/gha_harness.js: INPUT_*, per-step files, main, build, post-if, post with
 # STATE_*), against a local store; and the action and example workflow YAML validated with
-# @action-validator/cli.
+# @action-validator/cli. The bootstrap: with no stowage-bin the action downloads the release
+# listed in its checksum list from a local nginx (a copy of the action whose list names this
+# build's dist tarball), verifies it and keeps it in the tool cache; refuses a corrupted
+# download; falls back to a source build when the server is unreachable, and to a warning when
+# it cannot build either.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/ci_lib.sh"
+. "$(dirname "$0")/lib_nginx.sh"
 need_ci_tool action-validator
 need_cmd node
 
@@ -262,6 +267,7 @@ start=$(date +%s%N)
 STOWAGE_BIN="" gha build1 --action "$ACTION" --input "url=file://$STORE" --input key=built-1 --input 'path=~/b' \
     --build 'mkdir -p ~/b && echo b >~/b/f'
 first_ms=$((($(date +%s%N) - start) / 1000000))
+BUILD_READY=$(R build1 main.stdout | sed -n 's/^stowage binary ready in \([0-9]*\) ms.*/\1/p')
 expect_eq "main exit" "$(R build1 main.exit)" 0
 BIN=$(R build1 main.state.bin)
 case "$BIN" in "$RUNNER_TOOL_CACHE"/stowage/*/stowage) ok "built into the tool cache: ${BIN#"$T"/}" ;; *) fail "binary at $BIN" ;; esac
@@ -278,5 +284,120 @@ expect_eq "same binary" "$(R build2 main.state.bin)" "$BIN"
 expect_eq "cache-hit with the built binary" "$(R build2 main.outputs.cache-hit)" true
 echo "timing: first run with build ${first_ms} ms, second run ${second_ms} ms (both include restore and save)"
 unset RUNNER_TOOL_CACHE
+
+case_begin "the committed checksum list parses; its entries are the GitLab template's"
+node -e '
+const r = require(process.argv[1]);
+const l = r.readChecksums();
+for (const e of l.entries) if (!/^[0-9a-f]{64}$/.test(e.sha256)) throw new Error(e.file);
+console.log(l.entries.map((e) => e.sha256 + "  " + e.file).join("\n"));
+' "$ACTION/lib/release.js" >"$T/list-entries" && ok "ci-templates/checksums.txt parses" || fail "checksums.txt: $(cat "$T/list-entries")"
+sed -n '/# BEGIN stowage release checksums/,/# END stowage release checksums/p' "$STOW_TEST_SRC/ci-templates/gitlab/stowage.gitlab-ci.yml" |
+    grep -oE '[0-9a-f]{64}  stowage-[^ ]+\.tar\.gz' >"$T/gl-entries" || :
+diff <(sort "$T/list-entries" | grep .) <(sort "$T/gl-entries") >"$T/entries.diff" && ok "the same entries in both" ||
+    fail "checksums.txt and the GitLab template differ: $(cat "$T/entries.diff")"
+
+REL_STARTED=$SECONDS
+mkdir -p "$T/srv"
+nginx_start "$T/srv" || { echo "FAIL: cannot start nginx" >&2; exit 1; }
+trap 'set +e; _lib_nginx_exit; _run_cleanups' EXIT
+if ! release_setup; then
+    echo "SKIP (release download cases): $REL_SKIP"
+    finish
+    exit 0
+fi
+RACTION=$REL_SRC/ci-templates/github
+RCOMMON=(--action "$RACTION" --input "url=file://$STORE" --input 'path=~/r')
+if command -v stowage >/dev/null; then fail "a stowage on PATH: $(command -v stowage)"; fi
+
+case_begin "release: empty tool cache, no stowage-bin: downloads, verifies, runs it"
+NAME=rel1
+runner gh-rel1
+export RUNNER_TOOL_CACHE="$T/tc-rel"
+STOWAGE_BIN="" gha rel1 "${RCOMMON[@]}" --input key=rel-1 --build 'mkdir -p ~/r && echo r >~/r/f'
+expect_eq "main exit" "$(R rel1 main.exit)" 0
+expect_eq "cache-result" "$(R rel1 main.outputs.cache-result)" miss
+RBIN=$(R rel1 main.state.bin)
+expect_eq "binary in the tool cache" "$RBIN" "$RUNNER_TOOL_CACHE/stowage/$REL_VERSION/x86_64/bin/stowage"
+expect_eq "downloads" "$(downloads)" 1
+grep -q "downloaded, [0-9]* bytes, sha256 verified" <<<"$(R rel1 main.stdout)" && ok "the log says downloaded and verified" ||
+    fail "$(R rel1 main.stdout | head -20)"
+[ -f "$RUNNER_TOOL_CACHE/stowage/$REL_VERSION/x86_64/lib/libcurl.so.4" ] && ok "unpacked with its lib/" || fail "no lib/ beside bin/"
+expect_eq "post exit" "$(R rel1 post.exit)" 0
+[ -f "$STORE/manifests/default/rel-1.json" ] && ok "the downloaded binary saved rel-1" || fail "rel-1 not saved"
+! grep -q 'building stowage' "$T/rel1.log" && ok "nothing built" || fail "built although a release is listed"
+DL_READY=$(R rel1 main.stdout | sed -n 's/^stowage binary ready in \([0-9]*\) ms.*/\1/p')
+
+case_begin "release: a second job takes it from the tool cache, no download"
+NAME=rel2
+runner gh-rel2
+STOWAGE_BIN="" gha rel2 "${RCOMMON[@]}" --input key=rel-1
+expect_eq "cache-hit" "$(R rel2 main.outputs.cache-hit)" true
+expect_eq "same binary" "$(R rel2 main.state.bin)" "$RBIN"
+expect_eq "downloads" "$(downloads)" 1
+grep -q "from the tool cache" <<<"$(R rel2 main.stdout)" && ok "the log says tool cache" || fail "$(R rel2 main.stdout | head)"
+CACHED_READY=$(R rel2 main.stdout | sed -n 's/^stowage binary ready in \([0-9]*\) ms.*/\1/p')
+
+case_begin "release: a corrupted download is refused, not run, not cached; the job goes on"
+NAME=relbad
+runner gh-relbad
+export RUNNER_TOOL_CACHE="$T/tc-bad"
+STOWAGE_BIN="" gha relbad "${RCOMMON[@]}" --input key=rel-bad --input "release-url=$REL_BAD_URL" \
+    --build 'mkdir -p ~/r && echo bad >~/r/f'
+expect_eq "main exit (fail-open)" "$(R relbad main.exit)" 0
+expect_eq "cache-hit" "$(R relbad main.outputs.cache-hit)" false
+expect_eq "cache-result" "$(R relbad main.outputs.cache-result)" error
+expect_eq "one annotation" "$(R relbad main.annotations.1)" null
+expect_eq "annotation level" "$(R relbad main.annotations.0.level)" warning
+grep -q "has sha256 [0-9a-f]\{64\}, but the action's checksum list says $REL_SHA: refused" <<<"$(R relbad main.annotations.0.message)" &&
+    ok "the warning names both checksums" || fail "$(R relbad main.annotations)"
+expect_eq "the job's build ran" "$(R relbad build.exit)" 0
+expect_eq "post exit" "$(R relbad post.exit)" 0
+grep -q "had no stowage binary; not saving" <<<"$(R relbad post.stdout)" && ok "post did not save" || fail "$(R relbad post.stdout)"
+[ -z "$(find "$RUNNER_TOOL_CACHE" -mindepth 1 -not -type d)" ] && ok "nothing left in the tool cache" ||
+    fail "left: $(find "$RUNNER_TOOL_CACHE" -mindepth 1 | head)"
+! grep -q 'building stowage' "$T/relbad.log" && ok "no fallback build after a refused download" || fail "built after a mismatch"
+summary_has relbad main "no stowage binary" && ok "summary says so" || fail "$(R relbad main.summary)"
+NAME=relbad-strict
+STOWAGE_BIN="" gha relbad-strict "${RCOMMON[@]}" --input key=rel-bad --input "release-url=$REL_BAD_URL" --input strict=true \
+    --build 'echo the build ran'
+expect_eq "main exit (strict)" "$(R relbad-strict main.exit)" 1
+expect_eq "annotation level" "$(R relbad-strict main.annotations.0.level)" error
+expect_eq "the job stops" "$(R relbad-strict build)" null
+expect_eq "cache-result" "$(R relbad-strict main.outputs.cache-result)" error
+
+case_begin "release: server unreachable: falls back to the source build"
+NAME=reldown
+runner gh-reldown
+DEAD_PORT=$(_free_port)
+# The tool cache of the build case above: the fallback finds the build of the same sources.
+export RUNNER_TOOL_CACHE="$T/tool-cache"
+STOWAGE_BIN="" gha reldown "${RCOMMON[@]}" --input key=rel-1 --input "release-url=http://127.0.0.1:$DEAD_PORT/rel"
+expect_eq "main exit" "$(R reldown main.exit)" 0
+expect_eq "cache-hit" "$(R reldown main.outputs.cache-hit)" true
+expect_eq "the built binary" "$(R reldown main.state.bin)" "$BIN"
+expect_eq "annotation level" "$(R reldown main.annotations.0.level)" warning
+grep -q "could not download stowage $REL_VERSION.*built stowage from source instead" <<<"$(R reldown main.annotations.0.message)" &&
+    ok "warning: downloaded nothing, built instead" || fail "$(R reldown main.annotations)"
+
+case_begin "release: unreachable and no build tools: warning, the job goes on"
+NAME=relnotools
+runner gh-relnotools
+export RUNNER_TOOL_CACHE="$T/tc-notools"
+path_without_cmake "$T/nocmake"
+STOWAGE_BIN="" PATH="$T/nocmake" gha relnotools "${RCOMMON[@]}" --input key=rel-1 \
+    --input "release-url=http://127.0.0.1:$DEAD_PORT/rel" --build 'echo the build ran'
+expect_eq "main exit (fail-open)" "$(R relnotools main.exit)" 0
+expect_eq "cache-result" "$(R relnotools main.outputs.cache-result)" error
+expect_eq "cache-hit" "$(R relnotools main.outputs.cache-hit)" false
+expect_eq "the job's build ran" "$(R relnotools build.exit)" 0
+grep -q "no stowage binary: could not download.*no cmake" <<<"$(R relnotools main.annotations.0.message)" &&
+    ok "one warning with both reasons" || fail "$(R relnotools main.annotations)"
+expect_eq "one annotation" "$(R relnotools main.annotations.1)" null
+unset RUNNER_TOOL_CACHE
+
+echo "timing: no stowage on the runner -> restore started: build path ${BUILD_READY:-?} ms," \
+    "download path ${DL_READY:-?} ms, from the tool cache ${CACHED_READY:-?} ms;" \
+    "the release cases took $((SECONDS - REL_STARTED)) s"
 
 finish

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # ci-templates/shell/stowage-ci.sh under dash (POSIX sh): finding the binary, restore with the
 # dotenv outputs file, save gated by the job status and keyed by the restore's primary key,
-# run, and the Buildkite hooks and cloud-init user data that use it.
+# run, and the Buildkite hooks and cloud-init user data that use it. The bootstrap: a copy of
+# the wrapper whose checksum list names this build's dist tarball downloads it from a local
+# nginx, verifies and caches it; a corrupted download is refused (a warning, outputs say
+# error; strict fails); an unreachable server falls back to a build, and without cmake to a
+# warning; run still runs the command.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/ci_lib.sh"
+. "$(dirname "$0")/lib_nginx.sh"
 need_cmd dash
 
 W="$STOW_TEST_SRC/ci-templates/shell/stowage-ci.sh"
@@ -37,6 +42,15 @@ set -e
 expect_rc 0 && [ "$(cat "$T/out")" = "$T/pathbin/stowage" ] && ok "stowage on PATH" || fail "$(cat "$T/err")"
 [ "$RC2" -eq 2 ] && grep -q "no stowage binary" "$T/err2" && ok "nothing found: exit 2 with a message" ||
     fail "got $RC2: $(cat "$T/err2")"
+set +e
+(cd "$T" && STOWAGE_BIN="" PATH="/usr/bin:/bin" dash "$T/alone/bin/stowage-ci.sh" restore --key k-1 --path "$T/x") >"$T/out3" 2>"$T/err3"
+RC3=$?
+(cd "$T" && STOWAGE_BIN="" STOWAGE_STRICT=true PATH="/usr/bin:/bin" dash "$T/alone/bin/stowage-ci.sh" restore --key k-1) >/dev/null 2>"$T/err4"
+RC4=$?
+set -e
+[ "$RC3" -eq 0 ] && grep -q '^STOWAGE_CACHE_RESULT=error$' "$T/.stowage/outputs.env" && [ "$(grep -c 'warning:' "$T/err3")" = 1 ] &&
+    ok "restore without a binary: one warning, exit 0, result error" || fail "got $RC3: $(cat "$T/err3")"
+[ "$RC4" -eq 2 ] && grep -q "strict" "$T/err4" && ok "the same with STOWAGE_STRICT=true: exit 2" || fail "got $RC4: $(cat "$T/err4")"
 
 case_begin "restore writes the dotenv outputs; save uses the primary key from it"
 runner r1
@@ -121,4 +135,58 @@ if (!Array.isArray(d.runcmd) || !Array.isArray(d.packages)) throw new Error("run
     ok "YAML" || fail "cloud-init.yaml does not parse"
 shellcheck -s sh "$T/run-one-job" >"$T/sc.out" 2>&1 && ok "run-one-job" || fail "$(cat "$T/sc.out")"
 
+case_begin "release: downloads the listed tarball, verifies it, caches it; the second time no download"
+REL_STARTED=$SECONDS
+mkdir -p "$T/srv"
+nginx_start "$T/srv" || { echo "FAIL: cannot start nginx" >&2; exit 1; }
+trap 'set +e; _lib_nginx_exit; _run_cleanups' EXIT
+if ! release_setup; then
+    echo "SKIP (release download cases): $REL_SKIP"
+    finish
+    exit 0
+fi
+W="$REL_SRC/ci-templates/shell/stowage-ci.sh"
+runner rel
+export STOWAGE_BIN="" STOWAGE_BUILD_CACHE="$T/wc"
+w bin
+RBIN="$T/wc/$REL_VERSION/x86_64/bin/stowage"
+expect_rc 0 && [ "$(cat "$T/out")" = "$RBIN" ] && ok "bin: the unpacked release" || fail "$(cat "$T/out" "$T/err")"
+[ "$(downloads)" = 1 ] && err_has "sha256 verified" && ok "downloaded once, verified" || fail "downloads $(downloads): $(cat "$T/err")"
+"$RBIN" --version | grep -q "^stowage $REL_VERSION " && ok "it runs" || fail "$RBIN --version"
+rm -rf "$T/job/.stowage"
+w restore --key rel-1 --path '~/c'
+expect_rc 0 && grep -q '^STOWAGE_CACHE_RESULT=miss$' "$T/job/.stowage/outputs.env" && ok "restore with it" || fail "$(cat "$T/err")"
+[ "$(downloads)" = 1 ] && err_has "from the cache" && ok "second use: from the cache, no download" || fail "downloads $(downloads): $(cat "$T/err")"
+
+case_begin "release: a corrupted download is refused and not run; restore fails open, strict fails"
+export STOWAGE_BUILD_CACHE="$T/wc-bad" STOWAGE_RELEASE_URL="$REL_BAD_URL"
+rm -rf "$T/job/.stowage"
+w restore --key rel-1 --path '~/c'
+expect_rc 0 && grep -q '^STOWAGE_CACHE_RESULT=error$' "$T/job/.stowage/outputs.env" && out_has "cache-hit=false" &&
+    ok "exit 0, outputs say error" || fail "$(cat "$T/err")"
+err_has "but the checksum list says $REL_SHA: refused" && [ "$(grep -c 'warning:' "$T/err")" = 1 ] &&
+    ok "one warning after the refusal" || fail "$(cat "$T/err")"
+! err_has "building" && ok "no fallback build" || fail "built after a mismatch: $(cat "$T/err")"
+[ -z "$(find "$T/wc-bad" -mindepth 1 -not -type d)" ] && ok "nothing kept" || fail "$(find "$T/wc-bad" -mindepth 1)"
+w restore --key rel-1 --path '~/c' --strict
+expect_rc 2 && err_has "strict" && ok "--strict: exit 2" || fail "$(cat "$T/err")"
+w save --key rel-bad --path '~/c'
+expect_rc 0 && err_has "warning: no stowage binary" && ok "save fails open too" || fail "$(cat "$T/err")"
+# shellcheck disable=SC2016 # expanded by the command's shell
+w run --key rel-1 --path '~/c' -- sh -c 'echo ran >"$HOME/ran"; exit 4'
+expect_rc 4 && [ -f "$HOME/ran" ] && ok "run runs the command without the cache, keeps its status" || fail "$(cat "$T/err")"
+
+case_begin "release: server unreachable: tries a build; without cmake, one warning"
+DEAD_PORT=$(_free_port)
+export STOWAGE_BUILD_CACHE="$T/wc-down" STOWAGE_RELEASE_URL="http://127.0.0.1:$DEAD_PORT/rel"
+path_without_cmake "$T/nocmake"
+rm -rf "$T/job/.stowage"
+PATH="$T/nocmake" w restore --key rel-1 --path '~/c'
+expect_rc 0 && grep -q '^STOWAGE_CACHE_RESULT=error$' "$T/job/.stowage/outputs.env" && ok "exit 0, outputs say error" ||
+    fail "$(cat "$T/err")"
+err_has "could not download" && err_has "building from source instead" && err_has "no cmake" &&
+    ok "download failed, build tried, no cmake" || fail "$(cat "$T/err")"
+unset STOWAGE_RELEASE_URL STOWAGE_BUILD_CACHE
+
+echo "timing: the release cases took $((SECONDS - REL_STARTED)) s"
 finish

@@ -7,6 +7,7 @@ const os = require('os');
 const path = require('path');
 const { spawn, spawnSync } = require('child_process');
 const gh = require('./runner');
+const release = require('./release');
 
 const WRAPPER = path.join(__dirname, '..', '..', 'shell', 'stowage-ci.sh');
 
@@ -23,10 +24,56 @@ function onPath(name) {
   return '';
 }
 
-// The binary: the stowage-bin input (a path or a command on PATH), else a build of the
-// stowage checkout this action was downloaded with, cached under the runner's tool cache by
-// a hash of the sources (ci-templates/shell/stowage-ci.sh bin does the work).
-function findStowage() {
+// The binary could not be obtained (download refused or failed and no build possible): the
+// action goes on without the cache unless strict is set.
+class BootstrapError extends Error {}
+
+function toolCacheRoot() {
+  return (
+    process.env.STOWAGE_BUILD_CACHE ||
+    (process.env.RUNNER_TOOL_CACHE
+      ? path.join(process.env.RUNNER_TOOL_CACHE, 'stowage')
+      : path.join(os.homedir(), '.cache', 'stowage', 'bin'))
+  );
+}
+
+// Where releases are downloaded from: the release-url input, STOWAGE_RELEASE_URL, the
+// release-url of the checksum list (the repository whose release workflow wrote it), the
+// releases of the repository this action came from (GitHub.com or Enterprise).
+function releaseBase(list) {
+  const input = gh.input('release-url');
+  if (input) return input;
+  if (process.env.STOWAGE_RELEASE_URL) return process.env.STOWAGE_RELEASE_URL;
+  if (list.releaseUrl) return list.releaseUrl;
+  if (process.env.GITHUB_ACTION_REPOSITORY)
+    return `${process.env.GITHUB_SERVER_URL || 'https://github.com'}/${process.env.GITHUB_ACTION_REPOSITORY}/releases/download`;
+  return '';
+}
+
+// Builds the stowage checkout this action was downloaded with (ci-templates/shell/stowage-ci.sh
+// bin), cached in the tool cache by a hash of the sources; '' with the reason when it cannot.
+function buildFromSource(root) {
+  const r = spawnSync('sh', [WRAPPER, 'bin'], {
+    env: { ...process.env, STOWAGE_BUILD_CACHE: root, STOWAGE_VERSION: 'source', STOWAGE_BIN: '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    encoding: 'utf8',
+  });
+  if (r.stderr) process.stderr.write(r.stderr);
+  if (r.error) return { bin: '', why: `cannot run ${WRAPPER}: ${r.error.message}` };
+  const lines = (r.stdout || '').trim().split('\n');
+  const bin = lines[lines.length - 1];
+  if (r.status !== 0 || !bin) {
+    const last = (r.stderr || '').trim().split('\n').pop() || '';
+    return { bin: '', why: `building from source failed (${last.replace(/^stowage-ci: (error: )?/, '') || `exit ${r.status}`})` };
+  }
+  return { bin };
+}
+
+// The binary: the stowage-bin input (a path or a command on PATH); else the release listed in
+// the action's checksum list for this runner, from the tool cache or downloaded and verified
+// into it; else a build of the action's own source. Resolves to { bin, how }; throws a
+// BootstrapError when there is none (and a plain Error for a bad stowage-bin).
+async function findStowage() {
   const wanted = gh.input('stowage-bin');
   if (wanted) {
     const p = wanted.includes('/') ? path.resolve(wanted) : onPath(wanted);
@@ -35,27 +82,48 @@ function findStowage() {
     } catch {
       throw new Error(`stowage-bin: ${wanted} is not an executable file`);
     }
-    return p;
+    return { bin: p, how: 'stowage-bin' };
   }
-  const cache =
-    process.env.STOWAGE_BUILD_CACHE ||
-    (process.env.RUNNER_TOOL_CACHE
-      ? path.join(process.env.RUNNER_TOOL_CACHE, 'stowage')
-      : path.join(os.homedir(), '.cache', 'stowage', 'bin'));
+  const root = toolCacheRoot();
   const started = Date.now();
-  gh.group('stowage: find or build the binary');
-  const r = spawnSync('sh', [WRAPPER, 'bin'], {
-    env: { ...process.env, STOWAGE_BUILD_CACHE: cache },
-    stdio: ['ignore', 'pipe', 'inherit'],
-    encoding: 'utf8',
-  });
-  gh.info(`stowage binary ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-  gh.endGroup();
-  if (r.error) throw new Error(`cannot run ${WRAPPER}: ${r.error.message}`);
-  const lines = (r.stdout || '').trim().split('\n');
-  const bin = lines[lines.length - 1];
-  if (r.status !== 0 || !bin) throw new Error(`no stowage binary (stowage-ci.sh bin exited ${r.status})`);
-  return bin;
+  const ready = (bin, how) => {
+    gh.info(`stowage binary ready in ${Date.now() - started} ms (${how}): ${bin}`);
+    return { bin, how };
+  };
+  gh.group('stowage: find, download or build the binary');
+  try {
+    const version = gh.input('version');
+    let fallbackWhy = '';
+    if (version !== 'source') {
+      const list = release.readChecksums();
+      const { entry, why } = release.pick(list, version, release.runnerArch());
+      if (entry) {
+        const hit = release.cached(root, entry);
+        if (hit) return ready(hit, `stowage ${entry.version} from the tool cache`);
+        const base = releaseBase(list);
+        if (!base) {
+          fallbackWhy = 'no release URL (set the release-url input or STOWAGE_RELEASE_URL)';
+        } else {
+          try {
+            const got = await release.fetchRelease(root, entry, base);
+            return ready(got.bin, `stowage ${entry.version} downloaded, ${got.bytes} bytes, sha256 verified`);
+          } catch (e) {
+            if (e instanceof release.ChecksumError) throw new BootstrapError(e.message);
+            fallbackWhy = `could not download stowage ${entry.version}: ${e.message}`;
+          }
+        }
+      } else {
+        gh.info(`stowage: ${why}; building from source`);
+      }
+    }
+    if (fallbackWhy) gh.info(`stowage: ${fallbackWhy}; building from source instead`);
+    const b = buildFromSource(root);
+    if (!b.bin) throw new BootstrapError(fallbackWhy ? `${fallbackWhy}; ${b.why}` : b.why);
+    if (fallbackWhy) gh.warning(`${fallbackWhy}; built stowage from source instead`, 'stowage');
+    return ready(b.bin, 'built from source');
+  } finally {
+    gh.endGroup();
+  }
 }
 
 // Flags for the inputs that are set; unset ones leave STOWAGE_* variables and the config
@@ -180,4 +248,4 @@ function lastInfo(log) {
   return '';
 }
 
-module.exports = { findStowage, commonArgs, inputEnv, run, exitMeaning, redactUrl, summary, code, html, lastInfo };
+module.exports = { BootstrapError, findStowage, commonArgs, inputEnv, run, exitMeaning, redactUrl, summary, code, html, lastInfo };
