@@ -8,12 +8,14 @@
  * host. Extra headers from opts->headers go on every request. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <strings.h>
 
 #include <curl/curl.h>
 
 #include "buf.h"
 #include "log.h"
+#include "readfile.h"
 #include "backend.h"
 #include "httpc.h"
 
@@ -254,6 +256,27 @@ static int http_open(stow_backend **out, const stow_backend_opts *opts, stow_err
     stow_httpc_config_init(&cfg, opts);
     cfg.userpwd = userpwd;
     cfg.netrc = userpwd == NULL && !have_token;
+    if (cfg.netrc) {
+        /* curl reads the .netrc itself, whole: let it only read a regular file of sane size
+         * (a FIFO would hang every request, /dev/zero would never end). */
+        char nbuf[4096];
+        const char *nf = getenv("NETRC"), *home = getenv("HOME");
+        if ((nf == NULL || nf[0] == '\0') && home != NULL &&
+            snprintf(nbuf, sizeof(nbuf), "%s/.netrc", home) < (int)sizeof(nbuf))
+            nf = nbuf;
+        int fd = -1;
+        stow_error nerr = {0};
+        if (nf != NULL && nf[0] != '\0') {
+            int nrc = stow_open_file(&fd, nf, 1u << 20, &nerr);
+            if (fd >= 0)
+                close(fd);
+            if (nrc != STOW_OK) {
+                if (nrc != STOW_ENOTFOUND)
+                    stow_warn("not reading %s: %s", nf, nerr.msg);
+                cfg.netrc = 0;
+            }
+        }
+    }
     cfg.headers = (const char *const *)b->headers;
     rc = stow_httpc_new(&b->hc, &cfg, err);
     if (rc != STOW_OK)

@@ -14,11 +14,13 @@
 #include "buf.h"
 #include "httpc.h"
 #include "log.h"
+#include "readfile.h"
 #include "util.h"
 
 #define PATH_CAP 4096
 #define PROFILE_MAX 128
 #define INI_PHYS_LINE_MAX 65536        /* longest line accepted in a credentials file */
+#define CREDS_FILE_MAX (1u << 20)      /* largest credentials file read */
 #define IMDS_BODY_MAX 65536            /* cap on any metadata response */
 #define IMDS_TOKEN_TTL "21600"
 #define IMDS_CONNECT_TIMEOUT_MS 1000L
@@ -302,8 +304,10 @@ static long physical_line(const char *path, int num, long logical)
     line_reader r = {0};
     if (num < 8 || (buf = malloc((size_t)num)) == NULL)
         return logical;
-    r.f = fopen(path, "r");
-    if (r.f == NULL) {
+    int fd = -1;
+    if (stow_open_file(&fd, path, CREDS_FILE_MAX, NULL) != STOW_OK || (r.f = fdopen(fd, "r")) == NULL) {
+        if (fd >= 0)
+            close(fd);
         free(buf);
         return logical;
     }
@@ -327,12 +331,21 @@ int stow_s3_creds_from_file(stow_s3_creds *out, const char *path, const char *pr
     profile_parse pp = {0};
 
     memset(out, 0, sizeof(*out));
-    r.f = fopen(path, "r");
-    if (r.f == NULL) {
-        if (errno == ENOENT || errno == ENOTDIR)
-            return stow_error_set(err, STOW_ENOTFOUND, "%s: not found", path);
-        return stow_error_set(err, STOW_EAUTH, "%s: %s", path, strerror(errno));
+    /* A regular file of bounded size: never a FIFO that hangs or /dev/zero that never ends. */
+    int fd = -1;
+    rc = stow_open_file(&fd, path, CREDS_FILE_MAX, err);
+    if (rc == STOW_ENOTFOUND)
+        return stow_error_set(err, STOW_ENOTFOUND, "%s: not found", path);
+    if (rc != STOW_OK) { /* the message names the file and why */
+        if (err != NULL)
+            err->code = STOW_EAUTH;
+        return STOW_EAUTH;
     }
+    if ((r.f = fdopen(fd, "r")) == NULL) {
+        close(fd);
+        return stow_error_set(err, STOW_ERR, "%s: %s", path, strerror(errno));
+    }
+    rc = STOW_ERR;
     pp.profile = profile;
     pp.reader = &r;
     pp.out = out;

@@ -6,33 +6,37 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+int stow_open_file(int *fd, const char *path, size_t max, stow_error *err)
+{
+    struct stat st;
+    *fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (*fd < 0)
+        return stow_error_set(err, (errno == ENOENT || errno == ENOTDIR) ? STOW_ENOTFOUND : STOW_ERR, "%s: %s",
+                              path, strerror(errno));
+    int rc = STOW_OK;
+    if (fstat(*fd, &st) != 0)
+        rc = stow_error_set(err, STOW_ERR, "%s: %s", path, strerror(errno));
+    else if (!S_ISREG(st.st_mode))
+        rc = stow_error_set(err, STOW_ERR, "%s: not a regular file", path);
+    else if ((unsigned long long)st.st_size > (unsigned long long)max)
+        rc = stow_error_set(err, STOW_ERR, "%s: %lld bytes; the limit is %zu", path, (long long)st.st_size, max);
+    if (rc != STOW_OK) {
+        close(*fd);
+        *fd = -1;
+    }
+    return rc;
+}
+
 int stow_read_file(stow_buf *out, const char *path, size_t max, stow_error *err)
 {
     int rc = STOW_ERR;
     int fd = -1;
-    struct stat st;
     char chunk[16384];
 
     stow_buf_reset(out);
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    if (fd < 0) {
-        rc = stow_error_set(err, errno == ENOENT ? STOW_ENOTFOUND : STOW_ERR, "%s: %s", path,
-                            strerror(errno));
+    if ((rc = stow_open_file(&fd, path, max, err)) != STOW_OK)
         goto done;
-    }
-    if (fstat(fd, &st) != 0) {
-        rc = stow_error_set(err, STOW_ERR, "%s: %s", path, strerror(errno));
-        goto done;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        rc = stow_error_set(err, STOW_ERR, "%s: not a regular file", path);
-        goto done;
-    }
-    if ((unsigned long long)st.st_size > (unsigned long long)max) {
-        rc = stow_error_set(err, STOW_ERR, "%s: %lld bytes; the limit is %zu", path,
-                            (long long)st.st_size, max);
-        goto done;
-    }
+    rc = STOW_ERR;
     /* Regular files never block, so the O_NONBLOCK above changes nothing from here on. The
      * size is checked again while reading: the file may grow after fstat. */
     for (;;) {

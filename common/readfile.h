@@ -15,4 +15,8 @@
  * otherwise (not a regular file, larger than max, unreadable). out keeps nothing on error. */
 int stow_read_file(stow_buf *out, const char *path, size_t max, stow_error *err);
 
+/* The same checks for a file read as a stream: *fd is an open descriptor of a regular file
+ * of at most max bytes (the caller closes it), or -1 with the same errors as above. */
+int stow_open_file(int *fd, const char *path, size_t max, stow_error *err);
+
 #endif

@@ -177,6 +177,17 @@ static void test_file_profiles(void)
     CHECK_INT(stow_s3_creds_from_file(&c, missing, "default", &err), STOW_ENOTFOUND);
     CHECK(strstr(err.msg, missing) != NULL);
 
+    /* not a regular file: a FIFO without a writer (would block forever), a device that never
+     * ends, a directory: refused at once, naming the file */
+    char fifo[600];
+    tpath(fifo, sizeof(fifo), "creds-fifo");
+    CHECK_INT(mkfifo(fifo, 0600), 0);
+    CHECK_INT(stow_s3_creds_from_file(&c, fifo, "default", &err), STOW_EAUTH);
+    CHECK(strstr(err.msg, fifo) != NULL && strstr(err.msg, "not a regular file") != NULL);
+    unlink(fifo);
+    CHECK_INT(stow_s3_creds_from_file(&c, "/dev/zero", "default", &err), STOW_EAUTH);
+    CHECK(strstr(err.msg, "/dev/zero") != NULL);
+
     /* through the chain: AWS_PROFILE selects, default otherwise */
     setenv("AWS_SHARED_CREDENTIALS_FILE", path, 1);
     CHECK_INT(stow_s3_creds_resolve(&c, &err), 0);

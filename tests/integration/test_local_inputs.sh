@@ -57,4 +57,15 @@ else
         fail "$(cat "$T/err")"
 fi
 
+case_begin "credentials files: a FIFO as .netrc or as the AWS credentials file"
+mkfifo "$T/netrc.fifo" "$T/aws.fifo"
+# The HTTP store on a closed port: the point is that reading .netrc neither hangs nor is skipped silently.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+NETRC="$T/netrc.fifo" tstow restore --key k --path "$T/src" --url "http://127.0.0.1:$port/c" --retries 0
+expect_rc 0 && err_has "not reading $T/netrc.fifo: .*not a regular file" && ok ".netrc FIFO refused, restore went on" ||
+    fail "$(cat "$T/err")"
+AWS_SHARED_CREDENTIALS_FILE="$T/aws.fifo" AWS_EC2_METADATA_DISABLED=true \
+    tstow restore --key k --path "$T/src" --url "s3://b/p" --endpoint "http://127.0.0.1:$port" --retries 0 --strict
+[ "$RC" -ne 0 ] && err_has "aws.fifo: not a regular file" && ok "credentials FIFO refused, named" || fail "rc=$RC $(cat "$T/err")"
+
 finish
