@@ -2,7 +2,7 @@
 # Installs what building and testing stowage needs on Debian/Ubuntu (idempotent).
 set -eu
 PKGS="build-essential cmake pkg-config libcurl4-openssl-dev libarchive-dev libzstd-dev libssl-dev
-libinih-dev libjansson-dev libexpat1-dev zstd python3 curl ca-certificates nginx-light openssl
+libinih-dev libjansson-dev libexpat1-dev libacl1-dev zstd python3 curl ca-certificates nginx-light openssl
 nodejs npm shellcheck cppcheck time rsync git dash clang libclang-rt-dev clang-format clang-tidy
 docker.io busybox-static"
 missing=""
