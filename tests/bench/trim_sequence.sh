@@ -14,8 +14,8 @@ trap 'rm -rf "$W"' EXIT
 A=/var/cache/apt/archives
 # Twenty ordinary packages read by every build, and the large one: old, then new.
 mapfile -t BASE < <(find "$A" -maxdepth 1 -name '*.deb' -size +1M -size -3M | LC_ALL=C sort | head -n 20)
-OLD=$(ls "$A"/llvm-16-dev_*.deb 2>/dev/null | head -n 1)
-NEW=$(ls "$A"/llvm-19-dev_*.deb 2>/dev/null | head -n 1)
+OLD=$(find "$A" -maxdepth 1 -name 'llvm-16-dev_*.deb' | sort | head -n 1)
+NEW=$(find "$A" -maxdepth 1 -name 'llvm-19-dev_*.deb' | sort | head -n 1)
 if [ "${#BASE[@]}" -lt 20 ] || [ -z "$OLD" ] || [ -z "$NEW" ]; then
     echo "needs 20 .deb files of 1-3 MB and llvm-16-dev / llvm-19-dev in $A" >&2
     exit 1
@@ -49,7 +49,7 @@ run_variant() {
         done
         "$BIN" save "${opts[@]}" >"$W/out" 2>"$W/err"
         local up
-        up=$(ls -l "$store/layers" | awk 'NR > 1 { s += $5 } END { print s + 0 }')
+        up=$(find "$store/layers" -maxdepth 1 -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
         local trimmed
         trimmed=$(grep -o 'trimmed [0-9]* unused files ([^)]*)' "$W/err" || true)
         printf '%s\t%d\t%s\t%d\t%d\t%s\n' "$after" "$i" "$key" "$down" "$up" "${trimmed:-}"
