@@ -492,7 +492,8 @@ static int apply_file(loader *ld, const char *file, stow_error *err)
         rc = stow_error_set(err, STOW_ERR, "out of memory");
         goto done;
     }
-    if (stow_read_file(&text, file, STOW_CONFIG_MAX_BYTES, &rerr) != STOW_OK) {
+    /* /dev/null is the usual way to say "no config file": an empty file, not a device. */
+    if (strcmp(file, "/dev/null") != 0 && stow_read_file(&text, file, STOW_CONFIG_MAX_BYTES, &rerr) != STOW_OK) {
         rc = stow_error_set(err, STOW_EUSAGE, "config file %s", rerr.msg);
         goto done;
     }

@@ -512,6 +512,13 @@ static void test_config_file_limits(void)
     EXPECT_ERROR(&r, "config file /dev/zero: not a regular file", NULL);
     release(&r);
 
+    /* /dev/null is the usual "no config file": read as an empty file */
+    setenv("STOWAGE_CONFIG", "/dev/null", 1);
+    load(&r, 2, argv0);
+    CHECK_INT(r.rc, STOW_OK);
+    CHECK_STR(r.cfg.config_file, "/dev/null");
+    release(&r);
+
     CHECK_INT(mkfifo("fifo.ini", 0600), 0);
     setenv("STOWAGE_CONFIG", "fifo.ini", 1);
     load(&r, 2, argv0);
