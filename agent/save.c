@@ -51,6 +51,11 @@ static int new_layer(stow_manifest *m, stow_error *err)
 /* Bytes a file takes in a tar stream, roughly: data rounded to blocks plus pax headers. */
 static uint64_t split_cost(const stow_file_entry *e) { return ((e->size + 511) / 512) * 512 + 1024; }
 
+/* What a file costs a restore, in bytes of extraction: its tar bytes plus creating it (open,
+ * write, close, rename, metadata: about as long as extracting 8 KiB). Balanced on this. */
+#define SPLIT_FILE_WORK 8192
+static uint64_t split_work(const stow_file_entry *e) { return split_cost(e) + SPLIT_FILE_WORK; }
+
 static int online_cpus(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -71,20 +76,20 @@ void stow_save_split_defaults(stow_split_opts *o, uint64_t layer_size, int max_l
 typedef struct {
     size_t first, last; /* indices into m->files, inclusive */
     size_t nfiles;
-    uint64_t cost;
+    uint64_t bytes, work; /* split_cost and split_work summed */
 } split_run;
 
 typedef struct {
     int32_t layer; /* index in m */
     size_t nfiles;
-    uint64_t cost;
+    uint64_t bytes, work;
 } split_bin;
 
 static int run_cmp(const void *a, const void *b)
 {
     const split_run *x = a, *y = b;
-    if (x->cost != y->cost)
-        return x->cost > y->cost ? -1 : 1;
+    if (x->work != y->work)
+        return x->work > y->work ? -1 : 1;
     return x->first < y->first ? -1 : x->first > y->first;
 }
 
@@ -93,10 +98,10 @@ static int is_new(const stow_file_entry *e) { return e->type != STOW_FT_DIR && e
 /* How many layers: enough for the cores, none under min_layer_bytes merely for that, room
  * left under max_layers for the next delta; the file cap unless max_layers forbids it; the
  * layer_size bound always. */
-static size_t split_count(const stow_split_opts *o, size_t existing, size_t n, uint64_t work)
+static size_t split_count(const stow_split_opts *o, size_t existing, size_t n, uint64_t bytes)
 {
     size_t k = o->min_layers ? o->min_layers : 1;
-    uint64_t by_bytes = o->min_layer_bytes ? work / o->min_layer_bytes : work;
+    uint64_t by_bytes = o->min_layer_bytes ? bytes / o->min_layer_bytes : bytes;
     if (by_bytes < k)
         k = by_bytes < 1 ? 1 : (size_t)by_bytes;
     if (k > n)
@@ -106,12 +111,14 @@ static size_t split_count(const stow_split_opts *o, size_t existing, size_t n, u
         room = o->max_layers > existing + 1 ? o->max_layers - existing - 1 : 1;
     if (k > room)
         k = room;
-    size_t by_files = o->file_cap ? (n + o->file_cap - 1) / o->file_cap : 1;
+    /* Runs carry up to an eighth of the cap: leave that much slack, or the last runs spill
+     * into an extra small layer. */
+    size_t by_files = o->file_cap ? (n / 7 * 8 + n % 7 * 8 / 7 + o->file_cap - 1) / o->file_cap : 1;
     if (by_files > room)
         by_files = room;
     if (by_files > k)
         k = by_files;
-    uint64_t by_size = o->layer_size ? (work + o->layer_size - 1) / o->layer_size : 1;
+    uint64_t by_size = o->layer_size ? (bytes + o->layer_size - 1) / o->layer_size : 1;
     if (by_size > k)
         k = by_size > n ? n : (size_t)by_size;
     return k < 1 ? 1 : k;
@@ -125,18 +132,19 @@ int stow_save_split_new_layers(stow_manifest *m, const stow_split_opts *o, stow_
     split_run *runs = NULL;
     split_bin *bins = NULL;
     size_t n = 0, nruns = 0, nbins = 0, existing = m->nlayers;
-    uint64_t work = 0;
+    uint64_t bytes = 0, work = 0;
     int rc = STOW_OK;
 
     for (size_t i = 0; i < m->nfiles; i++) {
         if (is_new(&m->files[i])) {
             n++;
-            work += split_cost(&m->files[i]);
+            bytes += split_cost(&m->files[i]);
+            work += split_work(&m->files[i]);
         }
     }
     if (n == 0)
         return STOW_OK;
-    size_t k = split_count(o, existing, n, work);
+    size_t k = split_count(o, existing, n, bytes);
     uint64_t target = (work + k - 1) / k;
     size_t fcap = o->file_cap ? o->file_cap : n;
     if (fcap < (n + k - 1) / k)
@@ -155,14 +163,15 @@ int stow_save_split_new_layers(stow_manifest *m, const stow_split_opts *o, stow_
         const stow_file_entry *e = &m->files[i];
         if (!is_new(e))
             continue;
-        uint64_t c = split_cost(e);
-        if (cur == NULL || cur->cost + c > run_max || cur->nfiles >= run_files) {
+        uint64_t w = split_work(e);
+        if (cur == NULL || cur->work + w > run_max || cur->nfiles >= run_files) {
             cur = &runs[nruns++];
-            *cur = (split_run){.first = i, .last = i, .nfiles = 0, .cost = 0};
+            *cur = (split_run){.first = i, .last = i, .nfiles = 0, .bytes = 0, .work = 0};
         }
         cur->last = i;
         cur->nfiles++;
-        cur->cost += c;
+        cur->bytes += split_cost(e);
+        cur->work += w;
     }
     qsort(runs, nruns, sizeof(*runs), run_cmp);
     if (k > nruns)
@@ -171,29 +180,30 @@ int stow_save_split_new_layers(stow_manifest *m, const stow_split_opts *o, stow_
     for (size_t b = 0; b < k; b++) {
         if ((rc = new_layer(m, err)) != STOW_OK)
             goto done;
-        bins[nbins++] = (split_bin){.layer = (int32_t)(m->nlayers - 1), .nfiles = 0, .cost = 0};
+        bins[nbins++] = (split_bin){.layer = (int32_t)(m->nlayers - 1), .nfiles = 0, .bytes = 0, .work = 0};
     }
     for (size_t r = 0; r < nruns; r++) {
         const split_run *run = &runs[r];
         size_t best = nbins;
         for (size_t b = 0; b < nbins; b++) {
             const split_bin *x = &bins[b];
-            int fits = x->nfiles == 0 || ((!o->layer_size || x->cost + run->cost <= o->layer_size) &&
+            int fits = x->nfiles == 0 || ((!o->layer_size || x->bytes + run->bytes <= o->layer_size) &&
                                           x->nfiles + run->nfiles <= fcap);
-            if (fits && (best == nbins || x->cost < bins[best].cost))
+            if (fits && (best == nbins || x->work < bins[best].work))
                 best = b;
         }
         if (best == nbins) {
             if ((rc = new_layer(m, err)) != STOW_OK)
                 goto done;
-            bins[nbins++] = (split_bin){.layer = (int32_t)(m->nlayers - 1), .nfiles = 0, .cost = 0};
+            bins[nbins++] = (split_bin){.layer = (int32_t)(m->nlayers - 1), .nfiles = 0, .bytes = 0, .work = 0};
         }
         split_bin *x = &bins[best];
         for (size_t i = run->first; i <= run->last; i++)
             if (is_new(&m->files[i]))
                 m->files[i].layer = x->layer;
         x->nfiles += run->nfiles;
-        x->cost += run->cost;
+        x->bytes += run->bytes;
+        x->work += run->work;
     }
 done:
     free(runs);

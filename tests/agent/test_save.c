@@ -430,8 +430,8 @@ static void test_split(void)
     }
     stow_manifest_free(m);
 
-    /* One file as big as everything else: alone in its layer, the rest in the other. */
-    m = files_of(500, 100000, 500 * cost_of(100000) - 1024);
+    /* One file bigger than everything else: alone in its layer, the rest in the other. */
+    m = files_of(500, 100000, 1000 * cost_of(100000));
     o = split_opts(2, 1ull << 30, 50000, 0);
     CHECK_INT(stow_save_split_new_layers(m, &o, &err), STOW_OK);
     CHECK_INT(m->nlayers, 2);
