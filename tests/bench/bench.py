@@ -304,7 +304,8 @@ def add(a, b):
 
 
 def fs_name(path):
-    out = subprocess.run(["stat", "-f", "-c", "%T", path], capture_output=True, text=True).stdout.strip()
+    out = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "-T", path], capture_output=True, text=True).stdout
+    out = out.split()[0] if out.split() else "unknown"
     return "tmpfs" if out == "tmpfs" else f"disk ({out})"
 
 
@@ -421,6 +422,8 @@ def report(paths):
     for p in paths:
         with open(p) as f:
             rows += [json.loads(line) for line in f if line.strip()]
+    for r in rows:
+        r["fs"] = r["fs"].replace("ext2/ext3", "ext4")
     groups = {}
     for r in rows:
         k = (r["corpus"], r["fs"], r["store"], r["scenario"], r["tool"])
