@@ -302,46 +302,73 @@ typedef struct {
     unsigned char *need; /* per layer */
 } restore_ctx;
 
-/* 1 when every file and link of layer li already exists locally as the index describes,
- * looked at without following a symlink in any directory component. */
-static int layer_present(const stow_manifest *m, size_t li, stow_stage *st)
+/* 1 when e exists below dfd (its directory) as the index describes, not following a symlink. */
+static int entry_present(const stow_file_entry *e, int dfd, const char *leaf)
 {
-    stow_safedir_cache dc = STOW_SAFEDIR_CACHE_INIT;
+    struct stat sb;
+    if (fstatat(dfd, leaf, &sb, AT_SYMLINK_NOFOLLOW) != 0)
+        return 0;
+    if (e->type == STOW_FT_FILE)
+        return S_ISREG(sb.st_mode) && (uint64_t)sb.st_size == e->size && sb.st_mtim.tv_sec == e->mtime &&
+               sb.st_mtim.tv_nsec == e->mtime_ns;
+    if (e->type == STOW_FT_LINK) {
+        char target[PATH_MAX];
+        if (!S_ISLNK(sb.st_mode))
+            return 0;
+        ssize_t n = readlinkat(dfd, leaf, target, sizeof(target) - 1);
+        if (n < 0)
+            return 0;
+        target[n] = '\0';
+        return strcmp(target, e->target) == 0;
+    }
+    return S_ISDIR(sb.st_mode);
+}
+
+/* need[li] = 0 for every layer whose files and links all exist locally as the index describes
+ * (1 otherwise), looked at without following a symlink in any directory component: one pass in
+ * index order, one fstatat per file of a layer not yet known missing, directories opened
+ * relative to the previous one, no path copied, nothing allocated per file. */
+static void layers_needed(unsigned char *need, const stow_manifest *m, stow_stage *st)
+{
+    stow_safedir_walk w = STOW_SAFEDIR_WALK_INIT;
     stow_error ignored;
-    int present = 0;
+    memset(need, 0, m->nlayers);
     for (size_t i = 0; i < m->nfiles; i++) {
         const stow_file_entry *e = &m->files[i];
-        int rootfd = stow_stage_rootfd(st, e->root);
-        if (e->layer != (int32_t)li || rootfd < 0)
+        if (e->layer < 0 || (size_t)e->layer >= m->nlayers || need[e->layer])
             continue;
-        char dir[PATH_MAX];
-        const char *leaf;
-        if (stow_safedir_split(dir, sizeof(dir), &leaf, e->path) != 0)
-            goto done;
-        int dfd = stow_safedir_cache_get(&dc, rootfd, dir, 0, NULL, NULL, &ignored);
-        struct stat sb;
-        if (dfd < 0 || fstatat(dfd, leaf, &sb, AT_SYMLINK_NOFOLLOW) != 0)
-            goto done;
-        if (e->type == STOW_FT_FILE) {
-            if (!S_ISREG(sb.st_mode) || (uint64_t)sb.st_size != e->size || sb.st_mtim.tv_sec != e->mtime ||
-                sb.st_mtim.tv_nsec != e->mtime_ns)
-                goto done;
-        } else if (e->type == STOW_FT_LINK) {
-            char target[PATH_MAX];
-            ssize_t n = readlinkat(dfd, leaf, target, sizeof(target) - 1);
-            if (n < 0)
-                goto done;
-            target[n] = '\0';
-            if (strcmp(target, e->target) != 0)
-                goto done;
-        } else if (!S_ISDIR(sb.st_mode)) {
-            goto done;
-        }
+        int rootfd = stow_stage_rootfd(st, e->root);
+        if (rootfd < 0)
+            continue;
+        const char *slash = strrchr(e->path, '/');
+        const char *leaf = slash ? slash + 1 : e->path;
+        size_t dirlen = slash ? (size_t)(slash - e->path) : 0;
+        int dfd = stow_safedir_walk_get(&w, rootfd, e->path, dirlen, &ignored);
+        if (dfd < 0 || !entry_present(e, dfd, leaf))
+            need[e->layer] = 1;
     }
-    present = 1;
-done:
-    stow_safedir_cache_close(&dc);
-    return present;
+    stow_safedir_walk_close(&w);
+}
+
+/* Layers extracted side by side: the parallel option, but no more than the cores (extraction
+ * is decompression and file writes: more threads than cores only add memory) and no more
+ * than a quarter of the free memory allows at RESTORE_WORKER_BYTES each (decompression
+ * window, download pipe and I/O buffers). */
+#define RESTORE_WORKER_BYTES (32ull << 20)
+static int restore_threads(int parallel)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN), pages = sysconf(_SC_AVPHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    int n = parallel < 1 ? 1 : parallel;
+    if (cpus >= 1 && n > cpus && cpus >= 2)
+        n = (int)cpus;
+    else if (cpus >= 1 && n > 2 && cpus < 2)
+        n = 2; /* one core: still overlap one download with one extraction */
+    if (pages > 0 && psz > 0) {
+        uint64_t by_mem = (uint64_t)pages * (uint64_t)psz / 4 / RESTORE_WORKER_BYTES;
+        if (by_mem < (uint64_t)n)
+            n = by_mem < 1 ? 1 : (int)by_mem;
+    }
+    return n;
 }
 
 /* Stages one layer; nothing is renamed into place until every layer is staged. */
@@ -436,8 +463,8 @@ int stow_cache_restore(stow_cache_result *res, const stow_cache_params *p, stow_
         goto done;
     }
     uint64_t to_download = 0;
+    layers_needed(ctx.need, m, stage);
     for (size_t i = 0; i < m->nlayers; i++) {
-        ctx.need[i] = !layer_present(m, i, stage);
         if (ctx.need[i]) {
             to_download += m->layers[i].size;
             res->layers_moved++;
@@ -453,7 +480,7 @@ int stow_cache_restore(stow_cache_result *res, const stow_cache_params *p, stow_
     ctx.prog = prog;
     /* All-or-nothing: every layer is fetched, verified and staged (in parallel) before the
      * first file is renamed into place. */
-    rc = run_parallel(m->nlayers, p->parallel, restore_layer, &ctx, err);
+    rc = run_parallel(m->nlayers, restore_threads(p->parallel), restore_layer, &ctx, err);
     stow_progress_finish(prog);
     res->bytes_moved = stow_progress_done(prog);
     if (rc != STOW_OK)

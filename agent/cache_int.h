@@ -4,6 +4,7 @@
 #define STOW_CACHE_INT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "cache.h"
 #include "manifest.h"
@@ -28,8 +29,25 @@ stow_manifest *stow_cache_state_manifest(const stow_cache_params *p);
  * in res. Returns 1 when m differs from parent in any way, 0 when not, -1 on error. */
 int stow_save_plan_delta(stow_manifest *m, const stow_manifest *parent, char *const *roots,
                          const stow_cache_params *p, stow_cache_result *res, stow_error *err);
-/* Assigns every file and link whose layer is -1 to new layers (fresh random ids) of about
- * layer_size raw bytes each, in index order. */
+/* How stow_save_split_new_layers cuts the new files into layers. */
+#define STOW_SPLIT_FILE_CAP 50000                   /* files per layer, unless max_layers forbids */
+#define STOW_SPLIT_MIN_LAYER_BYTES (8ull << 20)     /* no smaller layers just to reach min_layers */
+typedef struct {
+    uint64_t layer_size;      /* upper bound on a layer's raw bytes (0: none); always holds */
+    size_t min_layers;        /* at least this many layers (the cores) when there is the work */
+    size_t max_layers;        /* the entry's limit, parent layers included (0: none) */
+    size_t file_cap;          /* files per layer (0: none) */
+    uint64_t min_layer_bytes; /* no layer under this size merely to reach min_layers */
+} stow_split_opts;
+/* layer_size as given, min_layers max(2, online CPUs), the caps above. */
+void stow_save_split_defaults(stow_split_opts *o, uint64_t layer_size, int max_layers);
+/* Assigns every file and link whose layer is -1 to new layers (fresh random ids) of
+ * near-equal raw bytes, so a cold restore extracts on every core: at least min_layers (fewer
+ * when under min_layer_bytes each, or when max_layers leaves no room beside the existing
+ * layers and one for the next delta), at most file_cap files each, never over layer_size
+ * unless one file alone is bigger. Deterministic: same manifest, same options, same split. */
+int stow_save_split_new_layers(stow_manifest *m, const stow_split_opts *o, stow_error *err);
+/* stow_save_split_new_layers with stow_save_split_defaults(layer_size, no max_layers). */
 int stow_save_assign_new_layers(stow_manifest *m, uint64_t layer_size, stow_error *err);
 
 #endif

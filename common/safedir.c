@@ -87,6 +87,82 @@ void stow_safedir_cache_close(stow_safedir_cache *c)
     c->rel[0] = '\0';
 }
 
+static void walk_truncate(stow_safedir_walk *w, size_t keep)
+{
+    if (w->deep_fd >= 0)
+        close(w->deep_fd);
+    w->deep_fd = -1;
+    while (w->depth > keep)
+        close(w->fds[--w->depth]);
+    w->len = w->depth ? w->ends[w->depth - 1] : 0;
+}
+
+void stow_safedir_walk_close(stow_safedir_walk *w)
+{
+    walk_truncate(w, 0);
+    w->rootfd = -1;
+}
+
+int stow_safedir_walk_get(stow_safedir_walk *w, int rootfd, const char *dir, size_t dirlen, stow_error *err)
+{
+    if (rootfd != w->rootfd) {
+        stow_safedir_walk_close(w);
+        w->rootfd = rootfd;
+    }
+    if (dirlen == 0)
+        return rootfd;
+    if (dirlen == w->len && memcmp(w->rel, dir, dirlen) == 0 && (w->deep_fd >= 0 || w->depth > 0))
+        return w->deep_fd >= 0 ? w->deep_fd : w->fds[w->depth - 1];
+    if (dirlen >= sizeof(w->rel))
+        return stow_error_set(err, STOW_ECORRUPT, "path too long: %.200s...", dir), -1;
+    /* Keep the components shared with the last directory. */
+    size_t lcp = 0, max = dirlen < w->len ? dirlen : w->len;
+    while (lcp < max && w->rel[lcp] == dir[lcp])
+        lcp++;
+    size_t keep = 0;
+    while (keep < w->depth && w->ends[keep] <= lcp && (w->ends[keep] == dirlen || dir[w->ends[keep]] == '/'))
+        keep++;
+    walk_truncate(w, keep);
+    memcpy(w->rel, dir, dirlen);
+    w->rel[dirlen] = '\0';
+    size_t pos = keep ? w->ends[keep - 1] + 1 : 0;
+    int parent = keep ? w->fds[keep - 1] : rootfd;
+    while (pos < dirlen) {
+        const char *c = dir + pos;
+        const char *slash = memchr(c, '/', dirlen - pos);
+        size_t n = slash ? (size_t)(slash - c) : dirlen - pos;
+        char comp[NAME_MAX + 1];
+        if (n == 0 || n > NAME_MAX || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.')) {
+            walk_truncate(w, w->depth);
+            return stow_error_set(err, STOW_ECORRUPT, "bad path component in %.*s", (int)dirlen, dir), -1;
+        }
+        memcpy(comp, c, n);
+        comp[n] = '\0';
+        int fd = openat(parent, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+            int e = errno;
+            walk_truncate(w, w->depth);
+            if (e == ELOOP || e == ENOTDIR)
+                return stow_error_set(err, STOW_ECORRUPT, "%.*s: a component is a symlink or not a directory",
+                                      (int)dirlen, dir), -1;
+            return stow_error_set(err, e == ENOENT ? STOW_ENOTFOUND : STOW_ERR, "%.*s: %s", (int)dirlen, dir,
+                                  strerror(e)), -1;
+        }
+        if (w->deep_fd < 0 && w->depth < STOW_SAFEDIR_WALK_DEPTH) {
+            w->fds[w->depth] = fd;
+            w->ends[w->depth++] = pos + n;
+        } else {
+            if (w->deep_fd >= 0)
+                close(w->deep_fd);
+            w->deep_fd = fd;
+        }
+        parent = fd;
+        pos += n + 1;
+    }
+    w->len = dirlen;
+    return parent;
+}
+
 int stow_safedir_split(char *dir, size_t dirsz, const char **leaf, const char *rel)
 {
     const char *slash = strrchr(rel, '/');

@@ -36,6 +36,28 @@ int stow_safedir_cache_get(stow_safedir_cache *c, int rootfd, const char *dirrel
                            stow_safedir_created_fn created, void *ud, stow_error *err);
 void stow_safedir_cache_close(stow_safedir_cache *c);
 
+/* The directories along the path of the last one looked up, one fd per component (read
+ * only: nothing is created), so walking sorted paths costs one openat per component that
+ * changes and none per file; no allocation. Deeper than STOW_SAFEDIR_WALK_DEPTH components,
+ * the rest is opened from the deepest kept one. Initialise with STOW_SAFEDIR_WALK_INIT. */
+#define STOW_SAFEDIR_WALK_DEPTH 64
+typedef struct stow_safedir_walk {
+    int rootfd;
+    size_t depth;                         /* components held in fds */
+    int fds[STOW_SAFEDIR_WALK_DEPTH];     /* fds[i] is rel[0, ends[i]) */
+    size_t ends[STOW_SAFEDIR_WALK_DEPTH];
+    int deep_fd;                          /* the directory itself when deeper than the stack */
+    size_t len;                           /* rel[0, len) is the last directory looked up */
+    char rel[PATH_MAX];
+} stow_safedir_walk;
+#define STOW_SAFEDIR_WALK_INIT {.rootfd = -1, .depth = 0, .deep_fd = -1, .len = 0}
+
+/* The fd of the directory dir[0, dirlen) below rootfd ("" is rootfd itself), opened without
+ * following a symlink in any component; it belongs to w and stays valid until the next call.
+ * -1 with err set as stow_safedir_open (create 0) does. */
+int stow_safedir_walk_get(stow_safedir_walk *w, int rootfd, const char *dir, size_t dirlen, stow_error *err);
+void stow_safedir_walk_close(stow_safedir_walk *w);
+
 /* Splits rel into its directory ("" for the root; dirsz bytes at most, 0 when it does not
  * fit) and its leaf name (a pointer into rel). Returns 0, or -1 when the directory is too
  * long. */

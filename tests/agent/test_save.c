@@ -354,6 +354,155 @@ static void test_commit_check(int repairable)
     stow_backend_free(inner);
 }
 
+/* ------------------------------------------------------------------------------------------
+ * Splitting new files into layers (issue 16)
+ * ------------------------------------------------------------------------------------------ */
+
+static void add_sized(stow_manifest *m, const char *path, uint64_t size)
+{
+    stow_error err = {0};
+    stow_file_entry e = {0, (char *)path, STOW_FT_FILE, 0644, size, 1, 0, -1, NULL, NULL};
+    CHECK_INT(stow_manifest_add_file(m, &e, &err), STOW_OK);
+}
+
+/* n files of size bytes, "f000000".."fNNNNNN", after an optional big file "a-big". */
+static stow_manifest *files_of(size_t n, uint64_t size, uint64_t big)
+{
+    stow_manifest *m = scan_of();
+    char name[32];
+    if (big > 0)
+        add_sized(m, "a-big", big);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(name, sizeof(name), "f%06zu", i);
+        add_sized(m, name, size);
+    }
+    return m;
+}
+
+static uint64_t cost_of(uint64_t size) { return ((size + 511) / 512) * 512 + 1024; }
+
+/* Per new layer: files and tar bytes; checks every file got a layer at or above first. */
+static void layer_loads(const stow_manifest *m, size_t first, size_t *files, uint64_t *bytes)
+{
+    for (size_t l = 0; l < m->nlayers; l++) {
+        files[l] = 0;
+        bytes[l] = 0;
+    }
+    for (size_t i = 0; i < m->nfiles; i++) {
+        const stow_file_entry *e = &m->files[i];
+        CHECK(e->layer >= (int32_t)first && (size_t)e->layer < m->nlayers);
+        if (e->layer >= 0 && (size_t)e->layer < m->nlayers) {
+            files[e->layer]++;
+            bytes[e->layer] += cost_of(e->size);
+        }
+    }
+}
+
+static stow_split_opts split_opts(size_t min_layers, uint64_t layer_size, size_t file_cap, size_t max_layers)
+{
+    stow_split_opts o = {.layer_size = layer_size, .min_layers = min_layers, .max_layers = max_layers,
+                         .file_cap = file_cap, .min_layer_bytes = STOW_SPLIT_MIN_LAYER_BYTES};
+    return o;
+}
+
+static void test_split(void)
+{
+    stow_error err = {0};
+    size_t files[64];
+    uint64_t bytes[64];
+
+    /* The default split: a 100 MB cold save is at least two layers (it was one under 1 GiB). */
+    stow_manifest *m = files_of(1000, 100000, 0);
+    CHECK_INT(stow_save_assign_new_layers(m, 1ull << 30, &err), STOW_OK);
+    CHECK(m->nlayers >= 2);
+    stow_manifest_free(m);
+
+    /* Four cores: four layers, each within 15% of the mean. */
+    m = files_of(1000, 100000, 0);
+    stow_split_opts o = split_opts(4, 1ull << 30, 50000, 0);
+    CHECK_INT(stow_save_split_new_layers(m, &o, &err), STOW_OK);
+    CHECK_INT(m->nlayers, 4);
+    layer_loads(m, 0, files, bytes);
+    uint64_t mean = 1000 * cost_of(100000) / 4;
+    for (size_t l = 0; l < m->nlayers && l < 64; l++) {
+        CHECK(files[l] > 0);
+        CHECK(bytes[l] * 100 <= mean * 115 && bytes[l] * 100 >= mean * 85);
+    }
+    stow_manifest_free(m);
+
+    /* One file bigger than everything else: alone in its layer, the rest in the other. */
+    m = files_of(500, 100000, 1000 * cost_of(100000));
+    o = split_opts(2, 1ull << 30, 50000, 0);
+    CHECK_INT(stow_save_split_new_layers(m, &o, &err), STOW_OK);
+    CHECK_INT(m->nlayers, 2);
+    layer_loads(m, 0, files, bytes);
+    CHECK((files[0] == 1 && files[1] == 500) || (files[0] == 500 && files[1] == 1));
+    stow_manifest_free(m);
+
+    /* A small cache stays one layer (no layer under 8 MiB just for the cores). */
+    m = files_of(100, 1000, 0);
+    o = split_opts(8, 1ull << 30, 50000, 0);
+    CHECK_INT(stow_save_split_new_layers(m, &o, &err), STOW_OK);
+    CHECK_INT(m->nlayers, 1);
+    stow_manifest_free(m);
+
+    /* The file cap: 1000 tiny files, 300 a layer: four layers, none over the cap. */
+    m = files_of(1000, 100, 0);
+    o = split_opts(2, 1ull << 30, 300, 0);
+    CHECK_INT(stow_save_split_new_layers(m, &o, &err), STOW_OK);
+    CHECK_INT(m->nlayers, 4);
+    layer_loads(m, 0, files, bytes);
+    for (size_t l = 0; l < m->nlayers && l < 64; l++)
+        CHECK(files[l] > 0 && files[l] <= 300);
+    stow_manifest_free(m);
+
+    /* layer_size stays an upper bound: 100 MB in layers of 10 MB at most. */
+    m = files_of(1000, 100000, 0);
+    o = split_opts(2, 10u << 20, 50000, 0);
+    CHECK_INT(stow_save_split_new_layers(m, &o, &err), STOW_OK);
+    CHECK(m->nlayers >= 10 && m->nlayers <= 64);
+    layer_loads(m, 0, files, bytes);
+    for (size_t l = 0; l < m->nlayers && l < 64; l++)
+        CHECK(files[l] > 0 && bytes[l] <= 10u << 20);
+    stow_manifest_free(m);
+
+    /* A delta beside two kept parent layers under max_layers 4: one new layer, leaving room for
+     * the next delta, even against the file cap; the parent layers keep their files. */
+    m = files_of(1000, 100000, 0);
+    for (size_t l = 0; l < 2; l++) {
+        stow_layer *pl = stow_manifest_add_layer(m, &err);
+        snprintf(pl->id, sizeof(pl->id), "%032zx", l + 1);
+    }
+    m->files[0].layer = 0;
+    m->files[1].layer = 1;
+    o = split_opts(8, 1ull << 30, 100, 4);
+    CHECK_INT(stow_save_split_new_layers(m, &o, &err), STOW_OK);
+    CHECK_INT(m->nlayers, 3);
+    CHECK_INT(m->files[0].layer, 0);
+    CHECK_INT(m->files[1].layer, 1);
+    for (size_t i = 2; i < m->nfiles; i++)
+        CHECK_INT(m->files[i].layer, 2);
+    stow_manifest_free(m);
+
+    /* Deterministic: the same scan split twice gives the same layer for every file. */
+    stow_manifest *a = files_of(3000, 37000, 9000000), *b = files_of(3000, 37000, 9000000);
+    for (size_t i = 0; i < a->nfiles; i += 7) {
+        a->files[i].size += i * 13; /* uneven sizes */
+        b->files[i].size += i * 13;
+    }
+    o = split_opts(3, 1ull << 30, 50000, 0);
+    CHECK_INT(stow_save_split_new_layers(a, &o, &err), STOW_OK);
+    CHECK_INT(stow_save_split_new_layers(b, &o, &err), STOW_OK);
+    CHECK_INT(a->nlayers, 3);
+    CHECK_INT(b->nlayers, 3);
+    size_t same = 0;
+    for (size_t i = 0; i < a->nfiles && i < b->nfiles; i++)
+        same += a->files[i].layer == b->files[i].layer;
+    CHECK_INT(same, a->nfiles);
+    stow_manifest_free(a);
+    stow_manifest_free(b);
+}
+
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     (void)st;
@@ -375,6 +524,7 @@ int main(void)
         test_plan_compaction(b);
     }
     stow_backend_free(b);
+    test_split();
     test_commit_check(1);
     test_commit_check(0);
     /* The temp dir is left for inspection only on failure. */

@@ -7,12 +7,26 @@ The pipeline is actions/cache's archive step: `tar --posix -cf cache.tzst ...
 restore, downloaded with curl into a file, then `tar -xf cache.tzst --use-compress-program
 unzstd`. For the file store, upload and download are a copy.
 
-usage: bench.py --size 1G --stores file[,http,s3] [--out docs/BENCHMARKS.md]
+usage: bench.py --corpus realistic|small100k|files1m [--stores file,http] [--runs 3]
+                [--bins after=build-bench/stowage,before=/path/to/old/stowage] [--json results.jsonl]
+       bench.py --report results.jsonl          (markdown tables from the collected runs)
+       bench.py --corpus random --size 1G --stores file[,http,s3] [--out docs/BENCHMARKS.md]
+The realistic corpora are built by corpus.py from real Debian packages (issue 16). Each case
+runs every tool --runs times, interleaved (stowage, the pipeline, the floors, stowage, ...):
+wall is the minimum, CPU-seconds (user+sys of the command and the processes it waited for,
+from GNU time) the minimum too. On a shared machine wall times move with the neighbours'
+load; CPU-seconds much less, so compare those first. The floors: `zstd -d` of the pipeline's
+archive to /dev/null, `tar -x` of an uncompressed tar of the corpus, `cp -a` of the corpus.
+The file system is the one under --work (tmpfs for /dev/shm, the disk for /var/tmp).
 Servers come from the environment (tests/bench/run.sh starts them):
   BENCH_HTTP_URL   base URL of a WebDAV-enabled nginx location (stowage and curl use it)
+  BENCH_HTTP_DIR   the directory nginx serves that URL from (emptied between runs)
   BENCH_S3_URL     s3://bucket/prefix, with STOWAGE_ENDPOINT, AWS_ACCESS_KEY_ID/SECRET set
 """
-import argparse, os, platform, random, re, shutil, subprocess, sys, tempfile, time
+import argparse, json, os, platform, random, re, shutil, statistics, subprocess, sys, tempfile, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import corpus  # noqa: E402
 
 STOWAGE = os.environ.get("STOWAGE_BIN", "build/stowage")
 
@@ -263,13 +277,216 @@ def machine():
             f"baseline tools: {tv}, {zv}")
 
 
+# --------------------------------------------------------------------------------------------
+# Real-package corpora (issue 16): stowage variants vs the pipeline vs the floors, interleaved
+# --------------------------------------------------------------------------------------------
+
+def timed(cmd, env=None, stdout=subprocess.PIPE):
+    """Runs cmd under GNU time; returns wall, CPU-seconds (user+sys, waited-for children
+    included), peak RSS of the largest process, and the output."""
+    settle()
+    with tempfile.NamedTemporaryFile(mode="r", suffix=".time") as tf:
+        t0 = time.monotonic()
+        p = subprocess.run(["/usr/bin/time", "-f", "%U %S %M", "-o", tf.name] + cmd, env=env,
+                           stdout=stdout, stderr=subprocess.STDOUT if stdout == subprocess.PIPE else subprocess.PIPE)
+        wall = time.monotonic() - t0
+        out = (p.stdout or b"").decode(errors="replace") if stdout == subprocess.PIPE else ""
+        if p.returncode != 0:
+            sys.stderr.write(out + ((p.stderr or b"").decode(errors="replace") if stdout != subprocess.PIPE else ""))
+            raise SystemExit(f"command failed ({p.returncode}): {cmd}")
+        u, s_, m = tf.read().split()[-3:]
+        return {"wall": wall, "cpu": float(u) + float(s_), "rss": int(m) * 1024, "out": out}
+
+
+def add(a, b):
+    return {"wall": a["wall"] + b["wall"], "cpu": a["cpu"] + b["cpu"], "rss": max(a["rss"], b["rss"]),
+            "out": a["out"] + b["out"]}
+
+
+def fs_name(path):
+    out = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "-T", path], capture_output=True, text=True).stdout
+    out = out.split()[0] if out.split() else "unknown"
+    return "tmpfs" if out == "tmpfs" else f"disk ({out})"
+
+
+def tree_stats(roots):
+    n, b = 0, 0
+    for r in roots:
+        for dp, _, fs in os.walk(r):
+            for f in fs:
+                st = os.lstat(os.path.join(dp, f))
+                n += 1
+                b += st.st_size
+    return n, b
+
+
+def bench_real(a, work, variants, out_json):
+    home = os.path.join(work, "home")
+    shutil.rmtree(home, ignore_errors=True)
+    os.makedirs(home)
+    t0 = time.monotonic()
+    roots = corpus.build(a.corpus, home, a.debs)
+    nfiles, nbytes = tree_stats(roots)
+    print(f"corpus {a.corpus}: {nfiles} files, {nbytes / 1e6:.0f} MB in {time.monotonic() - t0:.0f} s", flush=True)
+    rel = [os.path.relpath(r, home) for r in roots]
+    fs = fs_name(work)
+    meta = {"corpus": a.corpus, "files": nfiles, "bytes": nbytes, "fs": fs, "machine": machine(),
+            "date": time.strftime("%Y-%m-%d %H:%M")}
+    tmp = os.path.join(work, "tmp")
+    os.makedirs(tmp, exist_ok=True)
+    archive = os.path.join(tmp, "cache.tzst")
+    plain = os.path.join(tmp, "plain.tar")
+    subprocess.run(["tar", "--posix", "-cf", plain, "-C", home] + rel, check=True)
+    floor_dest = os.path.join(work, "floor")
+    state = os.path.join(work, "state")
+    results = []
+
+    def record(store, tool, scenario, r, up=0, down=0):
+        row = dict(meta, store=store.name, tool=tool, scenario=scenario, wall=r["wall"], cpu=r["cpu"],
+                   rss=r["rss"], up=up, down=down)
+        results.append(row)
+        with open(out_json, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"  {store.name:<13} {scenario:<13} {tool:<16} {r['wall']:7.2f} s wall {r['cpu']:7.2f} CPU-s "
+              f"{r['rss'] / (1 << 20):5.0f} MiB  up {fmt_bytes(up)} down {fmt_bytes(down)}", flush=True)
+
+    def clear_roots():
+        for r in roots:
+            shutil.rmtree(r, ignore_errors=True)
+
+    def clear_store(store):
+        if store.name == "file":
+            d = store.url[len("file://"):]
+            shutil.rmtree(d, ignore_errors=True)
+            os.makedirs(d)
+        elif os.environ.get("BENCH_HTTP_DIR"):
+            d = os.environ["BENCH_HTTP_DIR"]
+            for n in os.listdir(d):
+                p = os.path.join(d, n)
+                shutil.rmtree(p) if os.path.isdir(p) else os.unlink(p)
+
+    for store in stores_from_env(a.stores.split(","), work):
+        print(f"== {store.name} on {fs}", flush=True)
+        for run_i in range(a.runs):
+            clear_store(store)
+            for name, binary in variants:
+                env = dict(os.environ, HOME=home, STOWAGE_URL=store.url, STOWAGE_STATE_DIR=state,
+                           STOWAGE_KEY=f"bench-{name}-{run_i}", STOWAGE_PATHS=",".join("~/" + r for r in rel))
+                shutil.rmtree(state, ignore_errors=True)
+                r = timed([binary, "save", "--strict"], env=env)
+                record(store, "stowage " + name, "cold save", r, up=moved_bytes(r["out"], "uploaded"))
+                clear_roots()
+                shutil.rmtree(state, ignore_errors=True)
+                r = timed([binary, "restore", "--strict"], env=env)
+                m = re.search(r"(\d+) of (\d+) layers", r["out"])
+                record(store, "stowage " + name, "cold restore", r, down=moved_bytes(r["out"], "downloaded"))
+                if m and run_i == 0:
+                    print(f"    {name}: {m.group(2)} layers", flush=True)
+                if run_i == 0 and tree_stats(roots) != (nfiles, nbytes):
+                    raise SystemExit(f"{name}: the restored tree differs from the corpus")
+                r = timed([binary, "restore", "--strict"], env=env)
+                record(store, "stowage " + name, "warm restore", r, down=moved_bytes(r["out"], "downloaded"))
+            # The pipeline: tar + zstdmt (level 3) into a file, then upload; download, then tar -x.
+            penv = dict(os.environ, ZSTD_CLEVEL="3")
+            r = timed(["tar", "--posix", "-cf", archive, "-C", home, "--use-compress-program", "zstdmt"] + rel, env=penv)
+            size = os.path.getsize(archive)
+            r = add(r, timed(store.upload(archive)))
+            record(store, "pipeline", "cold save", r, up=size)
+            os.unlink(archive)
+            r = timed(store.download(archive))
+            clear_roots()
+            r = add(r, timed(["tar", "-xf", archive, "-C", home, "--use-compress-program", "unzstd"]))
+            record(store, "pipeline", "cold restore", r, down=size)
+            # Floors, on the same file system (not per store: once per run, under "file").
+            if store.name == stores_from_env(a.stores.split(","), work)[0].name:
+                with open(os.devnull, "wb") as null:
+                    r = timed(["zstd", "-q", "-d", "-c", archive], stdout=null)
+                record(store, "floor", "zstd -d", r, down=size)
+                shutil.rmtree(floor_dest, ignore_errors=True)
+                os.makedirs(floor_dest)
+                r = timed(["tar", "-xf", plain, "-C", floor_dest])
+                record(store, "floor", "tar -x", r)
+                shutil.rmtree(floor_dest)
+                os.makedirs(floor_dest)
+                r = timed(["cp", "-a"] + roots + [floor_dest])
+                record(store, "floor", "cp -a", r)
+                shutil.rmtree(floor_dest)
+            os.unlink(archive)
+        clear_store(store)
+    os.unlink(plain)
+    return results
+
+
+def report(paths):
+    rows = []
+    for p in paths:
+        with open(p) as f:
+            rows += [json.loads(line) for line in f if line.strip()]
+    for r in rows:
+        r["fs"] = r["fs"].replace("ext2/ext3", "ext4")
+    groups = {}
+    for r in rows:
+        k = (r["corpus"], r["fs"], r["store"], r["scenario"], r["tool"])
+        groups.setdefault(k, []).append(r)
+    out = []
+    by_case = {}
+    for k, rs in groups.items():
+        by_case.setdefault(k[:3], {})[(k[3], k[4])] = rs
+    for (corp, fs, store), cases in by_case.items():
+        any_row = next(iter(cases.values()))[0]
+        out.append(f"### {corp}, {store}, {fs}")
+        out.append("")
+        out.append(f"{any_row['files']} files, {any_row['bytes'] / 1e6:.0f} MB; {len(next(iter(cases.values())))} "
+                   f"interleaved runs, measured {any_row['date']}.")
+        out.append("")
+        out.append("| scenario | tool | wall s (min) | CPU s (min) | peak RSS | moved | wall vs pipeline | CPU vs pipeline |")
+        out.append("|---|---|---:|---:|---:|---:|---:|---:|")
+        order = ["cold save", "cold restore", "warm restore", "zstd -d", "tar -x", "cp -a"]
+        for scen in order:
+            base = cases.get((scen if scen != "warm restore" else "cold restore", "pipeline"))
+            for (sc, tool), rs in sorted(cases.items(), key=lambda x: x[0][1]):
+                if sc != scen:
+                    continue
+                w = min(r["wall"] for r in rs)
+                c = min(r["cpu"] for r in rs)
+                rss = max(r["rss"] for r in rs)
+                moved = max(max(r["up"], r["down"]) for r in rs)
+                vs = cvs = ""
+                if base and tool != "pipeline" and tool != "floor":
+                    bw = min(r["wall"] for r in base)
+                    bc = min(r["cpu"] for r in base)
+                    vs, cvs = f"x{bw / w:.2f}", f"x{bc / c:.2f}"
+                out.append(f"| {scen} | {tool} | {w:.2f} | {c:.2f} | {rss / (1 << 20):.0f} MiB | {fmt_bytes(moved)} | {vs} | {cvs} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="1G")
     ap.add_argument("--stores", default="file")
     ap.add_argument("--out", default="")
     ap.add_argument("--work", default="")
+    ap.add_argument("--corpus", default="realistic", choices=["realistic", "small100k", "files1m", "random"])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--bins", default="", help="name=path,... stowage binaries to compare (default: STOWAGE_BIN)")
+    ap.add_argument("--json", default="bench-results.jsonl")
+    ap.add_argument("--debs", default=corpus.default_debs())
+    ap.add_argument("--report", nargs="*")
     a = ap.parse_args()
+    if a.report:
+        print(report(a.report))
+        return
+    if a.corpus != "random":
+        variants = [tuple(x.split("=", 1)) for x in a.bins.split(",") if x] or [("", STOWAGE)]
+        work = a.work or tempfile.mkdtemp(prefix="stowage-bench.")
+        try:
+            bench_real(a, work, variants, a.json)
+        finally:
+            if not a.work:
+                shutil.rmtree(work, ignore_errors=True)
+        print(report([a.json]))
+        return
     total = parse_size(a.size)
     work = a.work or tempfile.mkdtemp(prefix="stowage-bench.")
     try:

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Runs the benchmark: builds a Release stowage, starts nginx and s3rver on loopback (as the
-# integration tests do), and writes docs/BENCHMARKS.md.
-# usage: tests/bench/run.sh [--size 1G] [--stores file,http,s3]
+# integration tests do), and runs tests/bench/bench.py with the arguments given.
+# The servers' data and the default work directory live under $TMPDIR: run it once with
+# TMPDIR=/dev/shm and once with TMPDIR=/var/tmp for tmpfs and disk.
+# usage: tests/bench/run.sh --corpus realistic --stores file,http [--runs 3] [--json out.jsonl]
+#        tests/bench/run.sh --corpus random --size 1G --stores file,http,s3 --out docs/BENCHMARKS.md
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SRC=$PWD
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build-bench -j"$(nproc)" >/dev/null
+cmake --build build-bench -j"$(nproc)" --target stowage >/dev/null
 export STOWAGE_BIN="$SRC/build-bench/stowage" STOW_TEST_SRC="$SRC"
 args=("$@")
 stores="file"
@@ -26,7 +29,7 @@ if [[ $stores == *http* ]]; then
     . tests/integration/lib_nginx.sh
     nginx_start "$T/nginx"
     trap cleanup EXIT
-    export BENCH_HTTP_URL="$NGINX_URL/anon"
+    export BENCH_HTTP_URL="$NGINX_URL/anon" BENCH_HTTP_DIR="$NGINX_ROOT/anon"
 fi
 if [[ $stores == *s3* ]]; then
     # shellcheck source=/dev/null
@@ -35,5 +38,4 @@ if [[ $stores == *s3* ]]; then
     trap cleanup EXIT
     export BENCH_S3_URL="s3://$S3_BUCKET" STOWAGE_ENDPOINT="$S3_ENDPOINT"
 fi
-mkdir -p docs
-python3 tests/bench/bench.py --out docs/BENCHMARKS.md "$@"
+python3 tests/bench/bench.py "$@"

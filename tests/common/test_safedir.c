@@ -3,6 +3,7 @@
  * dangling links, loops), from the caller's view and from the disk. */
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -202,6 +203,106 @@ static void test_links_disk(int rootfd)
     CHECK_INT(inside(rootfd, "t", "oldlink/s/a", NULL), 1);
 }
 
+static int open_fds(void)
+{
+    int n = 0;
+    for (int fd = 0; fd < 1024; fd++)
+        n += fcntl(fd, F_GETFD) != -1;
+    return n;
+}
+
+static int is_dir_at(int dfd, const char *leaf)
+{
+    struct stat sb;
+    return fstatat(dfd, leaf, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(sb.st_mode);
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* The walk keeps one fd per component of the last directory: siblings, parents, deeper and
+ * other roots all resolve to the right directory, symlinked components are refused, nothing
+ * leaks. */
+static void test_walk(void)
+{
+    stow_error err = {0};
+    mk("wroot");
+    mk("wroot/a");
+    mk("wroot/a/b");
+    mk("wroot/a/b/c");
+    mk("wroot/a/b/c/in-c");
+    mk("wroot/a/b/d");
+    mk("wroot/a/b/d/in-d");
+    mk("wroot/a/e");
+    mk("wroot/a/e/in-e");
+    mk("wroot/ab");
+    mk("wroot/ab/in-ab");
+    ln("b", "wroot/a/bl");
+    char rp[PATH_MAX + 64], deep[PATH_MAX];
+    /* 70 levels, deeper than the stack. */
+    size_t dl = 0;
+    path_of(rp, sizeof(rp), "wroot");
+    size_t rl = strlen(rp);
+    for (int i = 0; i < 70; i++) {
+        memcpy(deep + dl, i ? "/d" : "d", i ? 2 : 1);
+        dl += i ? 2 : 1;
+        deep[dl] = '\0';
+        snprintf(rp + rl, sizeof(rp) - rl, "/%s", deep);
+        CHECK(mkdir(rp, 0755) == 0);
+    }
+    snprintf(rp + rl, sizeof(rp) - rl, "/%s/leaf", deep);
+    CHECK(mkdir(rp, 0755) == 0);
+    path_of(rp, sizeof(rp), "wroot");
+    int rootfd = open(rp, O_RDONLY | O_DIRECTORY);
+    CHECK(rootfd >= 0);
+    int before = open_fds();
+
+    stow_safedir_walk w = STOW_SAFEDIR_WALK_INIT;
+    static const struct {
+        const char *dir, *leaf;
+    } seq[] = {{"a/b/c", "in-c"}, {"a/b/d", "in-d"}, {"a/b/d", "in-d"}, {"a/b", "c"}, {"a/e", "in-e"},
+               {"ab", "in-ab"},   {"a", "b"},         {"", "ab"},       {"a/b/c", "in-c"}};
+    for (size_t i = 0; i < sizeof(seq) / sizeof(seq[0]); i++) {
+        int fd = stow_safedir_walk_get(&w, rootfd, seq[i].dir, strlen(seq[i].dir), &err);
+        CHECK(fd >= 0);
+        CHECK(fd >= 0 && is_dir_at(fd, seq[i].leaf));
+    }
+    /* A directory named by a prefix of a longer string (no copy of the path needed). */
+    const char *file = "a/e/in-e";
+    CHECK(is_dir_at(stow_safedir_walk_get(&w, rootfd, file, 3, &err), "in-e"));
+    /* Symlinked components and missing ones. */
+    CHECK_INT(stow_safedir_walk_get(&w, rootfd, "a/bl", 4, &err), -1);
+    CHECK_INT(err.code, STOW_ECORRUPT);
+    CHECK_INT(stow_safedir_walk_get(&w, rootfd, "a/bl/c", 6, &err), -1);
+    CHECK_INT(err.code, STOW_ECORRUPT);
+    CHECK_INT(stow_safedir_walk_get(&w, rootfd, "a/x/y", 5, &err), -1);
+    CHECK_INT(err.code, STOW_ENOTFOUND);
+    CHECK_INT(stow_safedir_walk_get(&w, rootfd, "a/../a", 6, &err), -1);
+    CHECK_INT(err.code, STOW_ECORRUPT);
+    /* Still right after the failures. */
+    CHECK(is_dir_at(stow_safedir_walk_get(&w, rootfd, "a/b/d", 5, &err), "in-d"));
+    /* Past the stack's depth, and back. */
+    CHECK(is_dir_at(stow_safedir_walk_get(&w, rootfd, deep, dl, &err), "leaf"));
+    CHECK(is_dir_at(stow_safedir_walk_get(&w, rootfd, deep, dl - 2, &err), "d"));
+    CHECK(is_dir_at(stow_safedir_walk_get(&w, rootfd, deep, dl, &err), "leaf"));
+    CHECK(is_dir_at(stow_safedir_walk_get(&w, rootfd, "a/b", 3, &err), "d"));
+    /* Another root: the root's own directory. */
+    int other = open(base, O_RDONLY | O_DIRECTORY);
+    CHECK(is_dir_at(stow_safedir_walk_get(&w, other, "wroot/a", 7, &err), "e"));
+    CHECK_INT(stow_safedir_walk_get(&w, other, "", 0, &err), other);
+    stow_safedir_walk_close(&w);
+    close(other);
+    CHECK_INT(open_fds(), before);
+    close(rootfd);
+    path_of(rp, sizeof(rp), "wroot");
+    CHECK_INT(nftw(rp, rm_entry, 16, FTW_DEPTH | FTW_PHYS), 0);
+}
+
 int main(void)
 {
     const char *tmp = getenv("TMPDIR");
@@ -219,6 +320,7 @@ int main(void)
     test_split();
     test_links_view();
     test_links_disk(rootfd);
+    test_walk();
     close(rootfd);
     /* The tree is small and known: remove it entry by entry. */
     const char *rm[] = {"root/a/n1/n2", "root/a/n1", "root/a/b", "root/old", "root/a", "root", "outside", NULL};
