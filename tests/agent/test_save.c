@@ -361,7 +361,7 @@ static void test_commit_check(int repairable)
 static void add_sized(stow_manifest *m, const char *path, uint64_t size)
 {
     stow_error err = {0};
-    stow_file_entry e = {0, (char *)path, STOW_FT_FILE, 0644, size, 1, 0, -1, NULL, NULL};
+    stow_file_entry e = {0, (char *)path, STOW_FT_FILE, 0644, size, 1, 0, -1, NULL, NULL, 0};
     CHECK_INT(stow_manifest_add_file(m, &e, &err), STOW_OK);
 }
 
