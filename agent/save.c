@@ -148,8 +148,12 @@ int stow_save_split_new_layers(stow_manifest *m, const stow_split_opts *o, stow_
     size_t k = split_count(o, existing, n, bytes);
     uint64_t target = (work + k - 1) / k;
     size_t fcap = o->file_cap ? o->file_cap : n;
-    if (fcap < (n + k - 1) / k)
-        fcap = (n + k - 1) / k; /* max_layers won over the file cap */
+    if (fcap < (n + k - 1) / k) {
+        /* max_layers won over the file cap: the share of files plus the slack runs need, or
+         * the last runs open a layer past max_layers. */
+        fcap = (n + k - 1) / k;
+        fcap += fcap / 7 + 1;
+    }
     uint64_t run_max = target / 8 ? target / 8 : 1;
     size_t run_files = fcap / 8 ? fcap / 8 : 1;
 

@@ -484,6 +484,16 @@ static void test_split(void)
         CHECK_INT(m->files[i].layer, 2);
     stow_manifest_free(m);
 
+    /* Many files, few layers allowed: max_layers beats the file cap and no extra layer spills
+     * past it (20,000 files of 0-16 KB, cap 1,000, max_layers 6: five new layers, one left for a delta). */
+    m = files_of(20000, 100, 0);
+    for (size_t i = 0; i < m->nfiles; i++)
+        m->files[i].size = (i * 7919) % 16384; /* uneven: runs hold different file counts */
+    o = split_opts(2, 1ull << 30, 1000, 6);
+    CHECK_INT(stow_save_split_new_layers(m, &o, &err), STOW_OK);
+    CHECK_INT(m->nlayers, 5);
+    stow_manifest_free(m);
+
     /* Deterministic: the same scan split twice gives the same layer for every file. */
     stow_manifest *a = files_of(3000, 37000, 9000000), *b = files_of(3000, 37000, 9000000);
     for (size_t i = 0; i < a->nfiles; i += 7) {
