@@ -73,7 +73,8 @@ static int seen(const reach_set *r, const char *digest)
 static int add(reach_set *r, const char *digest, stow_error *err)
 {
     if (r->n >= MAX_REACHABLE)
-        return stow_error_set(err, STOW_ECORRUPT, "%s: more than %d referenced blobs", r->dir, MAX_REACHABLE);
+        return stow_error_set(err, STOW_ECORRUPT, "%s: more than %d referenced blobs", r->dir,
+                              MAX_REACHABLE);
     if (r->n == r->cap) {
         size_t ncap = r->cap ? r->cap * 2 : 64;
         char **nd = realloc(r->digests, ncap * sizeof(*nd));
@@ -96,7 +97,8 @@ static int walk_descriptor(reach_set *r, json_t *desc, const char *what, int dep
     const char *digest = json_string_value(json_object_get(desc, "digest"));
     const char *media = json_string_value(json_object_get(desc, "mediaType"));
     if (digest == NULL || !digest_ok(digest))
-        return stow_error_set(err, STOW_ECORRUPT, "%s: %s has a descriptor without a valid digest", r->dir, what);
+        return stow_error_set(err, STOW_ECORRUPT, "%s: %s has a descriptor without a valid digest",
+                              r->dir, what);
     if (seen(r, digest))
         return STOW_OK;
     int rc = add(r, digest, err);
@@ -115,16 +117,19 @@ static int walk_descriptor(reach_set *r, json_t *desc, const char *what, int dep
      * blobs of unknown type that turn out to have "manifests" or "layers". Layers (tar/gzip)
      * and BuildKit's cacheconfig are leaves. */
     int container = media && (strstr(media, "index") || strstr(media, "manifest"));
-    int leaf = media && (strstr(media, "layer") || strstr(media, "cacheconfig") || strstr(media, "config"));
+    int leaf = media &&
+               (strstr(media, "layer") || strstr(media, "cacheconfig") || strstr(media, "config"));
     if ((!container && leaf) || st.st_size > (off_t)MAX_JSON_BLOB)
         return STOW_OK;
     if (depth >= MAX_DEPTH)
-        return stow_error_set(err, STOW_ECORRUPT, "%s: manifests nested deeper than %d", r->dir, MAX_DEPTH);
+        return stow_error_set(err, STOW_ECORRUPT, "%s: manifests nested deeper than %d", r->dir,
+                              MAX_DEPTH);
     json_error_t je;
     json_t *doc = json_load_file(path, 0, &je);
     if (doc == NULL) {
         if (container)
-            return stow_error_set(err, STOW_ECORRUPT, "%s: %s is not valid JSON (%s)", r->dir, digest, je.text);
+            return stow_error_set(err, STOW_ECORRUPT, "%s: %s is not valid JSON (%s)", r->dir,
+                                  digest, je.text);
         return STOW_OK; /* an opaque blob of unknown type */
     }
     rc = walk_json(r, doc, digest, depth + 1, err);
@@ -137,12 +142,15 @@ static int walk_array(reach_set *r, json_t *arr, const char *what, int depth, st
     if (arr == NULL)
         return STOW_OK;
     if (!json_is_array(arr))
-        return stow_error_set(err, STOW_ECORRUPT, "%s: %s: expected a list of descriptors", r->dir, what);
+        return stow_error_set(err, STOW_ECORRUPT, "%s: %s: expected a list of descriptors", r->dir,
+                              what);
     size_t i;
     json_t *v;
-    json_array_foreach(arr, i, v) {
+    json_array_foreach(arr, i, v)
+    {
         if (!json_is_object(v))
-            return stow_error_set(err, STOW_ECORRUPT, "%s: %s: descriptor %zu is not an object", r->dir, what, i);
+            return stow_error_set(err, STOW_ECORRUPT, "%s: %s: descriptor %zu is not an object",
+                                  r->dir, what, i);
         int rc = walk_descriptor(r, v, what, depth, err);
         if (rc != STOW_OK)
             return rc;
@@ -163,7 +171,10 @@ static int walk_json(reach_set *r, json_t *doc, const char *what, int depth, sto
     return rc;
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
 
 int stow_buildx_prune(stow_buildx_stats *stats, const char *dir, stow_error *err)
 {
@@ -179,8 +190,8 @@ int stow_buildx_prune(stow_buildx_stats *stats, const char *dir, stow_error *err
     json_error_t je;
     index = json_load_file(path, 0, &je);
     if (index == NULL)
-        return stow_error_set(err, STOW_ECORRUPT, "%s: not valid JSON (line %d: %s); not pruning", path, je.line,
-                              je.text);
+        return stow_error_set(err, STOW_ECORRUPT, "%s: not valid JSON (line %d: %s); not pruning",
+                              path, je.line, je.text);
     rc = walk_json(&r, index, "index.json", 0, err);
     if (rc != STOW_OK) {
         stow_error_wrap(err, "not pruning");

@@ -155,18 +155,20 @@ static int write_file_atomic(const char *path, const char *data, size_t len, sto
     return STOW_OK;
 }
 
-static void save_state(const stow_cache_params *p, const stow_cache_result *res, const stow_manifest *m)
+static void save_state(const stow_cache_params *p, const stow_cache_result *res,
+                       const stow_manifest *m)
 {
     stow_error err = {0};
     char path[PATH_MAX];
-    if (stow_path_mkdirs(p->state_dir, 0700, &err) != STOW_OK || state_path(path, sizeof(path), p, ".json") != STOW_OK) {
+    if (stow_path_mkdirs(p->state_dir, 0700, &err) != STOW_OK ||
+        state_path(path, sizeof(path), p, ".json") != STOW_OK) {
         stow_warn("cannot record restore state in %s: %s", p->state_dir, err.msg);
         return;
     }
     static const char *const names[] = {"miss", "hit", "partial"};
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:I}", "outcome", names[res->outcome], "primary_key", p->key,
-                          "matched_key", res->matched_key, "matched_scope", res->matched_scope, "time",
-                          (json_int_t)time(NULL));
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:I}", "outcome", names[res->outcome],
+                          "primary_key", p->key, "matched_key", res->matched_key, "matched_scope",
+                          res->matched_scope, "time", (json_int_t)time(NULL));
     char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (s == NULL || write_file_atomic(path, s, strlen(s), &err) != STOW_OK)
@@ -177,7 +179,8 @@ static void save_state(const stow_cache_params *p, const stow_cache_result *res,
     if (m != NULL && state_path(mpath, sizeof(mpath), p, ".manifest.json") == STOW_OK) {
         char *mj = NULL;
         size_t ml = 0;
-        if (stow_manifest_to_json(&mj, &ml, m, &err) != STOW_OK || write_file_atomic(mpath, mj, ml, &err) != STOW_OK)
+        if (stow_manifest_to_json(&mj, &ml, m, &err) != STOW_OK ||
+            write_file_atomic(mpath, mj, ml, &err) != STOW_OK)
             stow_warn("cannot record the restored manifest: %s", err.msg);
         free(mj);
     } else if (m == NULL && state_path(mpath, sizeof(mpath), p, ".manifest.json") == STOW_OK) {
@@ -207,7 +210,8 @@ static stow_manifest *state_manifest(const stow_cache_params *p)
     stow_buf text;
     stow_buf_init(&text, STOW_MANIFEST_MAX_BYTES);
     int rc = stow_read_file(&text, path, STOW_MANIFEST_MAX_BYTES, &err);
-    if (rc == STOW_OK && text.len > 0 && stow_manifest_from_json(&m, text.ptr, text.len, path, &err) != STOW_OK)
+    if (rc == STOW_OK && text.len > 0 &&
+        stow_manifest_from_json(&m, text.ptr, text.len, path, &err) != STOW_OK)
         rc = STOW_ERR;
     if (rc != STOW_OK && rc != STOW_ENOTFOUND)
         stow_warn("ignoring restore state: %s", err.msg);
@@ -216,12 +220,14 @@ static stow_manifest *state_manifest(const stow_cache_params *p)
 }
 
 /* For save.c (cache_int.h). */
-int stow_cache_run_parallel(size_t n, int nthreads, stow_cache_work_fn fn, void *ctx, stow_error *err)
+int stow_cache_run_parallel(size_t n, int nthreads, stow_cache_work_fn fn, void *ctx,
+                            stow_error *err)
 {
     return run_parallel(n, nthreads, fn, ctx, err);
 }
 
-void stow_cache_state_save(const stow_cache_params *p, const stow_cache_result *res, const stow_manifest *m)
+void stow_cache_state_save(const stow_cache_params *p, const stow_cache_result *res,
+                           const stow_manifest *m)
 {
     save_state(p, res, m);
 }
@@ -247,7 +253,8 @@ static size_t lookup_scopes(const char **out, size_t max, const stow_cache_param
     return n;
 }
 
-static int lookup(stow_manifest **out, stow_cache_result *res, const stow_cache_params *p, stow_error *err)
+static int lookup(stow_manifest **out, stow_cache_result *res, const stow_cache_params *p,
+                  stow_error *err)
 {
     const char *scopes[65];
     size_t ns = lookup_scopes(scopes, 65, p);
@@ -309,8 +316,8 @@ static int entry_present(const stow_file_entry *e, int dfd, const char *leaf)
     if (fstatat(dfd, leaf, &sb, AT_SYMLINK_NOFOLLOW) != 0)
         return 0;
     if (e->type == STOW_FT_FILE)
-        return S_ISREG(sb.st_mode) && (uint64_t)sb.st_size == e->size && sb.st_mtim.tv_sec == e->mtime &&
-               sb.st_mtim.tv_nsec == e->mtime_ns;
+        return S_ISREG(sb.st_mode) && (uint64_t)sb.st_size == e->size &&
+               sb.st_mtim.tv_sec == e->mtime && sb.st_mtim.tv_nsec == e->mtime_ns;
     if (e->type == STOW_FT_LINK) {
         char target[PATH_MAX];
         if (!S_ISLNK(sb.st_mode))
@@ -357,7 +364,8 @@ static void layers_needed(unsigned char *need, const stow_manifest *m, stow_stag
 #define RESTORE_WORKER_BYTES (32ull << 20)
 static int restore_threads(int parallel)
 {
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN), pages = sysconf(_SC_AVPHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN), pages = sysconf(_SC_AVPHYS_PAGES),
+         psz = sysconf(_SC_PAGESIZE);
     int n = parallel < 1 ? 1 : parallel;
     if (cpus >= 1 && n > cpus && cpus >= 2)
         n = (int)cpus;
@@ -377,7 +385,8 @@ static int restore_layer(void *ud, size_t i, stow_error *err)
     restore_ctx *c = ud;
     if (!c->need[i])
         return STOW_OK;
-    stow_debug("restoring layer %s (%llu bytes)", c->m->layers[i].id, (unsigned long long)c->m->layers[i].size);
+    stow_debug("restoring layer %s (%llu bytes)", c->m->layers[i].id,
+               (unsigned long long)c->m->layers[i].size);
     return stow_layer_unpack(c->m, i, c->stage, c->b, &c->opts, c->prog, err);
 }
 
@@ -444,8 +453,9 @@ int stow_cache_restore(stow_cache_result *res, const stow_cache_params *p, stow_
             if (strcmp(m->roots[r], p->paths->v[i]) == 0)
                 roots[r] = p->abs_paths[i];
         if (roots[r] == NULL)
-            stow_warn("entry %s holds %s, which is not among the configured paths; not restoring it",
-                      res->matched_key, m->roots[r]);
+            stow_warn(
+                "entry %s holds %s, which is not among the configured paths; not restoring it",
+                res->matched_key, m->roots[r]);
     }
     rc = stow_stage_new(&stage, roots, m->nroots, err);
     if (rc != STOW_OK)

@@ -14,28 +14,28 @@ typedef enum { STOW_MISS = 0, STOW_HIT = 1, STOW_PARTIAL = 2 } stow_outcome;
 
 typedef struct stow_cache_params {
     stow_backend *backend;
-    const char *store_url;  /* for the state file's identity */
-    const char *key;        /* expanded and validated */
+    const char *store_url; /* for the state file's identity */
+    const char *key;       /* expanded and validated */
     const stow_strlist *restore_keys;
     const char *scope;
     const stow_strlist *fallback_scopes;
-    const stow_strlist *paths;   /* as configured */
-    char *const *abs_paths;      /* expanded, same order */
-    const char *state_dir;       /* expanded */
+    const stow_strlist *paths; /* as configured */
+    char *const *abs_paths;    /* expanded, same order */
+    const char *state_dir;     /* expanded */
     stow_pack_opts pack;
     uint64_t layer_size;
     int parallel;
     int lookup_only;
-    int preserve_setid;  /* restore: keep setuid/setgid bits as stored */
-    int checksum;   /* save: compare contents too (needs hashes in the parent entry) */
-    int update;     /* save: an existing key gets a delta; 0 = entries are immutable */
-    int max_layers; /* save: repack the smallest layers beyond this many */
-    int prune_buildx;            /* save: prune buildx caches among (or named besides) the paths */
-    char *const *buildx_dirs;    /* expanded extra buildx cache directories */
+    int preserve_setid;       /* restore: keep setuid/setgid bits as stored */
+    int checksum;             /* save: compare contents too (needs hashes in the parent entry) */
+    int update;               /* save: an existing key gets a delta; 0 = entries are immutable */
+    int max_layers;           /* save: repack the smallest layers beyond this many */
+    int prune_buildx;         /* save: prune buildx caches among (or named besides) the paths */
+    char *const *buildx_dirs; /* expanded extra buildx cache directories */
     size_t nbuildx_dirs;
     /* save: trimming (trim.h) */
-    long trim_unused_after;      /* 0 = off */
-    int trim;                    /* 0 = --no-trim */
+    long trim_unused_after; /* 0 = off */
+    int trim;               /* 0 = --no-trim */
     int trim_local;
     int build_failed;
 } stow_cache_params;
@@ -44,19 +44,19 @@ typedef struct stow_cache_result {
     stow_outcome outcome;
     char matched_key[256];
     char matched_scope[256];
-    int saved;              /* save: 1 when an entry was written */
-    uint64_t files;         /* files restored or saved */
-    uint64_t bytes_total;   /* logical (uncompressed) bytes of the entry */
-    uint64_t bytes_moved;   /* bytes downloaded or uploaded */
+    int saved;            /* save: 1 when an entry was written */
+    uint64_t files;       /* files restored or saved */
+    uint64_t bytes_total; /* logical (uncompressed) bytes of the entry */
+    uint64_t bytes_moved; /* bytes downloaded or uploaded */
     uint64_t layers_total, layers_moved;
-    uint64_t files_changed;  /* save: new or changed files that went into the delta */
-    uint64_t files_removed;  /* save: files of the parent entry that are gone */
+    uint64_t files_changed; /* save: new or changed files that went into the delta */
+    uint64_t files_removed; /* save: files of the parent entry that are gone */
     uint64_t layers_repacked;
-    char parent_key[256];    /* save: the entry the delta was computed against, "" if none */
-    uint64_t files_trimmed;  /* save: files left out because no build read them (trim.h) */
+    char parent_key[256];   /* save: the entry the delta was computed against, "" if none */
+    uint64_t files_trimmed; /* save: files left out because no build read them (trim.h) */
     uint64_t bytes_trimmed;
-    uint64_t bytes_unread;   /* save: bytes of kept files this build did not read */
-    int trim_tracked;        /* save: 1 when this save could tell read files from unread ones */
+    uint64_t bytes_unread; /* save: bytes of kept files this build did not read */
+    int trim_tracked;      /* save: 1 when this save could tell read files from unread ones */
     double seconds;
 } stow_cache_result;
 

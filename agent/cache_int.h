@@ -12,11 +12,13 @@
 /* Runs fn(ctx, i) for i in [0, n) on up to nthreads threads; the first failure stops new work
  * and is returned. */
 typedef int (*stow_cache_work_fn)(void *ctx, size_t i, stow_error *err);
-int stow_cache_run_parallel(size_t n, int nthreads, stow_cache_work_fn fn, void *ctx, stow_error *err);
+int stow_cache_run_parallel(size_t n, int nthreads, stow_cache_work_fn fn, void *ctx,
+                            stow_error *err);
 
 /* The local state restore leaves for save: the outcome, and the restored manifest (m may be
  * NULL: no parent). */
-void stow_cache_state_save(const stow_cache_params *p, const stow_cache_result *res, const stow_manifest *m);
+void stow_cache_state_save(const stow_cache_params *p, const stow_cache_result *res,
+                           const stow_manifest *m);
 /* The manifest restore (or the last save) left in the state directory; NULL if none. */
 stow_manifest *stow_cache_state_manifest(const stow_cache_params *p);
 
@@ -30,8 +32,8 @@ stow_manifest *stow_cache_state_manifest(const stow_cache_params *p);
 int stow_save_plan_delta(stow_manifest *m, const stow_manifest *parent, char *const *roots,
                          const stow_cache_params *p, stow_cache_result *res, stow_error *err);
 /* How stow_save_split_new_layers cuts the new files into layers. */
-#define STOW_SPLIT_FILE_CAP 50000                   /* files per layer, unless max_layers forbids */
-#define STOW_SPLIT_MIN_LAYER_BYTES (8ull << 20)     /* no smaller layers just to reach min_layers */
+#define STOW_SPLIT_FILE_CAP 50000               /* files per layer, unless max_layers forbids */
+#define STOW_SPLIT_MIN_LAYER_BYTES (8ull << 20) /* no smaller layers just to reach min_layers */
 typedef struct {
     uint64_t layer_size;      /* upper bound on a layer's raw bytes (0: none); always holds */
     size_t min_layers;        /* at least this many layers (the cores) when there is the work */

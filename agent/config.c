@@ -33,21 +33,23 @@ static const option options[] = {
      "store: file:///dir, s3://bucket/prefix, http(s)://host/prefix"},
     {"storage", "endpoint", "STOWAGE_ENDPOINT", "--endpoint", NULL, T_STR, OFF(endpoint), 0, 0,
      "S3-compatible endpoint URL (MinIO, Ceph, R2, ...)"},
-    {"storage", "region", "STOWAGE_REGION", "--region", NULL, T_STR, OFF(region), 0, 0, "S3 region (us-east-1)"},
-    {"storage", "path_style", "STOWAGE_PATH_STYLE", "--path-style", NULL, T_TRISTATE, OFF(path_style), 0, 0,
-     "S3 path-style addressing: true, false or auto"},
-    {"storage", "verify_tls", "STOWAGE_VERIFY_TLS", "--verify-tls", NULL, T_BOOL, OFF(verify_tls), 0, 0,
-     "verify TLS certificates (true)"},
+    {"storage", "region", "STOWAGE_REGION", "--region", NULL, T_STR, OFF(region), 0, 0,
+     "S3 region (us-east-1)"},
+    {"storage", "path_style", "STOWAGE_PATH_STYLE", "--path-style", NULL, T_TRISTATE,
+     OFF(path_style), 0, 0, "S3 path-style addressing: true, false or auto"},
+    {"storage", "verify_tls", "STOWAGE_VERIFY_TLS", "--verify-tls", NULL, T_BOOL, OFF(verify_tls),
+     0, 0, "verify TLS certificates (true)"},
     {"storage", "ca_bundle", "STOWAGE_CA_BUNDLE", "--ca-bundle", NULL, T_STR, OFF(ca_bundle), 0, 0,
      "CA bundle file for TLS"},
-    {"storage", "connect_timeout_ms", "STOWAGE_CONNECT_TIMEOUT_MS", "--connect-timeout-ms", NULL, T_LONG,
-     OFF(connect_timeout_ms), 1, 600000, "connect timeout in milliseconds (10000)"},
-    {"storage", "low_speed_timeout", "STOWAGE_LOW_SPEED_TIMEOUT", "--low-speed-timeout", NULL, T_LONG,
-     OFF(low_speed_timeout_s), 1, 3600, "abort a transfer below low_speed_limit this many seconds (30)"},
+    {"storage", "connect_timeout_ms", "STOWAGE_CONNECT_TIMEOUT_MS", "--connect-timeout-ms", NULL,
+     T_LONG, OFF(connect_timeout_ms), 1, 600000, "connect timeout in milliseconds (10000)"},
+    {"storage", "low_speed_timeout", "STOWAGE_LOW_SPEED_TIMEOUT", "--low-speed-timeout", NULL,
+     T_LONG, OFF(low_speed_timeout_s), 1, 3600,
+     "abort a transfer below low_speed_limit this many seconds (30)"},
     {"storage", "low_speed_limit", "STOWAGE_LOW_SPEED_LIMIT", "--low-speed-limit", NULL, T_LONG,
      OFF(low_speed_limit), 1, 1073741824, "bytes per second a transfer must keep up (1024)"},
-    {"storage", "deadline", "STOWAGE_DEADLINE", "--deadline", NULL, T_LONG, OFF(deadline_s), 1, 86400,
-     "seconds one store operation, retries included, may go without progress (60)"},
+    {"storage", "deadline", "STOWAGE_DEADLINE", "--deadline", NULL, T_LONG, OFF(deadline_s), 1,
+     86400, "seconds one store operation, retries included, may go without progress (60)"},
     {"storage", "retries", "STOWAGE_RETRIES", "--retries", NULL, T_LONG, OFF(retries), 0, 20,
      "retries for 5xx, 429, resets and timeouts (5)"},
     {"storage", "parallel", "STOWAGE_PARALLEL", "--parallel", NULL, T_LONG, OFF(parallel), 1, 64,
@@ -64,43 +66,48 @@ static const option options[] = {
      "cache directories (~ and $VARS expand on the runner)"},
     {"cache", "scope", "STOWAGE_SCOPE", "--scope", NULL, T_STR, OFF(scope), 0, 0,
      "scope written to, e.g. {branch} (default)"},
-    {"cache", "fallback_scopes", "STOWAGE_FALLBACK_SCOPES", "--fallback-scope", "--fallback-scopes", T_LIST,
-     OFF(fallback_scopes), 0, 0, "scopes read when the own scope misses, e.g. main"},
-    {"cache", "compression_level", "STOWAGE_COMPRESSION_LEVEL", "--compression-level", NULL, T_LONG, OFF(level),
-     1, 19, "zstd level (3)"},
+    {"cache", "fallback_scopes", "STOWAGE_FALLBACK_SCOPES", "--fallback-scope", "--fallback-scopes",
+     T_LIST, OFF(fallback_scopes), 0, 0, "scopes read when the own scope misses, e.g. main"},
+    {"cache", "compression_level", "STOWAGE_COMPRESSION_LEVEL", "--compression-level", NULL, T_LONG,
+     OFF(level), 1, 19, "zstd level (3)"},
     {"cache", "threads", "STOWAGE_THREADS", "--threads", NULL, T_LONG, OFF(threads), 0, 256,
      "zstd worker threads (0 = one per core)"},
-    {"cache", "layer_size", "STOWAGE_LAYER_SIZE", "--layer-size", NULL, T_SIZE, OFF(layer_size), 1, 0,
-     "split saves into layers of about this size (1G)"},
+    {"cache", "layer_size", "STOWAGE_LAYER_SIZE", "--layer-size", NULL, T_SIZE, OFF(layer_size), 1,
+     0, "split saves into layers of about this size (1G)"},
     {"cache", "state_dir", "STOWAGE_STATE_DIR", "--state-dir", NULL, T_STR, OFF(state_dir), 0, 0,
      "where restore leaves state for save (~/.cache/stowage/state)"},
     {"cache", "strict", "STOWAGE_STRICT", "--strict", NULL, T_BOOL, OFF(strict), 0, 0,
      "storage and data errors fail the command instead of warning"},
-    {"cache", "fail_on_miss", "STOWAGE_FAIL_ON_MISS", "--fail-on-miss", NULL, T_BOOL, OFF(fail_on_miss), 0, 0,
-     "restore fails (exit 3) when no entry matches"},
-    {"cache", "lookup_only", "STOWAGE_LOOKUP_ONLY", "--lookup-only", NULL, T_BOOL, OFF(lookup_only), 0, 0,
-     "restore only reports whether an entry exists"},
-    {"cache", "preserve_setid", "STOWAGE_PRESERVE_SETID", "--preserve-setid", NULL, T_BOOL, OFF(preserve_setid), 0,
-     0, "restore: keep setuid/setgid bits as stored (false: they are stripped, like tar without -p)"},
-    {"cache", "save_on_failure", "STOWAGE_SAVE_ON_FAILURE", "--save-on-failure", NULL, T_BOOL, OFF(save_on_failure),
-     0, 0, "stowage run: save also when the command fails (true)"},
+    {"cache", "fail_on_miss", "STOWAGE_FAIL_ON_MISS", "--fail-on-miss", NULL, T_BOOL,
+     OFF(fail_on_miss), 0, 0, "restore fails (exit 3) when no entry matches"},
+    {"cache", "lookup_only", "STOWAGE_LOOKUP_ONLY", "--lookup-only", NULL, T_BOOL, OFF(lookup_only),
+     0, 0, "restore only reports whether an entry exists"},
+    {"cache", "preserve_setid", "STOWAGE_PRESERVE_SETID", "--preserve-setid", NULL, T_BOOL,
+     OFF(preserve_setid), 0, 0,
+     "restore: keep setuid/setgid bits as stored (false: they are stripped, like tar without -p)"},
+    {"cache", "save_on_failure", "STOWAGE_SAVE_ON_FAILURE", "--save-on-failure", NULL, T_BOOL,
+     OFF(save_on_failure), 0, 0, "stowage run: save also when the command fails (true)"},
     {"cache", "checksum", "STOWAGE_CHECKSUM", "--checksum", NULL, T_BOOL, OFF(checksum), 0, 0,
      "save: compare file contents too, not only size, mtime and mode (false)"},
     {"cache", "update", "STOWAGE_UPDATE", "--update", NULL, T_BOOL, OFF(update), 0, 0,
      "save: update an existing key with a delta (true; --no-update keeps entries immutable)"},
-    {"cache", "prune_buildx", "STOWAGE_PRUNE_BUILDX", "--prune-buildx", NULL, T_BOOL, OFF(prune_buildx), 0, 0,
+    {"cache", "prune_buildx", "STOWAGE_PRUNE_BUILDX", "--prune-buildx", NULL, T_BOOL,
+     OFF(prune_buildx), 0, 0,
      "save: delete blobs index.json does not reach from buildx local caches (true)"},
-    {"cache", "buildx_dirs", "STOWAGE_BUILDX_DIRS", "--buildx-dir", "--buildx-dirs", T_LIST, OFF(buildx_dirs), 0, 0,
+    {"cache", "buildx_dirs", "STOWAGE_BUILDX_DIRS", "--buildx-dir", "--buildx-dirs", T_LIST,
+     OFF(buildx_dirs), 0, 0,
      "buildx cache directories to prune besides the paths detected by oci-layout + index.json"},
-    {"cache", "max_layers", "STOWAGE_MAX_LAYERS", "--max-layers", NULL, T_LONG, OFF(max_layers), 2, 1000,
-     "repack the smallest layers once an entry has more than this many (16)"},
+    {"cache", "max_layers", "STOWAGE_MAX_LAYERS", "--max-layers", NULL, T_LONG, OFF(max_layers), 2,
+     1000, "repack the smallest layers once an entry has more than this many (16)"},
     {"cache", "trim_unused_after", "STOWAGE_TRIM_UNUSED_AFTER", "--trim-unused-after", NULL, T_LONG,
-     OFF(trim_unused_after), 0, 1000, "save: drop files no build read in this many saves (0 = never)"},
+     OFF(trim_unused_after), 0, 1000,
+     "save: drop files no build read in this many saves (0 = never)"},
     {"cache", "trim", "STOWAGE_TRIM", "--trim", NULL, T_BOOL, OFF(trim), 0, 0,
      "save: apply trim_unused_after (true; --no-trim skips it once)"},
-    {"cache", "trim_local", "STOWAGE_TRIM_LOCAL", "--trim-local", NULL, T_BOOL, OFF(trim_local), 0, 0,
-     "save: trimmed files are deleted from the runner's directories too (false)"},
-    {"cache", "build_status", "STOWAGE_BUILD_STATUS", "--build-status", NULL, T_STR, OFF(build_status), 0, 0,
+    {"cache", "trim_local", "STOWAGE_TRIM_LOCAL", "--trim-local", NULL, T_BOOL, OFF(trim_local), 0,
+     0, "save: trimmed files are deleted from the runner's directories too (false)"},
+    {"cache", "build_status", "STOWAGE_BUILD_STATUS", "--build-status", NULL, T_STR,
+     OFF(build_status), 0, 0,
      "save: success, failed or canceled, or the build's exit code; no trimming after a failure"},
     {"prune", "max_age", "STOWAGE_MAX_AGE", "--max-age", NULL, T_DURATION, OFF(max_age), 0, 0,
      "prune: delete entries unused for longer than this (e.g. 7d, 12h)"},
@@ -110,21 +117,25 @@ static const option options[] = {
      "prune: keep unreferenced layers younger than this, for saves in progress (1h)"},
     {"prune", "dry_run", "STOWAGE_DRY_RUN", "--dry-run", NULL, T_BOOL, OFF(dry_run), 0, 0,
      "prune: report what would be deleted, delete nothing"},
-    {"prune", "json", "STOWAGE_JSON", "--json", NULL, T_BOOL, OFF(json), 0, 0, "list, stats: JSON output"},
-    {"buildkit", "mounts", "STOWAGE_BUILDKIT_MOUNTS", "--buildkit-mount", "--buildkit-mounts", T_LIST, OFF(mounts), 0,
-     0, "BuildKit cache mounts kept in host dirs: NAME:TARGET [id=ID] [sharing=S] [uid=N] [gid=N] [mode=0755]"},
-    {"buildkit", "dockerfile", "STOWAGE_BUILDKIT_DOCKERFILE", "--dockerfile", NULL, T_STR, OFF(dockerfile), 0, 0,
-     "also keep the RUN --mount=type=cache mounts this Dockerfile declares"},
-    {"buildkit", "mounts_dir", "STOWAGE_BUILDKIT_MOUNTS_DIR", "--mounts-dir", NULL, T_STR, OFF(mounts_dir), 0, 0,
+    {"prune", "json", "STOWAGE_JSON", "--json", NULL, T_BOOL, OFF(json), 0, 0,
+     "list, stats: JSON output"},
+    {"buildkit", "mounts", "STOWAGE_BUILDKIT_MOUNTS", "--buildkit-mount", "--buildkit-mounts",
+     T_LIST, OFF(mounts), 0, 0,
+     "BuildKit cache mounts kept in host dirs: NAME:TARGET [id=ID] [sharing=S] [uid=N] [gid=N] [mode=0755]"},
+    {"buildkit", "dockerfile", "STOWAGE_BUILDKIT_DOCKERFILE", "--dockerfile", NULL, T_STR,
+     OFF(dockerfile), 0, 0, "also keep the RUN --mount=type=cache mounts this Dockerfile declares"},
+    {"buildkit", "mounts_dir", "STOWAGE_BUILDKIT_MOUNTS_DIR", "--mounts-dir", NULL, T_STR,
+     OFF(mounts_dir), 0, 0,
      "host directory holding one directory per mount NAME (~/.docker-cache)"},
-    {"buildkit", "helper_image", "STOWAGE_BUILDKIT_HELPER_IMAGE", "--buildkit-helper-image", NULL, T_STR,
-     OFF(helper_image), 0, 0, "image of the transfer builds: sh and tar (busybox)"},
-    {"buildkit", "builder", "STOWAGE_BUILDKIT_BUILDER", "--builder", NULL, T_STR, OFF(builder), 0, 0,
-     "buildx builder (docker buildx build --builder); default: docker build"},
+    {"buildkit", "helper_image", "STOWAGE_BUILDKIT_HELPER_IMAGE", "--buildkit-helper-image", NULL,
+     T_STR, OFF(helper_image), 0, 0, "image of the transfer builds: sh and tar (busybox)"},
+    {"buildkit", "builder", "STOWAGE_BUILDKIT_BUILDER", "--builder", NULL, T_STR, OFF(builder), 0,
+     0, "buildx builder (docker buildx build --builder); default: docker build"},
     {"buildkit", "docker", "STOWAGE_DOCKER", "--docker", NULL, T_STR, OFF(docker), 0, 0,
      "docker client binary (docker)"},
-    {"buildkit", "extract_on_failure", "STOWAGE_BUILDKIT_EXTRACT_ON_FAILURE", "--extract-on-failure", NULL, T_BOOL,
-     OFF(extract_on_failure), 0, 0, "stowage run: extract the mounts also when the command fails (true)"},
+    {"buildkit", "extract_on_failure", "STOWAGE_BUILDKIT_EXTRACT_ON_FAILURE",
+     "--extract-on-failure", NULL, T_BOOL, OFF(extract_on_failure), 0, 0,
+     "stowage run: extract the mounts also when the command fails (true)"},
 };
 
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
@@ -192,7 +203,8 @@ static int parse_bool(int *out, const char *v)
 {
     if (!strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcasecmp(v, "on") || !strcmp(v, "1"))
         *out = 1;
-    else if (!strcasecmp(v, "false") || !strcasecmp(v, "no") || !strcasecmp(v, "off") || !strcmp(v, "0"))
+    else if (!strcasecmp(v, "false") || !strcasecmp(v, "no") || !strcasecmp(v, "off") ||
+             !strcmp(v, "0"))
         *out = 0;
     else
         return -1;
@@ -239,10 +251,14 @@ static int parse_size(uint64_t *out, const char *v)
     uint64_t mul = 1;
     if (*end) {
         switch (*end) {
-        case 'k': case 'K': mul = 1ull << 10; break;
-        case 'm': case 'M': mul = 1ull << 20; break;
-        case 'g': case 'G': mul = 1ull << 30; break;
-        case 't': case 'T': mul = 1ull << 40; break;
+        case 'k':
+        case 'K': mul = 1ull << 10; break;
+        case 'm':
+        case 'M': mul = 1ull << 20; break;
+        case 'g':
+        case 'G': mul = 1ull << 30; break;
+        case 't':
+        case 'T': mul = 1ull << 40; break;
         default: return -1;
         }
         end++;
@@ -260,7 +276,8 @@ static int parse_size(uint64_t *out, const char *v)
 }
 
 /* Applies value v from source src to option o. where describes the source for messages. */
-static int set_option(loader *ld, size_t oi, source src, const char *v, const char *where, stow_error *err)
+static int set_option(loader *ld, size_t oi, source src, const char *v, const char *where,
+                      stow_error *err)
 {
     const option *o = &options[oi];
     char *base = (char *)ld->cfg;
@@ -276,32 +293,38 @@ static int set_option(loader *ld, size_t oi, source src, const char *v, const ch
     }
     case T_BOOL:
         if (parse_bool((int *)field, v) != 0)
-            return stow_error_set(err, STOW_EUSAGE, "%s: %s must be true or false, not \"%s\"", where, o->name, v);
+            return stow_error_set(err, STOW_EUSAGE, "%s: %s must be true or false, not \"%s\"",
+                                  where, o->name, v);
         break;
     case T_TRISTATE:
         if (!strcasecmp(v, "auto"))
             *(int *)field = -1;
         else if (parse_bool((int *)field, v) != 0)
-            return stow_error_set(err, STOW_EUSAGE, "%s: %s must be true, false or auto, not \"%s\"", where, o->name, v);
+            return stow_error_set(err, STOW_EUSAGE,
+                                  "%s: %s must be true, false or auto, not \"%s\"", where, o->name,
+                                  v);
         break;
     case T_LONG: {
         char *end = NULL;
         errno = 0;
         long n = strtol(v, &end, 10);
         if (end == v || *end != '\0' || errno != 0 || n < o->min || n > o->max)
-            return stow_error_set(err, STOW_EUSAGE, "%s: %s must be a whole number from %ld to %ld, not \"%s\"",
+            return stow_error_set(err, STOW_EUSAGE,
+                                  "%s: %s must be a whole number from %ld to %ld, not \"%s\"",
                                   where, o->name, o->min, o->max, v);
         *(long *)field = n;
         break;
     }
     case T_SIZE:
         if (parse_size((uint64_t *)field, v) != 0 || *(uint64_t *)field < (uint64_t)o->min)
-            return stow_error_set(err, STOW_EUSAGE, "%s: %s must be a size such as 512M or 2G, not \"%s\"", where,
+            return stow_error_set(err, STOW_EUSAGE,
+                                  "%s: %s must be a size such as 512M or 2G, not \"%s\"", where,
                                   o->name, v);
         break;
     case T_DURATION:
         if (parse_duration((long long *)field, v) != 0)
-            return stow_error_set(err, STOW_EUSAGE, "%s: %s must be a duration such as 30m, 12h or 7d, not \"%s\"",
+            return stow_error_set(err, STOW_EUSAGE,
+                                  "%s: %s must be a duration such as 30m, 12h or 7d, not \"%s\"",
                                   where, o->name, v);
         break;
     case T_LIST: {
@@ -309,7 +332,8 @@ static int set_option(loader *ld, size_t oi, source src, const char *v, const ch
         /* A later source replaces the list; repeats within one source accumulate. */
         if (ld->src[oi] != src)
             stow_strlist_free(l);
-        int rc = o->offset == OFF(headers) ? stow_strlist_add(l, v, err) : stow_strlist_split(l, v, err);
+        int rc = o->offset == OFF(headers) ? stow_strlist_add(l, v, err)
+                                           : stow_strlist_split(l, v, err);
         if (rc != STOW_OK)
             return rc;
         break;
@@ -340,15 +364,19 @@ static int on_ini_value(void *user, const char *section, const char *name, const
             return 1;
         }
     }
-    int known_section = strcmp(section, "storage") == 0 || strcmp(section, "cache") == 0 || strcmp(section, "prune") == 0 ||
-                        strcmp(section, "buildkit") == 0;
+    int known_section = strcmp(section, "storage") == 0 || strcmp(section, "cache") == 0 ||
+                        strcmp(section, "prune") == 0 || strcmp(section, "buildkit") == 0;
     if (section[0] == '\0')
-        snprintf(ld->msg, sizeof(ld->msg), "\"%s\" is outside any section (put [storage], [cache], [prune] or "
-                 "[buildkit] above it)", name);
+        snprintf(ld->msg, sizeof(ld->msg),
+                 "\"%s\" is outside any section (put [storage], [cache], [prune] or "
+                 "[buildkit] above it)",
+                 name);
     else if (known_section)
         snprintf(ld->msg, sizeof(ld->msg), "unknown key \"%s\" in [%s]", name, section);
     else
-        snprintf(ld->msg, sizeof(ld->msg), "unknown section [%s] (expected [storage], [cache], [prune] or [buildkit])", section);
+        snprintf(ld->msg, sizeof(ld->msg),
+                 "unknown section [%s] (expected [storage], [cache], [prune] or [buildkit])",
+                 section);
     ld->failed = 1;
     return 0;
 }
@@ -377,7 +405,8 @@ static void set_defaults(stow_config *cfg)
 static const option *find_flag(const char *flag, size_t *idx)
 {
     for (size_t i = 0; i < NOPTIONS; i++) {
-        if (strcmp(options[i].flag, flag) == 0 || (options[i].alias && strcmp(options[i].alias, flag) == 0)) {
+        if (strcmp(options[i].flag, flag) == 0 ||
+            (options[i].alias && strcmp(options[i].alias, flag) == 0)) {
             *idx = i;
             return &options[i];
         }
@@ -450,7 +479,8 @@ static int describe_syntax_error(char *msg, size_t msgsz, const char *line)
         return 1;
     }
     if (memchr(b, '=', n) == NULL && memchr(b, ':', n) == NULL) {
-        snprintf(msg, msgsz, "syntax error: `%.*s` is neither a [section] header nor key = value", (int)n, b);
+        snprintf(msg, msgsz, "syntax error: `%.*s` is neither a [section] header nor key = value",
+                 (int)n, b);
         return 1;
     }
     return 0;
@@ -461,7 +491,8 @@ static int describe_syntax_error(char *msg, size_t msgsz, const char *line)
 static int check_file_text(const char *file, const stow_buf *text, stow_error *err)
 {
     if (text->len > 0 && memchr(text->ptr, '\0', text->len) != NULL)
-        return stow_error_set(err, STOW_EUSAGE, "config file %s: contains a NUL byte (not a text file)", file);
+        return stow_error_set(err, STOW_EUSAGE,
+                              "config file %s: contains a NUL byte (not a text file)", file);
     const char *p = stow_buf_str(text);
     for (int lineno = 1; *p != '\0'; lineno++) {
         size_t n = strcspn(p, "\n");
@@ -469,9 +500,11 @@ static int check_file_text(const char *file, const stow_buf *text, stow_error *e
         while (ll > 0 && p[ll - 1] == '\r')
             ll--;
         if (ll > 199)
-            return stow_error_set(err, STOW_EUSAGE,
-                                  "%s:%d: line is %zu characters long; the limit is 199 (continue a list "
-                                  "on indented lines below it)", file, lineno, ll);
+            return stow_error_set(
+                err, STOW_EUSAGE,
+                "%s:%d: line is %zu characters long; the limit is 199 (continue a list "
+                "on indented lines below it)",
+                file, lineno, ll);
         p += n;
         if (*p == '\n')
             p++;
@@ -493,7 +526,8 @@ static int apply_file(loader *ld, const char *file, stow_error *err)
         goto done;
     }
     /* /dev/null is the usual way to say "no config file": an empty file, not a device. */
-    if (strcmp(file, "/dev/null") != 0 && stow_read_file(&text, file, STOW_CONFIG_MAX_BYTES, &rerr) != STOW_OK) {
+    if (strcmp(file, "/dev/null") != 0 &&
+        stow_read_file(&text, file, STOW_CONFIG_MAX_BYTES, &rerr) != STOW_OK) {
         rc = stow_error_set(err, STOW_EUSAGE, "config file %s", rerr.msg);
         goto done;
     }
@@ -510,9 +544,11 @@ static int apply_file(loader *ld, const char *file, stow_error *err)
             rc = stow_error_set(err, STOW_EUSAGE, "%s:%d: %s", file, line, msg);
         else
             rc = stow_error_set(err, STOW_EUSAGE, "%s:%d: %s", file, line,
-                                ld->failed ? ld->msg : "syntax error (expected [section] or key = value)");
+                                ld->failed ? ld->msg
+                                           : "syntax error (expected [section] or key = value)");
     } else if (line < 0 || ld->failed) {
-        rc = stow_error_set(err, STOW_EUSAGE, "%s: %s", file, ld->failed ? ld->msg : "out of memory while parsing");
+        rc = stow_error_set(err, STOW_EUSAGE, "%s: %s", file,
+                            ld->failed ? ld->msg : "out of memory while parsing");
     }
 done:
     stow_buf_free(&text);
@@ -586,7 +622,8 @@ static int apply_flag(loader *ld, int argc, char **argv, int *i, stow_error *err
         if (ld->src[oi] != SRC_FLAG)
             stow_strlist_free(l);
         ld->src[oi] = SRC_FLAG;
-        return strcmp(flag, o->flag) == 0 ? stow_strlist_add(l, v, err) : stow_strlist_split(l, v, err);
+        return strcmp(flag, o->flag) == 0 ? stow_strlist_add(l, v, err)
+                                          : stow_strlist_split(l, v, err);
     }
     char where[80];
     snprintf(where, sizeof(where), "flag %s", flag);
@@ -595,7 +632,8 @@ static int apply_flag(loader *ld, int argc, char **argv, int *i, stow_error *err
 
 /* Applies the flags in argv[first..argc); collects positional arguments (those not starting
  * with '-', a lone "-", and everything after "--") into pos. */
-static int apply_flags(loader *ld, int argc, char **argv, int first, char **pos, int *npos, stow_error *err)
+static int apply_flags(loader *ld, int argc, char **argv, int first, char **pos, int *npos,
+                       stow_error *err)
 {
     for (int i = first; i < argc; i++) {
         const char *a = argv[i];
@@ -766,7 +804,4 @@ void stow_config_print_man(void *fp)
     }
 }
 
-void stow_config_print_roff(void *fp, const char *text)
-{
-    roff_put(fp, text);
-}
+void stow_config_print_roff(void *fp, const char *text) { roff_put(fp, text); }

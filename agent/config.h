@@ -57,10 +57,11 @@ typedef struct stow_config {
     int json;
     stow_strlist buildx_dirs;
     long max_layers;
-    long trim_unused_after; /* trim.h: saves a file may go unread before it leaves the entry; 0 off */
-    int trim;               /* --no-trim: skip trimming on this save */
-    int trim_local;         /* trimmed files leave the runner's tree too */
-    char *build_status;     /* save: how the build went (success, failed, ... or an exit code) */
+    long
+        trim_unused_after; /* trim.h: saves a file may go unread before it leaves the entry; 0 off */
+    int trim;              /* --no-trim: skip trimming on this save */
+    int trim_local;        /* trimmed files leave the runner's tree too */
+    char *build_status;    /* save: how the build went (success, failed, ... or an exit code) */
     /* [buildkit] */
     stow_strlist mounts;
     char *dockerfile;
@@ -71,7 +72,7 @@ typedef struct stow_config {
     int extract_on_failure;
     /* command line only */
     char *config_file;
-    int verbosity; /* 0 normal, 1 -v, -1 -q */
+    int verbosity;        /* 0 normal, 1 -v, -1 -q */
     const char *url_from; /* where url came from: "file", "environment", "flag"; NULL = unset */
 } stow_config;
 

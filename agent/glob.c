@@ -15,16 +15,15 @@
 #include "hash.h"
 #include "keys.h"
 
-#define PATH_CAP 4096     /* longest path a walk builds (base directory + relative path) */
-#define MAX_GLOBS 64      /* globs in one {hash:...} list */
-#define MAX_SEGS 63       /* segments in one glob: positions 0..63 fit a uint64_t state set */
-#define QUOTE_MAX 256     /* how much of a glob a message quotes */
+#define PATH_CAP 4096 /* longest path a walk builds (base directory + relative path) */
+#define MAX_GLOBS 64  /* globs in one {hash:...} list */
+#define MAX_SEGS 63   /* segments in one glob: positions 0..63 fit a uint64_t state set */
+#define QUOTE_MAX 256 /* how much of a glob a message quotes */
 
 static int is_space(char c)
 {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
-
 
 /* ---- {hash:GLOBS} -------------------------------------------------------------------------- */
 
@@ -32,8 +31,8 @@ static int is_space(char c)
  * holds the positions 0..nseg reached so far (bit nseg = the glob matched this path, and stays
  * set for everything below it, which gives hashFiles' implicit descendants). */
 typedef struct {
-    char *text;  /* as written, trimmed, without the '!' (for messages) */
-    char *buf;   /* owns the segment strings */
+    char *text; /* as written, trimmed, without the '!' (for messages) */
+    char *buf;  /* owns the segment strings */
     char *segs[MAX_SEGS];
     unsigned char globstar[MAX_SEGS];
     size_t nseg;
@@ -142,7 +141,8 @@ static int pats_parse(glob_pat **out, size_t *count, const char *globs, stow_err
             b--;
         rc = pat_compile(&pats[i], a, (size_t)(b - a), err);
         if (rc != STOW_OK) {
-            stow_error_wrap(err, "glob list \"%s\"", stow_key_quote(q, sizeof(q), globs, strlen(globs)));
+            stow_error_wrap(err, "glob list \"%s\"",
+                            stow_key_quote(q, sizeof(q), globs, strlen(globs)));
             goto done;
         }
         includes += !pats[i].negate;
@@ -163,10 +163,7 @@ done:
     return STOW_OK;
 }
 
-static uint64_t bit(size_t pos)
-{
-    return (uint64_t)1 << pos;
-}
+static uint64_t bit(size_t pos) { return (uint64_t)1 << pos; }
 
 /* A "**" position also reaches the position after it without consuming a segment. */
 static uint64_t closure(const glob_pat *p, uint64_t set)
@@ -314,8 +311,8 @@ static int walk_dir(walk_ctx *c, int level)
         struct dirent *e = readdir(d);
         if (e == NULL) {
             if (errno != 0)
-                rc = stow_error_set(c->err, STOW_ERR, "cannot read directory %s: %s",
-                                    cur_path(c), strerror(errno));
+                rc = stow_error_set(c->err, STOW_ERR, "cannot read directory %s: %s", cur_path(c),
+                                    strerror(errno));
             break;
         }
         const char *name = e->d_name;
@@ -419,8 +416,7 @@ int stow_key_hash_files(char out[65], const char *globs, const char *base_dir, s
         goto done;
     }
     if (!S_ISDIR(st.st_mode)) {
-        rc = stow_error_set(err, STOW_EUSAGE, "base directory %s is not a directory",
-                            cur_path(c));
+        rc = stow_error_set(err, STOW_EUSAGE, "base directory %s is not a directory", cur_path(c));
         goto done;
     }
 

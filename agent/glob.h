@@ -5,7 +5,7 @@
 
 #include "error.h"
 
-#define STOW_KEY_GLOB_MAX_DEPTH 64   /* directory levels a {hash:} walk may descend */
+#define STOW_KEY_GLOB_MAX_DEPTH 64       /* directory levels a {hash:} walk may descend */
 #define STOW_KEY_GLOB_MAX_VISITS 1000000 /* directory entries a {hash:} call may look at */
 
 /* hashFiles: sha256 over the concatenated binary sha256 digests of every regular file matched

@@ -21,7 +21,8 @@ static const struct {
     {"setup [options]", "create the cache directories"},
     {"clean [options]", "empty the cache directories (local only)"},
     {"key [options]", "print the expanded key"},
-    {"list [--json]", "entries in the store: scope, key, created, last used, size, stored size, layers"},
+    {"list [--json]",
+     "entries in the store: scope, key, created, last used, size, stored size, layers"},
     {"stats [--json]", "local directory sizes and store totals"},
     {"prune [--max-age 7d] [--max-size 20G] [--grace 1h] [--dry-run]",
      "delete stale entries, then unreferenced layers and refs"},
@@ -29,8 +30,9 @@ static const struct {
     {"--version", "the version"},
 };
 
-static const char about[] = "CI cache persistence: restore cache directories before a build, save only what "
-                            "changed after it, on S3, plain HTTP or a local directory.";
+static const char about[] =
+    "CI cache persistence: restore cache directories before a build, save only what "
+    "changed after it, on S3, plain HTTP or a local directory.";
 
 static const char key_templates[] = "{hash:GLOB[,GLOB...]} {os} {arch} {env:NAME} {branch}";
 
@@ -50,8 +52,9 @@ static const struct {
     {"3", "restore found no entry and --fail-on-miss was given"},
 };
 
-static const char run_exit_text[] = "stowage run exits with the command's status (128+N when killed by signal N), "
-                                    "or with one of the codes above when restore fails before the command runs.";
+static const char run_exit_text[] =
+    "stowage run exits with the command's status (128+N when killed by signal N), "
+    "or with one of the codes above when restore fails before the command runs.";
 
 /* Writes text word-wrapped to width columns, every line indented by indent spaces except the
  * first when first_col says the cursor is already past the indent. */
@@ -118,7 +121,8 @@ void stow_help_print(void *fp)
 void stow_help_print_man(void *fp)
 {
     FILE *f = fp;
-    fprintf(f, ".TH STOWAGE 1 \"\" \"stowage %s\" \"User Commands\"\n.SH NAME\nstowage \\- ", STOW_VERSION);
+    fprintf(f, ".TH STOWAGE 1 \"\" \"stowage %s\" \"User Commands\"\n.SH NAME\nstowage \\- ",
+            STOW_VERSION);
     ROFF(f, "CI cache persistence on S3, plain HTTP or a local directory\n");
     fputs(".SH SYNOPSIS\n", f);
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
@@ -137,7 +141,8 @@ void stow_help_print_man(void *fp)
         fputs("\n", f);
     }
     fputs(".SH OPTIONS\n.TP\n\\fB\\-\\-config\\fR \\fIFILE\\fR\n", f);
-    ROFF(f, "the config file (INI); variable STOWAGE_CONFIG; default ./stowage.ini when present.\n");
+    ROFF(f,
+         "the config file (INI); variable STOWAGE_CONFIG; default ./stowage.ini when present.\n");
     fputs(".TP\n\\fB\\-v\\fR, \\fB\\-\\-verbose\\fR\ndebug logging\n"
           ".TP\n\\fB\\-q\\fR, \\fB\\-\\-quiet\\fR\nwarnings and errors only\n",
           f);
@@ -156,7 +161,8 @@ void stow_help_print_man(void *fp)
     ROFF(f, run_exit_text);
     fputs("\n.SH FILES\n.TP\n.I ./stowage.ini\nthe config file when no other is named\n"
           ".TP\n.I ~/.cache/stowage/state\nstate restore leaves for save (STOWAGE_STATE_DIR)\n"
-          ".SH SECURITY\n", f);
+          ".SH SECURITY\n",
+          f);
     ROFF(f, "A password in --url is visible to other users in ps: pass the URL in STOWAGE_URL or "
             "put the credentials in .netrc. Credentials never belong in the config file.\n");
 }

@@ -11,14 +11,14 @@
 #include "glob.h"
 #include "hash.h"
 
-#define QUOTE_MAX 256     /* how much of a template or key a message quotes */
+#define QUOTE_MAX 256 /* how much of a template or key a message quotes */
 
 /* ---- characters and messages ------------------------------------------------------------- */
 
 static int key_char_ok(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
 }
 
 /* Copies len bytes of s into out for a message: non-printable bytes become \xNN, and a
@@ -243,8 +243,8 @@ int stow_key_expand(char **out, const char *tmpl, const char *base_dir, stow_err
     size_t tlen = strlen(tmpl);
     stow_key_quote(qt, sizeof(qt), tmpl, tlen);
     if (tlen > STOW_KEY_TEMPLATE_MAX)
-        return stow_error_set(err, STOW_EUSAGE, "key template \"%s\" is longer than %d bytes",
-                              qt, STOW_KEY_TEMPLATE_MAX);
+        return stow_error_set(err, STOW_EUSAGE, "key template \"%s\" is longer than %d bytes", qt,
+                              STOW_KEY_TEMPLATE_MAX);
     rc = sb_append(&b, "", 0, err);
     if (rc != STOW_OK)
         goto done;

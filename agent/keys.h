@@ -7,9 +7,9 @@
 
 #include "error.h"
 
-#define STOW_KEY_MAX 200             /* longest valid key, restore-key prefix or scope */
-#define STOW_KEY_TEMPLATE_MAX 4096   /* longest accepted template */
-#define STOW_KEY_EXPANDED_MAX 4096   /* longest expansion (validation then caps at STOW_KEY_MAX) */
+#define STOW_KEY_MAX 200           /* longest valid key, restore-key prefix or scope */
+#define STOW_KEY_TEMPLATE_MAX 4096 /* longest accepted template */
+#define STOW_KEY_EXPANDED_MAX 4096 /* longest expansion (validation then caps at STOW_KEY_MAX) */
 
 /* Expands a key template. base_dir is the directory globs are relative to (NULL = cwd); it is
  * also where {branch} starts looking for .git. On success *out is a malloc'd string the caller

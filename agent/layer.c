@@ -127,7 +127,8 @@ static la_ssize_t pack_write_cb(struct archive *a, void *ud, const void *buf, si
 }
 
 static int pack_one(struct archive *a, struct archive_entry *ae, int rootfd, stow_file_entry *e,
-                    const char *root_path, char *buf, stow_sha256 *content, stow_progress *prog, pack_writer *w)
+                    const char *root_path, char *buf, stow_sha256 *content, stow_progress *prog,
+                    pack_writer *w)
 {
     stow_error *err = w->err;
     char name[PATH_MAX + 16];
@@ -156,8 +157,8 @@ static int pack_one(struct archive *a, struct archive_entry *ae, int rootfd, sto
     int rc = STOW_OK;
     if (archive_write_header(a, ae) != ARCHIVE_OK) {
         rc = w->failed ? err->code
-                       : stow_error_set(err, STOW_ERR, "%s/%s: archive header: %s", root_path, e->path,
-                                        archive_error_string(a));
+                       : stow_error_set(err, STOW_ERR, "%s/%s: archive header: %s", root_path,
+                                        e->path, archive_error_string(a));
         goto done;
     }
     uint64_t left = e->type == STOW_FT_FILE ? e->size : 0;
@@ -167,17 +168,19 @@ static int pack_one(struct archive *a, struct archive_entry *ae, int rootfd, sto
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
-            rc = stow_error_set(err, STOW_ERR, "%s/%s: read: %s", root_path, e->path, strerror(errno));
+            rc = stow_error_set(err, STOW_ERR, "%s/%s: read: %s", root_path, e->path,
+                                strerror(errno));
             goto done;
         }
         if (n == 0) {
-            rc = stow_error_set(err, STOW_ERR, "%s/%s: file shrank while it was being saved", root_path, e->path);
+            rc = stow_error_set(err, STOW_ERR, "%s/%s: file shrank while it was being saved",
+                                root_path, e->path);
             goto done;
         }
         if (archive_write_data(a, buf, (size_t)n) != n) {
             rc = w->failed ? err->code
-                           : stow_error_set(err, STOW_ERR, "%s/%s: archive write: %s", root_path, e->path,
-                                            archive_error_string(a));
+                           : stow_error_set(err, STOW_ERR, "%s/%s: archive write: %s", root_path,
+                                            e->path, archive_error_string(a));
             goto done;
         }
         if (content != NULL)
@@ -199,7 +202,8 @@ static int pack_one(struct archive *a, struct archive_entry *ae, int rootfd, sto
     if (fd >= 0) {
         struct stat st;
         if (fstat(fd, &st) == 0 && (uint64_t)st.st_size != e->size) {
-            rc = stow_error_set(err, STOW_ERR, "%s/%s: file changed size while it was being saved", root_path, e->path);
+            rc = stow_error_set(err, STOW_ERR, "%s/%s: file changed size while it was being saved",
+                                root_path, e->path);
             goto done;
         }
     }
@@ -235,14 +239,14 @@ int stow_layer_pack(stow_manifest *m, size_t li, char *const *roots, stow_backen
         content = stow_sha256_new();
     if (rootfds == NULL)
         goto done;
-    if (!w.cctx || !w.out || !w.sha || !buf || !ae || !a ||
-        (opts->checksum && content == NULL)) {
+    if (!w.cctx || !w.out || !w.sha || !buf || !ae || !a || (opts->checksum && content == NULL)) {
         rc = stow_error_set(err, STOW_ERR, "out of memory");
         goto done;
     }
     ZSTD_CCtx_setParameter(w.cctx, ZSTD_c_compressionLevel, opts->level);
     ZSTD_CCtx_setParameter(w.cctx, ZSTD_c_checksumFlag, 1);
-    if (opts->threads > 0 && ZSTD_isError(ZSTD_CCtx_setParameter(w.cctx, ZSTD_c_nbWorkers, opts->threads)))
+    if (opts->threads > 0 &&
+        ZSTD_isError(ZSTD_CCtx_setParameter(w.cctx, ZSTD_c_nbWorkers, opts->threads)))
         stow_debug("zstd without multi-threading support; compressing on one thread");
     else if (opts->threads > 0)
         /* Each worker holds a job's input and output: bound them (the default at level 3 is

@@ -15,8 +15,8 @@
 #include "progress.h"
 
 typedef struct stow_pack_opts {
-    int level;   /* zstd level, 1..19 */
-    int threads; /* zstd worker threads, 0 = single-threaded */
+    int level;    /* zstd level, 1..19 */
+    int threads;  /* zstd worker threads, 0 = single-threaded */
     int checksum; /* record each file's sha256 in the index */
 } stow_pack_opts;
 

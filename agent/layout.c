@@ -13,8 +13,8 @@
  * Names
  * ------------------------------------------------------------------------------------------ */
 
-static int build(char *out, size_t outsz, const char *fmt1, const char *a, const char *fmt2, const char *b,
-                 const char *suffix)
+static int build(char *out, size_t outsz, const char *fmt1, const char *a, const char *fmt2,
+                 const char *b, const char *suffix)
 {
     int n = snprintf(out, outsz, "%s%s%s%s%s", fmt1, a, fmt2, b, suffix);
     if (n < 0 || (size_t)n >= outsz || !stow_backend_name_ok(out))
@@ -60,7 +60,8 @@ static int split2(char *scope, char *rest, const char *name, const char *dir, co
         return -1;
     const char *r = slash + 1;
     size_t rl = strlen(r), sl = strlen(suffix);
-    if (rl <= sl || strcmp(r + rl - sl, suffix) != 0 || rl - sl >= STOW_LAYOUT_PART_MAX || r[0] == '.')
+    if (rl <= sl || strcmp(r + rl - sl, suffix) != 0 || rl - sl >= STOW_LAYOUT_PART_MAX ||
+        r[0] == '.')
         return -1;
     memcpy(scope, s, (size_t)(slash - s));
     scope[slash - s] = '\0';
@@ -68,7 +69,8 @@ static int split2(char *scope, char *rest, const char *name, const char *dir, co
     rest[rl - sl] = '\0';
     /* A listed name that stowage could not have written (hostile or foreign store content)
      * is not an entry: it never reaches a log line or stdout. */
-    if (stow_key_validate(scope, "scope", NULL) != STOW_OK || stow_key_validate(rest, "key", NULL) != STOW_OK)
+    if (stow_key_validate(scope, "scope", NULL) != STOW_OK ||
+        stow_key_validate(rest, "key", NULL) != STOW_OK)
         return -1;
     return 0;
 }
@@ -111,9 +113,15 @@ static int parse_id(char *id, const char *name, const char *dir, const char *suf
     return 0;
 }
 
-int stow_layout_parse_layer(char *id, const char *name) { return parse_id(id, name, STOW_LAYOUT_LAYERS, ".tar.zst"); }
+int stow_layout_parse_layer(char *id, const char *name)
+{
+    return parse_id(id, name, STOW_LAYOUT_LAYERS, ".tar.zst");
+}
 
-int stow_layout_parse_lease(char *id, const char *name) { return parse_id(id, name, STOW_LAYOUT_LEASES, ".json"); }
+int stow_layout_parse_lease(char *id, const char *name)
+{
+    return parse_id(id, name, STOW_LAYOUT_LEASES, ".json");
+}
 
 int stow_layout_parse_temp(char *target, size_t targetsz, const char *name)
 {
@@ -151,9 +159,11 @@ static int dump(char **out, size_t *outlen, json_t *o, stow_error *err)
     return STOW_OK;
 }
 
-int stow_layout_ref_encode(char **out, size_t *outlen, const char *key, int64_t created, stow_error *err)
+int stow_layout_ref_encode(char **out, size_t *outlen, const char *key, int64_t created,
+                           stow_error *err)
 {
-    return dump(out, outlen, json_pack("{s:s, s:I}", "key", key, "created", (json_int_t)created), err);
+    return dump(out, outlen, json_pack("{s:s, s:I}", "key", key, "created", (json_int_t)created),
+                err);
 }
 
 int stow_layout_ref_decode(char *key, size_t keysz, const char *buf, size_t len, const char *prefix,
@@ -164,8 +174,9 @@ int stow_layout_ref_decode(char *key, size_t keysz, const char *buf, size_t len,
     const char *k = NULL;
     int rc = STOW_OK;
     if (o == NULL || json_unpack(o, "{s:s}", "key", &k) != 0 || k[0] == '\0' ||
-        (prefix != NULL && strncmp(k, prefix, strlen(prefix)) != 0) || strlen(k) >= STOW_LAYOUT_PART_MAX ||
-        stow_key_validate(k, "key", NULL) != STOW_OK || stow_strlcpy(key, k, keysz) != 0)
+        (prefix != NULL && strncmp(k, prefix, strlen(prefix)) != 0) ||
+        strlen(k) >= STOW_LAYOUT_PART_MAX || stow_key_validate(k, "key", NULL) != STOW_OK ||
+        stow_strlcpy(key, k, keysz) != 0)
         rc = stow_error_set(err, STOW_ECORRUPT, "%s: not a valid ref", what);
     json_decref(o);
     return rc;
@@ -200,8 +211,8 @@ int stow_lease_encode(char **out, size_t *outlen, const stow_lease *l, stow_erro
     if (ids == NULL)
         return stow_error_set(err, STOW_ERR, "out of memory");
     return dump(out, outlen,
-                json_pack("{s:s, s:I, s:s, s:s, s:o}", "id", l->id, "time", (json_int_t)l->time, "scope", l->scope,
-                          "key", l->key, "layers", ids),
+                json_pack("{s:s, s:I, s:s, s:s, s:o}", "id", l->id, "time", (json_int_t)l->time,
+                          "scope", l->scope, "key", l->key, "layers", ids),
                 err);
 }
 
@@ -219,10 +230,12 @@ int stow_lease_decode(stow_lease *l, const char *buf, size_t len, const char *wh
     json_int_t t = 0;
     int rc = STOW_ECORRUPT;
     memset(l, 0, sizeof(*l));
-    if (o == NULL || json_unpack(o, "{s:s, s:I, s:s, s:s, s:o}", "id", &id, "time", &t, "scope", &scope, "key", &key,
-                                 "layers", &ids) != 0 ||
-        !json_is_array(ids) || json_array_size(ids) > 2 * STOW_MAX_LAYERS || strlen(id) != STOW_LAYER_ID_LEN ||
-        !is_hex(id, STOW_LAYER_ID_LEN) || t <= 0 || stow_strlcpy(l->scope, scope, sizeof(l->scope)) != 0 ||
+    if (o == NULL ||
+        json_unpack(o, "{s:s, s:I, s:s, s:s, s:o}", "id", &id, "time", &t, "scope", &scope, "key",
+                    &key, "layers", &ids) != 0 ||
+        !json_is_array(ids) || json_array_size(ids) > 2 * STOW_MAX_LAYERS ||
+        strlen(id) != STOW_LAYER_ID_LEN || !is_hex(id, STOW_LAYER_ID_LEN) || t <= 0 ||
+        stow_strlcpy(l->scope, scope, sizeof(l->scope)) != 0 ||
         stow_strlcpy(l->key, key, sizeof(l->key)) != 0)
         goto done;
     memcpy(l->id, id, STOW_LAYER_ID_LEN + 1);
@@ -293,8 +306,8 @@ int stow_layout_fetch(char **out, size_t *outlen, stow_backend *b, const char *n
     return rc;
 }
 
-int stow_layout_fetch_manifest(stow_manifest **out, stow_backend *b, const char *scope, const char *key,
-                               stow_error *err)
+int stow_layout_fetch_manifest(stow_manifest **out, stow_backend *b, const char *scope,
+                               const char *key, stow_error *err)
 {
     char name[STOW_LAYOUT_NAME_MAX];
     char *buf = NULL;
@@ -307,15 +320,16 @@ int stow_layout_fetch_manifest(stow_manifest **out, stow_backend *b, const char 
         rc = stow_manifest_from_json(out, buf, len, name, err);
     free(buf);
     if (rc == STOW_OK && strcmp((*out)->key, key) != 0) {
-        rc = stow_error_set(err, STOW_ECORRUPT, "%s: manifest names another key, \"%s\"", name, (*out)->key);
+        rc = stow_error_set(err, STOW_ECORRUPT, "%s: manifest names another key, \"%s\"", name,
+                            (*out)->key);
         stow_manifest_free(*out);
         *out = NULL;
     }
     return rc;
 }
 
-int stow_layout_fetch_ref(char *key, size_t keysz, stow_backend *b, const char *scope, const char *prefix,
-                          stow_error *err)
+int stow_layout_fetch_ref(char *key, size_t keysz, stow_backend *b, const char *scope,
+                          const char *prefix, stow_error *err)
 {
     char name[STOW_LAYOUT_NAME_MAX];
     char *buf = NULL;
@@ -374,7 +388,8 @@ int stow_layout_put_ref(stow_backend *b, const char *scope, const char *prefix, 
     return rc;
 }
 
-int stow_layout_put_access(stow_backend *b, const char *scope, const char *key, int64_t t, stow_error *err)
+int stow_layout_put_access(stow_backend *b, const char *scope, const char *key, int64_t t,
+                           stow_error *err)
 {
     char name[STOW_LAYOUT_NAME_MAX];
     char body[64];

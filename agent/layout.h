@@ -36,7 +36,7 @@
 #define STOW_LAYOUT_LEASE_TEMPS STOW_LAYOUT_LEASES "."
 
 #define STOW_LAYOUT_NAME_MAX 1024
-#define STOW_LAYOUT_PART_MAX 256   /* a scope, key or restore prefix, with its NUL */
+#define STOW_LAYOUT_PART_MAX 256 /* a scope, key or restore prefix, with its NUL */
 #define STOW_REF_MAX_BYTES 65536
 #define STOW_ACCESS_MAX_BYTES 4096
 #define STOW_LEASE_MAX_BYTES (1u << 20)
@@ -63,7 +63,8 @@ int stow_layout_parse_temp(char *target, size_t targetsz, const char *name);
 
 /* Refs. decode checks that the key starts with prefix (when prefix is not NULL) and fits
  * STOW_LAYOUT_PART_MAX; what names the object in errors (STOW_ECORRUPT). */
-int stow_layout_ref_encode(char **out, size_t *outlen, const char *key, int64_t created, stow_error *err);
+int stow_layout_ref_encode(char **out, size_t *outlen, const char *key, int64_t created,
+                           stow_error *err);
 int stow_layout_ref_decode(char *key, size_t keysz, const char *buf, size_t len, const char *prefix,
                            const char *what, stow_error *err);
 
@@ -82,7 +83,8 @@ typedef struct stow_lease {
 } stow_lease;
 
 int stow_lease_encode(char **out, size_t *outlen, const stow_lease *l, stow_error *err);
-int stow_lease_decode(stow_lease *l, const char *buf, size_t len, const char *what, stow_error *err);
+int stow_lease_decode(stow_lease *l, const char *buf, size_t len, const char *what,
+                      stow_error *err);
 void stow_lease_clear(stow_lease *l); /* frees layers; the struct may be reused */
 
 /* Reads a whole object of at most max bytes into a malloc'd, NUL-terminated buffer,
@@ -90,11 +92,11 @@ void stow_lease_clear(stow_lease *l); /* frees layers; the struct may be reused 
 int stow_layout_fetch(char **out, size_t *outlen, stow_backend *b, const char *name, size_t max,
                       stow_error *err);
 /* manifests/<scope>/<key>.json, parsed; STOW_ECORRUPT when it names another key. */
-int stow_layout_fetch_manifest(stow_manifest **out, stow_backend *b, const char *scope, const char *key,
-                               stow_error *err);
+int stow_layout_fetch_manifest(stow_manifest **out, stow_backend *b, const char *scope,
+                               const char *key, stow_error *err);
 /* refs/<scope>/<prefix>: the key it points at. */
-int stow_layout_fetch_ref(char *key, size_t keysz, stow_backend *b, const char *scope, const char *prefix,
-                          stow_error *err);
+int stow_layout_fetch_ref(char *key, size_t keysz, stow_backend *b, const char *scope,
+                          const char *prefix, stow_error *err);
 /* access/<scope>/<key>: the last restore, 0 when absent or unreadable. */
 int64_t stow_layout_fetch_access(stow_backend *b, const char *scope, const char *key);
 int stow_layout_fetch_lease(stow_lease *out, stow_backend *b, const char *name, stow_error *err);
@@ -102,7 +104,8 @@ int stow_layout_fetch_lease(stow_lease *out, stow_backend *b, const char *name, 
 /* Writers. */
 int stow_layout_put_ref(stow_backend *b, const char *scope, const char *prefix, const char *key,
                         int64_t created, stow_error *err);
-int stow_layout_put_access(stow_backend *b, const char *scope, const char *key, int64_t t, stow_error *err);
+int stow_layout_put_access(stow_backend *b, const char *scope, const char *key, int64_t t,
+                           stow_error *err);
 int stow_layout_put_lease(stow_backend *b, const stow_lease *l, stow_error *err);
 
 /* Seconds since the epoch, or STOWAGE_NOW when set (a test clock for lifecycle tests). */

@@ -49,9 +49,10 @@ static int list_prefix(name_list *l, stow_backend *b, const char *prefix, stow_e
 {
     memset(l, 0, sizeof(*l));
     if (!stow_backend_can_list(b))
-        return stow_error_set(err, STOW_EUSAGE,
-                              "this needs a store that can list objects (file:// or s3://); %s stores cannot",
-                              b->ops->scheme);
+        return stow_error_set(
+            err, STOW_EUSAGE,
+            "this needs a store that can list objects (file:// or s3://); %s stores cannot",
+            b->ops->scheme);
     return stow_backend_list(b, prefix, collect, l, err);
 }
 
@@ -228,7 +229,6 @@ void stow_lifecycle_totals(stow_store_totals *t, const stow_store_index *ix)
     layer_set_free(&s);
 }
 
-
 /* ------------------------------------------------------------------------------------------
  * Prune, in named steps over one state
  * ------------------------------------------------------------------------------------------ */
@@ -239,8 +239,8 @@ typedef struct {
     stow_prune_result *res;
     int64_t now;
     stow_store_index *ix;
-    unsigned char *dead; /* per entry of ix */
-    layer_set live;      /* layers of the entries that stay */
+    unsigned char *dead;                   /* per entry of ix */
+    layer_set live;                        /* layers of the entries that stay */
     char (*leased)[STOW_LAYER_ID_LEN + 1]; /* layers named by live leases, sorted */
     size_t nleased;
     char first_lease[STOW_LAYOUT_NAME_MAX]; /* for messages */
@@ -295,7 +295,8 @@ static int load_leases(prune_state *st, int remove_stale, stow_error *err)
             stow_lease_clear(&lease);
             if (!remove_stale)
                 continue;
-            stow_info("lease %s is %lld s old: its save is gone; removing it", l.names[k], (long long)age);
+            stow_info("lease %s is %lld s old: its save is gone; removing it", l.names[k],
+                      (long long)age);
             report(st, "lease", l.names[k], 0);
             st->res->leases++;
             if (!st->o->dry_run && (rc = stow_backend_del(st->b, l.names[k], err)) != STOW_OK)
@@ -306,8 +307,9 @@ static int load_leases(prune_state *st, int remove_stale, stow_error *err)
             stow_strlcpy(st->first_lease, l.names[k], sizeof(st->first_lease));
             st->first_lease_age = age;
         }
-        stow_debug("live lease %s (%s/%s, %zu layers)", l.names[k], lrc == STOW_OK ? lease.scope : "?",
-                   lrc == STOW_OK ? lease.key : "?", lease.nlayers);
+        stow_debug("live lease %s (%s/%s, %zu layers)", l.names[k],
+                   lrc == STOW_OK ? lease.scope : "?", lrc == STOW_OK ? lease.key : "?",
+                   lease.nlayers);
         if (add_leased(st, &lease) != 0)
             rc = stow_error_set(err, STOW_ERR, "out of memory");
         stow_lease_clear(&lease);
@@ -412,8 +414,8 @@ static int delete_temps_under(prune_state *st, const char *prefix, stow_error *e
         char target[STOW_LAYOUT_NAME_MAX], id[STOW_LAYER_ID_LEN + 1];
         if (stow_layout_parse_temp(target, sizeof(target), l.names[k]) != 0)
             continue;
-        if ((stow_layout_parse_layer(id, target) == 0 && is_leased(st, id)) || l.infos[k].mtime == 0 ||
-            st->now - l.infos[k].mtime < st->o->grace) {
+        if ((stow_layout_parse_layer(id, target) == 0 && is_leased(st, id)) ||
+            l.infos[k].mtime == 0 || st->now - l.infos[k].mtime < st->o->grace) {
             stow_debug("keeping temporary %s: an upload may still be writing it", l.names[k]);
             continue;
         }
@@ -428,7 +430,8 @@ static int delete_temps_under(prune_state *st, const char *prefix, stow_error *e
 }
 
 /* Adds the scope of every name in l that parse accepts to scopes (deduplicated). */
-static int add_scopes(name_list *scopes, const name_list *l, int (*parse)(char *, char *, const char *))
+static int add_scopes(name_list *scopes, const name_list *l,
+                      int (*parse)(char *, char *, const char *))
 {
     for (size_t k = 0; k < l->n; k++) {
         char scope[STOW_LAYOUT_PART_MAX], rest[STOW_LAYOUT_PART_MAX];
@@ -450,8 +453,10 @@ static int add_scopes(name_list *scopes, const name_list *l, int (*parse)(char *
 static int delete_stale_temps(prune_state *st, stow_error *err)
 {
     static const char *const dirs[] = {STOW_LAYOUT_LAYER_TEMPS, STOW_LAYOUT_LEASE_TEMPS};
-    static const char *const scoped[] = {STOW_LAYOUT_MANIFESTS, STOW_LAYOUT_REFS, STOW_LAYOUT_ACCESS};
-    int (*const parse[])(char *, char *, const char *) = {stow_layout_parse_manifest, stow_layout_parse_ref,
+    static const char *const scoped[] = {STOW_LAYOUT_MANIFESTS, STOW_LAYOUT_REFS,
+                                         STOW_LAYOUT_ACCESS};
+    int (*const parse[])(char *, char *, const char *) = {stow_layout_parse_manifest,
+                                                          stow_layout_parse_ref,
                                                           stow_layout_parse_access};
     int rc = STOW_OK;
     for (size_t d = 0; rc == STOW_OK && d < sizeof(dirs) / sizeof(dirs[0]); d++)
@@ -513,7 +518,8 @@ static int delete_stray_markers(prune_state *st, stow_error *err)
     int rc = list_prefix(&markers, st->b, STOW_LAYOUT_ACCESS, err);
     for (size_t k = 0; rc == STOW_OK && k < markers.n; k++) {
         char scope[STOW_LAYOUT_PART_MAX], key[STOW_LAYOUT_PART_MAX];
-        if (stow_layout_parse_access(scope, key, markers.names[k]) != 0 || entry_stays(st, scope, key, 1))
+        if (stow_layout_parse_access(scope, key, markers.names[k]) != 0 ||
+            entry_stays(st, scope, key, 1))
             continue;
         if (!st->o->dry_run) {
             stow_error ignored;
@@ -524,7 +530,8 @@ static int delete_stray_markers(prune_state *st, stow_error *err)
     return rc;
 }
 
-int stow_lifecycle_prune(stow_prune_result *res, stow_backend *b, const stow_prune_opts *o, stow_error *err)
+int stow_lifecycle_prune(stow_prune_result *res, stow_backend *b, const stow_prune_opts *o,
+                         stow_error *err)
 {
     prune_state st = {.b = b, .o = o, .res = res, .now = stow_layout_now()};
     int rc;
@@ -540,10 +547,11 @@ int stow_lifecycle_prune(stow_prune_result *res, stow_backend *b, const stow_pru
         goto done;
     }
     if (o->grace <= 0 && nlive > 0) {
-        rc = stow_error_set(err, STOW_EUSAGE,
-                            "refusing --grace 0: a save is in progress (%s, written %lld s ago, and %d lease(s) in "
-                            "all); run prune again once it ends, or with a grace period",
-                            st.first_lease, (long long)st.first_lease_age, nlive);
+        rc = stow_error_set(
+            err, STOW_EUSAGE,
+            "refusing --grace 0: a save is in progress (%s, written %lld s ago, and %d lease(s) in "
+            "all); run prune again once it ends, or with a grace period",
+            st.first_lease, (long long)st.first_lease_age, nlive);
         goto done;
     }
     st.dead = calloc(st.ix->n ? st.ix->n : 1, 1);
@@ -565,8 +573,10 @@ int stow_lifecycle_prune(stow_prune_result *res, stow_backend *b, const stow_pru
         rc = nlive;
         goto done;
     }
-    if ((rc = delete_unreferenced_layers(&st, err)) != STOW_OK || (rc = delete_stale_temps(&st, err)) != STOW_OK ||
-        (rc = delete_dangling_refs(&st, err)) != STOW_OK || (rc = delete_stray_markers(&st, err)) != STOW_OK)
+    if ((rc = delete_unreferenced_layers(&st, err)) != STOW_OK ||
+        (rc = delete_stale_temps(&st, err)) != STOW_OK ||
+        (rc = delete_dangling_refs(&st, err)) != STOW_OK ||
+        (rc = delete_stray_markers(&st, err)) != STOW_OK)
         goto done;
 done:
     layer_set_free(&st.live);

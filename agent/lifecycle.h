@@ -34,10 +34,10 @@ void stow_lifecycle_free(stow_store_index *ix);
 
 typedef struct stow_store_totals {
     size_t entries, layers;
-    uint64_t logical;        /* sum over entries */
-    uint64_t stored;         /* sum over distinct layers */
-    uint64_t shared;         /* bytes of layers referenced by more than one entry */
-    uint64_t referenced;     /* sum over entries of their stored bytes (what copies would cost) */
+    uint64_t logical;    /* sum over entries */
+    uint64_t stored;     /* sum over distinct layers */
+    uint64_t shared;     /* bytes of layers referenced by more than one entry */
+    uint64_t referenced; /* sum over entries of their stored bytes (what copies would cost) */
 } stow_store_totals;
 
 void stow_lifecycle_totals(stow_store_totals *t, const stow_store_index *ix);
@@ -47,7 +47,7 @@ void stow_lifecycle_totals(stow_store_totals *t, const stow_store_index *ix);
 typedef void (*stow_prune_report_fn)(void *ud, const char *kind, const char *name, uint64_t bytes);
 
 typedef struct stow_prune_opts {
-    int64_t max_age;  /* seconds; 0 = no age limit */
+    int64_t max_age;   /* seconds; 0 = no age limit */
     uint64_t max_size; /* stored bytes; 0 = no size limit */
     /* Unreferenced layers (and temporary objects) younger than this are kept. Layers named by
      * a live lease (a save in progress) are kept whatever their age; 0 means "delete every
@@ -68,6 +68,7 @@ typedef struct stow_prune_result {
  * ones); mark entries past max_age, then least recently used ones until max_size fits; delete
  * them; delete unreferenced, unleased layers past the grace period, stale temporary objects,
  * refs that point nowhere and stray access markers. */
-int stow_lifecycle_prune(stow_prune_result *res, stow_backend *b, const stow_prune_opts *opts, stow_error *err);
+int stow_lifecycle_prune(stow_prune_result *res, stow_backend *b, const stow_prune_opts *opts,
+                         stow_error *err);
 
 #endif

@@ -29,9 +29,9 @@ extern char **environ;
 #include "trim.h"
 
 #define EXIT_OK 0
-#define EXIT_FAILED 1   /* storage or data error with --strict, or an internal error */
-#define EXIT_USAGE 2    /* bad flag, config or key template */
-#define EXIT_MISS 3     /* no entry matched and --fail-on-miss */
+#define EXIT_FAILED 1 /* storage or data error with --strict, or an internal error */
+#define EXIT_USAGE 2  /* bad flag, config or key template */
+#define EXIT_MISS 3   /* no entry matched and --fail-on-miss */
 
 typedef struct {
     stow_config cfg;
@@ -42,7 +42,7 @@ typedef struct {
     char **buildx_dirs;
     char *url;
     char *state_dir;
-    int prepared; /* stowage run: save uses what restore prepared (same key, even if the
+    int prepared;     /* stowage run: save uses what restore prepared (same key, even if the
                      command changed the files the key template hashes) */
     int build_failed; /* save: the build failed (stowage run's command, or --build-status) */
     int run_status;   /* stowage run set build_failed from its command */
@@ -117,7 +117,8 @@ static int prepare_once(run_ctx *r, int need_paths, stow_error *err)
 {
     stow_config *c = &r->cfg;
     if (c->key == NULL || c->key[0] == '\0')
-        return stow_error_set(err, STOW_EUSAGE, "no key configured: set [cache] key, STOWAGE_KEY or --key");
+        return stow_error_set(err, STOW_EUSAGE,
+                              "no key configured: set [cache] key, STOWAGE_KEY or --key");
     int rc = expand_validated(&r->key, c->key, "key", err);
     if (rc != STOW_OK)
         return rc;
@@ -141,7 +142,8 @@ static int prepare_once(run_ctx *r, int need_paths, stow_error *err)
     if (!need_paths)
         return STOW_OK;
     if (c->paths.n == 0)
-        return stow_error_set(err, STOW_EUSAGE, "no paths configured: set [cache] paths, STOWAGE_PATHS or --path");
+        return stow_error_set(err, STOW_EUSAGE,
+                              "no paths configured: set [cache] paths, STOWAGE_PATHS or --path");
     r->abs_paths = calloc(c->paths.n, sizeof(char *));
     if (r->abs_paths == NULL)
         return stow_error_set(err, STOW_ERR, "out of memory");
@@ -155,7 +157,8 @@ static int prepare_once(run_ctx *r, int need_paths, stow_error *err)
             if (strncmp(r->abs_paths[i], r->abs_paths[j], n) == 0 &&
                 (r->abs_paths[i][n] == '\0' || r->abs_paths[i][n] == '/') &&
                 (r->abs_paths[j][n] == '\0' || r->abs_paths[j][n] == '/'))
-                return stow_error_set(err, STOW_EUSAGE, "paths %s and %s overlap", c->paths.v[j], c->paths.v[i]);
+                return stow_error_set(err, STOW_EUSAGE, "paths %s and %s overlap", c->paths.v[j],
+                                      c->paths.v[i]);
         }
     }
     r->buildx_dirs = calloc(c->buildx_dirs.n + 1, sizeof(char *));
@@ -169,7 +172,8 @@ static int prepare_once(run_ctx *r, int need_paths, stow_error *err)
     rc = resolve_url(r, err);
     if (rc != STOW_OK)
         return rc;
-    return stow_path_expand(&r->state_dir, c->state_dir ? c->state_dir : "~/.cache/stowage/state", err);
+    return stow_path_expand(&r->state_dir, c->state_dir ? c->state_dir : "~/.cache/stowage/state",
+                            err);
 }
 
 static int open_store(run_ctx *r, stow_backend **b, stow_error *err)
@@ -186,11 +190,20 @@ static int open_store(run_ctx *r, stow_backend **b, stow_error *err)
     for (size_t i = 0; i < c->headers.n; i++)
         hdrs[i] = c->headers.v[i];
     stow_backend_opts bo = {
-        .url = r->url, .endpoint = c->endpoint, .region = c->region, .path_style = c->path_style,
-        .verify_tls = c->verify_tls, .ca_bundle = c->ca_bundle, .connect_timeout_ms = c->connect_timeout_ms,
-        .low_speed_timeout_s = c->low_speed_timeout_s, .low_speed_limit = c->low_speed_limit,
-        .deadline_s = c->deadline_s, .max_retries = (int)c->retries,
-        .parallel = (int)c->parallel, .token_env = c->token_env, .headers = hdrs,
+        .url = r->url,
+        .endpoint = c->endpoint,
+        .region = c->region,
+        .path_style = c->path_style,
+        .verify_tls = c->verify_tls,
+        .ca_bundle = c->ca_bundle,
+        .connect_timeout_ms = c->connect_timeout_ms,
+        .low_speed_timeout_s = c->low_speed_timeout_s,
+        .low_speed_limit = c->low_speed_limit,
+        .deadline_s = c->deadline_s,
+        .max_retries = (int)c->retries,
+        .parallel = (int)c->parallel,
+        .token_env = c->token_env,
+        .headers = hdrs,
     };
     /* Backends copy what they keep from the options. */
     int rc = stow_backend_open(b, &bo, err);
@@ -207,8 +220,8 @@ static void write_outputs(const stow_cache_result *res, const char *primary, int
     const char *result = failed ? "error" : names[res->outcome];
     const char *hit = !failed && res->outcome == STOW_HIT ? "true" : "false";
     const char *matched = failed ? "" : res->matched_key;
-    printf("cache-hit=%s\ncache-result=%s\ncache-primary-key=%s\ncache-matched-key=%s\n", hit, result, primary,
-           matched);
+    printf("cache-hit=%s\ncache-result=%s\ncache-primary-key=%s\ncache-matched-key=%s\n", hit,
+           result, primary, matched);
     fflush(stdout);
     const char *gh = getenv("GITHUB_OUTPUT");
     if (gh != NULL && gh[0] != '\0') {
@@ -217,8 +230,8 @@ static void write_outputs(const stow_cache_result *res, const char *primary, int
             stow_warn("cannot append to GITHUB_OUTPUT (%s): %s", gh, strerror(errno));
             return;
         }
-        fprintf(f, "cache-hit=%s\ncache-result=%s\ncache-primary-key=%s\ncache-matched-key=%s\n", hit, result,
-                primary, matched);
+        fprintf(f, "cache-hit=%s\ncache-result=%s\ncache-primary-key=%s\ncache-matched-key=%s\n",
+                hit, result, primary, matched);
         fclose(f);
     }
 }
@@ -232,8 +245,8 @@ static void summary(const char *cmd, const char *what, const stow_cache_result *
     stow_format_bytes(rate, sizeof(rate), (uint64_t)((double)res->bytes_total / secs));
     stow_info("%s %s: %llu files, %s in %.2f s (%s/s); %s %s, %llu of %llu layers", cmd, what,
               (unsigned long long)res->files, total, res->seconds, rate, moved,
-              strcmp(cmd, "save") == 0 ? "uploaded" : "downloaded", (unsigned long long)res->layers_moved,
-              (unsigned long long)res->layers_total);
+              strcmp(cmd, "save") == 0 ? "uploaded" : "downloaded",
+              (unsigned long long)res->layers_moved, (unsigned long long)res->layers_total);
 }
 
 /* Fail-open: storage and data problems are warnings unless --strict. */
@@ -247,7 +260,8 @@ static int trouble(const run_ctx *r, const char *cmd, const stow_error *err)
         stow_error_log("%s failed: %s", cmd, err->msg);
         return EXIT_FAILED;
     }
-    stow_warn("%s failed, continuing without the cache (--strict makes this an error): %s", cmd, err->msg);
+    stow_warn("%s failed, continuing without the cache (--strict makes this an error): %s", cmd,
+              err->msg);
     return EXIT_OK;
 }
 
@@ -264,9 +278,11 @@ static int cmd_restore_save(run_ctx *r, int save)
     if (save && !r->run_status) {
         int bf = stow_trim_parse_build_status(c->build_status);
         if (bf < 0) {
-            stow_error_set(&err, STOW_EUSAGE,
-                           "build_status (--build-status, STOWAGE_BUILD_STATUS) must be success, failed, canceled "
-                           "or an exit code, not \"%s\"", c->build_status);
+            stow_error_set(
+                &err, STOW_EUSAGE,
+                "build_status (--build-status, STOWAGE_BUILD_STATUS) must be success, failed, canceled "
+                "or an exit code, not \"%s\"",
+                c->build_status);
             return trouble(r, cmd, &err);
         }
         r->build_failed = bf;
@@ -281,16 +297,31 @@ static int cmd_restore_save(run_ctx *r, int save)
     }
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     stow_cache_params p = {
-        .backend = b, .store_url = r->url, .key = r->key, .restore_keys = &r->restore_keys,
-        .scope = r->scope, .fallback_scopes = &c->fallback_scopes, .paths = &c->paths,
-        .abs_paths = r->abs_paths, .state_dir = r->state_dir,
-        .pack = {.level = (int)c->level, .threads = c->threads ? (int)c->threads : (int)(ncpu > 0 ? ncpu : 1),
+        .backend = b,
+        .store_url = r->url,
+        .key = r->key,
+        .restore_keys = &r->restore_keys,
+        .scope = r->scope,
+        .fallback_scopes = &c->fallback_scopes,
+        .paths = &c->paths,
+        .abs_paths = r->abs_paths,
+        .state_dir = r->state_dir,
+        .pack = {.level = (int)c->level,
+                 .threads = c->threads ? (int)c->threads : (int)(ncpu > 0 ? ncpu : 1),
                  .checksum = c->checksum},
-        .layer_size = c->layer_size, .parallel = (int)c->parallel, .lookup_only = c->lookup_only,
+        .layer_size = c->layer_size,
+        .parallel = (int)c->parallel,
+        .lookup_only = c->lookup_only,
         .preserve_setid = c->preserve_setid,
-        .checksum = c->checksum, .update = c->update, .max_layers = (int)c->max_layers,
-        .prune_buildx = c->prune_buildx, .buildx_dirs = r->buildx_dirs, .nbuildx_dirs = c->buildx_dirs.n,
-        .trim_unused_after = c->trim_unused_after, .trim = c->trim, .trim_local = c->trim_local,
+        .checksum = c->checksum,
+        .update = c->update,
+        .max_layers = (int)c->max_layers,
+        .prune_buildx = c->prune_buildx,
+        .buildx_dirs = r->buildx_dirs,
+        .nbuildx_dirs = c->buildx_dirs.n,
+        .trim_unused_after = c->trim_unused_after,
+        .trim = c->trim,
+        .trim_local = c->trim_local,
         .build_failed = r->build_failed,
     };
     int exit_code = EXIT_OK;
@@ -306,9 +337,11 @@ static int cmd_restore_save(run_ctx *r, int save)
                 if (c->trim_unused_after > 0 && res.trim_tracked)
                     snprintf(trimmed, sizeof(trimmed), ", trimmed %llu unused files (%s)",
                              (unsigned long long)res.files_trimmed, tb);
-                stow_info("delta against %s: %llu new or changed files, %llu removed, %llu layers repacked%s",
-                          res.parent_key, (unsigned long long)res.files_changed,
-                          (unsigned long long)res.files_removed, (unsigned long long)res.layers_repacked, trimmed);
+                stow_info(
+                    "delta against %s: %llu new or changed files, %llu removed, %llu layers repacked%s",
+                    res.parent_key, (unsigned long long)res.files_changed,
+                    (unsigned long long)res.files_removed, (unsigned long long)res.layers_repacked,
+                    trimmed);
             }
         }
     } else {
@@ -316,17 +349,20 @@ static int cmd_restore_save(run_ctx *r, int save)
         write_outputs(&res, r->key, rc != STOW_OK);
         if (rc != STOW_OK) {
             if (res.matched_key[0])
-                stow_info("restore error: entry %s was not restored (cache-hit=false, cache-result=error)",
-                          res.matched_key);
+                stow_info(
+                    "restore error: entry %s was not restored (cache-hit=false, cache-result=error)",
+                    res.matched_key);
             exit_code = trouble(r, cmd, &err);
         } else if (res.outcome == STOW_MISS) {
-            stow_info("restore miss: no entry for %s%s", r->key, r->restore_keys.n ? " or its restore keys" : "");
+            stow_info("restore miss: no entry for %s%s", r->key,
+                      r->restore_keys.n ? " or its restore keys" : "");
             if (c->fail_on_miss) {
                 stow_error_log("no cache entry matched and --fail-on-miss is set");
                 exit_code = EXIT_MISS;
             }
         } else if (c->lookup_only) {
-            stow_info("lookup %s: %s exists", res.outcome == STOW_HIT ? "hit" : "partial", res.matched_key);
+            stow_info("lookup %s: %s exists", res.outcome == STOW_HIT ? "hit" : "partial",
+                      res.matched_key);
         } else {
             summary("restore", res.outcome == STOW_HIT ? "hit" : "partial", &res);
         }
@@ -424,7 +460,9 @@ static int cmd_run(run_ctx *r, char **cmdv, int cmdc)
         while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
             ;
         child_pid = -1;
-        cmd_code = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 1;
+        cmd_code = WIFEXITED(status)     ? WEXITSTATUS(status)
+                   : WIFSIGNALED(status) ? 128 + WTERMSIG(status)
+                                         : 1;
     }
     /* Without the inject, the mounts may hold only part of what the host directories hold. */
     if (mounts && !injected)
@@ -432,13 +470,15 @@ static int cmd_run(run_ctx *r, char **cmdv, int cmdc)
     else if (mounts && (cmd_code == 0 || r->cfg.extract_on_failure))
         mounts_code = mounts_step(r, 1, &injected);
     else if (mounts)
-        stow_info("%s exited with %d; cache mounts not extracted (extract_on_failure is off)", cmdv[0], cmd_code);
+        stow_info("%s exited with %d; cache mounts not extracted (extract_on_failure is off)",
+                  cmdv[0], cmd_code);
     if (cmd_code != 0 && !r->cfg.save_on_failure) {
         stow_info("%s exited with %d; not saving (save_on_failure is off)", cmdv[0], cmd_code);
         return cmd_code;
     }
     if (cmd_code != 0)
-        stow_info("%s exited with %d; saving anyway (save_on_failure), without trimming", cmdv[0], cmd_code);
+        stow_info("%s exited with %d; saving anyway (save_on_failure), without trimming", cmdv[0],
+                  cmd_code);
     r->build_failed = cmd_code != 0;
     r->run_status = 1;
     int save_code = cmd_restore_save(r, 1);
@@ -499,7 +539,8 @@ static void format_time(char *out, size_t outsz, int64_t t)
 {
     time_t tt = (time_t)t;
     struct tm tm;
-    if (t <= 0 || gmtime_r(&tt, &tm) == NULL || strftime(out, outsz, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+    if (t <= 0 || gmtime_r(&tt, &tm) == NULL ||
+        strftime(out, outsz, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
         snprintf(out, outsz, "-");
 }
 
@@ -520,17 +561,18 @@ static int cmd_list(run_ctx *r)
         json_t *arr = json_array();
         for (size_t i = 0; i < ix->n; i++) {
             const stow_entry_info *e = &ix->entries[i];
-            json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I}", "scope", e->scope, "key",
-                                                 e->key, "created", (json_int_t)e->created, "last_used",
-                                                 (json_int_t)e->last_used, "size", (json_int_t)e->logical,
-                                                 "stored", (json_int_t)e->stored, "layers", (json_int_t)e->nlayers));
+            json_array_append_new(
+                arr, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I}", "scope", e->scope, "key",
+                               e->key, "created", (json_int_t)e->created, "last_used",
+                               (json_int_t)e->last_used, "size", (json_int_t)e->logical, "stored",
+                               (json_int_t)e->stored, "layers", (json_int_t)e->nlayers));
         }
         json_dumpf(arr, stdout, JSON_INDENT(2));
         printf("\n");
         json_decref(arr);
     } else {
-        printf("%-12s %-40s %-20s %-20s %10s %10s %6s\n", "SCOPE", "KEY", "CREATED", "LAST USED", "SIZE", "STORED",
-               "LAYERS");
+        printf("%-12s %-40s %-20s %-20s %10s %10s %6s\n", "SCOPE", "KEY", "CREATED", "LAST USED",
+               "SIZE", "STORED", "LAYERS");
         for (size_t i = ix->n; i-- > 0;) {
             const stow_entry_info *e = &ix->entries[i];
             char c[32], u[32], sz[32], st[32];
@@ -538,7 +580,8 @@ static int cmd_list(run_ctx *r)
             format_time(u, sizeof(u), e->last_used);
             stow_format_bytes(sz, sizeof(sz), e->logical);
             stow_format_bytes(st, sizeof(st), e->stored);
-            printf("%-12s %-40s %-20s %-20s %10s %10s %6zu\n", e->scope, e->key, c, u, sz, st, e->nlayers);
+            printf("%-12s %-40s %-20s %-20s %10s %10s %6zu\n", e->scope, e->key, c, u, sz, st,
+                   e->nlayers);
         }
     }
     stow_lifecycle_free(ix);
@@ -564,7 +607,8 @@ static int add_size(const char *path, const struct stat *st, int flag, struct FT
 static void stats_dead_weight(json_t *out, run_ctx *r, stow_backend *b, const stow_store_index *ix)
 {
     stow_config *c = &r->cfg;
-    uint32_t after = c->trim_unused_after > 0 ? (uint32_t)c->trim_unused_after : STOW_TRIM_STATS_DEFAULT;
+    uint32_t after = c->trim_unused_after > 0 ? (uint32_t)c->trim_unused_after
+                                              : STOW_TRIM_STATS_DEFAULT;
     json_t *arr = json_array();
     if (!c->json && ix->n > 0)
         printf("entries (dead weight: files not read in the last %u builds):\n", after);
@@ -586,9 +630,10 @@ static void stats_dead_weight(json_t *out, run_ctx *r, stow_backend *b, const st
             printf("  %-12s %-40s %10s  dead weight %s in %llu files\n", e->scope, e->key, sz, dw,
                    (unsigned long long)files);
         }
-        json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:I, s:I, s:i}", "scope", e->scope, "key", e->key,
-                                             "bytes", (json_int_t)e->logical, "dead_bytes", (json_int_t)bytes,
-                                             "dead_files", (json_int_t)files, "dead_after", (int)after));
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:I, s:I, s:i}", "scope", e->scope,
+                                             "key", e->key, "bytes", (json_int_t)e->logical,
+                                             "dead_bytes", (json_int_t)bytes, "dead_files",
+                                             (json_int_t)files, "dead_after", (int)after));
     }
     json_object_set_new(out, "entries", arr);
 }
@@ -615,10 +660,11 @@ static int cmd_stats(run_ctx *r)
             nftw(abs, add_size, 32, FTW_PHYS);
         stow_format_bytes(b1, sizeof(b1), local_bytes);
         if (!c->json)
-            printf("  %-40s %10s in %llu files%s\n", abs, b1, (unsigned long long)local_files, exists ? "" : " (missing)");
-        json_array_append_new(local, json_pack("{s:s, s:s, s:I, s:I, s:b}", "path", c->paths.v[i], "expanded", abs,
-                                               "bytes", (json_int_t)local_bytes, "files", (json_int_t)local_files,
-                                               "exists", exists));
+            printf("  %-40s %10s in %llu files%s\n", abs, b1, (unsigned long long)local_files,
+                   exists ? "" : " (missing)");
+        json_array_append_new(local, json_pack("{s:s, s:s, s:I, s:I, s:b}", "path", c->paths.v[i],
+                                               "expanded", abs, "bytes", (json_int_t)local_bytes,
+                                               "files", (json_int_t)local_files, "exists", exists));
         free(abs);
     }
     json_object_set_new(out, "local", local);
@@ -630,20 +676,23 @@ static int cmd_stats(run_ctx *r)
     if (rc == STOW_OK) {
         stow_store_totals t;
         stow_lifecycle_totals(&t, ix);
-        json_object_set_new(out, "store", json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "entries", (json_int_t)t.entries,
-                                                     "layers", (json_int_t)t.layers, "logical_bytes",
-                                                     (json_int_t)t.logical, "stored_bytes", (json_int_t)t.stored,
-                                                     "shared_bytes", (json_int_t)t.shared, "referenced_bytes",
-                                                     (json_int_t)t.referenced));
+        json_object_set_new(out, "store",
+                            json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "entries",
+                                      (json_int_t)t.entries, "layers", (json_int_t)t.layers,
+                                      "logical_bytes", (json_int_t)t.logical, "stored_bytes",
+                                      (json_int_t)t.stored, "shared_bytes", (json_int_t)t.shared,
+                                      "referenced_bytes", (json_int_t)t.referenced));
         if (!c->json) {
             char b4[32];
             stow_format_bytes(b1, sizeof(b1), t.logical);
             stow_format_bytes(b2, sizeof(b2), t.stored);
             stow_format_bytes(b3, sizeof(b3), t.shared);
-            stow_format_bytes(b4, sizeof(b4), t.referenced > t.stored ? t.referenced - t.stored : 0);
-            printf("store %s:\n  %zu entries, %zu layers\n  %s of files, %s stored\n"
-                   "  %s in layers shared between entries (deltas saved %s of uploads and storage)\n",
-                   r->url, t.entries, t.layers, b1, b2, b3, b4);
+            stow_format_bytes(b4, sizeof(b4),
+                              t.referenced > t.stored ? t.referenced - t.stored : 0);
+            printf(
+                "store %s:\n  %zu entries, %zu layers\n  %s of files, %s stored\n"
+                "  %s in layers shared between entries (deltas saved %s of uploads and storage)\n",
+                r->url, t.entries, t.layers, b1, b2, b3, b4);
         }
         stats_dead_weight(out, r, b, ix);
     } else {
@@ -656,7 +705,9 @@ static int cmd_stats(run_ctx *r)
     json_decref(out);
     stow_lifecycle_free(ix);
     stow_backend_free(b);
-    return rc == STOW_OK ? EXIT_OK : rc == STOW_EUSAGE ? EXIT_USAGE : (c->strict ? EXIT_FAILED : EXIT_OK);
+    return rc == STOW_OK       ? EXIT_OK
+           : rc == STOW_EUSAGE ? EXIT_USAGE
+                               : (c->strict ? EXIT_FAILED : EXIT_OK);
 }
 
 static void print_deletion(void *ud, const char *kind, const char *name, uint64_t bytes)
@@ -664,7 +715,8 @@ static void print_deletion(void *ud, const char *kind, const char *name, uint64_
     const int *dry = ud;
     char b[32];
     stow_format_bytes(b, sizeof(b), bytes);
-    printf("%s %s %s%s%s\n", *dry ? "would delete" : "deleted", kind, name, bytes ? " " : "", bytes ? b : "");
+    printf("%s %s %s%s%s\n", *dry ? "would delete" : "deleted", kind, name, bytes ? " " : "",
+           bytes ? b : "");
 }
 
 static int cmd_prune(run_ctx *r)
@@ -672,12 +724,17 @@ static int cmd_prune(run_ctx *r)
     stow_error err = {0};
     stow_config *c = &r->cfg;
     if (c->max_age <= 0 && c->max_size == 0)
-        stow_info("no --max-age or --max-size: only unreferenced layers and dangling refs are removed");
+        stow_info(
+            "no --max-age or --max-size: only unreferenced layers and dangling refs are removed");
     stow_backend *b = NULL;
     int rc = open_store(r, &b, &err);
     stow_prune_result res = {0};
-    stow_prune_opts o = {.max_age = c->max_age, .max_size = c->max_size, .grace = c->grace, .dry_run = c->dry_run,
-                         .report = print_deletion, .ud = &c->dry_run};
+    stow_prune_opts o = {.max_age = c->max_age,
+                         .max_size = c->max_size,
+                         .grace = c->grace,
+                         .dry_run = c->dry_run,
+                         .report = print_deletion,
+                         .ud = &c->dry_run};
     if (rc == STOW_OK)
         rc = stow_lifecycle_prune(&res, b, &o, &err);
     stow_backend_free(b);
@@ -688,9 +745,10 @@ static int cmd_prune(run_ctx *r)
     }
     char freed[32];
     stow_format_bytes(freed, sizeof(freed), res.bytes_freed);
-    stow_info("prune%s: %zu entries, %zu layers, %zu refs, %zu stale leases, %zu temporary objects %s; %s freed",
-              c->dry_run ? " (dry run)" : "", res.entries, res.layers, res.refs, res.leases, res.temps,
-              c->dry_run ? "would be deleted" : "deleted", freed);
+    stow_info(
+        "prune%s: %zu entries, %zu layers, %zu refs, %zu stale leases, %zu temporary objects %s; %s freed",
+        c->dry_run ? " (dry run)" : "", res.entries, res.layers, res.refs, res.leases, res.temps,
+        c->dry_run ? "would be deleted" : "deleted", freed);
     return EXIT_OK;
 }
 
@@ -714,10 +772,13 @@ static void warn_url_password(const stow_config *c)
     if (c->url_from == NULL || !stow_url_has_password(c->url))
         return;
     if (strcmp(c->url_from, "flag") == 0)
-        stow_warn("--url carries a password, visible to other users in ps; use STOWAGE_URL or .netrc");
+        stow_warn(
+            "--url carries a password, visible to other users in ps; use STOWAGE_URL or .netrc");
     else if (strcmp(c->url_from, "file") == 0)
-        stow_warn("the url in %s carries a password; config files are often committed: use STOWAGE_URL or "
-                  ".netrc", c->config_file ? c->config_file : "the config file");
+        stow_warn(
+            "the url in %s carries a password; config files are often committed: use STOWAGE_URL or "
+            ".netrc",
+            c->config_file ? c->config_file : "the config file");
 }
 
 int main(int argc, char **argv)
@@ -744,10 +805,11 @@ int main(int argc, char **argv)
     int is_restore = strcmp(cmd, "restore") == 0, is_save = strcmp(cmd, "save") == 0;
     int is_key = strcmp(cmd, "key") == 0, is_run = strcmp(cmd, "run") == 0;
     int is_setup = strcmp(cmd, "setup") == 0, is_clean = strcmp(cmd, "clean") == 0;
-    int is_list = strcmp(cmd, "list") == 0, is_stats = strcmp(cmd, "stats") == 0, is_prune = strcmp(cmd, "prune") == 0;
+    int is_list = strcmp(cmd, "list") == 0, is_stats = strcmp(cmd, "stats") == 0,
+        is_prune = strcmp(cmd, "prune") == 0;
     int is_mounts = strcmp(cmd, "mounts") == 0;
-    if (!is_restore && !is_save && !is_key && !is_run && !is_setup && !is_clean && !is_list && !is_stats && !is_prune &&
-        !is_mounts) {
+    if (!is_restore && !is_save && !is_key && !is_run && !is_setup && !is_clean && !is_list &&
+        !is_stats && !is_prune && !is_mounts) {
         stow_error_log("unknown command \"%s\" (see stowage help)", cmd);
         return EXIT_USAGE;
     }
@@ -772,7 +834,9 @@ int main(int argc, char **argv)
         run_ctx_free(&r);
         return EXIT_USAGE;
     }
-    stow_log_set_level(r.cfg.verbosity > 0 ? STOW_LOG_DEBUG : r.cfg.verbosity < 0 ? STOW_LOG_WARN : STOW_LOG_INFO);
+    stow_log_set_level(r.cfg.verbosity > 0   ? STOW_LOG_DEBUG
+                       : r.cfg.verbosity < 0 ? STOW_LOG_WARN
+                                             : STOW_LOG_INFO);
     warn_url_password(&r.cfg);
     int code;
     if (is_key)

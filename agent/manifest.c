@@ -131,7 +131,8 @@ int stow_manifest_layer_object(char *out, size_t outsz, const stow_layer *l)
 int stow_manifest_to_json(char **out, size_t *outlen, const stow_manifest *m, stow_error *err)
 {
     int rc = STOW_ERR;
-    json_t *root = json_object(), *roots = json_array(), *layers = json_array(), *files = json_array();
+    json_t *root = json_object(), *roots = json_array(), *layers = json_array(),
+           *files = json_array();
     *out = NULL;
     if (!root || !roots || !layers || !files)
         goto oom;
@@ -155,8 +156,9 @@ int stow_manifest_to_json(char **out, size_t *outlen, const stow_manifest *m, st
     for (size_t i = 0; i < m->nfiles; i++) {
         const stow_file_entry *e = &m->files[i];
         char type[2] = {e->type, '\0'};
-        json_t *o = json_pack("{s:i, s:s, s:s, s:i, s:I, s:i}", "r", (int)e->root, "p", e->path, "t",
-                              type, "m", (int)e->mode, "mt", (json_int_t)e->mtime, "ns", (int)e->mtime_ns);
+        json_t *o = json_pack("{s:i, s:s, s:s, s:i, s:I, s:i}", "r", (int)e->root, "p", e->path,
+                              "t", type, "m", (int)e->mode, "mt", (json_int_t)e->mtime, "ns",
+                              (int)e->mtime_ns);
         if (o == NULL)
             goto oom;
         if (e->type == STOW_FT_FILE) {
@@ -212,15 +214,16 @@ static int is_hex(const char *s, size_t n)
     } while (0)
 
 /* Step 1: the top-level object: version, key, scope, created and the three arrays. */
-static int parse_header(stow_manifest *m, json_t **roots, json_t **layers, json_t **files, json_t *root,
-                        const char *what, stow_error *err)
+static int parse_header(stow_manifest *m, json_t **roots, json_t **layers, json_t **files,
+                        json_t *root, const char *what, stow_error *err)
 {
     int rc = STOW_OK;
     json_error_t jerr;
     json_int_t version = 0, created = 0;
     const char *key = NULL, *scope = NULL;
-    if (json_unpack_ex(root, &jerr, 0, "{s:I, s:s, s:s, s:I, s:o, s:o, s:o}", "version", &version, "key", &key,
-                       "scope", &scope, "created", &created, "roots", roots, "layers", layers, "files", files) != 0)
+    if (json_unpack_ex(root, &jerr, 0, "{s:I, s:s, s:s, s:I, s:o, s:o, s:o}", "version", &version,
+                       "key", &key, "scope", &scope, "created", &created, "roots", roots, "layers",
+                       layers, "files", files) != 0)
         BAD("%s: not a stowage manifest (%s)", what, jerr.text);
     if (version != STOW_MANIFEST_VERSION)
         BAD("%s: manifest version %lld is not supported (this stowage reads version %d)", what,
@@ -242,7 +245,8 @@ static int parse_roots(stow_manifest *m, json_t *roots, const char *what, stow_e
     int rc = STOW_OK;
     size_t i;
     json_t *v;
-    json_array_foreach(roots, i, v) {
+    json_array_foreach(roots, i, v)
+    {
         if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 4095)
             BAD("%s: roots[%zu] is not a path", what, i);
         if ((rc = stow_manifest_add_root(m, json_string_value(v), err)) != STOW_OK)
@@ -259,13 +263,15 @@ static int parse_layers(stow_manifest *m, json_t *layers, const char *what, stow
     json_error_t jerr;
     size_t i;
     json_t *v;
-    json_array_foreach(layers, i, v) {
+    json_array_foreach(layers, i, v)
+    {
         const char *id = NULL, *sha = NULL;
         json_int_t size = -1, raw = -1, nf = -1;
-        if (json_unpack_ex(v, &jerr, 0, "{s:s, s:s, s:I, s:I, s:I}", "id", &id, "sha256", &sha, "size", &size,
-                           "raw_size", &raw, "files", &nf) != 0)
+        if (json_unpack_ex(v, &jerr, 0, "{s:s, s:s, s:I, s:I, s:I}", "id", &id, "sha256", &sha,
+                           "size", &size, "raw_size", &raw, "files", &nf) != 0)
             BAD("%s: layers[%zu]: %s", what, i, jerr.text);
-        if (!is_hex(id, STOW_LAYER_ID_LEN) || !is_hex(sha, STOW_SHA256_HEX_LEN) || size < 0 || raw < 0 || nf < 0)
+        if (!is_hex(id, STOW_LAYER_ID_LEN) || !is_hex(sha, STOW_SHA256_HEX_LEN) || size < 0 ||
+            raw < 0 || nf < 0)
             BAD("%s: layers[%zu] has a bad id, sha256 or size", what, i);
         stow_layer *l = stow_manifest_add_layer(m, err);
         if (l == NULL) {
@@ -289,9 +295,9 @@ static int parse_file(stow_manifest *m, json_t *v, size_t i, const char *what, s
     json_error_t jerr;
     json_int_t r = -1, mode = -1, mt = 0, ns = 0, size = 0, layer = -1, unread = 0;
     const char *p = NULL, *t = NULL, *lt = NULL, *h = NULL;
-    if (json_unpack_ex(v, &jerr, 0, "{s:I, s:s, s:s, s:I, s:I, s:I, s?I, s?I, s?s, s?s, s?I}", "r", &r, "p", &p, "t",
-                       &t, "m", &mode, "mt", &mt, "ns", &ns, "s", &size, "l", &layer, "lt", &lt, "h", &h, "u",
-                       &unread) != 0)
+    if (json_unpack_ex(v, &jerr, 0, "{s:I, s:s, s:s, s:I, s:I, s:I, s?I, s?I, s?s, s?s, s?I}", "r",
+                       &r, "p", &p, "t", &t, "m", &mode, "mt", &mt, "ns", &ns, "s", &size, "l",
+                       &layer, "lt", &lt, "h", &h, "u", &unread) != 0)
         BAD("%s: files[%zu]: %s", what, i, jerr.text);
     if (r < 0 || (size_t)r >= m->nroots)
         BAD("%s: files[%zu] names root %lld, which does not exist", what, i, (long long)r);
@@ -302,16 +308,25 @@ static int parse_file(stow_manifest *m, json_t *v, size_t i, const char *what, s
     if (mode < 0 || mode > 07777 || ns < 0 || ns > 999999999 || size < 0)
         BAD("%s: files[%zu] (%s) has a bad mode, time or size", what, i, p);
     if (t[0] == STOW_FT_DIR ? layer != -1 : (layer < 0 || (size_t)layer >= m->nlayers))
-        BAD("%s: files[%zu] (%s) names layer %lld, which does not exist", what, i, p, (long long)layer);
+        BAD("%s: files[%zu] (%s) names layer %lld, which does not exist", what, i, p,
+            (long long)layer);
     if (t[0] == STOW_FT_LINK && (lt == NULL || !stow_path_link_ok(p, lt)))
         BAD("%s: files[%zu]: symlink %s points outside its root", what, i, p);
     if (h != NULL && !is_hex(h, STOW_SHA256_HEX_LEN))
         BAD("%s: files[%zu] (%s) has a bad content hash", what, i, p);
     if (unread < 0 || unread > STOW_MAX_UNREAD)
         BAD("%s: files[%zu] (%s) has a bad unread count", what, i, p);
-    stow_file_entry e = {(uint32_t)r, (char *)p, t[0], (uint32_t)mode, (uint64_t)size, (int64_t)mt,
-                         (int32_t)ns, (int32_t)layer, t[0] == STOW_FT_LINK ? (char *)lt : NULL,
-                         t[0] == STOW_FT_FILE ? (char *)h : NULL, t[0] == STOW_FT_FILE ? (uint32_t)unread : 0};
+    stow_file_entry e = {(uint32_t)r,
+                         (char *)p,
+                         t[0],
+                         (uint32_t)mode,
+                         (uint64_t)size,
+                         (int64_t)mt,
+                         (int32_t)ns,
+                         (int32_t)layer,
+                         t[0] == STOW_FT_LINK ? (char *)lt : NULL,
+                         t[0] == STOW_FT_FILE ? (char *)h : NULL,
+                         t[0] == STOW_FT_FILE ? (uint32_t)unread : 0};
     rc = stow_manifest_add_file(m, &e, err);
 done:
     return rc;
@@ -329,13 +344,15 @@ static int parse_files(stow_manifest *m, json_t *files, const char *what, stow_e
             return stow_error_set(err, STOW_ERR, "out of memory");
         m->capfiles = json_array_size(files);
     }
-    json_array_foreach(files, i, v) {
+    json_array_foreach(files, i, v)
+    {
         if ((rc = parse_file(m, v, i, what, err)) != STOW_OK)
             goto done;
     }
     stow_manifest_sort(m);
     for (i = 1; i < m->nfiles; i++)
-        if (m->files[i].root == m->files[i - 1].root && strcmp(m->files[i].path, m->files[i - 1].path) == 0)
+        if (m->files[i].root == m->files[i - 1].root &&
+            strcmp(m->files[i].path, m->files[i - 1].path) == 0)
             BAD("%s: path %s appears twice", what, m->files[i].path);
 done:
     return rc;
@@ -353,14 +370,16 @@ int stow_manifest_from_json(stow_manifest **out, const char *buf, size_t len, co
         return stow_error_set(err, STOW_ECORRUPT, "%s: manifest too large", what);
     root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL)
-        return stow_error_set(err, STOW_ECORRUPT, "%s: not valid JSON (line %d: %s)", what, jerr.line, jerr.text);
+        return stow_error_set(err, STOW_ECORRUPT, "%s: not valid JSON (line %d: %s)", what,
+                              jerr.line, jerr.text);
     m = stow_manifest_new();
     if (m == NULL) {
         rc = stow_error_set(err, STOW_ERR, "out of memory");
         goto done;
     }
     if ((rc = parse_header(m, &roots, &layers, &files, root, what, err)) != STOW_OK ||
-        (rc = parse_roots(m, roots, what, err)) != STOW_OK || (rc = parse_layers(m, layers, what, err)) != STOW_OK ||
+        (rc = parse_roots(m, roots, what, err)) != STOW_OK ||
+        (rc = parse_layers(m, layers, what, err)) != STOW_OK ||
         (rc = parse_files(m, files, what, err)) != STOW_OK)
         goto done;
     *out = m;

@@ -17,23 +17,23 @@
 #define STOW_MAX_ROOTS 64
 #define STOW_MAX_LAYERS 4096
 #define STOW_MAX_FILES 10000000u
-#define STOW_LAYER_ID_LEN 32 /* hex chars */
+#define STOW_LAYER_ID_LEN 32     /* hex chars */
 #define STOW_MAX_UNREAD 1000000u /* cap of stow_file_entry.unread */
 
 typedef enum { STOW_FT_FILE = 'f', STOW_FT_DIR = 'd', STOW_FT_LINK = 'l' } stow_file_type;
 
 typedef struct stow_file_entry {
-    uint32_t root;     /* index into roots */
-    char *path;        /* relative to the root, validated by stow_path_rel_ok */
-    char type;         /* stow_file_type */
-    uint32_t mode;     /* permission bits (07777) */
-    uint64_t size;     /* regular files only */
-    int64_t mtime;     /* seconds */
-    int32_t mtime_ns;  /* nanoseconds */
-    int32_t layer;     /* index into layers; -1 for directories (they live in the index only) */
-    char *target;      /* symlinks only */
-    char *sha256;      /* content hash (hex), only when saved with checksums; else NULL */
-    uint32_t unread;   /* regular files: saves since a build last read or wrote it (trim.h);
+    uint32_t root;    /* index into roots */
+    char *path;       /* relative to the root, validated by stow_path_rel_ok */
+    char type;        /* stow_file_type */
+    uint32_t mode;    /* permission bits (07777) */
+    uint64_t size;    /* regular files only */
+    int64_t mtime;    /* seconds */
+    int32_t mtime_ns; /* nanoseconds */
+    int32_t layer;    /* index into layers; -1 for directories (they live in the index only) */
+    char *target;     /* symlinks only */
+    char *sha256;     /* content hash (hex), only when saved with checksums; else NULL */
+    uint32_t unread;  /* regular files: saves since a build last read or wrote it (trim.h);
                           "u" in JSON, absent = 0, so older manifests read as "all in use" */
 } stow_file_entry;
 

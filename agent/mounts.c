@@ -15,7 +15,7 @@
 #include "paths.h"
 
 #define MAX_MOUNTS 64
-#define MAX_DOCKERFILE (4u << 20)    /* bytes of a Dockerfile read */
+#define MAX_DOCKERFILE (4u << 20) /* bytes of a Dockerfile read */
 
 void stow_mount_list_free(stow_mount_list *l)
 {
@@ -56,7 +56,8 @@ static int value_ok(const char *v)
     if (v == NULL || v[0] == '\0' || strlen(v) > 512)
         return 0;
     for (const unsigned char *p = (const unsigned char *)v; *p; p++)
-        if (*p <= ' ' || *p == ',' || *p == '"' || *p == '\'' || *p == '\\' || *p == '$' || *p == '=' || *p == 0x7f)
+        if (*p <= ' ' || *p == ',' || *p == '"' || *p == '\'' || *p == '\\' || *p == '$' ||
+            *p == '=' || *p == 0x7f)
             return 0;
     return 1;
 }
@@ -84,7 +85,8 @@ static int parse_num(long *out, const char *v, int base, long max)
 
 /* Applies one key=value mount option (both the config form and the Dockerfile's CSV use the
  * same names). Returns 1 when the key is unknown. */
-static int set_mount_opt(stow_mount *m, const char *key, const char *val, const char *where, stow_error *err)
+static int set_mount_opt(stow_mount *m, const char *key, const char *val, const char *where,
+                         stow_error *err)
 {
     if (strcmp(key, "id") == 0)
         return set_str(&m->id, val, strlen(val), err);
@@ -92,18 +94,21 @@ static int set_mount_opt(stow_mount *m, const char *key, const char *val, const 
         return set_str(&m->target, val, strlen(val), err);
     if (strcmp(key, "sharing") == 0) {
         if (strcmp(val, "shared") != 0 && strcmp(val, "private") != 0 && strcmp(val, "locked") != 0)
-            return stow_error_set(err, STOW_EUSAGE, "%s: sharing must be shared, private or locked, not \"%s\"",
+            return stow_error_set(err, STOW_EUSAGE,
+                                  "%s: sharing must be shared, private or locked, not \"%s\"",
                                   where, val);
         return set_str(&m->sharing, val, strlen(val), err);
     }
     if (strcmp(key, "uid") == 0 || strcmp(key, "gid") == 0) {
         if (parse_num(key[0] == 'u' ? &m->uid : &m->gid, val, 10, 0x7fffffffL) != 0)
-            return stow_error_set(err, STOW_EUSAGE, "%s: %s must be a number, not \"%s\"", where, key, val);
+            return stow_error_set(err, STOW_EUSAGE, "%s: %s must be a number, not \"%s\"", where,
+                                  key, val);
         return STOW_OK;
     }
     if (strcmp(key, "mode") == 0) {
         if (parse_num(&m->mode, val, 8, 07777) != 0)
-            return stow_error_set(err, STOW_EUSAGE, "%s: mode must be octal (e.g. 0755), not \"%s\"", where, val);
+            return stow_error_set(err, STOW_EUSAGE,
+                                  "%s: mode must be octal (e.g. 0755), not \"%s\"", where, val);
         return STOW_OK;
     }
     return 1;
@@ -112,9 +117,10 @@ static int set_mount_opt(stow_mount *m, const char *key, const char *val, const 
 static int check_mount(const stow_mount *m, const char *where, stow_error *err)
 {
     if (!value_ok(m->id))
-        return stow_error_set(err, STOW_EUSAGE,
-                              "%s: cache id \"%s\" cannot be used (no blanks, commas, quotes, '=' or '$')", where,
-                              m->id ? m->id : "");
+        return stow_error_set(
+            err, STOW_EUSAGE,
+            "%s: cache id \"%s\" cannot be used (no blanks, commas, quotes, '=' or '$')", where,
+            m->id ? m->id : "");
     return STOW_OK;
 }
 
@@ -125,8 +131,9 @@ int stow_mounts_parse_spec(stow_mount_list *l, const char *spec, stow_error *err
     const char *colon = strchr(spec, ':');
     size_t tl = strcspn(spec, " \t");
     if (colon == NULL || colon == spec || (size_t)(colon - spec) >= tl || colon + 1 == spec + tl)
-        return stow_error_set(err, STOW_EUSAGE, "%s: expected NAME:TARGET [id=ID] [sharing=S] [uid=N] [gid=N] [mode=0755]",
-                              where);
+        return stow_error_set(
+            err, STOW_EUSAGE,
+            "%s: expected NAME:TARGET [id=ID] [sharing=S] [uid=N] [gid=N] [mode=0755]", where);
     stow_mount *m = NULL;
     int rc = list_push(l, &m, err);
     if (rc == STOW_OK)
@@ -150,7 +157,9 @@ int stow_mounts_parse_spec(stow_mount_list *l, const char *spec, stow_error *err
         *eq = '\0';
         rc = set_mount_opt(m, opt, eq + 1, where, err);
         if (rc == 1 || strcmp(opt, "target") == 0)
-            return stow_error_set(err, STOW_EUSAGE, "%s: unknown option \"%s\" (id, sharing, uid, gid, mode)", where, opt);
+            return stow_error_set(err, STOW_EUSAGE,
+                                  "%s: unknown option \"%s\" (id, sharing, uid, gid, mode)", where,
+                                  opt);
         p += n;
     }
     if (rc != STOW_OK)
@@ -207,7 +216,9 @@ static int parse_mount_flag(stow_mount_list *l, const char *val, const char *whe
         if (eq)
             *eq = '\0';
         if (strchr(v, '$') != NULL) {
-            stow_warn("%s: cache mount option %s=%s uses a build argument; that mount is not transferred", where, k, v);
+            stow_warn(
+                "%s: cache mount option %s=%s uses a build argument; that mount is not transferred",
+                where, k, v);
             skip = 1;
             continue;
         }
@@ -222,8 +233,11 @@ static int parse_mount_flag(stow_mount_list *l, const char *val, const char *whe
         }
     }
     if (rc == STOW_OK && is_cache && skip == 2)
-        stow_warn("%s: cache mount %s is based on another stage (from=); it is not transferred", where,
-                  tmp.id ? tmp.id : tmp.target ? tmp.target : "");
+        stow_warn("%s: cache mount %s is based on another stage (from=); it is not transferred",
+                  where,
+                  tmp.id       ? tmp.id
+                  : tmp.target ? tmp.target
+                               : "");
     if (rc == STOW_OK && is_cache && !skip) {
         if (tmp.target == NULL) {
             rc = stow_error_set(err, STOW_EUSAGE, "%s: cache mount without target", where);
@@ -234,8 +248,10 @@ static int parse_mount_flag(stow_mount_list *l, const char *val, const char *whe
                 if (strcmp(l->v[i].id, tmp.id) != 0)
                     continue;
                 if (l->v[i].uid != tmp.uid || l->v[i].gid != tmp.gid || l->v[i].mode != tmp.mode)
-                    stow_warn("%s: cache id %s is declared twice with different uid/gid/mode (BuildKit keeps two "
-                              "caches); the first declaration is transferred", where, tmp.id);
+                    stow_warn(
+                        "%s: cache id %s is declared twice with different uid/gid/mode (BuildKit keeps two "
+                        "caches); the first declaration is transferred",
+                        where, tmp.id);
                 skip = 1;
             }
             if (rc == STOW_OK && !skip)
@@ -254,7 +270,8 @@ static int parse_mount_flag(stow_mount_list *l, const char *val, const char *whe
     return rc;
 }
 
-static int handle_instruction(stow_mount_list *l, const char *ins, const char *where, stow_error *err)
+static int handle_instruction(stow_mount_list *l, const char *ins, const char *where,
+                              stow_error *err)
 {
     const char *p = ins + strspn(ins, " \t");
     if (strncasecmp(p, "RUN", 3) != 0 || (p[3] != ' ' && p[3] != '\t'))
@@ -278,8 +295,8 @@ static int handle_instruction(stow_mount_list *l, const char *ins, const char *w
     }
 }
 
-int stow_mounts_parse_dockerfile(stow_mount_list *l, const char *text, size_t len, const char *where,
-                                 stow_error *err)
+int stow_mounts_parse_dockerfile(stow_mount_list *l, const char *text, size_t len,
+                                 const char *where, stow_error *err)
 {
     stow_buf ins;
     stow_buf_init(&ins, MAX_DOCKERFILE);
@@ -357,8 +374,8 @@ static int name_from_id(char **out, const char *id, stow_error *err)
     size_t j = 0;
     for (size_t i = 0; i < n; i++) {
         char c = id[i];
-        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
-                 (c == '.' && j > 0);
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '_' || c == '-' || (c == '.' && j > 0);
         s[j++] = ok ? c : '-';
     }
     if (j == 0)
@@ -380,7 +397,8 @@ int stow_mounts_resolve(stow_mount_list *out, const stow_strlist *specs, const c
         rc = stow_mounts_parse_spec(out, specs->v[i], err);
     if (rc == STOW_OK && dockerfile != NULL && dockerfile[0] != '\0') {
         if ((rc = stow_mounts_read_file(&text, dockerfile, MAX_DOCKERFILE, err)) == STOW_OK)
-            rc = stow_mounts_parse_dockerfile(&df, text.ptr ? text.ptr : "", text.len, dockerfile, err);
+            rc = stow_mounts_parse_dockerfile(&df, text.ptr ? text.ptr : "", text.len, dockerfile,
+                                              err);
         if (rc == STOW_OK && df.n == 0)
             stow_warn("%s declares no RUN --mount=type=cache", dockerfile);
     }
@@ -389,7 +407,8 @@ int stow_mounts_resolve(stow_mount_list *out, const stow_strlist *specs, const c
         for (size_t j = 0; j < out->n && m == NULL; j++)
             if (strcmp(out->v[j].id, d->id) == 0)
                 m = &out->v[j];
-        if (m != NULL) { /* the configured entry names the host directory; the Dockerfile the rest */
+        if (m !=
+            NULL) { /* the configured entry names the host directory; the Dockerfile the rest */
             if (m->sharing == NULL && d->sharing != NULL) {
                 m->sharing = d->sharing;
                 d->sharing = NULL;
@@ -409,13 +428,15 @@ int stow_mounts_resolve(stow_mount_list *out, const stow_strlist *specs, const c
         rc = name_from_id(&m->name, m->id, err);
     }
     if (rc == STOW_OK)
-        rc = stow_path_expand(&base, mounts_dir && mounts_dir[0] ? mounts_dir : "~/.docker-cache", err);
+        rc = stow_path_expand(&base, mounts_dir && mounts_dir[0] ? mounts_dir : "~/.docker-cache",
+                              err);
     for (size_t i = 0; i < out->n && rc == STOW_OK; i++) {
         stow_mount *m = &out->v[i];
         if (strchr(m->name, '/') != NULL || m->name[0] == '~' || m->name[0] == '$') {
             rc = stow_path_expand(&m->host, m->name, err);
         } else if (strcmp(m->name, ".") == 0 || strcmp(m->name, "..") == 0) {
-            rc = stow_error_set(err, STOW_EUSAGE, "[buildkit] mounts: \"%s\" is not a directory name", m->name);
+            rc = stow_error_set(err, STOW_EUSAGE,
+                                "[buildkit] mounts: \"%s\" is not a directory name", m->name);
         } else {
             size_t n = strlen(base) + strlen(m->name) + 2;
             if ((m->host = malloc(n)) == NULL)
@@ -425,8 +446,8 @@ int stow_mounts_resolve(stow_mount_list *out, const stow_strlist *specs, const c
         }
         for (size_t j = 0; j < i && rc == STOW_OK; j++)
             if (strcmp(out->v[j].host, m->host) == 0)
-                rc = stow_error_set(err, STOW_EUSAGE, "cache mounts %s and %s both use %s", out->v[j].id, m->id,
-                                    m->host);
+                rc = stow_error_set(err, STOW_EUSAGE, "cache mounts %s and %s both use %s",
+                                    out->v[j].id, m->id, m->host);
     }
     free(base);
     stow_buf_free(&text);

@@ -48,8 +48,8 @@ int stow_mounts_parse_spec(stow_mount_list *l, const char *spec, stow_error *err
 
 /* Appends the cache mounts that RUN --mount=type=cache,... flags in a Dockerfile's text
  * declare (continuation lines joined, one entry per id). where names the file in messages. */
-int stow_mounts_parse_dockerfile(stow_mount_list *l, const char *text, size_t len, const char *where,
-                                 stow_error *err);
+int stow_mounts_parse_dockerfile(stow_mount_list *l, const char *text, size_t len,
+                                 const char *where, stow_error *err);
 
 /* The list to transfer: the configured specs, then the Dockerfile's mounts (file may be NULL).
  * A Dockerfile mount with the id of a configured one fills in what the spec leaves unset
@@ -67,10 +67,10 @@ typedef struct stow_mounts_opts {
 } stow_mounts_opts;
 
 typedef struct stow_mounts_result {
-    size_t mounts;      /* mounts transferred */
-    uint64_t files;     /* entries packed or unpacked on the host side */
-    uint64_t bytes;     /* tar bytes moved through the builder */
-    double seconds;     /* whole transfer, including the build */
+    size_t mounts;  /* mounts transferred */
+    uint64_t files; /* entries packed or unpacked on the host side */
+    uint64_t bytes; /* tar bytes moved through the builder */
+    double seconds; /* whole transfer, including the build */
     double build_seconds;
 } stow_mounts_result;
 
@@ -84,8 +84,8 @@ int stow_mounts_inject(stow_mounts_result *res, const stow_mount_list *l, const 
 
 /* Cache mounts -> host directories (each replaced by the mount's contents, owners recorded
  * in STOW_MOUNTS_META). */
-int stow_mounts_extract(stow_mounts_result *res, const stow_mount_list *l, const stow_mounts_opts *o,
-                        stow_error *err);
+int stow_mounts_extract(stow_mounts_result *res, const stow_mount_list *l,
+                        const stow_mounts_opts *o, stow_error *err);
 
 /* 1 when [buildkit] mounts or dockerfile is set. */
 int stow_mounts_configured(const stow_config *cfg);

@@ -22,9 +22,9 @@
 
 extern char **environ;
 
-#define MAX_GENERATED (256u << 10)   /* bytes of a generated Dockerfile */
-#define MAX_CAPTURE (64u << 10)      /* bytes of docker stdout kept */
-#define ERR_TAIL 2048                /* bytes of docker stderr quoted in a message */
+#define MAX_GENERATED (256u << 10) /* bytes of a generated Dockerfile */
+#define MAX_CAPTURE (64u << 10)    /* bytes of docker stdout kept */
+#define ERR_TAIL 2048              /* bytes of docker stderr quoted in a message */
 
 /* ---- running docker ---- */
 
@@ -105,7 +105,8 @@ static int run_proc(proc *pr, char *const *argv, int keep_out, stow_error *err)
     int e = posix_spawnp(&pid, argv[0], &fa, NULL, argv, envp);
     if (e != 0) {
         pid = -1;
-        rc = stow_error_set(err, e == ENOENT ? STOW_ENOTFOUND : STOW_ERR, "cannot run %s: %s%s", argv[0], strerror(e),
+        rc = stow_error_set(err, e == ENOENT ? STOW_ENOTFOUND : STOW_ERR, "cannot run %s: %s%s",
+                            argv[0], strerror(e),
                             e == ENOENT ? " (is the docker client installed and on PATH?)" : "");
         goto done;
     }
@@ -173,10 +174,12 @@ int stow_mounts_check_docker(const stow_mounts_opts *o, stow_error *err)
     char t[600];
     int rc = run_proc(&pr, argv, 1, err);
     if (rc == STOW_OK && pr.status != 0)
-        rc = stow_error_set(err, STOW_ERR, "the Docker daemon is unreachable (%s version exited with %d: %s)", argv[0],
-                            pr.status, tail_str(&pr, t, sizeof(t)));
+        rc = stow_error_set(err, STOW_ERR,
+                            "the Docker daemon is unreachable (%s version exited with %d: %s)",
+                            argv[0], pr.status, tail_str(&pr, t, sizeof(t)));
     if (rc == STOW_OK)
-        stow_debug("docker daemon %.*s", (int)strcspn(stow_buf_str(&pr.out), "\n"), stow_buf_str(&pr.out));
+        stow_debug("docker daemon %.*s", (int)strcspn(stow_buf_str(&pr.out), "\n"),
+                   stow_buf_str(&pr.out));
     stow_buf_free(&pr.out);
     return rc;
 }
@@ -185,7 +188,8 @@ int stow_mounts_check_docker(const stow_mounts_opts *o, stow_error *err)
 
 static int add_mount_flag(stow_buf *df, const stow_mount *m, size_t i, stow_error *err)
 {
-    int rc = stow_buf_addf(df, err, " \\\n    --mount=type=cache,id=%s,target=/stowage-m%zu", m->id, i);
+    int rc = stow_buf_addf(df, err, " \\\n    --mount=type=cache,id=%s,target=/stowage-m%zu", m->id,
+                           i);
     if (rc == STOW_OK && m->sharing)
         rc = stow_buf_addf(df, err, ",sharing=%s", m->sharing);
     if (rc == STOW_OK && m->uid >= 0)
@@ -220,8 +224,8 @@ static int write_text(const char *path, const char *text, stow_error *err)
 }
 
 /* Builds dockerfile with context ctx, exporting the last stage into out. */
-static int build(const stow_mounts_opts *o, const char *dockerfile, const char *ctx, const char *out, const char *what,
-                 stow_error *err)
+static int build(const stow_mounts_opts *o, const char *dockerfile, const char *ctx,
+                 const char *out, const char *what, stow_error *err)
 {
     char dest[4200];
     snprintf(dest, sizeof(dest), "type=local,dest=%s", out);
@@ -250,7 +254,8 @@ static int build(const stow_mounts_opts *o, const char *dockerfile, const char *
     char t[700];
     int rc = run_proc(&pr, argv, 0, err);
     if (rc == STOW_OK && pr.status != 0)
-        rc = stow_error_set(err, STOW_ERR, "%s build failed (exit %d): %s", what, pr.status, tail_str(&pr, t, sizeof(t)));
+        rc = stow_error_set(err, STOW_ERR, "%s build failed (exit %d): %s", what, pr.status,
+                            tail_str(&pr, t, sizeof(t)));
     stow_buf_free(&pr.out);
     return rc;
 }
@@ -280,8 +285,8 @@ static uint64_t file_size(const char *path)
     return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
 }
 
-static int transfer(stow_mounts_result *res, const stow_mount_list *l, const stow_mounts_opts *o, int extract,
-                    stow_error *err)
+static int transfer(stow_mounts_result *res, const stow_mount_list *l, const stow_mounts_opts *o,
+                    int extract, stow_error *err)
 {
     const char *what = extract ? "extract" : "inject";
     const char *helper = o && o->helper_image && o->helper_image[0] ? o->helper_image : "busybox";
@@ -296,7 +301,8 @@ static int transfer(stow_mounts_result *res, const stow_mount_list *l, const sto
     if (l->n == 0)
         goto done;
     if (!image_ok(helper)) {
-        rc = stow_error_set(err, STOW_EUSAGE, "[buildkit] helper_image \"%s\" is not an image name", helper);
+        rc = stow_error_set(err, STOW_EUSAGE, "[buildkit] helper_image \"%s\" is not an image name",
+                            helper);
         goto done;
     }
     if ((use = calloc(l->n, 1)) == NULL) {
@@ -321,7 +327,8 @@ static int transfer(stow_mounts_result *res, const stow_mount_list *l, const sto
         }
         struct stat st;
         if (stat(m->host, &st) != 0 || !S_ISDIR(st.st_mode)) {
-            stow_info("mounts inject: %s is empty or missing; cache mount %s starts empty", m->host, m->id);
+            stow_info("mounts inject: %s is empty or missing; cache mount %s starts empty", m->host,
+                      m->id);
             continue;
         }
         uint64_t files = 0;
@@ -329,7 +336,8 @@ static int transfer(stow_mounts_result *res, const stow_mount_list *l, const sto
         snprintf(p3, sizeof(p3), "%s/m%zu.tar", p1, i);
         if ((rc = stow_mounts_pack(&files, m, p3, err)) != STOW_OK)
             goto done;
-        stow_debug("mounts inject: packed %s in %.2f s", m->host, (double)(stow_now_ms() - tp) / 1000.0);
+        stow_debug("mounts inject: packed %s in %.2f s", m->host,
+                   (double)(stow_now_ms() - tp) / 1000.0);
         if (files <= 1) { /* only the directory itself */
             stow_info("mounts inject: %s is empty; cache mount %s starts empty", m->host, m->id);
             unlink(p3);
@@ -342,26 +350,31 @@ static int transfer(stow_mounts_result *res, const stow_mount_list *l, const sto
     }
     if (used == 0)
         goto done;
-    rc = stow_buf_addf(&df, err, "# generated by stowage mounts %s\nFROM %s AS stowage\nRUN", what, helper);
+    rc = stow_buf_addf(&df, err, "# generated by stowage mounts %s\nFROM %s AS stowage\nRUN", what,
+                       helper);
     if (rc == STOW_OK && !extract)
         rc = stow_buf_adds(&df, " \\\n    --mount=type=bind,target=/stowage-src", err);
     /* The time makes every transfer a new step, never one BuildKit answers from its cache. */
     if (rc == STOW_OK)
-        rc = stow_buf_addf(&cmd, err, "set -e; : %lld.%ld; mkdir -p /stowage-out", (long long)stow_unix_time(),
-                           (long)getpid());
+        rc = stow_buf_addf(&cmd, err, "set -e; : %lld.%ld; mkdir -p /stowage-out",
+                           (long long)stow_unix_time(), (long)getpid());
     for (size_t i = 0; i < l->n && rc == STOW_OK; i++) {
         if (!use[i])
             continue;
         rc = add_mount_flag(&df, &l->v[i], i, err);
         if (rc == STOW_OK && extract)
-            rc = stow_buf_addf(&cmd, err, "; tar -cf /stowage-out/m%zu.tar -C /stowage-m%zu .", i, i);
+            rc = stow_buf_addf(&cmd, err, "; tar -cf /stowage-out/m%zu.tar -C /stowage-m%zu .", i,
+                               i);
         else if (rc == STOW_OK)
-            rc = stow_buf_addf(&cmd, err, "; tar -xf /stowage-src/m%zu.tar --numeric-owner -C /stowage-m%zu", i, i);
+            rc = stow_buf_addf(&cmd, err,
+                               "; tar -xf /stowage-src/m%zu.tar --numeric-owner -C /stowage-m%zu",
+                               i, i);
     }
     /* Extract exports the helper's own root (a few MB) with the tars in /stowage-out: one
      * copy of the mount less than a scratch stage with COPY --from would make. */
     if (rc == STOW_OK)
-        rc = stow_buf_addf(&df, err, " \\\n    %s; echo ok > /stowage-out/done\n%s", stow_buf_str(&cmd),
+        rc = stow_buf_addf(&df, err, " \\\n    %s; echo ok > /stowage-out/done\n%s",
+                           stow_buf_str(&cmd),
                            extract ? "" : "FROM scratch\nCOPY --from=stowage /stowage-out/ /\n");
     if (rc != STOW_OK)
         goto done;
@@ -393,7 +406,8 @@ static int transfer(stow_mounts_result *res, const stow_mount_list *l, const sto
             stow_error_wrap(err, "cache mount %s -> %s", l->v[i].id, l->v[i].host);
             goto done;
         }
-        stow_debug("mounts extract: unpacked into %s in %.2f s", l->v[i].host, (double)(stow_now_ms() - tu) / 1000.0);
+        stow_debug("mounts extract: unpacked into %s in %.2f s", l->v[i].host,
+                   (double)(stow_now_ms() - tu) / 1000.0);
         unlink(p3);
     }
 done:
@@ -414,8 +428,8 @@ int stow_mounts_inject(stow_mounts_result *res, const stow_mount_list *l, const 
     return transfer(res, l, o, 0, err);
 }
 
-int stow_mounts_extract(stow_mounts_result *res, const stow_mount_list *l, const stow_mounts_opts *o,
-                        stow_error *err)
+int stow_mounts_extract(stow_mounts_result *res, const stow_mount_list *l,
+                        const stow_mounts_opts *o, stow_error *err)
 {
     return transfer(res, l, o, 1, err);
 }
@@ -429,7 +443,8 @@ int stow_mounts_configured(const stow_config *cfg)
 static int inside(const char *dir, const char *root)
 {
     size_t n = strlen(root);
-    return strncmp(dir, root, n) == 0 && (dir[n] == '\0' || dir[n] == '/' || (n == 1 && root[0] == '/'));
+    return strncmp(dir, root, n) == 0 &&
+           (dir[n] == '\0' || dir[n] == '/' || (n == 1 && root[0] == '/'));
 }
 
 int stow_mounts_run(const stow_config *cfg, int extract, stow_error *err)
@@ -453,10 +468,13 @@ int stow_mounts_run(const stow_config *cfg, int extract, stow_error *err)
             free(p);
         }
         if (!kept)
-            stow_warn("cache mount %s goes to %s, which is not under [cache] paths: save will not keep it", l.v[i].id,
-                      l.v[i].host);
+            stow_warn(
+                "cache mount %s goes to %s, which is not under [cache] paths: save will not keep it",
+                l.v[i].id, l.v[i].host);
     }
-    stow_mounts_opts o = {.docker = cfg->docker, .builder = cfg->builder, .helper_image = cfg->helper_image};
+    stow_mounts_opts o = {.docker = cfg->docker,
+                          .builder = cfg->builder,
+                          .helper_image = cfg->helper_image};
     if ((rc = stow_mounts_check_docker(&o, err)) != STOW_OK) {
         stow_error_wrap(err, "BuildKit cache mounts not %s", extract ? "extracted" : "injected");
         goto done;
@@ -471,10 +489,12 @@ int stow_mounts_run(const stow_config *cfg, int extract, stow_error *err)
     if (res.mounts == 0)
         stow_info("mounts %s: nothing to move", what);
     else
-        stow_info("mounts %s: %zu cache mount%s, %llu entries, %s in %.2f s (build %.2f s)", what, res.mounts,
-                  res.mounts == 1 ? "" : "s", (unsigned long long)res.files, b, res.seconds, res.build_seconds);
+        stow_info("mounts %s: %zu cache mount%s, %llu entries, %s in %.2f s (build %.2f s)", what,
+                  res.mounts, res.mounts == 1 ? "" : "s", (unsigned long long)res.files, b,
+                  res.seconds, res.build_seconds);
     for (size_t i = 0; i < l.n; i++)
-        stow_debug("cache mount id=%s target=%s <-> %s", l.v[i].id, l.v[i].target ? l.v[i].target : "", l.v[i].host);
+        stow_debug("cache mount id=%s target=%s <-> %s", l.v[i].id,
+                   l.v[i].target ? l.v[i].target : "", l.v[i].host);
 done:
     stow_mount_list_free(&l);
     return rc;

@@ -19,13 +19,14 @@
 #include "log.h"
 #include "paths.h"
 
-#define MAX_META (64u << 20)         /* bytes of a .stowage-mount.json read */
+#define MAX_META (64u << 20) /* bytes of a .stowage-mount.json read */
 
 int stow_mounts_read_file(stow_buf *b, const char *path, size_t max, stow_error *err)
 {
     FILE *f = fopen(path, "rb");
     if (f == NULL)
-        return stow_error_set(err, errno == ENOENT ? STOW_EUSAGE : STOW_ERR, "%s: %s", path, strerror(errno));
+        return stow_error_set(err, errno == ENOENT ? STOW_EUSAGE : STOW_ERR, "%s: %s", path,
+                              strerror(errno));
     stow_buf_init(b, max);
     char chunk[16384];
     size_t n;
@@ -71,7 +72,8 @@ static json_t *load_meta(const char *host)
     json_error_t je;
     json_t *j = json_load_file(path, 0, &je);
     if (j == NULL)
-        stow_warn("%s: %s (line %d); owners inside the mount default to 0:0", path, je.text, je.line);
+        stow_warn("%s: %s (line %d); owners inside the mount default to 0:0", path, je.text,
+                  je.line);
     return j;
 }
 
@@ -80,7 +82,8 @@ static void owner_of(json_t *owners, const char *rel, long *uid, long *gid)
     json_t *o = owners ? json_object_get(owners, rel) : NULL;
     if (json_is_array(o) && json_array_size(o) == 2 && json_is_integer(json_array_get(o, 0)) &&
         json_is_integer(json_array_get(o, 1))) {
-        json_int_t u = json_integer_value(json_array_get(o, 0)), g = json_integer_value(json_array_get(o, 1));
+        json_int_t u = json_integer_value(json_array_get(o, 0)),
+                   g = json_integer_value(json_array_get(o, 1));
         if (u >= 0 && u <= 0x7fffffff && g >= 0 && g <= 0x7fffffff) {
             *uid = (long)u;
             *gid = (long)g;
@@ -104,7 +107,8 @@ int stow_mounts_pack(uint64_t *files, const stow_mount *m, const char *tarpath, 
         goto done;
     }
     archive_read_disk_set_symlink_physical(rd);
-    archive_read_disk_set_behavior(rd, ARCHIVE_READDISK_NO_XATTR | ARCHIVE_READDISK_NO_ACL | ARCHIVE_READDISK_NO_FFLAGS |
+    archive_read_disk_set_behavior(rd, ARCHIVE_READDISK_NO_XATTR | ARCHIVE_READDISK_NO_ACL |
+                                           ARCHIVE_READDISK_NO_FFLAGS |
                                            ARCHIVE_READDISK_NO_TRAVERSE_MOUNTS);
     archive_write_set_format_gnutar(wr);
     archive_write_add_filter_none(wr);
@@ -168,7 +172,8 @@ int stow_mounts_pack(uint64_t *files, const stow_mount *m, const char *tarpath, 
                 }
             }
             if (n < 0) {
-                rc = stow_error_set(err, STOW_ERR, "%s/%s: %s", m->host, rel, archive_error_string(rd));
+                rc = stow_error_set(err, STOW_ERR, "%s/%s: %s", m->host, rel,
+                                    archive_error_string(rd));
                 goto done;
             }
         }
@@ -206,24 +211,27 @@ static const char *tar_rel(char *tmp, size_t tmpsz, const char *p)
 
 /* Writes the owners file into dir; keeps the mtime of an identical previous one (old may be
  * NULL) so that an unchanged mount leaves nothing for save to upload. */
-static int write_meta(const char *dir, const char *old_dir, const stow_mount *m, json_t *owners, stow_error *err)
+static int write_meta(const char *dir, const char *old_dir, const stow_mount *m, json_t *owners,
+                      stow_error *err)
 {
     char path[4200], old[4200];
     snprintf(path, sizeof(path), "%s/%s", dir, STOW_MOUNTS_META);
-    json_t *j = json_pack("{s:i, s:s, s:s, s:O}", "version", 1, "id", m->id, "target", m->target ? m->target : "",
-                          "owners", owners);
+    json_t *j = json_pack("{s:i, s:s, s:s, s:O}", "version", 1, "id", m->id, "target",
+                          m->target ? m->target : "", "owners", owners);
     if (j == NULL)
         return stow_error_set(err, STOW_ERR, "out of memory");
     int r = json_dump_file(j, path, JSON_SORT_KEYS | JSON_INDENT(1));
     json_decref(j);
     if (r != 0)
         return stow_error_set(err, STOW_ERR, "%s: cannot write", path);
-    if (old_dir == NULL || snprintf(old, sizeof(old), "%s/%s", old_dir, STOW_MOUNTS_META) >= (int)sizeof(old))
+    if (old_dir == NULL ||
+        snprintf(old, sizeof(old), "%s/%s", old_dir, STOW_MOUNTS_META) >= (int)sizeof(old))
         return STOW_OK;
     stow_buf a = {0}, b = {0};
     struct stat st;
     if (stat(old, &st) == 0 && stow_mounts_read_file(&a, path, MAX_META, NULL) == STOW_OK &&
-        stow_mounts_read_file(&b, old, MAX_META, NULL) == STOW_OK && a.len == b.len && memcmp(stow_buf_str(&a), stow_buf_str(&b), a.len) == 0) {
+        stow_mounts_read_file(&b, old, MAX_META, NULL) == STOW_OK && a.len == b.len &&
+        memcmp(stow_buf_str(&a), stow_buf_str(&b), a.len) == 0) {
         struct timespec ts[2] = {st.st_atim, st.st_mtim};
         utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW);
     }
@@ -241,7 +249,8 @@ static int dir_empty(const char *dir)
     struct dirent *de;
     int empty = 1;
     while (empty && (de = readdir(d)) != NULL)
-        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0 && strcmp(de->d_name, STOW_MOUNTS_META) != 0)
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0 &&
+            strcmp(de->d_name, STOW_MOUNTS_META) != 0)
             empty = 0;
     closedir(d);
     return empty;
@@ -259,7 +268,8 @@ int stow_mounts_unpack(uint64_t *files, const stow_mount *m, const char *tarpath
     stage = malloc(n);
     old = malloc(n);
     parent = strdup(m->host);
-    if (rd == NULL || wr == NULL || owners == NULL || stage == NULL || old == NULL || parent == NULL) {
+    if (rd == NULL || wr == NULL || owners == NULL || stage == NULL || old == NULL ||
+        parent == NULL) {
         rc = stow_error_set(err, STOW_ERR, "out of memory");
         goto done;
     }
@@ -278,8 +288,10 @@ int stow_mounts_unpack(uint64_t *files, const stow_mount *m, const char *tarpath
     }
     archive_read_support_format_tar(rd);
     archive_read_support_format_gnutar(rd);
-    archive_write_disk_set_options(wr, ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_SECURE_SYMLINKS |
-                                           ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_UNLINK);
+    archive_write_disk_set_options(wr, ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM |
+                                           ARCHIVE_EXTRACT_SECURE_SYMLINKS |
+                                           ARCHIVE_EXTRACT_SECURE_NODOTDOT |
+                                           ARCHIVE_EXTRACT_UNLINK);
     if (archive_read_open_filename(rd, tarpath, 65536) != ARCHIVE_OK) {
         rc = stow_error_set(err, STOW_ERR, "%s: %s", tarpath, archive_error_string(rd));
         goto done;
@@ -300,7 +312,8 @@ int stow_mounts_unpack(uint64_t *files, const stow_mount *m, const char *tarpath
         }
         const char *rel = tar_rel(relbuf, sizeof(relbuf), archive_entry_pathname(e));
         if (rel == NULL) {
-            rc = stow_error_set(err, STOW_ECORRUPT, "%s: unsafe path \"%s\"", tarpath, archive_entry_pathname(e));
+            rc = stow_error_set(err, STOW_ECORRUPT, "%s: unsafe path \"%s\"", tarpath,
+                                archive_entry_pathname(e));
             goto done;
         }
         mode_t type = archive_entry_filetype(e);
@@ -329,10 +342,11 @@ int stow_mounts_unpack(uint64_t *files, const stow_mount *m, const char *tarpath
          * compares too) is linked into the new tree instead of written again: an unchanged
          * mount costs no host writes. */
         if (had && type == AE_IFREG && hl == NULL && rel[0] &&
-            snprintf(prev, sizeof(prev), "%s/%s", m->host, rel) < (int)sizeof(prev) && lstat(prev, &st) == 0 &&
-            S_ISREG(st.st_mode) && st.st_size == archive_entry_size(e) && st.st_mtim.tv_sec == archive_entry_mtime(e) &&
-            st.st_mtim.tv_nsec == archive_entry_mtime_nsec(e) && (st.st_mode & 07777) == (archive_entry_perm(e) & 07777) &&
-            link(prev, full) == 0) {
+            snprintf(prev, sizeof(prev), "%s/%s", m->host, rel) < (int)sizeof(prev) &&
+            lstat(prev, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == archive_entry_size(e) &&
+            st.st_mtim.tv_sec == archive_entry_mtime(e) &&
+            st.st_mtim.tv_nsec == archive_entry_mtime_nsec(e) &&
+            (st.st_mode & 07777) == (archive_entry_perm(e) & 07777) && link(prev, full) == 0) {
             count++;
             reused++;
             continue;
@@ -362,7 +376,8 @@ int stow_mounts_unpack(uint64_t *files, const stow_mount *m, const char *tarpath
                 }
             }
             if (r != ARCHIVE_EOF) {
-                rc = stow_error_set(err, STOW_ECORRUPT, "%s: %s", tarpath, archive_error_string(rd));
+                rc = stow_error_set(err, STOW_ECORRUPT, "%s: %s", tarpath,
+                                    archive_error_string(rd));
                 goto done;
             }
         }
@@ -382,7 +397,8 @@ int stow_mounts_unpack(uint64_t *files, const stow_mount *m, const char *tarpath
     utimensat(AT_FDCWD, stage, root_times, 0);
     *files += count;
     if (reused)
-        stow_debug("%s: %llu unchanged files linked from the previous tree", m->host, (unsigned long long)reused);
+        stow_debug("%s: %llu unchanged files linked from the previous tree", m->host,
+                   (unsigned long long)reused);
     if (count <= 1 && had && !dir_empty(m->host)) {
         /* An empty mount (a builder that never ran the step, or lost the injected data)
          * never replaces a cache that has content: a save would delete it from the store. */

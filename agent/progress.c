@@ -20,10 +20,7 @@ struct stow_progress {
     int tty, drawn;
 };
 
-double stow_now(void)
-{
-    return (double)stow_now_ms() / 1000.0;
-}
+double stow_now(void) { return (double)stow_now_ms() / 1000.0; }
 
 void stow_format_bytes(char *out, size_t outsz, uint64_t bytes)
 {
@@ -68,10 +65,12 @@ static void print_line(stow_progress *p, double now)
     if (bps > 0 && p->total > p->done)
         snprintf(eta, sizeof(eta), ", ETA %.0fs", (double)(p->total - p->done) / bps);
     if (p->tty) {
-        fprintf(stderr, "\rstowage: %s %s / %s (%d%%), %s/s%s\033[K", p->what, done, total, pct, rate, eta);
+        fprintf(stderr, "\rstowage: %s %s / %s (%d%%), %s/s%s\033[K", p->what, done, total, pct,
+                rate, eta);
         p->drawn = 1;
     } else {
-        fprintf(stderr, "stowage: %s: %s of %s (%d%%), %s/s%s\n", p->what, done, total, pct, rate, eta);
+        fprintf(stderr, "stowage: %s: %s of %s (%d%%), %s/s%s\n", p->what, done, total, pct, rate,
+                eta);
     }
     fflush(stderr);
 }

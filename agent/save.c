@@ -50,7 +50,10 @@ static int new_layer(stow_manifest *m, stow_error *err)
  * ------------------------------------------------------------------------------------------ */
 
 /* Bytes a file takes in a tar stream, roughly: data rounded to blocks plus pax headers. */
-static uint64_t split_cost(const stow_file_entry *e) { return ((e->size + 511) / 512) * 512 + 1024; }
+static uint64_t split_cost(const stow_file_entry *e)
+{
+    return ((e->size + 511) / 512) * 512 + 1024;
+}
 
 /* What a file costs a restore, in bytes of extraction: its tar bytes plus creating it (open,
  * write, close, rename, metadata: about as long as extracting 8 KiB). Balanced on this. */
@@ -185,22 +188,25 @@ int stow_save_split_new_layers(stow_manifest *m, const stow_split_opts *o, stow_
     for (size_t b = 0; b < k; b++) {
         if ((rc = new_layer(m, err)) != STOW_OK)
             goto done;
-        bins[nbins++] = (split_bin){.layer = (int32_t)(m->nlayers - 1), .nfiles = 0, .bytes = 0, .work = 0};
+        bins[nbins++] =
+            (split_bin){.layer = (int32_t)(m->nlayers - 1), .nfiles = 0, .bytes = 0, .work = 0};
     }
     for (size_t r = 0; r < nruns; r++) {
         const split_run *run = &runs[r];
         size_t best = nbins;
         for (size_t b = 0; b < nbins; b++) {
             const split_bin *x = &bins[b];
-            int fits = x->nfiles == 0 || ((!o->layer_size || x->bytes + run->bytes <= o->layer_size) &&
-                                          x->nfiles + run->nfiles <= fcap);
+            int fits = x->nfiles == 0 ||
+                       ((!o->layer_size || x->bytes + run->bytes <= o->layer_size) &&
+                        x->nfiles + run->nfiles <= fcap);
             if (fits && (best == nbins || x->work < bins[best].work))
                 best = b;
         }
         if (best == nbins) {
             if ((rc = new_layer(m, err)) != STOW_OK)
                 goto done;
-            bins[nbins++] = (split_bin){.layer = (int32_t)(m->nlayers - 1), .nfiles = 0, .bytes = 0, .work = 0};
+            bins[nbins++] =
+                (split_bin){.layer = (int32_t)(m->nlayers - 1), .nfiles = 0, .bytes = 0, .work = 0};
         }
         split_bin *x = &bins[best];
         for (size_t i = run->first; i <= run->last; i++)
@@ -228,7 +234,8 @@ static uint64_t tar_cost(const stow_file_entry *e) { return ((e->size + 511) / 5
 
 static int same_file(const stow_file_entry *a, const stow_file_entry *b)
 {
-    if (a->type != b->type || a->mode != b->mode || a->mtime != b->mtime || a->mtime_ns != b->mtime_ns)
+    if (a->type != b->type || a->mode != b->mode || a->mtime != b->mtime ||
+        a->mtime_ns != b->mtime_ns)
         return 0;
     if (a->type == STOW_FT_FILE)
         return a->size == b->size;
@@ -238,7 +245,8 @@ static int same_file(const stow_file_entry *a, const stow_file_entry *b)
 }
 
 /* With --checksum: 1 when the local file's content hash equals the parent's recorded one. */
-static int same_content(const stow_file_entry *pe, const char *root, const char *path, char **hash_out)
+static int same_content(const stow_file_entry *pe, const char *root, const char *path,
+                        char **hash_out)
 {
     if (pe->sha256 == NULL)
         return 0; /* the parent has no hashes: treat as changed so this save records them */
@@ -271,10 +279,10 @@ int stow_save_plan_delta(stow_manifest *m, const stow_manifest *parent, char *co
                          const stow_cache_params *p, stow_cache_result *res, stow_error *err)
 {
     size_t np = parent->nlayers;
-    int32_t *map = NULL;     /* parent layer -> index in m, or -1 when dropped */
-    uint64_t *live = NULL;   /* live tar bytes per parent layer */
+    int32_t *map = NULL;   /* parent layer -> index in m, or -1 when dropped */
+    uint64_t *live = NULL; /* live tar bytes per parent layer */
     unsigned char *used = NULL;
-    int32_t *proot = NULL;   /* m root -> parent root */
+    int32_t *proot = NULL; /* m root -> parent root */
     int changed = 0, rc = -1;
 
     map = malloc((np ? np : 1) * sizeof(*map));
@@ -295,7 +303,10 @@ int stow_save_plan_delta(stow_manifest *m, const stow_manifest *parent, char *co
      * -(2 + index) until the parent layers kept in m are known. */
     for (size_t i = 0; i < m->nfiles; i++) {
         stow_file_entry *e = &m->files[i];
-        const stow_file_entry *pe = proot[e->root] < 0 ? NULL : stow_manifest_find(parent, (uint32_t)proot[e->root], e->path);
+        const stow_file_entry *pe = proot[e->root] < 0
+                                        ? NULL
+                                        : stow_manifest_find(parent, (uint32_t)proot[e->root],
+                                                             e->path);
         if (pe != NULL)
             used[pe - parent->files] = 1;
         if (e->type == STOW_FT_DIR) {
@@ -305,7 +316,8 @@ int stow_save_plan_delta(stow_manifest *m, const stow_manifest *parent, char *co
         }
         char *hash = NULL;
         if (pe != NULL && same_file(e, pe) &&
-            (!p->checksum || e->type != STOW_FT_FILE || same_content(pe, roots[e->root], e->path, &hash))) {
+            (!p->checksum || e->type != STOW_FT_FILE ||
+             same_content(pe, roots[e->root], e->path, &hash))) {
             e->layer = -(2 + pe->layer);
             live[pe->layer] += tar_cost(e);
             free(e->sha256);
@@ -333,8 +345,8 @@ int stow_save_plan_delta(stow_manifest *m, const stow_manifest *parent, char *co
             res->layers_repacked++;
         if (keep && !layer_exists(p->backend, &parent->layers[l])) {
             /* Pruned since the parent was restored: its files go into the new layer. */
-            stow_warn("layer %s of %s is gone from the store; repacking its files", parent->layers[l].id,
-                      parent->key);
+            stow_warn("layer %s of %s is gone from the store; repacking its files",
+                      parent->layers[l].id, parent->key);
             keep = 0;
             res->layers_repacked++;
         }
@@ -423,8 +435,9 @@ static void prune_buildx(const stow_cache_params *p)
         if (stow_buildx_detect(p->buildx_dirs[i]))
             prune_one(p->buildx_dirs[i]);
         else
-            stow_warn("%s is named as a buildx cache but has no oci-layout and index.json; not pruning it",
-                      p->buildx_dirs[i]);
+            stow_warn(
+                "%s is named as a buildx cache but has no oci-layout and index.json; not pruning it",
+                p->buildx_dirs[i]);
     }
 }
 
@@ -447,8 +460,8 @@ static int lease_add(stow_lease *l, const char *id, stow_error *err)
 
 /* Writes leases/<id>.json naming every layer of the parent and of m. A lease that cannot be
  * written is a warning: the check after the commit still protects the entry. */
-static void lease_begin(stow_lease *l, int *written, const stow_cache_params *p, const stow_manifest *m,
-                        const stow_manifest *parent)
+static void lease_begin(stow_lease *l, int *written, const stow_cache_params *p,
+                        const stow_manifest *m, const stow_manifest *parent)
 {
     stow_error err = {0};
     int rc = stow_random_hex(l->id, STOW_LAYER_ID_LEN / 2) == STOW_OK ? STOW_OK : STOW_ERR;
@@ -462,7 +475,9 @@ static void lease_begin(stow_lease *l, int *written, const stow_cache_params *p,
     if (rc == STOW_OK)
         rc = stow_layout_put_lease(p->backend, l, &err);
     if (rc != STOW_OK) {
-        stow_warn("could not write a lease for this save (%s); a concurrent prune may force a repair", err.msg);
+        stow_warn(
+            "could not write a lease for this save (%s); a concurrent prune may force a repair",
+            err.msg);
         return;
     }
     *written = 1;
@@ -505,8 +520,10 @@ static int repair_missing(commit_ctx *c, stow_error *err)
             continue;
         char old[STOW_LAYER_ID_LEN + 1];
         memcpy(old, m->layers[i].id, sizeof(old));
-        stow_warn("layer %s of %s disappeared from the store during the save (a concurrent prune?); "
-                  "uploading it again from the local files", old, m->key);
+        stow_warn(
+            "layer %s of %s disappeared from the store during the save (a concurrent prune?); "
+            "uploading it again from the local files",
+            old, m->key);
         if (stow_random_hex(m->layers[i].id, STOW_LAYER_ID_LEN / 2) != STOW_OK) {
             stow_error_set(err, STOW_ERR, "no randomness for layer ids");
             return -1;
@@ -517,7 +534,8 @@ static int repair_missing(commit_ctx *c, stow_error *err)
                 stow_layout_put_lease(c->p->backend, c->lease, &lerr) != STOW_OK)
                 stow_warn("could not extend the lease: %s", lerr.msg);
         }
-        if (stow_layer_pack(m, i, c->p->abs_paths, c->p->backend, &c->p->pack, NULL, err) != STOW_OK) {
+        if (stow_layer_pack(m, i, c->p->abs_paths, c->p->backend, &c->p->pack, NULL, err) !=
+            STOW_OK) {
             stow_error_wrap(err, "repairing layer %s", old);
             return -1;
         }
@@ -558,7 +576,8 @@ static int commit_checked(commit_ctx *c, stow_error *err)
         if (n < 0)
             rc = err->code;
         else if (round == 2)
-            rc = stow_error_set(err, STOW_ERR, "layers of %s keep disappearing from the store", c->m->key);
+            rc = stow_error_set(err, STOW_ERR, "layers of %s keep disappearing from the store",
+                                c->m->key);
         else
             rc = put_manifest(c, err);
     }
@@ -567,7 +586,8 @@ static int commit_checked(commit_ctx *c, stow_error *err)
         if (stow_backend_del(c->p->backend, c->name, &derr) != STOW_OK)
             stow_error_log("could not remove the incomplete entry %s: %s", c->name, derr.msg);
         c->committed = 0;
-        stow_error_wrap(err, "entry %s removed again: it referenced layers that are gone", c->m->key);
+        stow_error_wrap(err, "entry %s removed again: it referenced layers that are gone",
+                        c->m->key);
         if (rc == STOW_OK || rc == STOW_ENOTFOUND)
             rc = STOW_ECORRUPT;
         err->code = rc;
@@ -593,11 +613,12 @@ static void remove_fresh(const commit_ctx *c)
 
 /* The parent: what restore left here, else the entry already stored under this key (one GET:
  * a miss means there is none). STOW_EEXIST when --no-update finds the key already saved. */
-static int find_parent(stow_manifest **parent, int *same_entry, const stow_cache_params *p, const char *name,
-                       stow_error *err)
+static int find_parent(stow_manifest **parent, int *same_entry, const stow_cache_params *p,
+                       const char *name, stow_error *err)
 {
     *parent = stow_cache_state_manifest(p);
-    *same_entry = *parent != NULL && strcmp((*parent)->key, p->key) == 0 && strcmp((*parent)->scope, p->scope) == 0;
+    *same_entry = *parent != NULL && strcmp((*parent)->key, p->key) == 0 &&
+                  strcmp((*parent)->scope, p->scope) == 0;
     if (!p->update) {
         int rc = *same_entry ? STOW_OK : stow_backend_head(p->backend, name, NULL, err);
         if (rc == STOW_OK)
@@ -616,7 +637,8 @@ static int find_parent(stow_manifest **parent, int *same_entry, const stow_cache
 }
 
 /* A fresh manifest of the configured roots, sorted, with the totals in res. */
-static int scan_roots(stow_manifest **out, stow_cache_result *res, const stow_cache_params *p, stow_error *err)
+static int scan_roots(stow_manifest **out, stow_cache_result *res, const stow_cache_params *p,
+                      stow_error *err)
 {
     stow_manifest *m = stow_manifest_new();
     *out = NULL;
@@ -643,7 +665,8 @@ static int scan_roots(stow_manifest **out, stow_cache_result *res, const stow_ca
 }
 
 /* Packs and uploads layers [first_new, nlayers) of m. */
-static int upload_new_layers(stow_manifest *m, size_t first_new, const stow_cache_params *p, stow_error *err)
+static int upload_new_layers(stow_manifest *m, size_t first_new, const stow_cache_params *p,
+                             stow_error *err)
 {
     uint64_t to_pack = 0;
     for (size_t i = 0; i < m->nfiles; i++)
@@ -677,7 +700,8 @@ int stow_cache_save(stow_cache_result *res, const stow_cache_params *p, stow_err
 
     rc = find_parent(&parent, &same_entry, p, cc.name, err);
     if (rc == STOW_EEXIST) {
-        stow_info("entry %s already exists in scope %s; not saving (--no-update)", p->key, p->scope);
+        stow_info("entry %s already exists in scope %s; not saving (--no-update)", p->key,
+                  p->scope);
         snprintf(res->matched_key, sizeof(res->matched_key), "%s", p->key);
         rc = STOW_OK;
         goto done;

@@ -19,10 +19,14 @@ int stow_scan_is_temp_name(const char *name)
 {
     size_t n = strlen(name);
     size_t pl = strlen(STOW_TEMP_PREFIX), sl = strlen(STOW_TEMP_SUFFIX);
-    return n > pl + sl && strncmp(name, STOW_TEMP_PREFIX, pl) == 0 && strcmp(name + n - sl, STOW_TEMP_SUFFIX) == 0;
+    return n > pl + sl && strncmp(name, STOW_TEMP_PREFIX, pl) == 0 &&
+           strcmp(name + n - sl, STOW_TEMP_SUFFIX) == 0;
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
 
 /* dirfd is owned (closed here). rel is the directory's path below the root ("" for the root). */
 static int walk(stow_manifest *m, uint32_t ri, int dirfd, const char *abs_root, const char *rel,
@@ -35,7 +39,8 @@ static int walk(stow_manifest *m, uint32_t ri, int dirfd, const char *abs_root, 
 
     if (depth > MAX_DEPTH) {
         close(dirfd);
-        return stow_error_set(err, STOW_ERR, "%s/%s: directories nested deeper than %d", abs_root, rel, MAX_DEPTH);
+        return stow_error_set(err, STOW_ERR, "%s/%s: directories nested deeper than %d", abs_root,
+                              rel, MAX_DEPTH);
     }
     d = fdopendir(dirfd);
     if (d == NULL) {
@@ -45,7 +50,8 @@ static int walk(stow_manifest *m, uint32_t ri, int dirfd, const char *abs_root, 
     struct dirent *de;
     errno = 0;
     while ((de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 || stow_scan_is_temp_name(de->d_name))
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+            stow_scan_is_temp_name(de->d_name))
             continue;
         if (nnames == cap) {
             size_t ncap = cap ? cap * 2 : 64;
@@ -75,8 +81,11 @@ static int walk(stow_manifest *m, uint32_t ri, int dirfd, const char *abs_root, 
             rc = stow_error_set(err, STOW_ERR, "%s/%s: %s", abs_root, path, strerror(errno));
             goto done;
         }
-        stow_file_entry e = {.root = ri, .path = path, .mode = (uint32_t)(st.st_mode & 07777),
-                             .mtime = (int64_t)st.st_mtim.tv_sec, .mtime_ns = (int32_t)st.st_mtim.tv_nsec,
+        stow_file_entry e = {.root = ri,
+                             .path = path,
+                             .mode = (uint32_t)(st.st_mode & 07777),
+                             .mtime = (int64_t)st.st_mtim.tv_sec,
+                             .mtime_ns = (int32_t)st.st_mtim.tv_nsec,
                              .layer = -1};
         char target[PATH_MAX];
         if (S_ISREG(st.st_mode)) {
@@ -87,7 +96,8 @@ static int walk(stow_manifest *m, uint32_t ri, int dirfd, const char *abs_root, 
         } else if (S_ISLNK(st.st_mode)) {
             ssize_t tl = readlinkat(dirfd, names[i], target, sizeof(target) - 1);
             if (tl < 0) {
-                rc = stow_error_set(err, STOW_ERR, "%s/%s: readlink: %s", abs_root, path, strerror(errno));
+                rc = stow_error_set(err, STOW_ERR, "%s/%s: readlink: %s", abs_root, path,
+                                    strerror(errno));
                 goto done;
             }
             target[tl] = '\0';

@@ -67,7 +67,8 @@ int stow_stage_new(stow_stage **out, char *const *roots, size_t nroots, stow_err
         struct stat st;
         s->root_created[i] = lstat(roots[i], &st) != 0 && errno == ENOENT;
         int rc = stow_path_mkdirs(roots[i], 0755, err);
-        if (rc == STOW_OK && (s->rootfds[i] = open(roots[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+        if (rc == STOW_OK &&
+            (s->rootfds[i] = open(roots[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
             rc = stow_error_set(err, STOW_ERR, "%s: %s", roots[i], strerror(errno));
         if (rc != STOW_OK) {
             stow_stage_free(s);
@@ -103,7 +104,10 @@ void stow_stage_free(stow_stage *s)
     free(s);
 }
 
-int stow_stage_rootfd(const stow_stage *s, uint32_t root) { return root < s->nroots ? s->rootfds[root] : -1; }
+int stow_stage_rootfd(const stow_stage *s, uint32_t root)
+{
+    return root < s->nroots ? s->rootfds[root] : -1;
+}
 
 const char *stow_stage_root(const stow_stage *s, uint32_t root)
 {
@@ -141,7 +145,8 @@ done:
     pthread_mutex_unlock(&s->lock);
 }
 
-int stow_stage_dir(stow_stage *s, stow_safedir_cache *c, uint32_t root, const char *dir, stow_error *err)
+int stow_stage_dir(stow_stage *s, stow_safedir_cache *c, uint32_t root, const char *dir,
+                   stow_error *err)
 {
     int rootfd = stow_stage_rootfd(s, root);
     if (rootfd < 0)
@@ -203,7 +208,8 @@ static int cmp_staged(const void *a, const void *b)
 
 static void file_path(char *out, size_t outsz, const stow_stage *s, const staged_file *f)
 {
-    snprintf(out, outsz, "%s/%s%s%s", stow_stage_root(s, f->root), f->dir, f->dir[0] ? "/" : "", f->name);
+    snprintf(out, outsz, "%s/%s%s%s", stow_stage_root(s, f->root), f->dir, f->dir[0] ? "/" : "",
+             f->name);
 }
 
 int stow_stage_commit(stow_stage *s, size_t *committed, stow_error *err)
@@ -217,7 +223,8 @@ int stow_stage_commit(stow_stage *s, size_t *committed, stow_error *err)
         qsort(s->files, s->nfiles, sizeof(*s->files), cmp_staged);
     for (size_t i = 0; i < s->nfiles; i++) {
         staged_file *f = &s->files[i];
-        int dfd = stow_safedir_cache_get(&dc, stow_stage_rootfd(s, f->root), f->dir, 0, NULL, NULL, err);
+        int dfd = stow_safedir_cache_get(&dc, stow_stage_rootfd(s, f->root), f->dir, 0, NULL, NULL,
+                                         err);
         if (dfd < 0) {
             rc = err->code;
             goto done;
@@ -225,19 +232,22 @@ int stow_stage_commit(stow_stage *s, size_t *committed, stow_error *err)
         struct stat st;
         if (fstatat(dfd, f->tmp, &st, AT_SYMLINK_NOFOLLOW) != 0) {
             file_path(path, sizeof(path), s, f);
-            rc = stow_error_set(err, STOW_ERR, "%s: its staged copy is gone: %s", path, strerror(errno));
+            rc = stow_error_set(err, STOW_ERR, "%s: its staged copy is gone: %s", path,
+                                strerror(errno));
             goto done;
         }
         if (fstatat(dfd, f->name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
             file_path(path, sizeof(path), s, f);
-            rc = stow_error_set(err, STOW_ERR, "%s is a directory here and a file in the entry; nothing was replaced",
-                                path);
+            rc = stow_error_set(
+                err, STOW_ERR,
+                "%s is a directory here and a file in the entry; nothing was replaced", path);
             goto done;
         }
     }
     for (; *committed < s->nfiles; (*committed)++) {
         staged_file *f = &s->files[*committed];
-        int dfd = stow_safedir_cache_get(&dc, stow_stage_rootfd(s, f->root), f->dir, 0, NULL, NULL, err);
+        int dfd = stow_safedir_cache_get(&dc, stow_stage_rootfd(s, f->root), f->dir, 0, NULL, NULL,
+                                         err);
         if (dfd < 0) {
             rc = err->code;
             break;
@@ -282,7 +292,8 @@ void stow_stage_discard(stow_stage *s)
     stow_error ignored;
     for (size_t i = 0; i < s->nfiles; i++) {
         staged_file *f = &s->files[i];
-        int dfd = stow_safedir_cache_get(&dc, stow_stage_rootfd(s, f->root), f->dir, 0, NULL, NULL, &ignored);
+        int dfd = stow_safedir_cache_get(&dc, stow_stage_rootfd(s, f->root), f->dir, 0, NULL, NULL,
+                                         &ignored);
         if (dfd >= 0)
             unlinkat(dfd, f->tmp, 0);
         free(f->dir);
@@ -297,8 +308,8 @@ void stow_stage_discard(stow_stage *s)
         char dir[PATH_MAX];
         const char *leaf;
         if (stow_safedir_split(dir, sizeof(dir), &leaf, s->dirs[i].dir) == 0) {
-            int dfd = stow_safedir_cache_get(&dc, stow_stage_rootfd(s, s->dirs[i].root), dir, 0, NULL, NULL,
-                                             &ignored);
+            int dfd = stow_safedir_cache_get(&dc, stow_stage_rootfd(s, s->dirs[i].root), dir, 0,
+                                             NULL, NULL, &ignored);
             if (dfd >= 0)
                 unlinkat(dfd, leaf, AT_REMOVEDIR);
         }
@@ -342,8 +353,8 @@ static int sweep_dir(int dfd, int depth, uint64_t *removed)
             continue;
         if (stow_stage_is_temp_name(n)) {
             struct stat st;
-            if (fstatat(dirfd(d), n, &st, AT_SYMLINK_NOFOLLOW) == 0 && (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)) &&
-                unlinkat(dirfd(d), n, 0) == 0)
+            if (fstatat(dirfd(d), n, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)) && unlinkat(dirfd(d), n, 0) == 0)
                 (*removed)++;
             continue;
         }

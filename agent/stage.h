@@ -32,7 +32,8 @@ size_t stow_stage_nroots(const stow_stage *s);
 
 /* Opens dir below root through c (creating missing directories, which discard removes
  * again). The fd belongs to c. */
-int stow_stage_dir(stow_stage *s, stow_safedir_cache *c, uint32_t root, const char *dir, stow_error *err);
+int stow_stage_dir(stow_stage *s, stow_safedir_cache *c, uint32_t root, const char *dir,
+                   stow_error *err);
 
 /* A fresh temporary name for a file about to be staged (out: 48 bytes). */
 void stow_stage_temp_name(char *out, size_t outsz);

@@ -62,8 +62,8 @@ int stow_trim_canary(const char *dir, char *why, size_t whysz)
     struct stat before, after;
     char c;
     if (stow_random_hex(hex, 8) != STOW_OK ||
-        snprintf(path, sizeof(path), "%s/%scanary-%s%s", dir, STOW_TEMP_PREFIX, hex, STOW_TEMP_SUFFIX) >=
-            (int)sizeof(path)) {
+        snprintf(path, sizeof(path), "%s/%scanary-%s%s", dir, STOW_TEMP_PREFIX, hex,
+                 STOW_TEMP_SUFFIX) >= (int)sizeof(path)) {
         snprintf(why, whysz, "%s: no canary name", dir);
         return -1;
     }
@@ -72,8 +72,9 @@ int stow_trim_canary(const char *dir, char *why, size_t whysz)
         snprintf(why, whysz, "%s: cannot write a canary file: %s", dir, strerror(errno));
         return -1;
     }
-    if (write(fd, "x", 1) != 1 || fstat(fd, &before) != 0 || mark_at(AT_FDCWD, path, &before) != 0 ||
-        fstat(fd, &before) != 0 || !stow_trim_is_marked(&before)) {
+    if (write(fd, "x", 1) != 1 || fstat(fd, &before) != 0 ||
+        mark_at(AT_FDCWD, path, &before) != 0 || fstat(fd, &before) != 0 ||
+        !stow_trim_is_marked(&before)) {
         snprintf(why, whysz, "%s: cannot set a canary's atime: %s", dir, strerror(errno));
         goto done;
     }
@@ -82,7 +83,8 @@ int stow_trim_canary(const char *dir, char *why, size_t whysz)
         goto done;
     }
     if (stow_trim_is_marked(&after)) {
-        snprintf(why, whysz, "atime does not change when a file is read on the mount of %s (noatime?)", dir);
+        snprintf(why, whysz,
+                 "atime does not change when a file is read on the mount of %s (noatime?)", dir);
         rc = 0;
     } else {
         rc = 1;
@@ -123,9 +125,11 @@ static void write_state(const stow_cache_params *p, json_t *o)
     char path[PATH_MAX], tmp[PATH_MAX];
     stow_error err = {0};
     char *s = json_dumps(o, JSON_COMPACT);
-    if (s == NULL || stow_path_mkdirs(p->state_dir, 0700, &err) != STOW_OK || state_path(path, sizeof(path), p) != STOW_OK ||
+    if (s == NULL || stow_path_mkdirs(p->state_dir, 0700, &err) != STOW_OK ||
+        state_path(path, sizeof(path), p) != STOW_OK ||
         snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) {
-        stow_warn("cannot record use tracking in %s: %s", p->state_dir, s ? err.msg : "out of memory");
+        stow_warn("cannot record use tracking in %s: %s", p->state_dir,
+                  s ? err.msg : "out of memory");
         free(s);
         return;
     }
@@ -174,8 +178,8 @@ void stow_trim_mark_restored(const stow_manifest *m, char *const *roots, const s
     int64_t t0 = stow_now_ms();
 
     clear_state(p); /* marks from an earlier restore do not describe this one */
-    o = json_pack("{s:s, s:s, s:I}", "key", m->key ? m->key : "", "scope", m->scope ? m->scope : "", "time",
-                  (json_int_t)stow_unix_time());
+    o = json_pack("{s:s, s:s, s:I}", "key", m->key ? m->key : "", "scope", m->scope ? m->scope : "",
+                  "time", (json_int_t)stow_unix_time());
     jroots = json_array();
     if (o == NULL || jroots == NULL)
         goto done;
@@ -190,9 +194,10 @@ void stow_trim_mark_restored(const stow_manifest *m, char *const *roots, const s
         int c = stow_trim_canary(roots[r], why, sizeof(why));
         tracked[r] = c == 1;
         if (c != 1)
-            stow_info("use tracking off for %s: %s; files there will not be trimmed", roots[r], why);
-        json_array_append_new(jroots, json_pack("{s:s, s:b, s:I, s:s}", "path", roots[r], "tracked", c == 1, "dev",
-                                                (json_int_t)rst.st_dev, "why", why));
+            stow_info("use tracking off for %s: %s; files there will not be trimmed", roots[r],
+                      why);
+        json_array_append_new(jroots, json_pack("{s:s, s:b, s:I, s:s}", "path", roots[r], "tracked",
+                                                c == 1, "dev", (json_int_t)rst.st_dev, "why", why));
     }
     for (size_t i = 0; i < m->nfiles; i++) {
         const stow_file_entry *e = &m->files[i];
@@ -262,12 +267,13 @@ static int dropped_add(stow_trim_dropped *d, uint32_t root, const char *path, st
 
 static int same_data(const stow_file_entry *a, const stow_file_entry *b)
 {
-    return a->type == STOW_FT_FILE && b->type == STOW_FT_FILE && a->size == b->size && a->mtime == b->mtime &&
-           a->mtime_ns == b->mtime_ns;
+    return a->type == STOW_FT_FILE && b->type == STOW_FT_FILE && a->size == b->size &&
+           a->mtime == b->mtime && a->mtime_ns == b->mtime_ns;
 }
 
-int stow_trim_plan(stow_trim_stats *st, stow_trim_dropped **dropped, stow_manifest *m, const stow_manifest *parent,
-                   const stow_trim_use *use, const stow_trim_policy *pol, stow_error *err)
+int stow_trim_plan(stow_trim_stats *st, stow_trim_dropped **dropped, stow_manifest *m,
+                   const stow_manifest *parent, const stow_trim_use *use,
+                   const stow_trim_policy *pol, stow_error *err)
 {
     int rc = STOW_OK;
     int32_t *proot = NULL;
@@ -293,8 +299,10 @@ int stow_trim_plan(stow_trim_stats *st, stow_trim_dropped **dropped, stow_manife
     }
     for (size_t i = 0; i < m->nfiles; i++) {
         stow_file_entry *e = &m->files[i];
-        const stow_file_entry *pe =
-            proot[e->root] < 0 ? NULL : stow_manifest_find(parent, (uint32_t)proot[e->root], e->path);
+        const stow_file_entry *pe = proot[e->root] < 0
+                                        ? NULL
+                                        : stow_manifest_find(parent, (uint32_t)proot[e->root],
+                                                             e->path);
         uint32_t before = (pe != NULL && same_data(e, pe)) ? pe->unread : 0;
         e->unread = 0;
         if (e->type != STOW_FT_FILE)
@@ -315,9 +323,7 @@ int stow_trim_plan(stow_trim_stats *st, stow_trim_dropped **dropped, stow_manife
                 st->bytes_unread += e->size;
             }
             break;
-        case STOW_USE_UNKNOWN:
-            e->unread = before;
-            break;
+        case STOW_USE_UNKNOWN: e->unread = before; break;
         case STOW_USE_LEFTOVER:
             if (active) {
                 drop[i] = 1;
@@ -326,8 +332,7 @@ int stow_trim_plan(stow_trim_stats *st, stow_trim_dropped **dropped, stow_manife
             }
             break;
         case STOW_USE_NONE:
-        case STOW_USE_READ:
-            break;
+        case STOW_USE_READ: break;
         }
         if (pe != NULL && pe->type == STOW_FT_FILE && !drop[i] && e->unread != pe->unread)
             st->counts_changed = 1;
@@ -363,7 +368,8 @@ done:
 
 /* 1 when the file root/path lies in a buildx cache: a root that holds an OCI layout, or a
  * directory named in buildx_dirs. */
-static int in_buildx(const stow_cache_params *p, const unsigned char *root_is_buildx, uint32_t root, const char *path)
+static int in_buildx(const stow_cache_params *p, const unsigned char *root_is_buildx, uint32_t root,
+                     const char *path)
 {
     if (root_is_buildx[root])
         return 1;
@@ -381,14 +387,15 @@ static int in_buildx(const stow_cache_params *p, const unsigned char *root_is_bu
 }
 
 /* Per root of m: 1 when the state says its mount tracks reads (dev filled in). */
-static void tracked_roots(unsigned char *tracked, dev_t *dev, const stow_manifest *m, const stow_cache_params *p,
-                          const json_t *state, char *why, size_t whysz)
+static void tracked_roots(unsigned char *tracked, dev_t *dev, const stow_manifest *m,
+                          const stow_cache_params *p, const json_t *state, char *why, size_t whysz)
 {
     json_t *roots = json_object_get(state, "roots");
     for (size_t r = 0; r < m->nroots; r++) {
         size_t i;
         json_t *v;
-        json_array_foreach(roots, i, v) {
+        json_array_foreach(roots, i, v)
+        {
             const char *path = json_string_value(json_object_get(v, "path"));
             if (path == NULL || strcmp(path, p->abs_paths[r]) != 0)
                 continue;
@@ -401,8 +408,8 @@ static void tracked_roots(unsigned char *tracked, dev_t *dev, const stow_manifes
     }
 }
 
-int stow_trim_apply(stow_trim_stats *st, stow_trim_dropped **dropped, stow_manifest *m, const stow_manifest *parent,
-                    const stow_cache_params *p, stow_error *err)
+int stow_trim_apply(stow_trim_stats *st, stow_trim_dropped **dropped, stow_manifest *m,
+                    const stow_manifest *parent, const stow_cache_params *p, stow_error *err)
 {
     int rc;
     stow_trim_use *use = NULL;
@@ -428,8 +435,8 @@ int stow_trim_apply(stow_trim_stats *st, stow_trim_dropped **dropped, stow_manif
     if (state == NULL || skey == NULL || sscope == NULL)
         snprintf(st->why, sizeof(st->why), "no restore marked the files on this runner");
     else if (parent == NULL || strcmp(skey, parent->key) != 0 || strcmp(sscope, parent->scope) != 0)
-        snprintf(st->why, sizeof(st->why), "the files were marked for %s, not for the parent %s", skey,
-                 parent ? parent->key : "(none)");
+        snprintf(st->why, sizeof(st->why), "the files were marked for %s, not for the parent %s",
+                 skey, parent ? parent->key : "(none)");
     else
         tracked_roots(tracked, dev, m, p, state, st->why, sizeof(st->why));
     for (size_t r = 0; r < m->nroots; r++) {
@@ -452,20 +459,24 @@ int stow_trim_apply(stow_trim_stats *st, stow_trim_dropped **dropped, stow_manif
         }
         char path[PATH_MAX];
         struct stat fs;
-        if (snprintf(path, sizeof(path), "%s/%s", p->abs_paths[e->root], e->path) >= (int)sizeof(path) ||
+        if (snprintf(path, sizeof(path), "%s/%s", p->abs_paths[e->root], e->path) >=
+                (int)sizeof(path) ||
             lstat(path, &fs) != 0 || fs.st_dev != dev[e->root]) {
             use[i] = STOW_USE_UNKNOWN;
             continue;
         }
-        const stow_file_entry *pe =
-            proot[e->root] < 0 ? NULL : stow_manifest_find(parent, (uint32_t)proot[e->root], e->path);
+        const stow_file_entry *pe = proot[e->root] < 0
+                                        ? NULL
+                                        : stow_manifest_find(parent, (uint32_t)proot[e->root],
+                                                             e->path);
         if (!stow_trim_is_marked(&fs))
             use[i] = STOW_USE_READ;
         else
             use[i] = pe != NULL ? STOW_USE_UNREAD : STOW_USE_LEFTOVER;
     }
     stow_trim_policy pol = {.after = p->trim_unused_after > 0 ? (uint32_t)p->trim_unused_after : 0,
-                            .enabled = p->trim, .build_failed = p->build_failed};
+                            .enabled = p->trim,
+                            .build_failed = p->build_failed};
     if (!st->tracked)
         pol.enabled = 0;
     rc = stow_trim_plan(st, dropped, m, parent, use, &pol, err);
@@ -478,7 +489,8 @@ int stow_trim_apply(stow_trim_stats *st, stow_trim_dropped **dropped, stow_manif
             stow_debug("use tracking unavailable: %s", st->why);
     } else if (p->trim_unused_after > 0 && p->build_failed) {
         snprintf(st->why, sizeof(st->why), "the build failed");
-        stow_info("not trimming: the build failed (its reads are incomplete); unread counts are kept");
+        stow_info(
+            "not trimming: the build failed (its reads are incomplete); unread counts are kept");
     } else if (p->trim_unused_after > 0 && !p->trim) {
         snprintf(st->why, sizeof(st->why), "--no-trim");
         stow_info("not trimming on this save (--no-trim)");
@@ -505,11 +517,13 @@ void stow_trim_remove_local(const stow_trim_dropped *d, const stow_cache_params 
 {
     for (size_t i = 0; d != NULL && i < d->n; i++) {
         char path[PATH_MAX];
-        if (snprintf(path, sizeof(path), "%s/%s", p->abs_paths[d->root[i]], d->path[i]) >= (int)sizeof(path))
+        if (snprintf(path, sizeof(path), "%s/%s", p->abs_paths[d->root[i]], d->path[i]) >=
+            (int)sizeof(path))
             continue;
         /* Only if it still carries the marker: a file read since the save looked is kept. */
         struct stat st;
-        if (lstat(path, &st) == 0 && S_ISREG(st.st_mode) && stow_trim_is_marked(&st) && unlink(path) != 0)
+        if (lstat(path, &st) == 0 && S_ISREG(st.st_mode) && stow_trim_is_marked(&st) &&
+            unlink(path) != 0)
             stow_warn("trim_local: cannot remove %s: %s", path, strerror(errno));
     }
 }
@@ -521,7 +535,8 @@ void stow_trim_remove_local(const stow_trim_dropped *d, const stow_cache_params 
 int stow_trim_parse_build_status(const char *s)
 {
     static const char *const ok[] = {"success", "succeeded", "successful", "passed", "ok", "true"};
-    static const char *const bad[] = {"failed", "failure", "canceled", "cancelled", "error", "errored", "false"};
+    static const char *const bad[] = {"failed", "failure", "canceled", "cancelled",
+                                      "error",  "errored", "false"};
     if (s == NULL || s[0] == '\0')
         return 0;
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)

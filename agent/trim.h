@@ -35,7 +35,8 @@
  * (and m's key and scope) in the state directory for the next save. Never fails the caller:
  * problems are logged and leave tracking unavailable. Restore calls it once the files are in
  * place; save calls it again after a commit, for the next save on the same runner. */
-void stow_trim_mark_restored(const stow_manifest *m, char *const *roots, const stow_cache_params *p);
+void stow_trim_mark_restored(const stow_manifest *m, char *const *roots,
+                             const stow_cache_params *p);
 
 /* ---- save side --------------------------------------------------------------------------- */
 
@@ -55,13 +56,13 @@ typedef struct stow_trim_policy {
 } stow_trim_policy;
 
 typedef struct stow_trim_stats {
-    int tracked;           /* 1 when at least one root could tell read from unread files */
-    int trimming;          /* 1 when the policy could drop files on this save */
-    int counts_changed;    /* some unread count differs from the parent's */
+    int tracked;        /* 1 when at least one root could tell read from unread files */
+    int trimming;       /* 1 when the policy could drop files on this save */
+    int counts_changed; /* some unread count differs from the parent's */
     uint64_t files_trimmed, bytes_trimmed;   /* left out of the entry */
     uint64_t files_unread, bytes_unread;     /* kept, but not read in this build */
     uint64_t files_kept_out, bytes_kept_out; /* leftovers of earlier trims not added again */
-    char why[256];         /* when tracked is 0 or trimming is 0: why */
+    char why[256];                           /* when tracked is 0 or trimming is 0: why */
 } stow_trim_stats;
 
 /* The files a save left out (for trim_local). */
@@ -71,13 +72,14 @@ void stow_trim_dropped_free(stow_trim_dropped *d);
 /* The policy, on a fresh scan m (sorted, layers -1) against parent, with use[i] for
  * m->files[i]: sets every file's unread count and removes the files to trim from m (and lists
  * them in *dropped when dropped is not NULL). */
-int stow_trim_plan(stow_trim_stats *st, stow_trim_dropped **dropped, stow_manifest *m, const stow_manifest *parent,
-                   const stow_trim_use *use, const stow_trim_policy *pol, stow_error *err);
+int stow_trim_plan(stow_trim_stats *st, stow_trim_dropped **dropped, stow_manifest *m,
+                   const stow_manifest *parent, const stow_trim_use *use,
+                   const stow_trim_policy *pol, stow_error *err);
 
 /* Observes the files of m on disk (before anything of the save reads them), then applies the
  * policy of p. Logs what it did, and why trimming is unavailable when it is. */
-int stow_trim_apply(stow_trim_stats *st, stow_trim_dropped **dropped, stow_manifest *m, const stow_manifest *parent,
-                    const stow_cache_params *p, stow_error *err);
+int stow_trim_apply(stow_trim_stats *st, stow_trim_dropped **dropped, stow_manifest *m,
+                    const stow_manifest *parent, const stow_cache_params *p, stow_error *err);
 
 /* With trim_local: deletes the dropped files below p->abs_paths (after the entry is saved). */
 void stow_trim_remove_local(const stow_trim_dropped *d, const stow_cache_params *p);
@@ -97,6 +99,7 @@ int stow_trim_canary(const char *dir, char *why, size_t whysz);
 int stow_trim_parse_build_status(const char *s);
 
 /* Regular files of m with unread >= after, and their bytes ("dead weight"). */
-void stow_trim_dead_weight(uint64_t *files, uint64_t *bytes, const stow_manifest *m, uint32_t after);
+void stow_trim_dead_weight(uint64_t *files, uint64_t *bytes, const stow_manifest *m,
+                           uint32_t after);
 
 #endif

@@ -61,11 +61,13 @@ int stow_layer_check_links(const stow_manifest *m, stow_stage *st, stow_error *e
         index_view v = {m, e->root};
         char why[256];
         if (!stow_path_link_ok(e->path, e->target) ||
-            !stow_safedir_link_inside(rootfd, e->path, e->target, index_lookup, &v, why, sizeof(why)))
-            return stow_error_set(err, STOW_ECORRUPT,
-                                  "refusing entry: symlink %s/%s -> %s resolves outside its cache directory (%s)",
-                                  stow_stage_root(st, e->root), e->path, e->target,
-                                  stow_path_link_ok(e->path, e->target) ? why : "climbs above the root");
+            !stow_safedir_link_inside(rootfd, e->path, e->target, index_lookup, &v, why,
+                                      sizeof(why)))
+            return stow_error_set(
+                err, STOW_ECORRUPT,
+                "refusing entry: symlink %s/%s -> %s resolves outside its cache directory (%s)",
+                stow_stage_root(st, e->root), e->path, e->target,
+                stow_path_link_ok(e->path, e->target) ? why : "climbs above the root");
     }
     return STOW_OK;
 }
@@ -159,7 +161,6 @@ static la_ssize_t unpack_read_cb(struct archive *a, void *ud, const void **out)
     }
 }
 
-
 /* ------------------------------------------------------------------------------------------
  * Extraction into the stage
  * ------------------------------------------------------------------------------------------ */
@@ -240,7 +241,8 @@ static int extract_entry(extractor *x, struct archive *a, struct archive_entry *
                                 {.tv_sec = e->mtime, .tv_nsec = e->mtime_ns}};
     if (want == STOW_FT_LINK) {
         if (symlinkat(e->target, dfd, tmp) != 0)
-            return stow_error_set(x->err, STOW_ERR, "%s/%s: symlink: %s", rootpath, rel, strerror(errno));
+            return stow_error_set(x->err, STOW_ERR, "%s/%s: symlink: %s", rootpath, rel,
+                                  strerror(errno));
         if (stow_stage_add(x->st, (uint32_t)root, dir, leaf, tmp, x->err) != STOW_OK) {
             unlinkat(dfd, tmp, 0);
             return x->err->code;
@@ -250,7 +252,8 @@ static int extract_entry(extractor *x, struct archive *a, struct archive_entry *
     }
     int fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
-        return stow_error_set(x->err, STOW_ERR, "%s/%s: create: %s", rootpath, rel, strerror(errno));
+        return stow_error_set(x->err, STOW_ERR, "%s/%s: create: %s", rootpath, rel,
+                              strerror(errno));
     if (stow_stage_add(x->st, (uint32_t)root, dir, leaf, tmp, x->err) != STOW_OK) {
         close(fd);
         unlinkat(dfd, tmp, 0);
@@ -263,8 +266,8 @@ static int extract_entry(extractor *x, struct archive *a, struct archive_entry *
         if (n == 0)
             break;
         if (n < 0) {
-            rc = stow_error_set(x->err, STOW_ECORRUPT, "layer %s: %s: %s", x->m->layers[x->li].id, name,
-                                archive_error_string(a));
+            rc = stow_error_set(x->err, STOW_ECORRUPT, "layer %s: %s: %s", x->m->layers[x->li].id,
+                                name, archive_error_string(a));
             goto done;
         }
         const char *c = buf;
@@ -274,7 +277,8 @@ static int extract_entry(extractor *x, struct archive *a, struct archive_entry *
             if (w < 0 && errno == EINTR)
                 continue;
             if (w < 0) {
-                rc = stow_error_set(x->err, STOW_ERR, "%s/%s: write: %s", rootpath, rel, strerror(errno));
+                rc = stow_error_set(x->err, STOW_ERR, "%s/%s: write: %s", rootpath, rel,
+                                    strerror(errno));
                 goto done;
             }
             c += w;
@@ -287,7 +291,8 @@ static int extract_entry(extractor *x, struct archive *a, struct archive_entry *
         goto done;
     }
     if (fchmod(fd, (mode_t)stow_unpack_mode(e->mode, x->opts)) != 0 || futimens(fd, times) != 0)
-        rc = stow_error_set(x->err, STOW_ERR, "%s/%s: set mode/time: %s", rootpath, rel, strerror(errno));
+        rc = stow_error_set(x->err, STOW_ERR, "%s/%s: set mode/time: %s", rootpath, rel,
+                            strerror(errno));
 done:
     if (close(fd) != 0 && rc == STOW_OK)
         rc = stow_error_set(x->err, STOW_ERR, "%s/%s: close: %s", rootpath, rel, strerror(errno));
@@ -306,7 +311,8 @@ int stow_layer_unpack(const stow_manifest *m, size_t li, stow_stage *st, stow_ba
     pthread_t tid;
     fetch_job job = {.b = b, .object = object, .prog = prog};
     unpack_reader r = {0};
-    extractor x = {.m = m, .li = li, .st = st, .opts = opts, .dc = STOW_SAFEDIR_CACHE_INIT, .err = err};
+    extractor x = {
+        .m = m, .li = li, .st = st, .opts = opts, .dc = STOW_SAFEDIR_CACHE_INIT, .err = err};
 
     stow_manifest_layer_object(object, sizeof(object), l);
     x.seen = calloc(m->nfiles ? m->nfiles : 1, 1);
@@ -378,14 +384,16 @@ int stow_layer_unpack(const stow_manifest *m, size_t li, stow_stage *st, stow_ba
     stow_sha256_final(job.sha, digest);
     stow_hex(hex, digest, sizeof(digest));
     if (strcmp(hex, l->sha256) != 0) {
-        rc = stow_error_set(err, STOW_ECORRUPT, "layer %s: sha256 mismatch (stored object %s, manifest %s)",
-                            l->id, hex, l->sha256);
+        rc = stow_error_set(err, STOW_ECORRUPT,
+                            "layer %s: sha256 mismatch (stored object %s, manifest %s)", l->id, hex,
+                            l->sha256);
         goto done;
     }
     for (size_t i = 0; i < m->nfiles; i++) {
         const stow_file_entry *e = &m->files[i];
         if (e->layer == (int32_t)li && !x.seen[i]) {
-            rc = stow_error_set(err, STOW_ECORRUPT, "layer %s: %s is listed in the manifest but missing from the layer",
+            rc = stow_error_set(err, STOW_ECORRUPT,
+                                "layer %s: %s is listed in the manifest but missing from the layer",
                                 l->id, e->path);
             goto done;
         }
@@ -403,8 +411,8 @@ stream_error:
         rc = job.rc;
     } else {
         const char *why = r.zerr[0] ? r.zerr : archive_error_string(a);
-        rc = stow_error_set(err, STOW_ECORRUPT, "layer %s is not a valid zstd tar stream: %s", l->id,
-                            why ? why : "unknown error");
+        rc = stow_error_set(err, STOW_ECORRUPT, "layer %s is not a valid zstd tar stream: %s",
+                            l->id, why ? why : "unknown error");
     }
 done:
     if (thread_started) {
@@ -476,13 +484,15 @@ void stow_layer_finish_dirs(const stow_manifest *m, stow_stage *st, const stow_u
             close(fd);
         } else {
             struct stat sb;
-            rc = errno == EACCES && fstatat(dfd, leaf, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(sb.st_mode) &&
-                         fchmodat(dfd, leaf, mode, 0) == 0 && utimensat(dfd, leaf, times, AT_SYMLINK_NOFOLLOW) == 0
+            rc = errno == EACCES && fstatat(dfd, leaf, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+                         S_ISDIR(sb.st_mode) && fchmodat(dfd, leaf, mode, 0) == 0 &&
+                         utimensat(dfd, leaf, times, AT_SYMLINK_NOFOLLOW) == 0
                      ? 0
                      : -1;
         }
         if (rc != 0)
-            stow_debug("%s/%s: cannot set mode/time: %s", stow_stage_root(st, e->root), e->path, strerror(errno));
+            stow_debug("%s/%s: cannot set mode/time: %s", stow_stage_root(st, e->root), e->path,
+                       strerror(errno));
     }
     stow_safedir_cache_close(&dc);
 }

@@ -34,21 +34,23 @@ typedef int (*stow_list_fn)(void *ud, const char *name, const stow_object_info *
 
 /* Options shared by all backends; a backend ignores what does not apply to it. */
 typedef struct stow_backend_opts {
-    const char *url;           /* file:///dir, s3://bucket/prefix, https://host/prefix */
-    const char *endpoint;      /* S3-compatible endpoint, e.g. http://127.0.0.1:9000 */
-    const char *region;        /* S3 region, default us-east-1 */
-    int path_style;            /* S3 path-style addressing: 1 yes, 0 virtual-hosted, -1 auto */
-    int verify_tls;            /* 1 (default) verify peers, 0 only by explicit opt-out */
-    const char *ca_bundle;     /* CA bundle file, NULL for the system default */
-    long connect_timeout_ms;   /* 0 = default */
-    long low_speed_limit;      /* bytes/s a transfer must keep up; 0 = default (1024) */
-    long low_speed_timeout_s;  /* abort a transfer below low_speed_limit this long; 0 = default (30) */
-    long deadline_s;           /* an operation, retries included, gives up after this long
+    const char *url;         /* file:///dir, s3://bucket/prefix, https://host/prefix */
+    const char *endpoint;    /* S3-compatible endpoint, e.g. http://127.0.0.1:9000 */
+    const char *region;      /* S3 region, default us-east-1 */
+    int path_style;          /* S3 path-style addressing: 1 yes, 0 virtual-hosted, -1 auto */
+    int verify_tls;          /* 1 (default) verify peers, 0 only by explicit opt-out */
+    const char *ca_bundle;   /* CA bundle file, NULL for the system default */
+    long connect_timeout_ms; /* 0 = default */
+    long low_speed_limit;    /* bytes/s a transfer must keep up; 0 = default (1024) */
+    long
+        low_speed_timeout_s; /* abort a transfer below low_speed_limit this long; 0 = default (30) */
+    long deadline_s;         /* an operation, retries included, gives up after this long
                                 * without progress; 0 = default (60) */
-    int max_retries;           /* retries for retryable failures; <0 = default */
-    int parallel;              /* parallel connections per transfer; 0 = default */
-    const char *token_env;     /* HTTP: name of the env var holding a bearer token */
-    const char *const *headers; /* HTTP: extra "Name: value" headers, NULL-terminated, may be NULL */
+    int max_retries;         /* retries for retryable failures; <0 = default */
+    int parallel;            /* parallel connections per transfer; 0 = default */
+    const char *token_env;   /* HTTP: name of the env var holding a bearer token */
+    const char *const
+        *headers; /* HTTP: extra "Name: value" headers, NULL-terminated, may be NULL */
 } stow_backend_opts;
 
 /* Flags for put. */

@@ -54,15 +54,20 @@ static int make_parents(const char *path, stow_error *err)
         if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
             int e = errno;
             *p = '/';
-            return stow_error_set(err, STOW_ERR, "cannot create directory %.*s: %s",
-                                  (int)(p - buf), buf, strerror(e));
+            return stow_error_set(err, STOW_ERR, "cannot create directory %.*s: %s", (int)(p - buf),
+                                  buf, strerror(e));
         }
         *p = '/';
     }
     return STOW_OK;
 }
 
-static int map_errno(int e) { return (e == ENOENT || e == ENOTDIR) ? STOW_ENOTFOUND : (e == EACCES || e == EPERM) ? STOW_EAUTH : STOW_ERR; }
+static int map_errno(int e)
+{
+    return (e == ENOENT || e == ENOTDIR) ? STOW_ENOTFOUND
+           : (e == EACCES || e == EPERM) ? STOW_EAUTH
+                                         : STOW_ERR;
+}
 
 static int file_open(stow_backend **out, const stow_backend_opts *opts, stow_error *err)
 {
@@ -303,7 +308,9 @@ static int list_dir(file_backend *fb, const char *rel, const char *prefix, stow_
         return STOW_OK;
     DIR *d = opendir(dirpath);
     if (d == NULL)
-        return (errno == ENOENT) ? STOW_OK : stow_error_set(err, STOW_ERR, "list %s: %s", dirpath, strerror(errno));
+        return (errno == ENOENT)
+                   ? STOW_OK
+                   : stow_error_set(err, STOW_ERR, "list %s: %s", dirpath, strerror(errno));
     int rc = STOW_OK;
     struct dirent *de;
     size_t rl = strlen(rel) + (rel[0] ? 1 : 0), prl = prefix ? strlen(prefix) : 0;

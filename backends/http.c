@@ -85,8 +85,7 @@ static int object_url(char **out, const http_backend *b, const char *name, stow_
 {
     *out = NULL;
     if (!name_ok(name))
-        return stow_error_set(err, STOW_EUSAGE, "invalid object name \"%.200s\"",
-                              name ? name : "");
+        return stow_error_set(err, STOW_EUSAGE, "invalid object name \"%.200s\"", name ? name : "");
     size_t bl = strlen(b->base_url), nl = strlen(name);
     if (bl + 1 + nl + 1 > HTTP_URL_MAX)
         return stow_error_set(err, STOW_EUSAGE, "object URL longer than %d bytes", HTTP_URL_MAX);
@@ -124,8 +123,7 @@ static int parse_store_url(char **base, char **userpwd, const char *url, stow_er
     }
     if (curl_url_get(u, CURLUPART_QUERY, &query, 0) == CURLUE_OK ||
         curl_url_get(u, CURLUPART_FRAGMENT, &frag, 0) == CURLUE_OK) {
-        stow_error_set(err, STOW_EUSAGE,
-                       "store URL \"%s\" must not have a query or fragment", red);
+        stow_error_set(err, STOW_EUSAGE, "store URL \"%s\" must not have a query or fragment", red);
         goto done;
     }
     if (curl_url_get(u, CURLUPART_USER, &user, CURLU_URLDECODE) == CURLUE_OK) {
@@ -219,8 +217,7 @@ static int http_open(stow_backend **out, const stow_backend_opts *opts, stow_err
         if (!header_ok(opts->headers[i])) {
             /* the value may be a secret: name only the position */
             rc = stow_error_set(err, STOW_EUSAGE,
-                                "extra HTTP header #%zu is not \"Name: value\" on one line",
-                                i + 1);
+                                "extra HTTP header #%zu is not \"Name: value\" on one line", i + 1);
             goto done;
         }
         if ((b->headers[k++] = strdup(opts->headers[i])) == NULL) {
@@ -282,8 +279,9 @@ static int http_open(stow_backend **out, const stow_backend_opts *opts, stow_err
     if (rc != STOW_OK)
         goto done;
     stow_debug("http store %s (%s)", b->url_red,
-               userpwd ? "basic auth from the URL"
-                       : have_token ? "bearer token" : "anonymous or .netrc");
+               userpwd      ? "basic auth from the URL"
+               : have_token ? "bearer token"
+                            : "anonymous or .netrc");
 done:
     wipe(userpwd);
     free(userpwd);
@@ -315,8 +313,7 @@ static int http_get(stow_backend *sb, const char *name, uint64_t offset, uint64_
     return rc;
 }
 
-static int http_head(stow_backend *sb, const char *name, stow_object_info *info,
-                     stow_error *err);
+static int http_head(stow_backend *sb, const char *name, stow_object_info *info, stow_error *err);
 
 static int http_put_begin(stow_put **out, stow_backend *sb, const char *name, int64_t size_hint,
                           unsigned flags, stow_error *err)

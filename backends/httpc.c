@@ -35,10 +35,7 @@ static uint64_t jitter_random(void)
     return z ^ (z >> 31);
 }
 
-char *httpc_dup_or_null(const char *s)
-{
-    return s ? strdup(s) : NULL;
-}
+char *httpc_dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
 void httpc_free_strv(char **v)
 {
@@ -263,12 +260,14 @@ int stow_httpc_map_status(long status, const char *method, const char *url_redac
                               "to do this",
                               m, u);
     case 407:
-        return stow_error_set(err, STOW_EAUTH, "%s %s: proxy authentication required (HTTP 407)",
-                              m, u);
+        return stow_error_set(err, STOW_EAUTH, "%s %s: proxy authentication required (HTTP 407)", m,
+                              u);
     case 408:
         *retry = 1;
-        return stow_error_set(err, STOW_ETIMEOUT, "%s %s: the server timed out the request "
-                              "(HTTP 408)", m, u);
+        return stow_error_set(err, STOW_ETIMEOUT,
+                              "%s %s: the server timed out the request "
+                              "(HTTP 408)",
+                              m, u);
     case 409:
         return stow_error_set(err, STOW_ERR,
                               "%s %s: conflict (HTTP 409); the server refused the write, e.g. a "
@@ -292,15 +291,13 @@ int stow_httpc_map_status(long status, const char *method, const char *url_redac
                               m, u);
     case 429:
         *retry = 1;
-        return stow_error_set(err, STOW_ERR, "%s %s: rate limited by the server (HTTP 429)", m,
-                              u);
+        return stow_error_set(err, STOW_ERR, "%s %s: rate limited by the server (HTTP 429)", m, u);
     case 507:
         return stow_error_set(err, STOW_ERR,
                               "%s %s: the server is out of storage space (HTTP 507 Insufficient "
                               "Storage)",
                               m, u);
-    default:
-        break;
+    default: break;
     }
     if (status >= 500 && status < 600) {
         *retry = 1;
@@ -315,7 +312,6 @@ int stow_httpc_map_status(long status, const char *method, const char *url_redac
         return stow_error_set(err, STOW_ERR, "%s %s: no HTTP answer", m, u);
     return stow_error_set(err, STOW_ERR, "%s %s: unexpected HTTP status %ld", m, u, status);
 }
-
 
 static void fill_result(xfer *x, stow_httpc_result *res)
 {
@@ -370,10 +366,11 @@ static void stall_message(xfer *x, stow_error *e)
 {
     int64_t now = stow_now_ms();
     e->code = STOW_ETIMEOUT;
-    httpc_error_append(e, " (store stalled: no progress for %" PRId64 " s, gave up after %" PRId64
-                 " s and %d attempt%s)",
-                 (now - x->t_progress + 500) / 1000, (now - x->t0 + 500) / 1000, x->attempts,
-                 x->attempts == 1 ? "" : "s");
+    httpc_error_append(e,
+                       " (store stalled: no progress for %" PRId64 " s, gave up after %" PRId64
+                       " s and %d attempt%s)",
+                       (now - x->t_progress + 500) / 1000, (now - x->t0 + 500) / 1000, x->attempts,
+                       x->attempts == 1 ? "" : "s");
 }
 
 /* The retry loop around run_attempt. The outcome goes to err (which a failing sink may
@@ -438,9 +435,9 @@ int httpc_run_xfer(xfer *x, stow_httpc_result *res, stow_error *err)
         }
         if (x->pipe && httpc_upipe_rewind(x->pipe) != 0) {
             httpc_error_append(&e,
-                         "; not retried: %" PRIu64 " bytes of the streamed body were already "
-                         "sent and are no longer buffered",
-                         x->pipe->rpos);
+                               "; not retried: %" PRIu64 " bytes of the streamed body were already "
+                               "sent and are no longer buffered",
+                               x->pipe->rpos);
             break;
         }
         long ceiling = cfg->retry_base_ms;
@@ -469,7 +466,8 @@ int httpc_run_xfer(xfer *x, stow_httpc_result *res, stow_error *err)
         report_headers(x);
     stow_debug("%s %s -> %ld, %" PRIu64 " bytes, %d attempt%s, %" PRId64 " ms%s%s", x->method,
                x->url_red, x->status, x->delivered, x->attempts, x->attempts == 1 ? "" : "s",
-               stow_now_ms() - t0, rc == STOW_OK ? "" : ": ", rc == STOW_OK ? "" : stow_error_name(rc));
+               stow_now_ms() - t0, rc == STOW_OK ? "" : ": ",
+               rc == STOW_OK ? "" : stow_error_name(rc));
     httpc_handle_give(x->h, x->curl);
     x->curl = NULL;
     free(x->errbody);
@@ -525,4 +523,3 @@ int stow_httpc_perform(stow_httpc *h, const stow_httpc_request *req, stow_httpc_
         httpc_xfer_range(&x, req->offset, req->length);
     return httpc_run_xfer(&x, res, err);
 }
-

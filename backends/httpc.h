@@ -36,22 +36,22 @@
 typedef struct stow_httpc stow_httpc;
 
 typedef struct stow_httpc_config {
-    int verify_tls;              /* 1 verify peer and host (default); 0 only by explicit opt-out */
-    const char *ca_bundle;       /* CURLOPT_CAINFO; NULL = system default */
-    long connect_timeout_ms;     /* default 15000 */
-    long low_speed_limit;        /* bytes/s an attempt must keep up; default 1024 */
-    long low_speed_timeout_s;    /* abort an attempt below low_speed_limit this long; default 30 */
-    int max_retries;             /* retries after the first attempt; default 5 */
-    long retry_base_ms;          /* first backoff ceiling; default 250 */
-    long retry_max_ms;           /* cap on one backoff sleep; default 20000 */
-    long deadline_ms;            /* give up after this long without progress; default 60000 */
-    int parallel;                /* connections for a parallel ranged get; default 4, 1 = off */
-    uint64_t part_size;          /* bytes per ranged part; default 8 MiB */
-    const char *userpwd;         /* "user:password" (decoded) for basic auth, or NULL */
-    int netrc;                   /* 1: CURL_NETRC_OPTIONAL (~/.netrc, or $NETRC if set) */
-    const char *const *headers;  /* "Name: value" sent on every request; NULL-terminated */
-    const char *user_agent;      /* default "stowage/<version>" */
-    int no_proxy;                /* 1: never through a proxy (link-local services) */
+    int verify_tls;             /* 1 verify peer and host (default); 0 only by explicit opt-out */
+    const char *ca_bundle;      /* CURLOPT_CAINFO; NULL = system default */
+    long connect_timeout_ms;    /* default 15000 */
+    long low_speed_limit;       /* bytes/s an attempt must keep up; default 1024 */
+    long low_speed_timeout_s;   /* abort an attempt below low_speed_limit this long; default 30 */
+    int max_retries;            /* retries after the first attempt; default 5 */
+    long retry_base_ms;         /* first backoff ceiling; default 250 */
+    long retry_max_ms;          /* cap on one backoff sleep; default 20000 */
+    long deadline_ms;           /* give up after this long without progress; default 60000 */
+    int parallel;               /* connections for a parallel ranged get; default 4, 1 = off */
+    uint64_t part_size;         /* bytes per ranged part; default 8 MiB */
+    const char *userpwd;        /* "user:password" (decoded) for basic auth, or NULL */
+    int netrc;                  /* 1: CURL_NETRC_OPTIONAL (~/.netrc, or $NETRC if set) */
+    const char *const *headers; /* "Name: value" sent on every request; NULL-terminated */
+    const char *user_agent;     /* default "stowage/<version>" */
+    int no_proxy;               /* 1: never through a proxy (link-local services) */
 } stow_httpc_config;
 
 /* Fills cfg with the defaults above, then applies what opts sets (verify_tls, ca_bundle,
@@ -111,9 +111,9 @@ typedef enum {
 } stow_httpc_body;
 
 struct stow_httpc_request {
-    const char *method;          /* "GET", "HEAD", "PUT", "POST", "DELETE", ... */
-    const char *url;             /* full URL without userinfo */
-    const char *const *headers;  /* extra "Name: value" lines, NULL-terminated, may be NULL */
+    const char *method;         /* "GET", "HEAD", "PUT", "POST", "DELETE", ... */
+    const char *url;            /* full URL without userinfo */
+    const char *const *headers; /* extra "Name: value" lines, NULL-terminated, may be NULL */
 
     /* GET only: bytes [offset, offset+length) of the object, length 0 = to the end. No
      * Range header is sent for offset 0 / length 0 (until a resume needs one). */
@@ -142,13 +142,13 @@ struct stow_httpc_request {
 };
 
 typedef struct stow_httpc_result {
-    long status;              /* final HTTP status, 0 if no answer */
-    int64_t content_length;   /* of the final answer (parallel get: of part 0), -1 unknown */
-    int64_t total_size;       /* object size from Content-Range or a full 200, -1 if unknown */
-    int64_t last_modified;    /* seconds since the epoch, 0 if unknown */
+    long status;            /* final HTTP status, 0 if no answer */
+    int64_t content_length; /* of the final answer (parallel get: of part 0), -1 unknown */
+    int64_t total_size;     /* object size from Content-Range or a full 200, -1 if unknown */
+    int64_t last_modified;  /* seconds since the epoch, 0 if unknown */
     char etag[STOW_HTTPC_ETAG_MAX]; /* as sent (with quotes), "" if none */
-    uint64_t bytes;           /* body bytes delivered to the sink */
-    int attempts;             /* attempts made (all parts of a parallel get summed) */
+    uint64_t bytes;                 /* body bytes delivered to the sink */
+    int attempts;                   /* attempts made (all parts of a parallel get summed) */
 } stow_httpc_result;
 
 /* Default mapping of an HTTP status for method/url: sets *retry and, unless 2xx, err, and

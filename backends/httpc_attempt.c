@@ -74,10 +74,10 @@ static int parse_content_range(const char *v, uint64_t *first, uint64_t *last, i
     return 0;
 }
 
-
 int httpc_aborted(const xfer *x)
 {
-    return (x->abort_flag && atomic_load(x->abort_flag)) || (x->pipe && atomic_load(&x->pipe->abort));
+    return (x->abort_flag && atomic_load(x->abort_flag)) ||
+           (x->pipe && atomic_load(&x->pipe->abort));
 }
 
 const char *httpc_header_value(CURL *c, const char *name)
@@ -149,8 +149,8 @@ static int decide(xfer *x)
             return data_fail(x, STOW_ECORRUPT, "partial answer with a bad Content-Range");
         if (first != pos)
             return data_fail(x, STOW_ECORRUPT,
-                             "partial answer starts at byte %" PRIu64 ", asked for %" PRIu64,
-                             first, pos);
+                             "partial answer starts at byte %" PRIu64 ", asked for %" PRIu64, first,
+                             pos);
         x->skip = 0; /* a longer answer than asked is cut at want_end by on_write */
     } else {
         /* A full answer (200, or another 2xx): the body starts at byte 0. */
@@ -164,8 +164,8 @@ static int decide(xfer *x)
     if (total >= 0) {
         if (x->expect_total >= 0 && total != x->expect_total)
             return data_fail(x, STOW_ECORRUPT,
-                             "object changed during the download (size %" PRIu64
-                             ", was %" PRIu64 ")",
+                             "object changed during the download (size %" PRIu64 ", was %" PRIu64
+                             ")",
                              (uint64_t)total, (uint64_t)x->expect_total);
         x->expect_total = total;
         x->total_size = total;
@@ -220,10 +220,8 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud)
         }
         return len;
     }
-    case MODE_DISCARD:
-        return len;
-    default:
-        break;
+    case MODE_DISCARD: return len;
+    default: break;
     }
     int64_t t_sink = stow_now_ms();
     if (!x->is_get) {
@@ -446,10 +444,8 @@ static int is_retryable_curl(CURLcode rc)
     case CURLE_GOT_NOTHING:
     case CURLE_HTTP2:
     case CURLE_HTTP2_STREAM:
-    case CURLE_SSL_CONNECT_ERROR:
-        return 1;
-    default:
-        return 0;
+    case CURLE_SSL_CONNECT_ERROR: return 1;
+    default: return 0;
     }
 }
 
@@ -464,8 +460,8 @@ static int curl_failure(xfer *x, CURLcode rc, stow_error *err)
 {
     const char *detail = x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
     if (httpc_is_connect_error(rc))
-        return stow_error_set(err, STOW_ERR, "%s %s: store unreachable: %s", x->method,
-                              x->url_red, detail);
+        return stow_error_set(err, STOW_ERR, "%s %s: store unreachable: %s", x->method, x->url_red,
+                              detail);
     if (rc == CURLE_OPERATION_TIMEDOUT)
         return stow_error_set(err, STOW_ETIMEOUT, "%s %s: timed out: %s", x->method, x->url_red,
                               detail);
@@ -558,14 +554,9 @@ outcome httpc_run_attempt(xfer *x, long *retry_after_ms, stow_error *err)
             curl_easy_getinfo(x->curl, CURLINFO_CONTENT_TYPE, &ct);
             if (x->errbody)
                 x->errbody[x->errbody_len] = '\0';
-            stow_httpc_response resp = {x->method,
-                                        x->url_red,
-                                        status,
-                                        x->errbody ? x->errbody : "",
-                                        x->errbody_len,
-                                        x->errbody_trunc,
-                                        ct,
-                                        x->attempt};
+            stow_httpc_response resp = {
+                x->method,      x->url_red,       status, x->errbody ? x->errbody : "",
+                x->errbody_len, x->errbody_trunc, ct,     x->attempt};
             int code = x->req->on_error(x->req->ud, &resp, &retry, err);
             if (code == STOW_OK) {
                 /* the caller accepts this answer (e.g. a 404 to a DELETE) */
@@ -596,4 +587,3 @@ done:
     curl_slist_free_all(hdrs);
     return out;
 }
-

@@ -53,7 +53,7 @@ static int slot_sink(void *ud, const void *buf, size_t len)
     pworker_sink *ws = ud;
     pslot *s = ws->slot;
     if (len > s->len - s->filled)
-        return -1; /* cannot happen: the transfer is cut at the part end */
+        return -1;                        /* cannot happen: the transfer is cut at the part end */
     memcpy(s->buf + s->filled, buf, len); /* the reader only looks below filled */
     pthread_mutex_lock(&ws->pg->lock);
     s->filled += len;
@@ -244,9 +244,8 @@ int stow_httpc_get(stow_httpc *h, const stow_httpc_request *req, stow_httpc_resu
     pthread_mutex_init(&pg.lock, NULL);
     pthread_cond_init(&pg.cond, NULL);
     pg.start = req->offset;
-    pg.end = req->length > 0 && req->length <= UINT64_MAX - req->offset
-                 ? req->offset + req->length
-                 : UINT64_MAX;
+    pg.end = req->length > 0 && req->length <= UINT64_MAX - req->offset ? req->offset + req->length
+                                                                        : UINT64_MAX;
     pg.part = part;
     pg.total = -1;
 
@@ -290,4 +289,3 @@ int stow_httpc_get(stow_httpc *h, const stow_httpc_request *req, stow_httpc_resu
                    delivered, pg.nparts, pg.nthreads + 1, rc == STOW_OK ? "" : " (failed)");
     return rc;
 }
-

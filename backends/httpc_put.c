@@ -16,7 +16,6 @@
 
 /* ---------------------------------------------------------------- upload pipe */
 
-
 static int upipe_init(upipe *p, size_t cap, int64_t size)
 {
     memset(p, 0, sizeof(*p));
@@ -90,7 +89,6 @@ int httpc_upipe_rewind(upipe *p)
     pthread_mutex_unlock(&p->lock);
     return rc;
 }
-
 
 /* ---------------------------------------------------------------- streamed upload */
 
@@ -209,8 +207,10 @@ int stow_httpc_put_write(stow_httpc_upload *u, const void *buf, size_t len, stow
                 if (err)
                     *err = u->err;
             } else {
-                stow_error_set(err, STOW_ERR, "%s %s: the server answered before the body was "
-                               "complete", u->method, u->url_red);
+                stow_error_set(err, STOW_ERR,
+                               "%s %s: the server answered before the body was "
+                               "complete",
+                               u->method, u->url_red);
             }
             pthread_mutex_unlock(&pp->lock);
             return rc;
@@ -294,4 +294,3 @@ void stow_httpc_put_abort(stow_httpc_upload *u)
     upload_stop(u, 1);
     upload_free(u);
 }
-

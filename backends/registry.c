@@ -26,21 +26,24 @@ int stow_backend_open(stow_backend **out, const stow_backend_opts *opts, stow_er
         return stow_error_set(err, STOW_EUSAGE, "no store URL configured");
     const char *sep = strstr(opts->url, "://");
     if (sep == NULL)
-        return stow_error_set(err, STOW_EUSAGE,
-                              "store URL \"%s\" has no scheme (use file://, s3://, http:// or https://)",
-                              opts->url);
+        return stow_error_set(
+            err, STOW_EUSAGE,
+            "store URL \"%s\" has no scheme (use file://, s3://, http:// or https://)", opts->url);
     size_t n = (size_t)(sep - opts->url);
     for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
         if (strlen(schemes[i].scheme) == n && strncasecmp(schemes[i].scheme, opts->url, n) == 0) {
             const stow_backend_ops *ops = schemes[i].ops;
             if (ops->version != STOW_BACKEND_VERSION)
-                return stow_error_set(err, STOW_ERR, "backend %s has interface version %d, expected %d",
+                return stow_error_set(err, STOW_ERR,
+                                      "backend %s has interface version %d, expected %d",
                                       ops->scheme, ops->version, STOW_BACKEND_VERSION);
             return ops->open(out, opts, err);
         }
     }
-    return stow_error_set(err, STOW_EUSAGE, "store URL scheme \"%.*s\" is not supported (use file://, s3://, http:// or https://)",
-                          (int)n, opts->url);
+    return stow_error_set(
+        err, STOW_EUSAGE,
+        "store URL scheme \"%.*s\" is not supported (use file://, s3://, http:// or https://)",
+        (int)n, opts->url);
 }
 
 void stow_backend_free(stow_backend *b)
@@ -120,7 +123,8 @@ int stow_backend_get_buffer(char **out, size_t *outlen, stow_backend *b, const c
     int rc = b->ops->get(b, name, 0, 0, membuf_sink, &m, err);
     if (m.too_big) {
         stow_buf_free(&m.buf);
-        return stow_error_set(err, STOW_ECORRUPT, "object %s is larger than the %zu-byte limit", name, max);
+        return stow_error_set(err, STOW_ECORRUPT, "object %s is larger than the %zu-byte limit",
+                              name, max);
     }
     if (rc != STOW_OK) {
         stow_buf_free(&m.buf);
@@ -142,5 +146,7 @@ int stow_backend_name_ok(const char *name)
      * [A-Za-z0-9._-] and '/'. */
     if (name == NULL || strlen(name) > 1024 || !stow_path_rel_ok(name))
         return 0;
-    return name[strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-/")] == '\0';
+    return name[strspn(name,
+                       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-/")] ==
+           '\0';
 }

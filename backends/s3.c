@@ -59,7 +59,6 @@
  * Backend, credentials, signed requests
  * ------------------------------------------------------------------------------------------ */
 
-
 static void wipe(void *p, size_t n) { OPENSSL_cleanse(p, n); }
 
 /* Current credentials, refreshed when they are about to expire (or the server said they
@@ -87,8 +86,7 @@ static int creds_get(s3_backend *b, stow_s3_creds *out, stow_error *err)
                 rc = stow_error_set(err, STOW_EAUTH,
                                     "%s: the AWS credentials from %s expired and could not be "
                                     "refreshed: %s",
-                                    b->url_red, b->creds.source,
-                                    fresh ? e.msg : "out of memory");
+                                    b->url_red, b->creds.source, fresh ? e.msg : "out of memory");
             } else {
                 stow_warn("%s: could not refresh the AWS credentials (still using those from "
                           "%s): %s",
@@ -196,7 +194,10 @@ static int collect_sink(void *ud, const void *buf, size_t len)
     return 0;
 }
 
-static int is_code(const stow_s3_error_info *e, const char *code) { return strcmp(e->code, code) == 0; }
+static int is_code(const stow_s3_error_info *e, const char *code)
+{
+    return strcmp(e->code, code) == 0;
+}
 
 /* Maps a non-2xx answer: the S3 code goes into the message. */
 static int s3_on_error(void *ud, const stow_httpc_response *resp, int *retry, stow_error *err)
@@ -229,8 +230,8 @@ static int s3_on_error(void *ud, const stow_httpc_response *resp, int *retry, st
             *retry = 0;
         }
         return stow_error_set(err, STOW_EAUTH,
-                              "%s %s: the session credentials expired (%s; credentials from %s)",
-                              m, c->desc, detail, src);
+                              "%s %s: the session credentials expired (%s; credentials from %s)", m,
+                              c->desc, detail, src);
     }
     if (st == 403 || st == 401 || is_code(&e, "InvalidAccessKeyId") ||
         is_code(&e, "InvalidToken") || is_code(&e, "AuthorizationHeaderMalformed") ||
@@ -251,9 +252,8 @@ static int s3_on_error(void *ud, const stow_httpc_response *resp, int *retry, st
     if (st == 404) {
         *retry = 0;
         if (is_code(&e, "NoSuchBucket"))
-            return stow_error_set(err, STOW_ERR,
-                                  "%s %s: bucket \"%s\" does not exist (%s)", m, c->desc,
-                                  b->loc.bucket, detail);
+            return stow_error_set(err, STOW_ERR, "%s %s: bucket \"%s\" does not exist (%s)", m,
+                                  c->desc, b->loc.bucket, detail);
         if (is_code(&e, "NoSuchUpload"))
             return stow_error_set(err, STOW_ERR, "%s %s: the multipart upload is gone (%s)", m,
                                   c->desc, detail);
@@ -268,8 +268,8 @@ static int s3_on_error(void *ud, const stow_httpc_response *resp, int *retry, st
     }
     if (st == 412) {
         *retry = 0;
-        return stow_error_set(err, STOW_EEXIST, "%s %s: the object already exists (%s)", m,
-                              c->desc, detail);
+        return stow_error_set(err, STOW_EEXIST, "%s %s: the object already exists (%s)", m, c->desc,
+                              detail);
     }
     if (st >= 300 && st < 400) {
         *retry = 0;
@@ -279,9 +279,9 @@ static int s3_on_error(void *ud, const stow_httpc_response *resp, int *retry, st
                               m, c->desc, detail, e.region[0] ? ", region " : "", e.region,
                               e.endpoint[0] ? ", endpoint " : "", e.endpoint);
     }
-    if (is_code(&e, "RequestTimeout") || is_code(&e, "SlowDown") ||
-        is_code(&e, "InternalError") || is_code(&e, "ServiceUnavailable") ||
-        is_code(&e, "OperationAborted") || is_code(&e, "ConditionalRequestConflict"))
+    if (is_code(&e, "RequestTimeout") || is_code(&e, "SlowDown") || is_code(&e, "InternalError") ||
+        is_code(&e, "ServiceUnavailable") || is_code(&e, "OperationAborted") ||
+        is_code(&e, "ConditionalRequestConflict"))
         *retry = 1;
     if (is_code(&e, "RequestTimeout"))
         return stow_error_set(err, STOW_ETIMEOUT, "%s %s: %s", m, c->desc, detail);
@@ -310,8 +310,7 @@ int s3_call_init(s3_call *c, s3_backend *b, const char *name, stow_error *err)
     memset(&c->last, 0, sizeof(c->last));
     memcpy(c->payload_hash, STOW_SIGV4_EMPTY_SHA256, sizeof(STOW_SIGV4_EMPTY_SHA256));
     if (name == NULL) {
-        snprintf(c->path, sizeof(c->path), "%s%s", b->loc.base_path,
-                 b->loc.path_style ? "" : "/");
+        snprintf(c->path, sizeof(c->path), "%s%s", b->loc.base_path, b->loc.path_style ? "" : "/");
         stow_strlcpy(c->desc, b->url_red, sizeof(c->desc));
         return STOW_OK;
     }
@@ -339,13 +338,13 @@ void s3_call_free(s3_call *c)
 
 /* Runs the call once (with the transport's retries). */
 int s3_call_perform(s3_call *c, stow_httpc_request *req, stow_httpc_result *res, int get,
-                        stow_error *err)
+                    stow_error *err)
 {
     char *url = malloc(S3_URL_MAX);
     if (url == NULL)
         return stow_error_set(err, STOW_ERR, "out of memory");
-    int n = snprintf(url, S3_URL_MAX, "%s%s%s%s", c->b->loc.origin, c->path,
-                     c->query[0] ? "?" : "", c->query);
+    int n = snprintf(url, S3_URL_MAX, "%s%s%s%s", c->b->loc.origin, c->path, c->query[0] ? "?" : "",
+                     c->query);
     if (n < 0 || n >= S3_URL_MAX) {
         free(url);
         return stow_error_set(err, STOW_EUSAGE, "%s: request URL too long", c->desc);
@@ -398,8 +397,8 @@ static int s3_open(stow_backend **out, const stow_backend_opts *opts, stow_error
     if (rc != STOW_OK)
         goto done;
     snprintf(b->url_red, sizeof(b->url_red), "s3://%s%s%.*s", b->loc.bucket,
-             b->loc.prefix[0] ? "/" : "",
-             b->loc.prefix[0] ? (int)strlen(b->loc.prefix) - 1 : 0, b->loc.prefix);
+             b->loc.prefix[0] ? "/" : "", b->loc.prefix[0] ? (int)strlen(b->loc.prefix) - 1 : 0,
+             b->loc.prefix);
     b->parallel = opts->parallel > 0 ? opts->parallel : S3_PARALLEL_DEFAULT;
     if (b->parallel > 64)
         b->parallel = 64;
@@ -423,8 +422,8 @@ static int s3_open(stow_backend **out, const stow_backend_opts *opts, stow_error
         goto done;
     }
     stow_debug("s3 store %s: %s %s, region %s, credentials from %s", b->url_red,
-               b->loc.path_style ? "path-style" : "virtual-hosted", b->loc.origin,
-               b->loc.region, b->creds.source);
+               b->loc.path_style ? "path-style" : "virtual-hosted", b->loc.origin, b->loc.region,
+               b->creds.source);
 done:
     if (rc != STOW_OK) {
         s3_free(&b->base);
@@ -575,8 +574,7 @@ static int list_key(void *ud, const char *key, uint64_t size, int64_t mtime)
     }
     const char *name = key + l->strip;
     if (!stow_backend_name_ok(name)) {
-        stow_debug("%s: skipping key \"%.200s\" (not a stowage object name)", l->b->url_red,
-                   key);
+        stow_debug("%s: skipping key \"%.200s\" (not a stowage object name)", l->b->url_red, key);
         return 0;
     }
     stow_object_info info = {size, mtime};
@@ -604,8 +602,7 @@ static size_t unencoded_len(const char *s)
     return n;
 }
 
-static int s3_list(stow_backend *sb, const char *prefix, stow_list_fn fn, void *ud,
-                   stow_error *err)
+static int s3_list(stow_backend *sb, const char *prefix, stow_list_fn fn, void *ud, stow_error *err)
 {
     s3_backend *b = (s3_backend *)sb;
     char want[STOW_S3_PREFIX_MAX + S3_KEY_MAX + 2];
@@ -709,9 +706,8 @@ restart:
             goto done;
         }
     }
-    stow_debug("%s: listed %s: %" PRIu64 " keys seen, %" PRIu64 " matched, %lu pages",
-               b->url_red, prefix && *prefix ? prefix : "everything", l->seen, l->matched,
-               pages);
+    stow_debug("%s: listed %s: %" PRIu64 " keys seen, %" PRIu64 " matched, %lu pages", b->url_red,
+               prefix && *prefix ? prefix : "everything", l->seen, l->matched, pages);
 done:
     if (c != NULL)
         s3_call_free(c);
@@ -721,7 +717,6 @@ done:
     free(l);
     return rc;
 }
-
 
 const stow_backend_ops stow_backend_s3_ops = {
     .version = STOW_BACKEND_VERSION,
@@ -737,4 +732,3 @@ const stow_backend_ops stow_backend_s3_ops = {
     .list = s3_list,
     .free = s3_free,
 };
-

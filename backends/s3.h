@@ -34,12 +34,12 @@
 
 typedef struct stow_s3_location {
     char bucket[STOW_S3_BUCKET_MAX + 1];
-    char prefix[STOW_S3_PREFIX_MAX + 1];       /* decoded: "" or "ci/cache/" */
-    char origin[STOW_S3_ORIGIN_MAX];           /* "https://bucket.s3.eu-west-1.amazonaws.com" */
-    char host[STOW_S3_ORIGIN_MAX];             /* Host header: "127.0.0.1:9000" */
-    char base_path[STOW_S3_BASE_PATH_MAX];     /* encoded, no trailing '/': "", "/bucket" */
+    char prefix[STOW_S3_PREFIX_MAX + 1];   /* decoded: "" or "ci/cache/" */
+    char origin[STOW_S3_ORIGIN_MAX];       /* "https://bucket.s3.eu-west-1.amazonaws.com" */
+    char host[STOW_S3_ORIGIN_MAX];         /* Host header: "127.0.0.1:9000" */
+    char base_path[STOW_S3_BASE_PATH_MAX]; /* encoded, no trailing '/': "", "/bucket" */
     char region[STOW_S3_REGION_MAX];
-    int path_style;                            /* what was chosen: 1 path-style, 0 virtual */
+    int path_style; /* what was chosen: 1 path-style, 0 virtual */
 } stow_s3_location;
 
 /* Parses the store URL and decides the addressing. endpoint and region may be NULL;

@@ -21,8 +21,8 @@
 
 int s3_unreserved(unsigned char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_' || c == '.' || c == '~';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '.' || c == '~';
 }
 
 static int hexval(char c)
@@ -37,8 +37,7 @@ static int hexval(char c)
 }
 
 /* Decodes the URL's prefix into out ("" or ending in '/'); checks segments. */
-static int parse_prefix(char *out, size_t cap, const char *in, const char *url_red,
-                        stow_error *err)
+static int parse_prefix(char *out, size_t cap, const char *in, const char *url_red, stow_error *err)
 {
     size_t n = 0;
     for (const char *p = in; *p; p++) {
@@ -54,12 +53,11 @@ static int parse_prefix(char *out, size_t cap, const char *in, const char *url_r
             p += 2;
         }
         if (c < 0x20 || c == 0x7f)
-            return stow_error_set(err, STOW_EUSAGE,
-                                  "store URL %s: control character in the prefix", url_red);
+            return stow_error_set(err, STOW_EUSAGE, "store URL %s: control character in the prefix",
+                                  url_red);
         if (n + 2 >= cap)
-            return stow_error_set(err, STOW_EUSAGE,
-                                  "store URL %s: prefix longer than %zu bytes", url_red,
-                                  cap - 2);
+            return stow_error_set(err, STOW_EUSAGE, "store URL %s: prefix longer than %zu bytes",
+                                  url_red, cap - 2);
         out[n++] = (char)c;
     }
     while (n > 0 && out[n - 1] == '/')
@@ -100,8 +98,8 @@ static int dns_compatible(const char *bucket)
 }
 
 /* Splits an endpoint URL into scheme, host (with port when given) and path. */
-static int parse_endpoint(stow_s3_location *loc, char *scheme, size_t scheme_cap,
-                          char *hostport, size_t hp_cap, const char *endpoint, stow_error *err)
+static int parse_endpoint(stow_s3_location *loc, char *scheme, size_t scheme_cap, char *hostport,
+                          size_t hp_cap, const char *endpoint, stow_error *err)
 {
     char red[512];
     CURLU *u = curl_url();
@@ -115,8 +113,8 @@ static int parse_endpoint(stow_s3_location *loc, char *scheme, size_t scheme_cap
     }
     if (strstr(endpoint, "://") == NULL) {
         stow_error_set(err, STOW_EUSAGE,
-                       "S3 endpoint \"%s\" has no scheme: write http://%s or https://%s", red,
-                       red, red);
+                       "S3 endpoint \"%s\" has no scheme: write http://%s or https://%s", red, red,
+                       red);
         goto done;
     }
     if (curl_url_set(u, CURLUPART_URL, endpoint, 0) != CURLUE_OK ||
@@ -247,14 +245,13 @@ int stow_s3_location_parse(stow_s3_location *out, const char *url, const char *e
     char scheme[8] = "https", hostport[STOW_S3_ORIGIN_MAX];
     int n;
     if (endpoint && *endpoint) {
-        rc = parse_endpoint(out, scheme, sizeof(scheme), hostport, sizeof(hostport), endpoint,
-                            err);
+        rc = parse_endpoint(out, scheme, sizeof(scheme), hostport, sizeof(hostport), endpoint, err);
         if (rc != STOW_OK)
             return rc;
         out->path_style = path_style != 0;
     } else {
         const char *suffix = strncmp(out->region, "cn-", 3) == 0 ? "amazonaws.com.cn"
-                                                                  : "amazonaws.com";
+                                                                 : "amazonaws.com";
         n = snprintf(hostport, sizeof(hostport), "s3.%s.%s", out->region, suffix);
         if (n < 0 || (size_t)n >= sizeof(hostport))
             return stow_error_set(err, STOW_EUSAGE, "S3 region too long");
@@ -295,4 +292,3 @@ uint64_t stow_s3_part_size(uint64_t base, int64_t size_hint, unsigned part)
         base *= 2;
     return base > STOW_S3_PART_MAX ? STOW_S3_PART_MAX : base;
 }
-

@@ -19,9 +19,9 @@
 
 #define PATH_CAP 4096
 #define PROFILE_MAX 128
-#define INI_PHYS_LINE_MAX 65536        /* longest line accepted in a credentials file */
-#define CREDS_FILE_MAX (1u << 20)      /* largest credentials file read */
-#define IMDS_BODY_MAX 65536            /* cap on any metadata response */
+#define INI_PHYS_LINE_MAX 65536   /* longest line accepted in a credentials file */
+#define CREDS_FILE_MAX (1u << 20) /* largest credentials file read */
+#define IMDS_BODY_MAX 65536       /* cap on any metadata response */
 #define IMDS_TOKEN_TTL "21600"
 #define IMDS_CONNECT_TIMEOUT_MS 1000L
 #define IMDS_TIMEOUT_MS 3000L
@@ -103,8 +103,7 @@ int stow_s3_creds_parse_time(time_t *out, const char *s, stow_error *err)
     return STOW_OK;
 bad:
     return stow_error_set(err, STOW_EUSAGE,
-                          "not an ISO 8601 UTC time (YYYY-MM-DDTHH:MM:SSZ): \"%.40s\"",
-                          s ? s : "");
+                          "not an ISO 8601 UTC time (YYYY-MM-DDTHH:MM:SSZ): \"%.40s\"", s ? s : "");
 }
 
 /* ---- environment ---- */
@@ -160,15 +159,15 @@ int stow_s3_creds_from_env(stow_s3_creds *out, stow_error *err)
 
 typedef struct line_reader {
     FILE *f;
-    char *line; /* current physical line: INI_PHYS_LINE_MAX + 2 bytes, allocated on first use */
-    size_t len;    /* its length without the line break */
-    size_t pos;    /* next byte of it to hand over */
-    int pending;   /* pieces of the current line remain */
-    int cont;      /* the text just handed over is a continuation piece */
-    long phys;     /* physical line number of the current line */
-    long logical;  /* lines handed to inih */
-    int num;       /* buffer size inih passes, kept to replay the same pieces */
-    int too_long;  /* stopped: a line longer than INI_PHYS_LINE_MAX or unsplittable */
+    char *line;   /* current physical line: INI_PHYS_LINE_MAX + 2 bytes, allocated on first use */
+    size_t len;   /* its length without the line break */
+    size_t pos;   /* next byte of it to hand over */
+    int pending;  /* pieces of the current line remain */
+    int cont;     /* the text just handed over is a continuation piece */
+    long phys;    /* physical line number of the current line */
+    long logical; /* lines handed to inih */
+    int num;      /* buffer size inih passes, kept to replay the same pieces */
+    int too_long; /* stopped: a line longer than INI_PHYS_LINE_MAX or unsplittable */
     int io_error;
 } line_reader;
 
@@ -242,9 +241,9 @@ typedef struct profile_parse {
     const char *profile;
     line_reader *reader;
     int found_section;
-    int overflow;           /* a value did not fit its field */
+    int overflow; /* a value did not fit its field */
     char overflow_name[64];
-    char last_name[64];     /* key last assigned in the profile, for continuation pieces */
+    char last_name[64]; /* key last assigned in the profile, for continuation pieces */
     stow_s3_creds *out;
     int have_key, have_secret;
 } profile_parse;
@@ -262,8 +261,7 @@ static char *field_for(profile_parse *pp, const char *name, size_t *cap, int **f
         *flag = &pp->have_secret;
         return pp->out->secret_key;
     }
-    if (strcasecmp(name, "aws_session_token") == 0 ||
-        strcasecmp(name, "aws_security_token") == 0) {
+    if (strcasecmp(name, "aws_session_token") == 0 || strcasecmp(name, "aws_security_token") == 0) {
         *cap = sizeof(pp->out->session_token);
         return pp->out->session_token;
     }
@@ -305,7 +303,8 @@ static long physical_line(const char *path, int num, long logical)
     if (num < 8 || (buf = malloc((size_t)num)) == NULL)
         return logical;
     int fd = -1;
-    if (stow_open_file(&fd, path, CREDS_FILE_MAX, NULL) != STOW_OK || (r.f = fdopen(fd, "r")) == NULL) {
+    if (stow_open_file(&fd, path, CREDS_FILE_MAX, NULL) != STOW_OK ||
+        (r.f = fdopen(fd, "r")) == NULL) {
         if (fd >= 0)
             close(fd);
         free(buf);
@@ -369,8 +368,8 @@ int stow_s3_creds_from_file(stow_s3_creds *out, const char *path, const char *pr
         goto done;
     }
     if (pp.overflow) {
-        rc = stow_error_set(err, STOW_EAUTH, "%s: value of %s in profile \"%s\" is too long",
-                            path, pp.overflow_name, profile);
+        rc = stow_error_set(err, STOW_EAUTH, "%s: value of %s in profile \"%s\" is too long", path,
+                            pp.overflow_name, profile);
         goto done;
     }
     if (!pp.found_section) {
@@ -412,8 +411,8 @@ static int credentials_path(char *out, size_t cap, stow_error *err)
     char pwbuf[1024];
     int n;
 
-    if (home == NULL && getpwuid_r(getuid(), &pw, pwbuf, sizeof(pwbuf), &pwp) == 0 &&
-        pwp != NULL && pwp->pw_dir != NULL && pwp->pw_dir[0] != '\0')
+    if (home == NULL && getpwuid_r(getuid(), &pw, pwbuf, sizeof(pwbuf), &pwp) == 0 && pwp != NULL &&
+        pwp->pw_dir != NULL && pwp->pw_dir[0] != '\0')
         home = pwp->pw_dir;
     if (env != NULL && strncmp(env, "~/", 2) != 0)
         n = stow_strlcpy(out, env, cap) == 0 ? 0 : -1;
@@ -572,8 +571,8 @@ static int parse_imds_creds(stow_s3_creds *out, const stow_buf *body, const char
     const char *tok = json_str(root, "Token");
     const char *exp = json_str(root, "Expiration");
     if (code != NULL && strcmp(code, "Success") != 0) {
-        rc = stow_error_set(err, STOW_EAUTH, "instance metadata: role %s: Code is \"%.64s\"",
-                            role, code);
+        rc = stow_error_set(err, STOW_EAUTH, "instance metadata: role %s: Code is \"%.64s\"", role,
+                            code);
         goto done;
     }
     if (ak == NULL || sk == NULL || ak[0] == '\0' || sk[0] == '\0') {
@@ -714,7 +713,7 @@ int stow_s3_creds_resolve(stow_s3_creds *out, stow_error *err)
 #define TRIED(fmt, ...)                                                                            \
     do {                                                                                           \
         if (tl < sizeof(tried)) {                                                                  \
-            int n_ = snprintf(tried + tl, sizeof(tried) - tl, "%s" fmt, tl ? "; " : "",          \
+            int n_ = snprintf(tried + tl, sizeof(tried) - tl, "%s" fmt, tl ? "; " : "",            \
                               __VA_ARGS__);                                                        \
             tl = n_ < 0 ? sizeof(tried) : tl + (size_t)n_;                                         \
         }                                                                                          \

@@ -22,13 +22,13 @@
 #define S3_KEY_MAX STOW_S3_KEY_MAX
 #define S3_URL_MAX (STOW_S3_ORIGIN_MAX + STOW_SIGV4_PATH_MAX + STOW_SIGV4_QUERY_MAX + 2)
 #define S3_DESC_MAX (STOW_S3_BUCKET_MAX + S3_KEY_MAX + 64)
-#define S3_ANSWER_MAX (1024 * 1024)       /* create/complete answers */
+#define S3_ANSWER_MAX (1024 * 1024) /* create/complete answers */
 #define S3_UPLOAD_ID_MAX STOW_S3_UPLOAD_ID_MAX
 #define S3_TOKEN_MAX STOW_S3_LIST_TOKEN_MAX
 #define S3_LIST_PAGES_MAX 1000000
-#define S3_REFRESH_RETRY_S 30            /* between credential refreshes */
-#define S3_SMALL_START (64 * 1024)       /* first allocation of a part buffer of unknown size */
-#define S3_COMPLETE_TRIES 3              /* a CompleteMultipartUpload answered "200 <Error>" */
+#define S3_REFRESH_RETRY_S 30      /* between credential refreshes */
+#define S3_SMALL_START (64 * 1024) /* first allocation of a part buffer of unknown size */
+#define S3_COMPLETE_TRIES 3        /* a CompleteMultipartUpload answered "200 <Error>" */
 #define S3_PARALLEL_DEFAULT 4
 
 typedef struct s3_backend {
@@ -53,10 +53,10 @@ typedef struct s3_call {
     char path[STOW_SIGV4_PATH_MAX];   /* as sent and signed */
     char query[STOW_SIGV4_QUERY_MAX]; /* as sent and signed, "" for none */
     char payload_hash[STOW_SIGV4_HASH_HEX_SIZE];
-    const char *headers[4];           /* unsigned extra headers, NULL-terminated */
-    char desc[S3_DESC_MAX];           /* "s3://bucket/key" for messages */
-    _Atomic int *cancel;              /* fail the next attempt when set */
-    _Atomic int refreshes;            /* credential refreshes forced by ExpiredToken */
+    const char *headers[4]; /* unsigned extra headers, NULL-terminated */
+    char desc[S3_DESC_MAX]; /* "s3://bucket/key" for messages */
+    _Atomic int *cancel;    /* fail the next attempt when set */
+    _Atomic int refreshes;  /* credential refreshes forced by ExpiredToken */
     /* answer body of a non-GET request (collect = 1), reset before every attempt */
     int collect;
     char *body;

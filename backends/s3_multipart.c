@@ -40,7 +40,7 @@ struct stow_put {
     uint64_t total;
 
     /* the part being filled */
-    stow_buf cur; /* capped at part_size */
+    stow_buf cur;       /* capped at part_size */
     uint64_t part_size; /* of the part being filled */
     unsigned part_no;   /* its number, 1-based */
 
@@ -57,7 +57,7 @@ struct stow_put {
     stow_buf *spare; /* buffers given back by the workers */
     int nspare;
     stow_buf etags; /* part_etag records, index part number - 1; see etag_at */
-    int stop;         /* workers exit once the queue is empty */
+    int stop;       /* workers exit once the queue is empty */
     _Atomic int cancel;
     int failed;
     stow_error err;
@@ -73,13 +73,12 @@ static const char *content_type(const char *name)
 }
 
 int s3_put_begin(stow_put **out, stow_backend *sb, const char *name, int64_t size_hint,
-                        unsigned flags, stow_error *err)
+                 unsigned flags, stow_error *err)
 {
     s3_backend *b = (s3_backend *)sb;
     *out = NULL;
     if (!stow_backend_name_ok(name) || strlen(name) > S3_KEY_MAX)
-        return stow_error_set(err, STOW_EUSAGE, "invalid object name \"%.200s\"",
-                              name ? name : "");
+        return stow_error_set(err, STOW_EUSAGE, "invalid object name \"%.200s\"", name ? name : "");
     stow_put *p = calloc(1, sizeof(*p));
     if (p == NULL)
         return stow_error_set(err, STOW_ERR, "out of memory");
@@ -140,8 +139,8 @@ static int upload_part(stow_put *p, const part_job *j, char *etag, stow_error *e
     rc = s3_call_perform(c, &req, &res, 0, err);
     if (rc == STOW_OK) {
         if (res.etag[0] == '\0')
-            rc = stow_error_set(err, STOW_ERR, "PUT %s part %u: the server sent no ETag",
-                                c->desc, j->number);
+            rc = stow_error_set(err, STOW_ERR, "PUT %s part %u: the server sent no ETag", c->desc,
+                                j->number);
         else
             memcpy(etag, res.etag, sizeof(res.etag));
     } else {
@@ -232,8 +231,8 @@ static int multipart_start(stow_put *p, stow_error *err)
         goto done;
     }
     if (stow_s3_xml_upload_id(p->upload_id, c->body ? c->body : "", c->body_len) != 0) {
-        rc = stow_error_set(err, STOW_ECORRUPT,
-                            "POST %s?uploads: no usable UploadId in the answer", c->desc);
+        rc = stow_error_set(err, STOW_ECORRUPT, "POST %s?uploads: no usable UploadId in the answer",
+                            c->desc);
         goto done;
     }
 
@@ -256,8 +255,8 @@ static int multipart_start(stow_put *p, stow_error *err)
         rc = stow_error_set(err, STOW_ERR, "cannot start upload threads");
         goto done;
     }
-    stow_debug("PUT %s: multipart upload started (%" PRIu64 " MiB parts, %d threads)",
-               c->desc, p->part_size >> 20, p->nthreads);
+    stow_debug("PUT %s: multipart upload started (%" PRIu64 " MiB parts, %d threads)", c->desc,
+               p->part_size >> 20, p->nthreads);
 done:
     if (c)
         s3_call_free(c);
@@ -591,4 +590,3 @@ void s3_put_abort(stow_put *p)
     }
     put_free(p);
 }
-

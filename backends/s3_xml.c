@@ -376,8 +376,8 @@ void stow_s3_list_parser_free(stow_s3_list_parser *l)
     free(l);
 }
 
-int stow_s3_xml_list(const char *body, size_t len, stow_s3_list_key_fn fn, void *ud,
-                     int *truncated, char *token, size_t token_cap, stow_error *err)
+int stow_s3_xml_list(const char *body, size_t len, stow_s3_list_key_fn fn, void *ud, int *truncated,
+                     char *token, size_t token_cap, stow_error *err)
 {
     stow_s3_list_parser *l = NULL;
     if (truncated)

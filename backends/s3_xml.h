@@ -15,12 +15,12 @@
 
 #include "error.h"
 
-#define STOW_S3_KEY_MAX 1024         /* S3's limit on a key, in bytes */
+#define STOW_S3_KEY_MAX 1024 /* S3's limit on a key, in bytes */
 #define STOW_S3_UPLOAD_ID_MAX 1024
-#define STOW_S3_LIST_TOKEN_MAX 4096  /* continuation token */
-#define STOW_S3_XML_TEXT_MAX 4096    /* text of one element; longer is malformed */
-#define STOW_S3_XML_DEPTH_MAX 16     /* deeper nesting is malformed */
-#define STOW_S3_XML_NAME_MAX 64      /* longer element names are truncated */
+#define STOW_S3_LIST_TOKEN_MAX 4096 /* continuation token */
+#define STOW_S3_XML_TEXT_MAX 4096   /* text of one element; longer is malformed */
+#define STOW_S3_XML_DEPTH_MAX 16    /* deeper nesting is malformed */
+#define STOW_S3_XML_NAME_MAX 64     /* longer element names are truncated */
 #define STOW_S3_LIST_PAGE_KEYS_MAX 100000
 #define STOW_S3_LIST_PAGE_BYTES_MAX (64 * 1024 * 1024)
 
@@ -75,7 +75,7 @@ void stow_s3_list_parser_free(stow_s3_list_parser *p); /* accepts NULL */
 /* A whole page in one buffer: as new + feed(final) + free. Returns 0, 1 (fn stopped) or -1
  * with the reason in err (STOW_ECORRUPT). truncated and token (token_cap bytes, may be
  * NULL/0) receive IsTruncated and the continuation token ("" if absent or unusable). */
-int stow_s3_xml_list(const char *body, size_t len, stow_s3_list_key_fn fn, void *ud,
-                     int *truncated, char *token, size_t token_cap, stow_error *err);
+int stow_s3_xml_list(const char *body, size_t len, stow_s3_list_key_fn fn, void *ud, int *truncated,
+                     char *token, size_t token_cap, stow_error *err);
 
 #endif

@@ -12,8 +12,8 @@
 #include "hash.h"
 
 #define ALGORITHM "AWS4-HMAC-SHA256"
-#define NAME_MAX_LEN 128    /* header name */
-#define SCOPE_PART_MAX 64   /* region, service */
+#define NAME_MAX_LEN 128  /* header name */
+#define SCOPE_PART_MAX 64 /* region, service */
 #define ACCESS_KEY_MAX 128
 #define SECRET_MAX 256
 #define HOST_MAX 300
@@ -36,8 +36,8 @@ static void sb_putc(sbuf *b, char c) { sb_putn(b, &c, 1); }
 
 static int is_unreserved(unsigned char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_' || c == '.' || c == '~';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '.' || c == '~';
 }
 
 static int is_upper_hex(unsigned char c)
@@ -246,8 +246,8 @@ static int requote(sbuf *arena, const char *s, size_t n, stow_error *err)
             return stow_error_set(err, STOW_EUSAGE,
                                   "sigv4: query has a literal '+'; send %%2B or %%20");
         } else if (c <= 0x20 || c >= 0x7f || c == '#') {
-            return stow_error_set(err, STOW_EUSAGE,
-                                  "sigv4: query is not URI-encoded (byte 0x%02X)", c);
+            return stow_error_set(err, STOW_EUSAGE, "sigv4: query is not URI-encoded (byte 0x%02X)",
+                                  c);
         }
         sb_encode_byte(arena, c, 1);
     }
@@ -548,8 +548,7 @@ int stow_sigv4_canonical_request(char *out, size_t cap, const stow_sigv4_request
     return build_canonical(&canon, &sh, req, err);
 }
 
-int stow_sigv4_string_to_sign(char *out, size_t cap, const stow_sigv4_request *req,
-                              stow_error *err)
+int stow_sigv4_string_to_sign(char *out, size_t cap, const stow_sigv4_request *req, stow_error *err)
 {
     int rc;
     char shbuf[SIGNED_HEADERS_MAX];

@@ -23,33 +23,33 @@
 /* SHA-256 of the empty body, for GET / HEAD / DELETE. */
 #define STOW_SIGV4_EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
-#define STOW_SIGV4_AMZ_DATE_SIZE 17      /* "YYYYMMDDTHHMMSSZ" + NUL */
-#define STOW_SIGV4_HASH_HEX_SIZE 65      /* 64 hex digits + NUL */
-#define STOW_SIGV4_MAX_HEADERS 32        /* extra headers per request */
-#define STOW_SIGV4_MAX_QUERY_PARAMS 128  /* query parameters per request */
-#define STOW_SIGV4_QUERY_MAX 8192        /* bytes of query string as sent */
-#define STOW_SIGV4_PATH_MAX 4096         /* bytes of encoded path */
-#define STOW_SIGV4_CANONICAL_MAX 65536   /* bytes of canonical request */
-#define STOW_SIGV4_AUTH_LINE_MAX 4096    /* "Authorization: ..." line */
-#define STOW_SIGV4_TOKEN_LINE_MAX 8192   /* "x-amz-security-token: ..." line */
+#define STOW_SIGV4_AMZ_DATE_SIZE 17     /* "YYYYMMDDTHHMMSSZ" + NUL */
+#define STOW_SIGV4_HASH_HEX_SIZE 65     /* 64 hex digits + NUL */
+#define STOW_SIGV4_MAX_HEADERS 32       /* extra headers per request */
+#define STOW_SIGV4_MAX_QUERY_PARAMS 128 /* query parameters per request */
+#define STOW_SIGV4_QUERY_MAX 8192       /* bytes of query string as sent */
+#define STOW_SIGV4_PATH_MAX 4096        /* bytes of encoded path */
+#define STOW_SIGV4_CANONICAL_MAX 65536  /* bytes of canonical request */
+#define STOW_SIGV4_AUTH_LINE_MAX 4096   /* "Authorization: ..." line */
+#define STOW_SIGV4_TOKEN_LINE_MAX 8192  /* "x-amz-security-token: ..." line */
 
 /* Everything that is signed. All strings are borrowed; none is modified. */
 typedef struct stow_sigv4_request {
-    const char *method;        /* "GET", "PUT", "HEAD", "DELETE", "POST" */
-    const char *host;          /* Host header exactly as curl sends it: "bucket.s3.amazonaws.com",
+    const char *method;         /* "GET", "PUT", "HEAD", "DELETE", "POST" */
+    const char *host;           /* Host header exactly as curl sends it: "bucket.s3.amazonaws.com",
                                 * "127.0.0.1:9000" (port only when not the scheme's default) */
-    const char *path;          /* path as sent, already URI-encoded ("/bucket/a%20b"); NULL or ""
+    const char *path;           /* path as sent, already URI-encoded ("/bucket/a%20b"); NULL or ""
                                 * means "/". Must start with '/' and contain only unreserved
                                 * characters, '/' and %XX with upper-case hex. */
-    const char *query;         /* query string as sent, without '?'; NULL or "" for none.
+    const char *query;          /* query string as sent, without '?'; NULL or "" for none.
                                 * A literal '+' is refused (ambiguous): send %2B or %20. */
     const char *const *headers; /* extra headers to sign, "Name: value", NULL-terminated, may be
                                  * NULL. Must not repeat host, x-amz-date, x-amz-content-sha256
                                  * or x-amz-security-token, which are added here. */
-    const char *payload_hash;  /* 64 lower-case hex digits or STOW_SIGV4_UNSIGNED_PAYLOAD */
-    const char *amz_date;      /* "YYYYMMDDTHHMMSSZ" (UTC), see stow_sigv4_amz_date */
-    const char *region;        /* "us-east-1" */
-    const char *service;       /* "s3" */
+    const char *payload_hash;   /* 64 lower-case hex digits or STOW_SIGV4_UNSIGNED_PAYLOAD */
+    const char *amz_date;       /* "YYYYMMDDTHHMMSSZ" (UTC), see stow_sigv4_amz_date */
+    const char *region;         /* "us-east-1" */
+    const char *service;        /* "s3" */
     const char *access_key;
     const char *secret_key;
     const char *session_token; /* NULL or "" when the credentials have none */
@@ -62,7 +62,7 @@ typedef struct stow_sigv4_headers {
     char amz_date[48];                            /* "x-amz-date: 20130524T000000Z" */
     char content_sha256[96];                      /* "x-amz-content-sha256: <hash>" */
     char security_token[STOW_SIGV4_TOKEN_LINE_MAX];
-    char signature[STOW_SIGV4_HASH_HEX_SIZE];     /* the bare signature, for tests and logs */
+    char signature[STOW_SIGV4_HASH_HEX_SIZE]; /* the bare signature, for tests and logs */
 } stow_sigv4_headers;
 
 /* Signs req. Returns 0, or STOW_EUSAGE when a field is malformed or a buffer cap is exceeded

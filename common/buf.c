@@ -101,10 +101,7 @@ int stow_buf_addf(stow_buf *b, stow_error *err, const char *fmt, ...)
     return STOW_OK;
 }
 
-const char *stow_buf_str(const stow_buf *b)
-{
-    return b->ptr ? b->ptr : "";
-}
+const char *stow_buf_str(const stow_buf *b) { return b->ptr ? b->ptr : ""; }
 
 char *stow_buf_take(stow_buf *b, size_t *len)
 {

@@ -40,7 +40,8 @@ static size_t utf8_ok(const unsigned char *s, size_t n)
         cp = (cp << 6) | (s[i] & 0x3f);
     }
     if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp <= 0x9f) || cp == 0x2028 || cp == 0x2029)
+        (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp <= 0x9f) || cp == 0x2028 ||
+        cp == 0x2029)
         return 0;
     return len;
 }

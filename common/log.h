@@ -6,7 +6,12 @@
 
 #include "error.h"
 
-typedef enum { STOW_LOG_ERROR = 0, STOW_LOG_WARN = 1, STOW_LOG_INFO = 2, STOW_LOG_DEBUG = 3 } stow_log_level;
+typedef enum {
+    STOW_LOG_ERROR = 0,
+    STOW_LOG_WARN = 1,
+    STOW_LOG_INFO = 2,
+    STOW_LOG_DEBUG = 3
+} stow_log_level;
 
 void stow_log_set_level(stow_log_level level);
 stow_log_level stow_log_get_level(void);

@@ -12,10 +12,7 @@
 /* An expanded path longer than this is refused (PATH_MAX is checked at the end). */
 #define EXPAND_MAX 65535
 
-static int sb_add(stow_buf *b, const char *s, size_t n)
-{
-    return stow_buf_add(b, s, n, NULL);
-}
+static int sb_add(stow_buf *b, const char *s, size_t n) { return stow_buf_add(b, s, n, NULL); }
 
 int stow_path_expand(char **out, const char *configured, stow_error *err)
 {
@@ -61,13 +58,15 @@ int stow_path_expand(char **out, const char *configured, stow_error *err)
         } else {
             n = 0;
             while (name[n] == '_' || (name[n] >= 'A' && name[n] <= 'Z') ||
-                   (name[n] >= 'a' && name[n] <= 'z') || (n > 0 && name[n] >= '0' && name[n] <= '9'))
+                   (name[n] >= 'a' && name[n] <= 'z') ||
+                   (n > 0 && name[n] >= '0' && name[n] <= '9'))
                 n++;
             p = name + n;
         }
         if (n == 0 || n > 255) {
             stow_buf_free(&b);
-            return stow_error_set(err, STOW_EUSAGE, "path \"%s\": bad variable reference", configured);
+            return stow_error_set(err, STOW_EUSAGE, "path \"%s\": bad variable reference",
+                                  configured);
         }
         char var[256];
         memcpy(var, name, n);
@@ -75,15 +74,17 @@ int stow_path_expand(char **out, const char *configured, stow_error *err)
         const char *val = getenv(var);
         if (val == NULL) {
             stow_buf_free(&b);
-            return stow_error_set(err, STOW_EUSAGE, "path \"%s\": environment variable %s is not set",
-                                  configured, var);
+            return stow_error_set(err, STOW_EUSAGE,
+                                  "path \"%s\": environment variable %s is not set", configured,
+                                  var);
         }
         if (sb_add(&b, val, strlen(val)) != 0)
             goto toolong;
     }
     if (b.ptr == NULL || b.ptr[0] != '/') {
         stow_buf_free(&b);
-        return stow_error_set(err, STOW_EUSAGE, "path \"%s\" does not expand to an absolute path", configured);
+        return stow_error_set(err, STOW_EUSAGE, "path \"%s\" does not expand to an absolute path",
+                              configured);
     }
     while (b.len > 1 && b.ptr[b.len - 1] == '/')
         b.ptr[--b.len] = '\0';
@@ -105,7 +106,8 @@ int stow_path_rel_ok(const char *rel)
     for (const char *p = rel;; p++) {
         if (*p == '/' || *p == '\0') {
             size_t sl = (size_t)(p - seg);
-            if (sl == 0 || (sl == 1 && seg[0] == '.') || (sl == 2 && seg[0] == '.' && seg[1] == '.'))
+            if (sl == 0 || (sl == 1 && seg[0] == '.') ||
+                (sl == 2 && seg[0] == '.' && seg[1] == '.'))
                 return 0;
             if (*p == '\0')
                 return 1;
@@ -154,7 +156,8 @@ int stow_path_mkdirs(const char *dir, int mode, stow_error *err)
         char c = *p;
         *p = '\0';
         if (mkdir(buf, (mode_t)mode) != 0 && errno != EEXIST)
-            return stow_error_set(err, STOW_ERR, "cannot create directory %s: %s", buf, strerror(errno));
+            return stow_error_set(err, STOW_ERR, "cannot create directory %s: %s", buf,
+                                  strerror(errno));
         *p = c;
         if (c == '\0')
             break;

@@ -11,15 +11,17 @@ int stow_open_file(int *fd, const char *path, size_t max, stow_error *err)
     struct stat st;
     *fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (*fd < 0)
-        return stow_error_set(err, (errno == ENOENT || errno == ENOTDIR) ? STOW_ENOTFOUND : STOW_ERR, "%s: %s",
-                              path, strerror(errno));
+        return stow_error_set(err,
+                              (errno == ENOENT || errno == ENOTDIR) ? STOW_ENOTFOUND : STOW_ERR,
+                              "%s: %s", path, strerror(errno));
     int rc = STOW_OK;
     if (fstat(*fd, &st) != 0)
         rc = stow_error_set(err, STOW_ERR, "%s: %s", path, strerror(errno));
     else if (!S_ISREG(st.st_mode))
         rc = stow_error_set(err, STOW_ERR, "%s: not a regular file", path);
     else if ((unsigned long long)st.st_size > (unsigned long long)max)
-        rc = stow_error_set(err, STOW_ERR, "%s: %lld bytes; the limit is %zu", path, (long long)st.st_size, max);
+        rc = stow_error_set(err, STOW_ERR, "%s: %lld bytes; the limit is %zu", path,
+                            (long long)st.st_size, max);
     if (rc != STOW_OK) {
         close(*fd);
         *fd = -1;

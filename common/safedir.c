@@ -11,8 +11,8 @@
 
 #include "util.h"
 
-int stow_safedir_open(int rootfd, const char *dirrel, int create, stow_safedir_created_fn created, void *ud,
-                      stow_error *err)
+int stow_safedir_open(int rootfd, const char *dirrel, int create, stow_safedir_created_fn created,
+                      void *ud, stow_error *err)
 {
     int fd = fcntl(rootfd, F_DUPFD_CLOEXEC, 0);
     if (fd < 0)
@@ -22,7 +22,8 @@ int stow_safedir_open(int rootfd, const char *dirrel, int create, stow_safedir_c
         const char *slash = strchr(p, '/');
         size_t n = slash ? (size_t)(slash - p) : strlen(p);
         char comp[NAME_MAX + 1];
-        if (n == 0 || n > NAME_MAX || (n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.')) {
+        if (n == 0 || n > NAME_MAX || (n == 1 && p[0] == '.') ||
+            (n == 2 && p[0] == '.' && p[1] == '.')) {
             close(fd);
             return stow_error_set(err, STOW_ECORRUPT, "bad path component in %s", dirrel), -1;
         }
@@ -43,7 +44,9 @@ int stow_safedir_open(int rootfd, const char *dirrel, int create, stow_safedir_c
             } else if (errno != EEXIST) {
                 int e = errno;
                 close(fd);
-                return stow_error_set(err, STOW_ERR, "cannot create directory %s: %s", dirrel, strerror(e)), -1;
+                return stow_error_set(err, STOW_ERR, "cannot create directory %s: %s", dirrel,
+                                      strerror(e)),
+                       -1;
             }
             sub = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         }
@@ -51,10 +54,14 @@ int stow_safedir_open(int rootfd, const char *dirrel, int create, stow_safedir_c
             int e = errno;
             close(fd);
             if (e == ELOOP || e == ENOTDIR)
-                return stow_error_set(err, STOW_ECORRUPT,
-                                      "refusing to write through %s: a component is a symlink or not a directory",
-                                      dirrel), -1;
-            return stow_error_set(err, e == ENOENT ? STOW_ENOTFOUND : STOW_ERR, "%s: %s", dirrel, strerror(e)), -1;
+                return stow_error_set(
+                           err, STOW_ECORRUPT,
+                           "refusing to write through %s: a component is a symlink or not a directory",
+                           dirrel),
+                       -1;
+            return stow_error_set(err, e == ENOENT ? STOW_ENOTFOUND : STOW_ERR, "%s: %s", dirrel,
+                                  strerror(e)),
+                   -1;
         }
         close(fd);
         fd = sub;
@@ -103,7 +110,8 @@ void stow_safedir_walk_close(stow_safedir_walk *w)
     w->rootfd = -1;
 }
 
-int stow_safedir_walk_get(stow_safedir_walk *w, int rootfd, const char *dir, size_t dirlen, stow_error *err)
+int stow_safedir_walk_get(stow_safedir_walk *w, int rootfd, const char *dir, size_t dirlen,
+                          stow_error *err)
 {
     if (rootfd != w->rootfd) {
         stow_safedir_walk_close(w);
@@ -120,7 +128,8 @@ int stow_safedir_walk_get(stow_safedir_walk *w, int rootfd, const char *dir, siz
     while (lcp < max && w->rel[lcp] == dir[lcp])
         lcp++;
     size_t keep = 0;
-    while (keep < w->depth && w->ends[keep] <= lcp && (w->ends[keep] == dirlen || dir[w->ends[keep]] == '/'))
+    while (keep < w->depth && w->ends[keep] <= lcp &&
+           (w->ends[keep] == dirlen || dir[w->ends[keep]] == '/'))
         keep++;
     walk_truncate(w, keep);
     memcpy(w->rel, dir, dirlen);
@@ -132,9 +141,12 @@ int stow_safedir_walk_get(stow_safedir_walk *w, int rootfd, const char *dir, siz
         const char *slash = memchr(c, '/', dirlen - pos);
         size_t n = slash ? (size_t)(slash - c) : dirlen - pos;
         char comp[NAME_MAX + 1];
-        if (n == 0 || n > NAME_MAX || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.')) {
+        if (n == 0 || n > NAME_MAX || (n == 1 && c[0] == '.') ||
+            (n == 2 && c[0] == '.' && c[1] == '.')) {
             walk_truncate(w, w->depth);
-            return stow_error_set(err, STOW_ECORRUPT, "bad path component in %.*s", (int)dirlen, dir), -1;
+            return stow_error_set(err, STOW_ECORRUPT, "bad path component in %.*s", (int)dirlen,
+                                  dir),
+                   -1;
         }
         memcpy(comp, c, n);
         comp[n] = '\0';
@@ -143,10 +155,13 @@ int stow_safedir_walk_get(stow_safedir_walk *w, int rootfd, const char *dir, siz
             int e = errno;
             walk_truncate(w, w->depth);
             if (e == ELOOP || e == ENOTDIR)
-                return stow_error_set(err, STOW_ECORRUPT, "%.*s: a component is a symlink or not a directory",
-                                      (int)dirlen, dir), -1;
-            return stow_error_set(err, e == ENOENT ? STOW_ENOTFOUND : STOW_ERR, "%.*s: %s", (int)dirlen, dir,
-                                  strerror(e)), -1;
+                return stow_error_set(err, STOW_ECORRUPT,
+                                      "%.*s: a component is a symlink or not a directory",
+                                      (int)dirlen, dir),
+                       -1;
+            return stow_error_set(err, e == ENOENT ? STOW_ENOTFOUND : STOW_ERR, "%.*s: %s",
+                                  (int)dirlen, dir, strerror(e)),
+                   -1;
         }
         if (w->deep_fd < 0 && w->depth < STOW_SAFEDIR_WALK_DEPTH) {
             w->fds[w->depth] = fd;
@@ -228,8 +243,8 @@ static stow_safedir_kind disk_kind(int rootfd, const char *rel, char *buf, size_
     return STOW_SAFEDIR_LINK;
 }
 
-int stow_safedir_link_inside(int rootfd, const char *rel, const char *target, stow_safedir_lookup_fn lookup,
-                             void *ud, char *why, size_t whysz)
+int stow_safedir_link_inside(int rootfd, const char *rel, const char *target,
+                             stow_safedir_lookup_fn lookup, void *ud, char *why, size_t whysz)
 {
     int ok = 0;
     char *rest = malloc(RESOLVE_MAX), *next = malloc(RESOLVE_MAX);
@@ -251,7 +266,8 @@ int stow_safedir_link_inside(int rootfd, const char *rel, const char *target, st
         why_set(why, whysz, "absolute target");
         goto done;
     }
-    if (stow_safedir_split(cur, sizeof(cur), &leaf, rel) != 0 || stow_strlcpy(rest, target, RESOLVE_MAX) != 0) {
+    if (stow_safedir_split(cur, sizeof(cur), &leaf, rel) != 0 ||
+        stow_strlcpy(rest, target, RESOLVE_MAX) != 0) {
         why_set(why, whysz, "path too long");
         goto done;
     }

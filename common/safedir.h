@@ -19,8 +19,8 @@ typedef void (*stow_safedir_created_fn)(void *ud, const char *dirrel);
  * directories (mode 0755) when create is set and reporting each one to created (may be
  * NULL). Returns an fd, or -1 with err set: STOW_ECORRUPT when a component is a symlink or
  * not a directory, STOW_ENOTFOUND when one is missing and create is 0. */
-int stow_safedir_open(int rootfd, const char *dirrel, int create, stow_safedir_created_fn created, void *ud,
-                      stow_error *err);
+int stow_safedir_open(int rootfd, const char *dirrel, int create, stow_safedir_created_fn created,
+                      void *ud, stow_error *err);
 
 /* A one-entry cache of the last directory opened: sorted input almost always shares its
  * directory with the entry before. Initialise with STOW_SAFEDIR_CACHE_INIT. The fd returned
@@ -30,7 +30,10 @@ typedef struct stow_safedir_cache {
     int rootfd;
     char rel[PATH_MAX];
 } stow_safedir_cache;
-#define STOW_SAFEDIR_CACHE_INIT {.fd = -1, .rootfd = -1, .rel = ""}
+#define STOW_SAFEDIR_CACHE_INIT                                                                    \
+    {                                                                                              \
+        .fd = -1, .rootfd = -1, .rel = ""                                                          \
+    }
 
 int stow_safedir_cache_get(stow_safedir_cache *c, int rootfd, const char *dirrel, int create,
                            stow_safedir_created_fn created, void *ud, stow_error *err);
@@ -43,19 +46,23 @@ void stow_safedir_cache_close(stow_safedir_cache *c);
 #define STOW_SAFEDIR_WALK_DEPTH 64
 typedef struct stow_safedir_walk {
     int rootfd;
-    size_t depth;                         /* components held in fds */
-    int fds[STOW_SAFEDIR_WALK_DEPTH];     /* fds[i] is rel[0, ends[i]) */
+    size_t depth;                     /* components held in fds */
+    int fds[STOW_SAFEDIR_WALK_DEPTH]; /* fds[i] is rel[0, ends[i]) */
     size_t ends[STOW_SAFEDIR_WALK_DEPTH];
-    int deep_fd;                          /* the directory itself when deeper than the stack */
-    size_t len;                           /* rel[0, len) is the last directory looked up */
+    int deep_fd; /* the directory itself when deeper than the stack */
+    size_t len;  /* rel[0, len) is the last directory looked up */
     char rel[PATH_MAX];
 } stow_safedir_walk;
-#define STOW_SAFEDIR_WALK_INIT {.rootfd = -1, .depth = 0, .deep_fd = -1, .len = 0}
+#define STOW_SAFEDIR_WALK_INIT                                                                     \
+    {                                                                                              \
+        .rootfd = -1, .depth = 0, .deep_fd = -1, .len = 0                                          \
+    }
 
 /* The fd of the directory dir[0, dirlen) below rootfd ("" is rootfd itself), opened without
  * following a symlink in any component; it belongs to w and stays valid until the next call.
  * -1 with err set as stow_safedir_open (create 0) does. */
-int stow_safedir_walk_get(stow_safedir_walk *w, int rootfd, const char *dir, size_t dirlen, stow_error *err);
+int stow_safedir_walk_get(stow_safedir_walk *w, int rootfd, const char *dir, size_t dirlen,
+                          stow_error *err);
 void stow_safedir_walk_close(stow_safedir_walk *w);
 
 /* Splits rel into its directory ("" for the root; dirsz bytes at most, 0 when it does not
@@ -81,7 +88,7 @@ typedef stow_safedir_kind (*stow_safedir_lookup_fn)(void *ud, const char *rel, c
  * what it leaves UNKNOWN the disk below rootfd is read (rootfd -1: nothing on disk).
  * Missing components count as directories still to come (a dangling link is fine). 0 when
  * it escapes, loops or is malformed; why (may be NULL, whysz bytes) then says how. */
-int stow_safedir_link_inside(int rootfd, const char *rel, const char *target, stow_safedir_lookup_fn lookup,
-                             void *ud, char *why, size_t whysz);
+int stow_safedir_link_inside(int rootfd, const char *rel, const char *target,
+                             stow_safedir_lookup_fn lookup, void *ud, char *why, size_t whysz);
 
 #endif

@@ -34,6 +34,13 @@ if [ -n "$(echo "$layer_fail" | tr -d '[:space:]')" ]; then
 else
     echo "ok: includes run common <- backends <- agent only"
 fi
+# Formatting: .clang-format decides (STYLE.md rule 12).
+if ! sh tests/format.sh; then
+    echo "format: run tests/format.sh --fix"
+    fails=1
+else
+    echo "ok: sources match .clang-format"
+fi
 if ! command -v cppcheck >/dev/null; then
     echo "cppcheck is not installed (tests/install-deps.sh installs it)"
     fails=1

@@ -76,9 +76,10 @@ static void release(result *r)
 /* Expects failure with STOW_EUSAGE and every given fragment in the message. */
 static void expect_error(result *r, int line, const char *a, const char *b)
 {
-    if (r->rc != STOW_EUSAGE || (a && strstr(r->err.msg, a) == NULL) || (b && strstr(r->err.msg, b) == NULL)) {
-        fprintf(stderr, "%s:%d: expected EUSAGE with \"%s\" and \"%s\", got rc=%d msg=\"%s\"\n", __FILE__, line,
-                a ? a : "", b ? b : "", r->rc, r->err.msg);
+    if (r->rc != STOW_EUSAGE || (a && strstr(r->err.msg, a) == NULL) ||
+        (b && strstr(r->err.msg, b) == NULL)) {
+        fprintf(stderr, "%s:%d: expected EUSAGE with \"%s\" and \"%s\", got rc=%d msg=\"%s\"\n",
+                __FILE__, line, a ? a : "", b ? b : "", r->rc, r->err.msg);
         stow_test_failures++;
     }
 }
@@ -100,7 +101,7 @@ static void check_list(const stow_strlist *l, int line, size_t n, const char *co
 #define CHECK_LIST(l, ...)                                                                         \
     do {                                                                                           \
         const char *const want_[] = {__VA_ARGS__};                                                 \
-        check_list(l, __LINE__, sizeof(want_) / sizeof(want_[0]), want_);                         \
+        check_list(l, __LINE__, sizeof(want_) / sizeof(want_[0]), want_);                          \
     } while (0)
 
 static void test_defaults(void)
@@ -230,7 +231,8 @@ static void test_bool_and_tristate(void)
 {
     result r;
     char *argv0[] = {"stowage", "save"};
-    write_file("stowage.ini", "[cache]\nstrict = yes\n[storage]\npath_style = true\nverify_tls = off\n");
+    write_file("stowage.ini",
+               "[cache]\nstrict = yes\n[storage]\npath_style = true\nverify_tls = off\n");
     load(&r, 2, argv0);
     CHECK_INT(r.rc, STOW_OK);
     CHECK_INT(r.cfg.strict, 1);
@@ -396,11 +398,13 @@ static void test_file_errors(void)
      * goes on and the keys below it then land in no section (or the previous one). */
     write_file("stowage.ini", "; comment\n\n[cache\nkey = k\n");
     load(&r, 2, argv0);
-    EXPECT_ERROR(&r, "stowage.ini:3: syntax error: section header `[cache` has no closing `]`", NULL);
+    EXPECT_ERROR(&r, "stowage.ini:3: syntax error: section header `[cache` has no closing `]`",
+                 NULL);
     release(&r);
     write_file("stowage.ini", "[storage]\nurl = file:///x\n[cache  \nkey = k\n");
     load(&r, 2, argv0);
-    EXPECT_ERROR(&r, "stowage.ini:3: syntax error: section header `[cache` has no closing `]`", NULL);
+    EXPECT_ERROR(&r, "stowage.ini:3: syntax error: section header `[cache` has no closing `]`",
+                 NULL);
     release(&r);
 
     write_file("stowage.ini", "[cache]\nkey = a\nscope = s\nkey = b\n");
@@ -410,7 +414,8 @@ static void test_file_errors(void)
 
     write_file("stowage.ini", "[cache]\nkey = a\nthis line has no equals sign\n");
     load(&r, 2, argv0);
-    EXPECT_ERROR(&r, "stowage.ini:3: syntax error: `this line has no equals sign` is neither", NULL);
+    EXPECT_ERROR(&r, "stowage.ini:3: syntax error: `this line has no equals sign` is neither",
+                 NULL);
     release(&r);
 
     /* Lines inih would cut, and NUL bytes, are refused before parsing. */
@@ -581,7 +586,8 @@ static void test_flags_and_rest(void)
     LOAD(&r, "-x");
     EXPECT_ERROR(&r, "-x", "unknown flag");
     release(&r);
-    LOAD(&r, "--key", "k", "--this-flag-name-is-far-too-long-to-be-any-real-option-of-stowage-at-all");
+    LOAD(&r, "--key", "k",
+         "--this-flag-name-is-far-too-long-to-be-any-real-option-of-stowage-at-all");
     EXPECT_ERROR(&r, "unknown flag", NULL);
     release(&r);
 

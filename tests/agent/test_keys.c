@@ -133,12 +133,12 @@ static void test_hash_known_values(void)
     char dir[1024];
     path_of(dir, sizeof(dir), "two");
     CHECK_STR(hash_of(h, "a.txt,b.txt", dir), ab);
-    CHECK_STR(hash_of(h, "b.txt,a.txt", dir), ab);         /* order of globs does not matter */
-    CHECK_STR(hash_of(h, "  b.txt ,\ta.txt  ", dir), ab);  /* whitespace around commas */
+    CHECK_STR(hash_of(h, "b.txt,a.txt", dir), ab);        /* order of globs does not matter */
+    CHECK_STR(hash_of(h, "  b.txt ,\ta.txt  ", dir), ab); /* whitespace around commas */
     CHECK_STR(hash_of(h, "*.txt", dir), ab);
     CHECK_STR(hash_of(h, "b.txt,*.txt,a.txt,./a.txt", dir), ab); /* duplicates count once */
     CHECK_STR(hash_of(h, "two/a.txt,two/b.txt", root), ab);
-    CHECK_STR(hash_of(h, "two", root), ab);                  /* a directory: the files below */
+    CHECK_STR(hash_of(h, "two", root), ab); /* a directory: the files below */
     CHECK_STR(hash_of(h, "two/", root), ab);
     CHECK_STR(hash_of(h, "two/**", root), ab);
     CHECK_STR(hash_of(h, "t?o/[ab].txt", root), ab);
@@ -168,14 +168,19 @@ static void test_hash_globstar(void)
     path_of(link, sizeof(link), "gs/link");
     CHECK_INT(symlink(target, link), 0);
 
-    hash_of(expect, ".hidden/requirements.txt,requirements.txt,sub/deep/x/requirements.txt,"
-                    "sub/requirements-dev.txt", gs);
+    hash_of(expect,
+            ".hidden/requirements.txt,requirements.txt,sub/deep/x/requirements.txt,"
+            "sub/requirements-dev.txt",
+            gs);
     CHECK(expect[0] != '\0');
     CHECK_STR(hash_of(h, "**/requirements*.txt", gs), expect);
     CHECK_STR(hash_of(h, "**/**/requirements*.txt", gs), expect);
     /* The definition sorts by path: the same files listed in another order hash the same. */
-    CHECK_STR(hash_of(h, "sub/requirements-dev.txt,sub/deep/x/requirements.txt,requirements.txt,"
-                         ".hidden/requirements.txt", gs), expect);
+    CHECK_STR(hash_of(h,
+                      "sub/requirements-dev.txt,sub/deep/x/requirements.txt,requirements.txt,"
+                      ".hidden/requirements.txt",
+                      gs),
+              expect);
     /* ** in the middle matches zero or more directories. */
     hash_of(expect, "sub/deep/x/requirements.txt,sub/requirements-dev.txt", gs);
     CHECK_STR(hash_of(h, "sub/**/requirements*.txt", gs), expect);
@@ -201,8 +206,7 @@ static void test_hash_globstar(void)
     stow_error err = {0};
     CHECK_INT(stow_key_hash_files(h, "**/requirements*.txt,!**", gs, &err), STOW_EUSAGE);
     CHECK(strstr(err.msg, "excluded") != NULL);
-    CHECK_INT(stow_key_hash_files(h, "requirements.txt,!requirements.txt", gs, &err),
-              STOW_EUSAGE);
+    CHECK_INT(stow_key_hash_files(h, "requirements.txt,!requirements.txt", gs, &err), STOW_EUSAGE);
     CHECK(strstr(err.msg, "every file matched by") != NULL);
     CHECK_INT(stow_key_hash_files(h, "!requirements.txt", gs, &err), STOW_EUSAGE);
     CHECK(strstr(err.msg, "only exclusions") != NULL);

@@ -14,7 +14,8 @@
 
 static void test_names(void)
 {
-    char n[STOW_LAYOUT_NAME_MAX], a[STOW_LAYOUT_PART_MAX], b[STOW_LAYOUT_PART_MAX], id[STOW_LAYER_ID_LEN + 1];
+    char n[STOW_LAYOUT_NAME_MAX], a[STOW_LAYOUT_PART_MAX], b[STOW_LAYOUT_PART_MAX],
+        id[STOW_LAYER_ID_LEN + 1];
     CHECK_INT(stow_layout_manifest_name(n, sizeof(n), "main", "docker-linux-x64-abc"), STOW_OK);
     CHECK_STR(n, "manifests/main/docker-linux-x64-abc.json");
     CHECK_INT(stow_layout_parse_manifest(a, b, n), 0);
@@ -51,7 +52,8 @@ static void test_names(void)
     CHECK_INT(stow_layout_parse_manifest(a, b, "manifests/main/sub/k.json"), -1);
     CHECK_INT(stow_layout_parse_manifest(a, b, "manifests/k.json"), -1);
     CHECK_INT(stow_layout_parse_manifest(a, b, "manifests/main/.json"), -1);
-    CHECK_INT(stow_layout_parse_manifest(a, b, "manifests/main/x\n::error::y.json"), -1); /* hostile listing */
+    CHECK_INT(stow_layout_parse_manifest(a, b, "manifests/main/x\n::error::y.json"),
+              -1); /* hostile listing */
     CHECK_INT(stow_layout_parse_manifest(a, b, "manifests/m\x1b[31m/k.json"), -1);
     CHECK_INT(stow_layout_parse_manifest(a, b, "manifests/main/.k.json.0011223344556677.tmp"), -1);
     CHECK_INT(stow_layout_parse_manifest(a, b, "refs/main/k.json"), -1);
@@ -70,12 +72,14 @@ static void test_names(void)
 static void test_temp(void)
 {
     char t[STOW_LAYOUT_NAME_MAX];
-    CHECK_INT(stow_layout_parse_temp(t, sizeof(t), "layers/." ID0 ".tar.zst.0011223344556677.tmp"), 0);
+    CHECK_INT(stow_layout_parse_temp(t, sizeof(t), "layers/." ID0 ".tar.zst.0011223344556677.tmp"),
+              0);
     CHECK_STR(t, "layers/" ID0 ".tar.zst");
     CHECK_INT(stow_layout_parse_temp(t, sizeof(t), "leases/." ID1 ".json.a0b1c2d3e4f5a6b7.tmp"), 0);
     CHECK_STR(t, "leases/" ID1 ".json");
     CHECK_INT(stow_layout_parse_temp(t, sizeof(t), "layers/" ID0 ".tar.zst"), -1);
-    CHECK_INT(stow_layout_parse_temp(t, sizeof(t), "layers/.x.001122334455667.tmp"), -1);  /* 15 hex */
+    CHECK_INT(stow_layout_parse_temp(t, sizeof(t), "layers/.x.001122334455667.tmp"),
+              -1); /* 15 hex */
     CHECK_INT(stow_layout_parse_temp(t, sizeof(t), "layers/.x.00112233445566zz.tmp"), -1);
     CHECK_INT(stow_layout_parse_temp(t, sizeof(t), "layers/.x.0011223344556677.tmpx"), -1);
     CHECK_INT(stow_layout_parse_temp(t, 8, "layers/." ID0 ".tar.zst.0011223344556677.tmp"), -1);
@@ -92,14 +96,18 @@ static void test_formats(void)
     /* A ref whose key does not start with its prefix is corrupt. */
     CHECK_INT(stow_layout_ref_decode(key, sizeof(key), s, len, "npm-", "r", &err), STOW_ECORRUPT);
     free(s);
-    const char *bad[] = {"", "{}", "{\"key\":1}", "{\"key\":\"\"}", "[\"key\"]", "{\"key\":\"a\",\"key\":\"b\"}",
+    const char *bad[] = {"", "{}", "{\"key\":1}", "{\"key\":\"\"}", "[\"key\"]",
+                         "{\"key\":\"a\",\"key\":\"b\"}",
                          /* keys that name no valid entry: hostile store content */
-                         "{\"key\":\"a/../b\"}", "{\"key\":\"x\\n::error::y\"}", "{\"key\":\"a b\"}"};
+                         "{\"key\":\"a/../b\"}", "{\"key\":\"x\\n::error::y\"}",
+                         "{\"key\":\"a b\"}"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        CHECK_INT(stow_layout_ref_decode(key, sizeof(key), bad[i], strlen(bad[i]), NULL, "r", &err), STOW_ECORRUPT);
+        CHECK_INT(stow_layout_ref_decode(key, sizeof(key), bad[i], strlen(bad[i]), NULL, "r", &err),
+                  STOW_ECORRUPT);
     char longref[400];
     snprintf(longref, sizeof(longref), "{\"key\":\"%0300d\"}", 0);
-    CHECK_INT(stow_layout_ref_decode(key, sizeof(key), longref, strlen(longref), NULL, "r", &err), STOW_ECORRUPT);
+    CHECK_INT(stow_layout_ref_decode(key, sizeof(key), longref, strlen(longref), NULL, "r", &err),
+              STOW_ECORRUPT);
 
     char body[64];
     int n = stow_layout_access_encode(body, sizeof(body), 1700000123);
@@ -109,7 +117,8 @@ static void test_formats(void)
     CHECK_INT(stow_layout_access_decode("garbage", 7), 0);
 
     char ids[2][STOW_LAYER_ID_LEN + 1] = {ID0, ID1};
-    stow_lease l = {.id = ID1, .time = 1700000456, .scope = "main", .key = "k-1", .nlayers = 2, .layers = ids};
+    stow_lease l = {
+        .id = ID1, .time = 1700000456, .scope = "main", .key = "k-1", .nlayers = 2, .layers = ids};
     CHECK_INT(stow_lease_encode(&s, &len, &l, &err), STOW_OK);
     stow_lease back;
     CHECK_INT(stow_lease_decode(&back, s, len, "lease", &err), STOW_OK);
@@ -124,7 +133,8 @@ static void test_formats(void)
     }
     stow_lease_clear(&back);
     free(s);
-    const char *badl = "{\"id\":\"" ID0 "\",\"time\":1,\"scope\":\"s\",\"key\":\"k\",\"layers\":[\"../x\"]}";
+    const char *badl = "{\"id\":\"" ID0
+                       "\",\"time\":1,\"scope\":\"s\",\"key\":\"k\",\"layers\":[\"../x\"]}";
     CHECK_INT(stow_lease_decode(&back, badl, strlen(badl), "lease", &err), STOW_ECORRUPT);
     CHECK(back.layers == NULL);
 }
@@ -162,7 +172,9 @@ static void test_fetch(void)
     char *huge = malloc(STOW_REF_MAX_BYTES + 2);
     if (huge != NULL) {
         memset(huge, ' ', STOW_REF_MAX_BYTES + 1);
-        CHECK_INT(stow_backend_put_buffer(b, "refs/main/big-", huge, STOW_REF_MAX_BYTES + 1, 0, &err), STOW_OK);
+        CHECK_INT(stow_backend_put_buffer(b, "refs/main/big-", huge, STOW_REF_MAX_BYTES + 1, 0,
+                                          &err),
+                  STOW_OK);
         CHECK_INT(stow_layout_fetch_ref(key, sizeof(key), b, "main", "big-", &err), STOW_ECORRUPT);
         free(huge);
     }
@@ -176,7 +188,8 @@ static void test_fetch(void)
     CHECK(m != NULL);
     if (m != NULL && stow_manifest_set_key(m, "other", "main", &err) == STOW_OK &&
         stow_manifest_to_json(&json, &len, m, &err) == STOW_OK) {
-        CHECK_INT(stow_backend_put_buffer(b, "manifests/main/k-7.json", json, len, 0, &err), STOW_OK);
+        CHECK_INT(stow_backend_put_buffer(b, "manifests/main/k-7.json", json, len, 0, &err),
+                  STOW_OK);
         CHECK_INT(stow_layout_fetch_manifest(&got, b, "main", "k-7", &err), STOW_ECORRUPT);
         CHECK(got == NULL);
         CHECK_INT(stow_layout_fetch_manifest(&got, b, "main", "other", &err), STOW_ENOTFOUND);
@@ -186,12 +199,14 @@ static void test_fetch(void)
     stow_backend_free(b);
     char cmd[PATH_MAX + 16];
     /* Leave nothing behind: the objects, then the directories. */
-    const char *objs[] = {"x/obj", "refs/main/k-", "refs/main/big-", "access/main/k-7", "manifests/main/k-7.json"};
+    const char *objs[] = {"x/obj", "refs/main/k-", "refs/main/big-", "access/main/k-7",
+                          "manifests/main/k-7.json"};
     for (size_t i = 0; i < sizeof(objs) / sizeof(objs[0]); i++) {
         snprintf(cmd, sizeof(cmd), "%s/%s", base, objs[i]);
         unlink(cmd);
     }
-    const char *dirs[] = {"x", "refs/main", "refs", "access/main", "access", "manifests/main", "manifests", ""};
+    const char *dirs[] = {"x",      "refs/main",      "refs",      "access/main",
+                          "access", "manifests/main", "manifests", ""};
     for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
         snprintf(cmd, sizeof(cmd), "%s/%s", base, dirs[i]);
         rmdir(cmd);

@@ -92,7 +92,8 @@ static void put_layer(stow_backend *b, char tag, size_t size, long long age)
 }
 
 /* An entry created 10 days ago, last used `used` seconds ago, made of the tagged layers. */
-static void put_entry(stow_backend *b, const char *key, long long used, const char *tags, const size_t *sizes)
+static void put_entry(stow_backend *b, const char *key, long long used, const char *tags,
+                      const size_t *sizes)
 {
     stow_error err = {0};
     stow_manifest *m = stow_manifest_new();
@@ -132,12 +133,17 @@ static void put_lease(stow_backend *b, char idtag, long long age, char layertag)
     CHECK_INT(stow_layout_put_lease(b, &l, &err), STOW_OK);
 }
 
-static int prune(reported *r, stow_backend *b, long long max_age, uint64_t max_size, long long grace, int dry)
+static int prune(reported *r, stow_backend *b, long long max_age, uint64_t max_size,
+                 long long grace, int dry)
 {
     stow_prune_result res;
     stow_error err = {0};
-    stow_prune_opts o = {.max_age = max_age, .max_size = max_size, .grace = grace, .dry_run = dry,
-                         .report = on_report, .ud = r};
+    stow_prune_opts o = {.max_age = max_age,
+                         .max_size = max_size,
+                         .grace = grace,
+                         .dry_run = dry,
+                         .report = on_report,
+                         .ud = r};
     memset(r, 0, sizeof(*r));
     return stow_lifecycle_prune(&res, b, &o, &err);
 }
@@ -161,7 +167,8 @@ static stow_backend *three_entries(const char *sub)
 static void test_eviction_order(void)
 {
     reported r;
-    char l1[STOW_LAYOUT_NAME_MAX], ls[STOW_LAYOUT_NAME_MAX], l2[STOW_LAYOUT_NAME_MAX], l3[STOW_LAYOUT_NAME_MAX];
+    char l1[STOW_LAYOUT_NAME_MAX], ls[STOW_LAYOUT_NAME_MAX], l2[STOW_LAYOUT_NAME_MAX],
+        l3[STOW_LAYOUT_NAME_MAX];
     layer_name(l1, '1');
     layer_name(ls, 'e');
     layer_name(l2, '2');
@@ -196,7 +203,7 @@ static void test_eviction_order(void)
     /* Age first, then size on what is left: e-old by age, e-mid by size (budget 400). */
     b = three_entries("both");
     CHECK_INT(prune(&r, b, 7 * DAY, 400, 3600, 1), STOW_OK); /* dry run: reported, kept */
-    CHECK_INT(r.n, 5); /* 2 entries, 3 layers */
+    CHECK_INT(r.n, 5);                                       /* 2 entries, 3 layers */
     CHECK(was_reported(&r, "entry", "manifests/main/e-old.json") &&
           was_reported(&r, "entry", "manifests/main/e-mid.json"));
     CHECK(exists(b, l1) && exists(b, "manifests/main/e-old.json"));
@@ -213,10 +220,10 @@ static void test_grace_and_leases(void)
     layer_name(leased, 'c');
     layer_name(stale, 'd');
     stow_backend *b = fresh_store("grace");
-    put_layer(b, 'a', 10, 600);      /* unreferenced, 10 min old */
-    put_layer(b, 'b', 10, 7200);     /* unreferenced, 2 h old */
-    put_layer(b, 'c', 10, 7200);     /* named by a live lease */
-    put_layer(b, 'd', 10, 7200);     /* named by a stale lease */
+    put_layer(b, 'a', 10, 600);  /* unreferenced, 10 min old */
+    put_layer(b, 'b', 10, 7200); /* unreferenced, 2 h old */
+    put_layer(b, 'c', 10, 7200); /* named by a live lease */
+    put_layer(b, 'd', 10, 7200); /* named by a stale lease */
     put_lease(b, '1', 60, 'c');
     put_lease(b, '2', STOW_LEASE_MAX_AGE + 60, 'd');
     char live_lease[STOW_LAYOUT_NAME_MAX], stale_lease[STOW_LAYOUT_NAME_MAX];
@@ -230,13 +237,14 @@ static void test_grace_and_leases(void)
     /* --grace 0 while a save holds a lease: refused, nothing touched. */
     CHECK_INT(prune(&r, b, 0, 0, 0, 0), STOW_EUSAGE);
     CHECK_INT(r.n, 0);
-    CHECK(exists(b, young) && exists(b, old) && exists(b, leased) && exists(b, stale) && exists(b, stale_lease));
+    CHECK(exists(b, young) && exists(b, old) && exists(b, leased) && exists(b, stale) &&
+          exists(b, stale_lease));
 
     CHECK_INT(prune(&r, b, 0, 0, 3600, 0), STOW_OK);
-    CHECK(exists(b, young));   /* within the grace period */
-    CHECK(!exists(b, old));    /* past it */
-    CHECK(exists(b, leased));  /* past it, but leased */
-    CHECK(!exists(b, stale));  /* its lease is stale */
+    CHECK(exists(b, young));  /* within the grace period */
+    CHECK(!exists(b, old));   /* past it */
+    CHECK(exists(b, leased)); /* past it, but leased */
+    CHECK(!exists(b, stale)); /* its lease is stale */
     CHECK(was_reported(&r, "lease", stale_lease) && !exists(b, stale_lease));
     CHECK(exists(b, live_lease));
 
@@ -268,7 +276,8 @@ static void test_temps(void)
     put_layer(b, 'a', 10, 600); /* creates layers/ */
     const char *old_tmp = "layers/.bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb.tar.zst.0011223344556677.tmp";
     const char *young_tmp = "layers/.cccccccccccccccccccccccccccccccc.tar.zst.8899aabbccddeeff.tmp";
-    const char *leased_tmp = "layers/.dddddddddddddddddddddddddddddddd.tar.zst.0123456789abcdef.tmp";
+    const char *leased_tmp =
+        "layers/.dddddddddddddddddddddddddddddddd.tar.zst.0123456789abcdef.tmp";
     const char *foreign = "layers/.keep-me";
     put_temp(old_tmp, 7200);
     put_temp(young_tmp, 60);

@@ -47,7 +47,8 @@ static stow_manifest *build(void)
          1699999999, 1, 0, NULL, NULL, 7},
         {0, "pip", STOW_FT_DIR, 0755, 0, 1600000000, 500, -1, NULL, NULL, 0},
         {0, "pip/wheels", STOW_FT_DIR, 02775, 0, -5, 0, -1, NULL, NULL, 0},
-        {0, "pip/current", STOW_FT_LINK, 0777, 0, 1650000000, 123456789, 0, "wheels/torch-2.3.0-cp311-linux_x86_64.whl", NULL, 0},
+        {0, "pip/current", STOW_FT_LINK, 0777, 0, 1650000000, 123456789, 0,
+         "wheels/torch-2.3.0-cp311-linux_x86_64.whl", NULL, 0},
         {0, "apt/lists/lock", STOW_FT_FILE, 04755, 0, 0, 0, 0, NULL, NULL, 0},
     };
     for (size_t i = 0; i < sizeof(e) / sizeof(e[0]); i++)
@@ -96,8 +97,12 @@ static void test_round_trip(void)
         return;
     stow_manifest_sort(m);
     /* Sorted by root, then path (bytewise). */
-    const char *order[] = {"apt/lists/lock", "pip", "pip/current",
-                           "pip/wheels", "pip/wheels/torch-2.3.0-cp311-linux_x86_64.whl", "index.json"};
+    const char *order[] = {"apt/lists/lock",
+                           "pip",
+                           "pip/current",
+                           "pip/wheels",
+                           "pip/wheels/torch-2.3.0-cp311-linux_x86_64.whl",
+                           "index.json"};
     CHECK_INT(m->nfiles, 6);
     for (size_t i = 0; i < 6 && i < m->nfiles; i++)
         CHECK_STR(m->files[i].path, order[i]);
@@ -163,15 +168,19 @@ static void test_empty(void)
 
 /* A valid manifest with the files array given as text, so each case changes one thing. */
 #define HEAD(files)                                                                                \
-    "{\"version\":1,\"key\":\"k\",\"scope\":\"s\",\"created\":1,\"roots\":[\"/r\",\"/q\"],"      \
-    "\"layers\":[{\"id\":\"" ID0 "\",\"sha256\":\"" SHA0 "\",\"size\":1,\"raw_size\":2,\"files\":3}]," \
+    "{\"version\":1,\"key\":\"k\",\"scope\":\"s\",\"created\":1,\"roots\":[\"/r\",\"/q\"],"        \
+    "\"layers\":[{\"id\":\"" ID0 "\",\"sha256\":\"" SHA0                                           \
+    "\",\"size\":1,\"raw_size\":2,\"files\":3}],"                                                  \
     "\"files\":[" files "]}"
-#define FILE_AT(path) "{\"r\":0,\"p\":\"" path "\",\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1,\"l\":0}"
+#define FILE_AT(path)                                                                              \
+    "{\"r\":0,\"p\":\"" path "\",\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1,\"l\":0}"
 #define LINK_AT(path, target)                                                                      \
-    "{\"r\":0,\"p\":\"" path "\",\"t\":\"l\",\"m\":511,\"mt\":1,\"ns\":0,\"l\":0,\"lt\":\"" target "\"}"
+    "{\"r\":0,\"p\":\"" path "\",\"t\":\"l\",\"m\":511,\"mt\":1,\"ns\":0,\"l\":0,\"lt\":\"" target \
+    "\"}"
 #define LAYERS(id, sha, size)                                                                      \
-    "{\"version\":1,\"key\":\"k\",\"scope\":\"s\",\"created\":1,\"roots\":[\"/r\"],"              \
-    "\"layers\":[{\"id\":\"" id "\",\"sha256\":\"" sha "\",\"size\":" size ",\"raw_size\":2,\"files\":3}]," \
+    "{\"version\":1,\"key\":\"k\",\"scope\":\"s\",\"created\":1,\"roots\":[\"/r\"],"               \
+    "\"layers\":[{\"id\":\"" id "\",\"sha256\":\"" sha "\",\"size\":" size                         \
+    ",\"raw_size\":2,\"files\":3}],"                                                               \
     "\"files\":[]}"
 
 typedef struct {
@@ -217,14 +226,21 @@ static void test_refusals(void)
         {HEAD(LINK_AT("a/l", "/etc")), "symlink a/l points outside"},
         {HEAD(LINK_AT("l", "x/../../y")), "symlink l points outside"},
         {HEAD(LINK_AT("l", "")), "symlink l points outside"},
-        {HEAD("{\"r\":0,\"p\":\"l\",\"t\":\"l\",\"m\":511,\"mt\":1,\"ns\":0,\"l\":0}"), "symlink l points outside"},
+        {HEAD("{\"r\":0,\"p\":\"l\",\"t\":\"l\",\"m\":511,\"mt\":1,\"ns\":0,\"l\":0}"),
+         "symlink l points outside"},
         /* layers and roots out of range */
-        {HEAD("{\"r\":0,\"p\":\"x\",\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1,\"l\":1}"), "names layer 1"},
-        {HEAD("{\"r\":0,\"p\":\"x\",\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1}"), "names layer -1"},
-        {HEAD("{\"r\":0,\"p\":\"x\",\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1,\"l\":-2}"), "names layer -2"},
-        {HEAD("{\"r\":0,\"p\":\"d\",\"t\":\"d\",\"m\":493,\"mt\":1,\"ns\":0,\"l\":0}"), "names layer 0"},
-        {HEAD("{\"r\":2,\"p\":\"x\",\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1,\"l\":0}"), "names root 2"},
-        {HEAD("{\"r\":-1,\"p\":\"x\",\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1,\"l\":0}"), "names root -1"},
+        {HEAD("{\"r\":0,\"p\":\"x\",\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1,\"l\":1}"),
+         "names layer 1"},
+        {HEAD("{\"r\":0,\"p\":\"x\",\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1}"),
+         "names layer -1"},
+        {HEAD("{\"r\":0,\"p\":\"x\",\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1,\"l\":-2}"),
+         "names layer -2"},
+        {HEAD("{\"r\":0,\"p\":\"d\",\"t\":\"d\",\"m\":493,\"mt\":1,\"ns\":0,\"l\":0}"),
+         "names layer 0"},
+        {HEAD("{\"r\":2,\"p\":\"x\",\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1,\"l\":0}"),
+         "names root 2"},
+        {HEAD("{\"r\":-1,\"p\":\"x\",\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1,\"l\":0}"),
+         "names root -1"},
         /* duplicates, also when not adjacent in the input */
         {HEAD(FILE_AT("a/b") "," FILE_AT("a/c") "," FILE_AT("a/b")), "path a/b appears twice"},
         /* bad layer fields */
@@ -238,32 +254,44 @@ static void test_refusals(void)
         {LAYERS(ID0, SHA0, "-1"), "layers[0] has a bad id, sha256 or size"},
         {LAYERS(ID0, SHA0, "\"1\""), "layers[0]"},
         /* bad file fields */
-        {HEAD("{\"r\":0,\"p\":\"x\",\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":-1,\"l\":0}"), "(x) has a bad mode, time or size"},
-        {HEAD("{\"r\":0,\"p\":\"x\",\"t\":\"f\",\"m\":4096,\"mt\":1,\"ns\":0,\"s\":1,\"l\":0}"), "(x) has a bad mode"},
-        {HEAD("{\"r\":0,\"p\":\"x\",\"t\":\"f\",\"m\":-1,\"mt\":1,\"ns\":0,\"s\":1,\"l\":0}"), "(x) has a bad mode"},
-        {HEAD("{\"r\":0,\"p\":\"x\",\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":1000000000,\"s\":1,\"l\":0}"), "(x) has a bad mode, time"},
-        {HEAD("{\"r\":0,\"p\":\"x\",\"t\":\"c\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1,\"l\":0}"), "unknown type \"c\""},
-        {HEAD("{\"r\":0,\"p\":\"x\",\"t\":\"ff\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1,\"l\":0}"), "unknown type \"ff\""},
+        {HEAD("{\"r\":0,\"p\":\"x\",\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":-1,\"l\":0}"),
+         "(x) has a bad mode, time or size"},
+        {HEAD("{\"r\":0,\"p\":\"x\",\"t\":\"f\",\"m\":4096,\"mt\":1,\"ns\":0,\"s\":1,\"l\":0}"),
+         "(x) has a bad mode"},
+        {HEAD("{\"r\":0,\"p\":\"x\",\"t\":\"f\",\"m\":-1,\"mt\":1,\"ns\":0,\"s\":1,\"l\":0}"),
+         "(x) has a bad mode"},
+        {HEAD(
+             "{\"r\":0,\"p\":\"x\",\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":1000000000,\"s\":1,\"l\":0}"),
+         "(x) has a bad mode, time"},
+        {HEAD("{\"r\":0,\"p\":\"x\",\"t\":\"c\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1,\"l\":0}"),
+         "unknown type \"c\""},
+        {HEAD("{\"r\":0,\"p\":\"x\",\"t\":\"ff\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1,\"l\":0}"),
+         "unknown type \"ff\""},
         {HEAD("{\"r\":0,\"p\":\"x\",\"t\":\"f\",\"mt\":1,\"ns\":0,\"s\":1,\"l\":0}"), "files[0]"},
-        {HEAD("{\"r\":0,\"p\":5,\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1,\"l\":0}"), "files[0]"},
+        {HEAD("{\"r\":0,\"p\":5,\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1,\"l\":0}"),
+         "files[0]"},
         /* embedded NUL in a path is refused by the parser */
         {HEAD(FILE_AT("a\\u0000b")), "not valid JSON"},
         /* the unread count (trim.h) */
-        {HEAD("{\"r\":0,\"p\":\"x\",\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1,\"l\":0,\"u\":-1}"),
+        {HEAD(
+             "{\"r\":0,\"p\":\"x\",\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1,\"l\":0,\"u\":-1}"),
          "(x) has a bad unread count"},
-        {HEAD("{\"r\":0,\"p\":\"x\",\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1,\"l\":0,\"u\":1000001}"),
+        {HEAD(
+             "{\"r\":0,\"p\":\"x\",\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1,\"l\":0,\"u\":1000001}"),
          "(x) has a bad unread count"},
-        {HEAD("{\"r\":0,\"p\":\"x\",\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1,\"l\":0,\"u\":\"3\"}"),
+        {HEAD(
+             "{\"r\":0,\"p\":\"x\",\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1,\"l\":0,\"u\":\"3\"}"),
          "files[0]"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         stow_error e = {0};
         m = (stow_manifest *)&e; /* must be reset to NULL on failure */
-        int rc = stow_manifest_from_json(&m, cases[i].json, strlen(cases[i].json), "store/m.json", &e);
+        int rc = stow_manifest_from_json(&m, cases[i].json, strlen(cases[i].json), "store/m.json",
+                                         &e);
         if (rc != STOW_ECORRUPT || m != NULL || strstr(e.msg, cases[i].expect) == NULL ||
             strstr(e.msg, "store/m.json") == NULL) {
-            fprintf(stderr, "case %zu: rc=%d msg=\"%s\", expected ECORRUPT with \"%s\"\n", i, rc, e.msg,
-                    cases[i].expect);
+            fprintf(stderr, "case %zu: rc=%d msg=\"%s\", expected ECORRUPT with \"%s\"\n", i, rc,
+                    e.msg, cases[i].expect);
             stow_test_failures++;
         }
         CHECK_INT(e.code, STOW_ECORRUPT);
@@ -305,7 +333,8 @@ static void test_unread_field(void)
     CHECK(m != NULL && m->nfiles == 2 && m->files[0].unread == 0 && m->files[1].unread == 0);
     stow_manifest_free(m);
     m = NULL;
-    const char *with = HEAD("{\"r\":0,\"p\":\"x\",\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1,\"l\":0,\"u\":4}");
+    const char *with = HEAD(
+        "{\"r\":0,\"p\":\"x\",\"t\":\"f\",\"m\":420,\"mt\":1,\"ns\":0,\"s\":1,\"l\":0,\"u\":4}");
     CHECK_INT(stow_manifest_from_json(&m, with, strlen(with), "with.json", &err), STOW_OK);
     CHECK(m != NULL && m->nfiles == 1 && m->files[0].unread == 4);
     char *json = NULL;

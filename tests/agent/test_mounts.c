@@ -21,8 +21,9 @@ static void test_spec(void)
     stow_mount_list l = {0};
     stow_error err = {0};
     CHECK_INT(stow_mounts_parse_spec(&l, "pip:/root/.cache/pip", &err), STOW_OK);
-    CHECK_INT(stow_mounts_parse_spec(&l, "apt:/var/cache/apt  id=apt-cache sharing=locked uid=1000 gid=100 mode=0700",
-                                     &err),
+    CHECK_INT(stow_mounts_parse_spec(
+                  &l, "apt:/var/cache/apt  id=apt-cache sharing=locked uid=1000 gid=100 mode=0700",
+                  &err),
               STOW_OK);
     CHECK_INT(l.n, 2);
     CHECK_STR(l.v[0].name, "pip");
@@ -35,8 +36,16 @@ static void test_spec(void)
     CHECK_INT(l.v[1].uid, 1000);
     CHECK_INT(l.v[1].gid, 100);
     CHECK_INT(l.v[1].mode, 0700);
-    static const char *const bad[] = {"pip", ":/x", "pip:", "pip:/x sharing=weird", "pip:/x uid=-1", "pip:/x mode=9",
-                                      "pip:/x colour=red", "pip:/x id", "pip:/x id=a,b", "pip:/x target=/y",
+    static const char *const bad[] = {"pip",
+                                      ":/x",
+                                      "pip:",
+                                      "pip:/x sharing=weird",
+                                      "pip:/x uid=-1",
+                                      "pip:/x mode=9",
+                                      "pip:/x colour=red",
+                                      "pip:/x id",
+                                      "pip:/x id=a,b",
+                                      "pip:/x target=/y",
                                       "pip:/x id=$HOME"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         stow_error e = {0};
@@ -51,26 +60,28 @@ static void test_spec(void)
 
 static void test_dockerfile(void)
 {
-    const char *df = "# escape=\\\n"
-                     "FROM python:3.11-slim AS base\n"
-                     "RUN --mount=type=cache,target=/var/cache/apt,sharing=locked,id=apt-system-cache \\\n"
-                     "    # a comment inside the continuation\n"
-                     "    --mount=type=cache,target=/var/lib/apt,sharing=locked,id=apt-lib-cache \\\n"
-                     "    apt-get update && apt-get install -y libgomp1\n"
-                     "run --network=none --mount=type=cache,target=/root/.cache/pip pip install -r r.txt\n"
-                     "RUN --mount=type=bind,target=/src --mount=target=/x,type=tmpfs make\n"
-                     "RUN --mount=\"type=cache\",\"target=/home/u/.cache\",uid=1000,gid=1000,mode=0700 true\n"
-                     "RUN --mount=type=cache,target=/stage,from=base true\n"
-                     "RUN --mount=type=cache,target=/var/cache/$ARG true\n"
-                     "RUN echo --mount=type=cache,target=/not-a-flag\n"
-                     "RUN --mount=type=cache,target=/root/.cache/pip,uid=5 pip install again\n"
-                     "RUN --mount=type=cache,target=/last,id=last";
+    const char *df =
+        "# escape=\\\n"
+        "FROM python:3.11-slim AS base\n"
+        "RUN --mount=type=cache,target=/var/cache/apt,sharing=locked,id=apt-system-cache \\\n"
+        "    # a comment inside the continuation\n"
+        "    --mount=type=cache,target=/var/lib/apt,sharing=locked,id=apt-lib-cache \\\n"
+        "    apt-get update && apt-get install -y libgomp1\n"
+        "run --network=none --mount=type=cache,target=/root/.cache/pip pip install -r r.txt\n"
+        "RUN --mount=type=bind,target=/src --mount=target=/x,type=tmpfs make\n"
+        "RUN --mount=\"type=cache\",\"target=/home/u/.cache\",uid=1000,gid=1000,mode=0700 true\n"
+        "RUN --mount=type=cache,target=/stage,from=base true\n"
+        "RUN --mount=type=cache,target=/var/cache/$ARG true\n"
+        "RUN echo --mount=type=cache,target=/not-a-flag\n"
+        "RUN --mount=type=cache,target=/root/.cache/pip,uid=5 pip install again\n"
+        "RUN --mount=type=cache,target=/last,id=last";
     stow_mount_list l = {0};
     stow_error err = {0};
     CHECK_INT(stow_mounts_parse_dockerfile(&l, df, strlen(df), "Dockerfile", &err), STOW_OK);
     CHECK_INT(l.n, 5);
     const stow_mount *m = by_id(&l, "apt-system-cache");
-    CHECK(m != NULL && strcmp(m->target, "/var/cache/apt") == 0 && strcmp(m->sharing, "locked") == 0);
+    CHECK(m != NULL && strcmp(m->target, "/var/cache/apt") == 0 &&
+          strcmp(m->sharing, "locked") == 0);
     CHECK(by_id(&l, "apt-lib-cache") != NULL);
     m = by_id(&l, "/root/.cache/pip");
     CHECK(m != NULL && m->uid == -1); /* the first declaration wins */
@@ -82,7 +93,8 @@ static void test_dockerfile(void)
     stow_mount_list_free(&l);
 
     /* A backtick escape character. */
-    const char *win = "# escape=`\nFROM x\nRUN --mount=type=cache,id=a,target=/a `\n    --mount=type=cache,id=b,target=/b `\n  true\n";
+    const char *win =
+        "# escape=`\nFROM x\nRUN --mount=type=cache,id=a,target=/a `\n    --mount=type=cache,id=b,target=/b `\n  true\n";
     CHECK_INT(stow_mounts_parse_dockerfile(&l, win, strlen(win), "Dockerfile", &err), STOW_OK);
     CHECK_INT(l.n, 2);
     stow_mount_list_free(&l);

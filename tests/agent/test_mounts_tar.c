@@ -80,7 +80,8 @@ int main(void)
     snprintf(p, sizeof(p), "%s/sub", src);
     mkdir(p, 0750);
     put("src/sub/b", "bee\n", 0600);
-    stow_mount m = {.name = "x", .host = src, .id = "x", .target = "/x", .uid = -1, .gid = -1, .mode = -1};
+    stow_mount m = {
+        .name = "x", .host = src, .id = "x", .target = "/x", .uid = -1, .gid = -1, .mode = -1};
     stow_error err = {0};
     uint64_t files = 0;
 
@@ -105,7 +106,8 @@ int main(void)
     CHECK(!has("dst/a.whl", "wheel\n")); /* the host dir now mirrors the mount */
     stow_buf meta;
     CHECK_INT(stow_mounts_read_file(&meta, p, 1 << 20, &err), STOW_OK);
-    CHECK(strstr(stow_buf_str(&meta), "\"d/f\"") != NULL && strstr(stow_buf_str(&meta), "1000") != NULL);
+    CHECK(strstr(stow_buf_str(&meta), "\"d/f\"") != NULL &&
+          strstr(stow_buf_str(&meta), "1000") != NULL);
     stow_buf_free(&meta);
     char tar2[700];
     snprintf(tar2, sizeof(tar2), "%s/again.tar", base);
@@ -134,7 +136,9 @@ int main(void)
     CHECK(has("dst/d/f", "hi\n"));
 
     /* Hostile tars: refused, the host directory unchanged, no staging left behind. */
-    static const char *const bad[][2] = {{"./d", "./../escape"}, {"./d", "/etc/stowage-test"}, {"./d", "./d/../../x"}};
+    static const char *const bad[][2] = {{"./d", "./../escape"},
+                                         {"./d", "/etc/stowage-test"},
+                                         {"./d", "./d/../../x"}};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         make_tar(tar, bad[i][0], bad[i][1], 0);
         stow_error e2 = {0};

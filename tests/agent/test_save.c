@@ -33,14 +33,14 @@ typedef struct {
 
 static racing_backend *racing_of(stow_backend *b) { return (racing_backend *)b; }
 
-static int r_get(stow_backend *b, const char *name, uint64_t off, uint64_t len, stow_sink_fn sink, void *ud,
-                 stow_error *err)
+static int r_get(stow_backend *b, const char *name, uint64_t off, uint64_t len, stow_sink_fn sink,
+                 void *ud, stow_error *err)
 {
     return stow_backend_get(racing_of(b)->inner, name, off, len, sink, ud, err);
 }
 
-static int r_put_begin(stow_put **out, stow_backend *b, const char *name, int64_t hint, unsigned flags,
-                       stow_error *err)
+static int r_put_begin(stow_put **out, stow_backend *b, const char *name, int64_t hint,
+                       unsigned flags, stow_error *err)
 {
     racing_backend *r = racing_of(b);
     if (!r->pruned && strncmp(name, "manifests/", 10) == 0) {
@@ -67,7 +67,10 @@ static int r_write(stow_put *p, const void *buf, size_t len, stow_error *err)
 {
     return stow_backend_file_ops.put_write(p, buf, len, err);
 }
-static int r_commit(stow_put *p, stow_error *err) { return stow_backend_file_ops.put_commit(p, err); }
+static int r_commit(stow_put *p, stow_error *err)
+{
+    return stow_backend_file_ops.put_commit(p, err);
+}
 static void r_abort(stow_put *p) { stow_backend_file_ops.put_abort(p); }
 static void r_free(stow_backend *b) { (void)b; }
 
@@ -168,8 +171,8 @@ static void test_plan_files(stow_backend *b)
     stow_cache_params p = params(b, 8);
     stow_cache_result res = {0};
     CHECK_INT(stow_save_plan_delta(m, parent, NULL, &p, &res, &err), 1);
-    CHECK_INT(res.files_changed, 2);  /* d, e */
-    CHECK_INT(res.files_removed, 1);  /* c */
+    CHECK_INT(res.files_changed, 2);   /* d, e */
+    CHECK_INT(res.files_removed, 1);   /* c */
     CHECK_INT(res.layers_repacked, 0); /* layer 2 has nothing live: dropped, not repacked */
     CHECK_INT(m->nlayers, 1);
     CHECK_STR(layer_of(m, "a"), parent->layers[0].id);
@@ -178,7 +181,8 @@ static void test_plan_files(stow_backend *b)
     CHECK_STR(layer_of(m, "e"), "(new)");
     CHECK_INT(stow_save_assign_new_layers(m, 1 << 20, &err), STOW_OK);
     CHECK_INT(m->nlayers, 2);
-    CHECK(strcmp(layer_of(m, "d"), layer_of(m, "e")) == 0 && strcmp(layer_of(m, "d"), parent->layers[0].id) != 0);
+    CHECK(strcmp(layer_of(m, "d"), layer_of(m, "e")) == 0 &&
+          strcmp(layer_of(m, "d"), parent->layers[0].id) != 0);
     stow_manifest_free(m);
 
     /* Nothing changed: 0, and every file keeps its layer. */
@@ -303,10 +307,20 @@ static void test_commit_check(int repairable)
         return;
     char *paths_v[] = {"~/c"}, *abs[] = {root};
     stow_strlist paths = {1, paths_v}, none = {0, NULL};
-    stow_cache_params p = {.backend = inner, .store_url = sub, .key = "k-parent", .restore_keys = &none,
-                           .scope = "main", .fallback_scopes = &none, .paths = &paths, .abs_paths = abs,
-                           .state_dir = state, .pack = {.level = 1}, .layer_size = 1 << 20, .parallel = 1,
-                           .update = 1, .max_layers = 8};
+    stow_cache_params p = {.backend = inner,
+                           .store_url = sub,
+                           .key = "k-parent",
+                           .restore_keys = &none,
+                           .scope = "main",
+                           .fallback_scopes = &none,
+                           .paths = &paths,
+                           .abs_paths = abs,
+                           .state_dir = state,
+                           .pack = {.level = 1},
+                           .layer_size = 1 << 20,
+                           .parallel = 1,
+                           .update = 1,
+                           .max_layers = 8};
     stow_cache_result res;
     stow_error err = {0};
     CHECK_INT(stow_cache_save(&res, &p, &err), STOW_OK);
@@ -320,7 +334,9 @@ static void test_commit_check(int repairable)
     /* The child keeps old.txt in the parent's layer; a prune removes that layer (and the
      * parent entry) right after the save checked its layers, before its manifest lands. */
     write_file(root, "new.txt", "only in the child\n");
-    racing_backend rb = {.base = {&racing_ops}, .inner = inner, .fail_layer_puts_after = !repairable};
+    racing_backend rb = {.base = {&racing_ops},
+                         .inner = inner,
+                         .fail_layer_puts_after = !repairable};
     snprintf(rb.doomed[0], sizeof(rb.doomed[0]), "manifests/main/k-parent.json");
     stow_layout_layer_name(rb.doomed[1], sizeof(rb.doomed[1]), parent->layers[0].id);
     rb.ndoomed = 2;
@@ -398,10 +414,14 @@ static void layer_loads(const stow_manifest *m, size_t first, size_t *files, uin
     }
 }
 
-static stow_split_opts split_opts(size_t min_layers, uint64_t layer_size, size_t file_cap, size_t max_layers)
+static stow_split_opts split_opts(size_t min_layers, uint64_t layer_size, size_t file_cap,
+                                  size_t max_layers)
 {
-    stow_split_opts o = {.layer_size = layer_size, .min_layers = min_layers, .max_layers = max_layers,
-                         .file_cap = file_cap, .min_layer_bytes = STOW_SPLIT_MIN_LAYER_BYTES};
+    stow_split_opts o = {.layer_size = layer_size,
+                         .min_layers = min_layers,
+                         .max_layers = max_layers,
+                         .file_cap = file_cap,
+                         .min_layer_bytes = STOW_SPLIT_MIN_LAYER_BYTES};
     return o;
 }
 

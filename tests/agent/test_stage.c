@@ -18,7 +18,10 @@
 
 static char base[PATH_MAX];
 
-static void p_of(char *out, size_t outsz, const char *rel) { snprintf(out, outsz, "%s/%s", base, rel); }
+static void p_of(char *out, size_t outsz, const char *rel)
+{
+    snprintf(out, outsz, "%s/%s", base, rel);
+}
 
 static void put(const char *rel, const char *data)
 {

@@ -20,12 +20,18 @@
 
 static char base[PATH_MAX];
 
-static void add(stow_manifest *m, uint32_t root, const char *path, char type, uint64_t size, int64_t mtime,
-                int32_t layer, uint32_t unread)
+static void add(stow_manifest *m, uint32_t root, const char *path, char type, uint64_t size,
+                int64_t mtime, int32_t layer, uint32_t unread)
 {
     stow_error err = {0};
-    stow_file_entry e = {.root = root, .path = (char *)path, .type = type, .mode = 0644, .size = size,
-                         .mtime = mtime, .layer = layer, .unread = unread};
+    stow_file_entry e = {.root = root,
+                         .path = (char *)path,
+                         .type = type,
+                         .mode = 0644,
+                         .size = size,
+                         .mtime = mtime,
+                         .layer = layer,
+                         .unread = unread};
     CHECK_INT(stow_manifest_add_file(m, &e, &err), STOW_OK);
 }
 
@@ -70,8 +76,8 @@ static void fixture(stow_manifest **pm, stow_manifest **sm)
 
 /* In the scan's (sorted) order: a b c d dir e f u x. x is under a buildx cache (NONE), u's
  * root is not tracked (UNKNOWN). */
-static const stow_trim_use uses[] = {STOW_USE_UNREAD, STOW_USE_UNREAD, STOW_USE_READ,
-                                     STOW_USE_UNREAD, STOW_USE_NONE,   STOW_USE_READ,
+static const stow_trim_use uses[] = {STOW_USE_UNREAD,   STOW_USE_UNREAD,  STOW_USE_READ,
+                                     STOW_USE_UNREAD,   STOW_USE_NONE,    STOW_USE_READ,
                                      STOW_USE_LEFTOVER, STOW_USE_UNKNOWN, STOW_USE_NONE};
 
 static uint32_t unread_of(const stow_manifest *m, const char *path)
@@ -150,8 +156,9 @@ static void test_policy(void)
     stow_trim_policy one = {.after = 1, .enabled = 1};
     CHECK_INT(stow_trim_plan(&st, NULL, m, parent, uses, &one, &err), STOW_OK);
     CHECK(stow_manifest_find(m, 0, "a") == NULL && stow_manifest_find(m, 0, "b") == NULL);
-    CHECK(stow_manifest_find(m, 0, "c") && stow_manifest_find(m, 0, "d") && stow_manifest_find(m, 0, "u") &&
-          stow_manifest_find(m, 0, "x") && stow_manifest_find(m, 0, "e"));
+    CHECK(stow_manifest_find(m, 0, "c") && stow_manifest_find(m, 0, "d") &&
+          stow_manifest_find(m, 0, "u") && stow_manifest_find(m, 0, "x") &&
+          stow_manifest_find(m, 0, "e"));
     CHECK_INT(st.files_trimmed, 2);
     stow_manifest_free(m);
     stow_manifest_free(parent);
@@ -212,7 +219,8 @@ static void test_marker_and_canary(void)
     CHECK_INT(stow_trim_mark_path(f, &err), STOW_OK);
     CHECK(marked(f));
     CHECK(lstat(f, &after) == 0);
-    CHECK(after.st_mtim.tv_sec == before.st_mtim.tv_sec && after.st_mtim.tv_nsec == before.st_mtim.tv_nsec);
+    CHECK(after.st_mtim.tv_sec == before.st_mtim.tv_sec &&
+          after.st_mtim.tv_nsec == before.st_mtim.tv_nsec);
     CHECK(after.st_atim.tv_sec < after.st_mtim.tv_sec);
     read_file(f);
     int moved = !marked(f);
@@ -258,8 +266,14 @@ static void test_apply(void)
     CHECK_INT(stow_strlist_add(&paths, "~/c", &err), STOW_OK);
     CHECK_INT(stow_strlist_add(&paths, "~/bx", &err), STOW_OK);
     char *abs[] = {root, bxroot};
-    stow_cache_params p = {.store_url = "file:///nowhere", .key = "k", .scope = "main", .paths = &paths,
-                           .abs_paths = abs, .state_dir = state, .trim_unused_after = 1, .trim = 1};
+    stow_cache_params p = {.store_url = "file:///nowhere",
+                           .key = "k",
+                           .scope = "main",
+                           .paths = &paths,
+                           .abs_paths = abs,
+                           .state_dir = state,
+                           .trim_unused_after = 1,
+                           .trim = 1};
 
     /* The parent: a scan of what "restore" put there. */
     stow_manifest *parent = NULL, *m = NULL;
@@ -322,7 +336,8 @@ static void test_apply(void)
     CHECK_INT(st.files_trimmed, 1);
     CHECK_INT(st.bytes_trimmed, 2000);
     CHECK(stow_manifest_find(m, 0, "B.deb") == NULL);
-    CHECK(stow_manifest_find(m, 0, "A.deb") && stow_manifest_find(m, 0, "C.deb") && stow_manifest_find(m, 0, "W.deb"));
+    CHECK(stow_manifest_find(m, 0, "A.deb") && stow_manifest_find(m, 0, "C.deb") &&
+          stow_manifest_find(m, 0, "W.deb"));
     CHECK(stow_manifest_find(m, 1, "oci-layout") && stow_manifest_find(m, 1, "index.json"));
     /* trim_local removes B (still unread), nothing else. */
     stow_trim_remove_local(d, &p);
@@ -396,7 +411,8 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 int main(void)
 {
     stow_log_set_level(STOW_LOG_WARN);
-    snprintf(base, sizeof(base), "%s/stow-trim-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    snprintf(base, sizeof(base), "%s/stow-trim-XXXXXX",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     if (mkdtemp(base) == NULL) {
         perror("mkdtemp");
         return 1;

@@ -21,7 +21,6 @@
 
 #include "backend.h"
 
-
 static void s3fx_require_server(int argc, char **argv, const char *server)
 {
     const char *running = getenv("S3_SERVER");

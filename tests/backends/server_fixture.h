@@ -16,7 +16,8 @@ extern char **environ;
 
 /* Runs `bash <src>/tests/integration/<script> [extra] <this executable> argv[1..]` and exits
  * with its status. extra may be NULL. */
-static inline void fx_reexec_through(const char *script_name, const char *extra, int argc, char **argv)
+static inline void fx_reexec_through(const char *script_name, const char *extra, int argc,
+                                     char **argv)
 {
     char src[PATH_MAX];
     const char *env_src = getenv("STOW_TEST_SRC");

@@ -88,7 +88,8 @@ static void test_round_trip(stow_backend *b)
     stow_error err = {0};
     const char *text = "{\"version\":1}";
     CHECK(stow_backend_can_list(b));
-    CHECK_INT(stow_backend_put_buffer(b, "manifests/main/k-1.json", text, strlen(text), 0, &err), STOW_OK);
+    CHECK_INT(stow_backend_put_buffer(b, "manifests/main/k-1.json", text, strlen(text), 0, &err),
+              STOW_OK);
     char p[PATH_MAX + 64];
     snprintf(p, sizeof(p), "%s/manifests/main/k-1.json", store);
     struct stat st;
@@ -96,7 +97,8 @@ static void test_round_trip(stow_backend *b)
 
     char *got = NULL;
     size_t len = 0;
-    CHECK_INT(stow_backend_get_buffer(&got, &len, b, "manifests/main/k-1.json", 1024, &err), STOW_OK);
+    CHECK_INT(stow_backend_get_buffer(&got, &len, b, "manifests/main/k-1.json", 1024, &err),
+              STOW_OK);
     CHECK(got && len == strlen(text) && memcmp(got, text, len) == 0 && got[len] == '\0');
     free(got);
 
@@ -108,14 +110,16 @@ static void test_round_trip(stow_backend *b)
 
     /* Overwrite without flags replaces. */
     CHECK_INT(stow_backend_put_buffer(b, "manifests/main/k-1.json", "xy", 2, 0, &err), STOW_OK);
-    CHECK_INT(stow_backend_get_buffer(&got, &len, b, "manifests/main/k-1.json", 1024, &err), STOW_OK);
+    CHECK_INT(stow_backend_get_buffer(&got, &len, b, "manifests/main/k-1.json", 1024, &err),
+              STOW_OK);
     CHECK(got && len == 2 && memcmp(got, "xy", 2) == 0);
     free(got);
 
     /* Larger than the limit: refused, not truncated. */
     stow_error_clear(&err);
     got = (char *)"sentinel";
-    CHECK_INT(stow_backend_get_buffer(&got, &len, b, "manifests/main/k-1.json", 1, &err), STOW_ECORRUPT);
+    CHECK_INT(stow_backend_get_buffer(&got, &len, b, "manifests/main/k-1.json", 1, &err),
+              STOW_ECORRUPT);
     CHECK(got == NULL && strstr(err.msg, "manifests/main/k-1.json") != NULL);
 
     /* Empty object. */
@@ -161,8 +165,9 @@ static void test_ranges(stow_backend *b)
 
     const struct {
         uint64_t off, len;
-    } r[] = {{0, 0}, {0, 1}, {1000, 5}, {1048576 - 3, 2 * 1048576 + 7}, {n - 10, 0}, {n - 10, 100},
-             {n - 1, 1}, {n, 0}, {n + 5, 10}, {17, n}, {17, 1}};
+    } r[] = {{0, 0},      {0, 1},        {1000, 5},  {1048576 - 3, 2 * 1048576 + 7},
+             {n - 10, 0}, {n - 10, 100}, {n - 1, 1}, {n, 0},
+             {n + 5, 10}, {17, n},       {17, 1}};
     for (size_t i = 0; i < sizeof(r) / sizeof(r[0]); i++) {
         s.len = 0;
         s.calls = 0;
@@ -203,9 +208,11 @@ static void test_missing(stow_backend *b)
     sink_buf s = {NULL, 0, 0, 0, 0};
     stow_object_info info;
     char *got = (char *)"sentinel";
-    CHECK_INT(stow_backend_get(b, "manifests/main/nope.json", 0, 0, sink, &s, &err), STOW_ENOTFOUND);
+    CHECK_INT(stow_backend_get(b, "manifests/main/nope.json", 0, 0, sink, &s, &err),
+              STOW_ENOTFOUND);
     CHECK_INT(stow_backend_get(b, "no/such/dir/x", 0, 0, sink, &s, &err), STOW_ENOTFOUND);
-    CHECK_INT(stow_backend_get_buffer(&got, NULL, b, "manifests/main/nope.json", 16, &err), STOW_ENOTFOUND);
+    CHECK_INT(stow_backend_get_buffer(&got, NULL, b, "manifests/main/nope.json", 16, &err),
+              STOW_ENOTFOUND);
     CHECK(got == NULL);
     CHECK_INT(stow_backend_head(b, "manifests/main/nope.json", &info, &err), STOW_ENOTFOUND);
     /* A parent segment that is an object, not a directory. */
@@ -223,16 +230,19 @@ static void test_del(stow_backend *b)
     CHECK_INT(stow_backend_put_buffer(b, "tmp/del-me", "1", 1, 0, &err), STOW_OK);
     CHECK_INT(stow_backend_del(b, "tmp/del-me", &err), STOW_OK);
     CHECK_INT(stow_backend_head(b, "tmp/del-me", NULL, &err), STOW_ENOTFOUND);
-    CHECK_INT(stow_backend_del(b, "tmp/del-me", &err), STOW_OK);      /* missing = OK */
-    CHECK_INT(stow_backend_del(b, "no/such/dir/x", &err), STOW_OK);   /* missing parent too */
+    CHECK_INT(stow_backend_del(b, "tmp/del-me", &err), STOW_OK);    /* missing = OK */
+    CHECK_INT(stow_backend_del(b, "no/such/dir/x", &err), STOW_OK); /* missing parent too */
 }
 
 static void test_if_absent(stow_backend *b)
 {
     stow_error err = {0};
-    CHECK_INT(stow_backend_put_buffer(b, "refs/main/docker-", "first", 5, STOW_PUT_IF_ABSENT, &err), STOW_OK);
+    CHECK_INT(stow_backend_put_buffer(b, "refs/main/docker-", "first", 5, STOW_PUT_IF_ABSENT, &err),
+              STOW_OK);
     stow_error_clear(&err);
-    CHECK_INT(stow_backend_put_buffer(b, "refs/main/docker-", "second", 6, STOW_PUT_IF_ABSENT, &err), STOW_EEXIST);
+    CHECK_INT(stow_backend_put_buffer(b, "refs/main/docker-", "second", 6, STOW_PUT_IF_ABSENT,
+                                      &err),
+              STOW_EEXIST);
     CHECK_INT(err.code, STOW_EEXIST);
     char *got = NULL;
     CHECK_INT(stow_backend_get_buffer(&got, NULL, b, "refs/main/docker-", 64, &err), STOW_OK);
@@ -257,7 +267,8 @@ static void *race(void *arg)
     char body[32];
     int n = snprintf(body, sizeof(body), "writer-%d", r->id);
     stow_error err = {0};
-    r->rc = stow_backend_put_buffer(r->b, "manifests/race/k.json", body, (size_t)n, STOW_PUT_IF_ABSENT, &err);
+    r->rc = stow_backend_put_buffer(r->b, "manifests/race/k.json", body, (size_t)n,
+                                    STOW_PUT_IF_ABSENT, &err);
     return NULL;
 }
 
@@ -374,10 +385,12 @@ static void test_list(void)
     CHECK_INT(stow_backend_list(b, "", on_list, &l, &err), STOW_OK);
     CHECK_INT(l.n, 0);
 
-    const char *names[] = {"manifests/main/a.json", "manifests/main/b.json", "manifests/mainline/c.json",
-                           "manifests/dev/d.json", "layers/x.tar.zst", "refs/main/docker-"};
+    const char *names[] = {"manifests/main/a.json",     "manifests/main/b.json",
+                           "manifests/mainline/c.json", "manifests/dev/d.json",
+                           "layers/x.tar.zst",          "refs/main/docker-"};
     for (size_t i = 0; i < 6; i++)
-        CHECK_INT(stow_backend_put_buffer(b, names[i], names[i], strlen(names[i]), 0, &err), STOW_OK);
+        CHECK_INT(stow_backend_put_buffer(b, names[i], names[i], strlen(names[i]), 0, &err),
+                  STOW_OK);
     /* A temp file from an interrupted put is not an object. */
     char tmp[PATH_MAX + 64];
     snprintf(tmp, sizeof(tmp), "%s/manifests/main/.e.json.0011223344556677.tmp", store);

@@ -69,8 +69,7 @@ static int put_gen(stow_backend *b, const char *name, uint64_t seed, uint64_t si
     return b->ops->put_commit(p, err);
 }
 
-static int put_mem(stow_backend *b, const char *name, const void *data, size_t len,
-                   stow_error *err)
+static int put_mem(stow_backend *b, const char *name, const void *data, size_t len, stow_error *err)
 {
     stow_put *p = NULL;
     int rc = b->ops->put_begin(&p, b, name, (int64_t)len, 0, err);
@@ -128,15 +127,13 @@ static void test_round_trip(const char *nginx)
 
     unsigned char got[256];
     fx_mem_sink m = {got, 0, sizeof(got)};
-    CHECK_INT(b->ops->get(b, "manifests/default/k1.json", 0, 0, fx_mem_sink_fn, &m, &err),
-              STOW_OK);
+    CHECK_INT(b->ops->get(b, "manifests/default/k1.json", 0, 0, fx_mem_sink_fn, &m, &err), STOW_OK);
     CHECK_INT(m.len, tlen);
     CHECK(memcmp(got, text, tlen) == 0);
 
     /* ranged reads: the middle, and from an offset to the end */
     m.len = 0;
-    CHECK_INT(b->ops->get(b, "manifests/default/k1.json", 7, 7, fx_mem_sink_fn, &m, &err),
-              STOW_OK);
+    CHECK_INT(b->ops->get(b, "manifests/default/k1.json", 7, 7, fx_mem_sink_fn, &m, &err), STOW_OK);
     CHECK_INT(m.len, 7);
     CHECK(memcmp(got, text + 7, 7) == 0);
     m.len = 0;
@@ -174,14 +171,12 @@ static void test_round_trip(const char *nginx)
 
     /* conditional put: the second one loses */
     stow_put *cp = NULL;
-    CHECK_INT(b->ops->put_begin(&cp, b, "manifests/default/once.json", 2, STOW_PUT_IF_ABSENT,
-                                &err),
+    CHECK_INT(b->ops->put_begin(&cp, b, "manifests/default/once.json", 2, STOW_PUT_IF_ABSENT, &err),
               STOW_OK);
     CHECK_INT(b->ops->put_write(cp, "{}", 2, &err), STOW_OK);
     CHECK_INT(b->ops->put_commit(cp, &err), STOW_OK);
     cp = NULL;
-    CHECK_INT(b->ops->put_begin(&cp, b, "manifests/default/once.json", 2, STOW_PUT_IF_ABSENT,
-                                &err),
+    CHECK_INT(b->ops->put_begin(&cp, b, "manifests/default/once.json", 2, STOW_PUT_IF_ABSENT, &err),
               STOW_EEXIST);
     CHECK(cp == NULL);
 
@@ -478,8 +473,8 @@ static void test_abort(const char *nginx)
         CHECK_INT(b->ops->head(b, "layers/aborted.bin", &info, &err), STOW_ENOTFOUND);
         /* abort after every declared byte was written: still nothing */
         p = NULL;
-        CHECK_INT(b->ops->put_begin(&p, b, "layers/aborted2.bin", sizes[i] < 0 ? -1 : (int64_t)MiB, 0,
-                                    &err),
+        CHECK_INT(b->ops->put_begin(&p, b, "layers/aborted2.bin", sizes[i] < 0 ? -1 : (int64_t)MiB,
+                                    0, &err),
                   STOW_OK);
         CHECK_INT(b->ops->put_write(p, buf, MiB, &err), STOW_OK);
         struct timespec ts = {0, 300 * 1000 * 1000};

@@ -47,8 +47,7 @@ static void url_for(char *out, size_t n, const char *mode, const char *name)
         snprintf(out, n, "%s/%s/anon/%s/%s", proxy_root, mode, fx_run_id(), name);
 }
 
-static int put_buffer(stow_httpc *h, const char *url, const void *buf, size_t len,
-                      stow_error *err)
+static int put_buffer(stow_httpc *h, const char *url, const void *buf, size_t len, stow_error *err)
 {
     stow_httpc_request r;
     memset(&r, 0, sizeof(r));
@@ -237,8 +236,7 @@ static void test_prepare(void)
     /* headers added by prepare are sent: the bearer location lets us in only with them */
     char auth[512];
     snprintf(auth, sizeof(auth), "Authorization: Bearer %s", fx_env("STOW_TEST_TOKEN"));
-    snprintf(url, sizeof(url), "%s/bearer/%s/prep.bin", fx_env("STOW_TEST_NGINX_URL"),
-             fx_run_id());
+    snprintf(url, sizeof(url), "%s/bearer/%s/prep.bin", fx_env("STOW_TEST_NGINX_URL"), fx_run_id());
     memset(&pl, 0, sizeof(pl));
     pthread_mutex_init(&pl.lock, NULL);
     stow_httpc_request pr;
@@ -284,16 +282,10 @@ static int err_fn(void *ud, const stow_httpc_response *resp, int *retry, stow_er
     case 0:
         return stow_error_set(err, STOW_ETIMEOUT, "%s %s: SlowDown (HTTP %ld)", resp->method,
                               resp->url_redacted, resp->status);
-    case 1:
-        *retry = 0;
-        return err->code;
-    case 2:
-        return stow_error_set(err, STOW_ERR, "%s: NoSuchBucket", resp->url_redacted);
-    case 4:
-        return STOW_OK;
-    default:
-        *retry = 1;
-        return err->code;
+    case 1: *retry = 0; return err->code;
+    case 2: return stow_error_set(err, STOW_ERR, "%s: NoSuchBucket", resp->url_redacted);
+    case 4: return STOW_OK;
+    default: *retry = 1; return err->code;
     }
 }
 

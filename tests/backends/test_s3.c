@@ -85,9 +85,10 @@ static void test_location(void)
 
     /* refused, as usage errors */
     static const char *const bad_urls[] = {
-        "s3://",       "s3:///prefix", "s3://user@bucket/p", "s3://bucket:9000/p", "s3://b/p?x=1",
-        "s3://b/p#f",  "s3://b/a//b",  "s3://b/a/../b",      "s3://b/./a",         "s3://b/%zz",
-        "s3://b/a%0ab", "http://b/p",  "s3://b/%",           NULL,
+        "s3://",        "s3:///prefix", "s3://user@bucket/p", "s3://bucket:9000/p",
+        "s3://b/p?x=1", "s3://b/p#f",   "s3://b/a//b",        "s3://b/a/../b",
+        "s3://b/./a",   "s3://b/%zz",   "s3://b/a%0ab",       "http://b/p",
+        "s3://b/%",     NULL,
     };
     for (int i = 0; bad_urls[i]; i++) {
         stow_error_clear(&err);
@@ -97,8 +98,8 @@ static void test_location(void)
         CHECK_INT(rc, STOW_EUSAGE);
         CHECK(err.msg[0] != '\0');
     }
-    static const char *const bad_endpoints[] = {"127.0.0.1:9000", "ftp://h", "http://u:p@h",
-                                                "http://h/?q", "http://h/a b", NULL};
+    static const char *const bad_endpoints[] = {"127.0.0.1:9000", "ftp://h",      "http://u:p@h",
+                                                "http://h/?q",    "http://h/a b", NULL};
     for (int i = 0; bad_endpoints[i]; i++)
         CHECK_INT(stow_s3_location_parse(&l, "s3://b", bad_endpoints[i], NULL, -1, &err),
                   STOW_EUSAGE);
@@ -186,8 +187,8 @@ static int get_check(stow_backend *b, const char *name, uint64_t seed, uint64_t 
     if (rc != STOW_OK)
         return rc;
     if (c.bad || c.got != expect) {
-        fprintf(stderr, "get %s [%" PRIu64 ", +%" PRIu64 "): got %" PRIu64 " bytes (want %" PRIu64
-                        ")%s\n",
+        fprintf(stderr,
+                "get %s [%" PRIu64 ", +%" PRIu64 "): got %" PRIu64 " bytes (want %" PRIu64 ")%s\n",
                 name, off, len, c.got, expect, c.bad ? ", wrong content" : "");
         return STOW_ECORRUPT;
     }

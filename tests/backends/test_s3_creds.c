@@ -311,8 +311,13 @@ static void test_time_and_expiry(void)
     CHECK_INT(t, 1495033794);
     CHECK_INT(stow_s3_creds_parse_time(&t, "2017-05-17T15:09:54+00:00", &err), 0);
     CHECK_INT(t, 1495033794);
-    const char *bad[] = {"2017-05-17T15:09:54", "2017-05-17T15:09:54+02:00", "2017-13-17T15:09:54Z",
-                         "2017-05-17", "", "2017-05-17T15:09:5xZ", NULL};
+    const char *bad[] = {"2017-05-17T15:09:54",
+                         "2017-05-17T15:09:54+02:00",
+                         "2017-13-17T15:09:54Z",
+                         "2017-05-17",
+                         "",
+                         "2017-05-17T15:09:5xZ",
+                         NULL};
     for (int i = 0; bad[i] != NULL; i++) {
         if (stow_s3_creds_parse_time(&t, bad[i], &err) != STOW_EUSAGE) {
             fprintf(stderr, "time \"%s\" was accepted\n", bad[i]);

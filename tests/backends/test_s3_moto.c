@@ -31,8 +31,8 @@ static stow_backend *open_store(const char *prefix, stow_error *err)
     return b;
 }
 
-static int put_stream(stow_backend *b, const char *name, uint64_t seed, size_t len,
-                      unsigned flags, stow_error *err)
+static int put_stream(stow_backend *b, const char *name, uint64_t seed, size_t len, unsigned flags,
+                      stow_error *err)
 {
     stow_put *p = NULL;
     int rc = b->ops->put_begin(&p, b, name, -1, flags, err);

@@ -132,8 +132,8 @@ static void test_get_lifecycle(void)
 
 static void test_list_objects(void)
 {
-    stow_sigv4_request r =
-        example("GET", "/", "max-keys=2&prefix=J", NULL, STOW_SIGV4_EMPTY_SHA256);
+    stow_sigv4_request r = example("GET", "/", "max-keys=2&prefix=J", NULL,
+                                   STOW_SIGV4_EMPTY_SHA256);
     stow_sigv4_headers h;
     stow_error err = {0};
     char canon[2048];
@@ -191,8 +191,7 @@ static void test_query_encoding(void)
      * characters S3 would escape are escaped, valueless keys get '=' */
     r.query = "prefix=a%2fb%20c&list-type=2&delimiter=%2F&uploads&x=$";
     CHECK_INT(stow_sigv4_canonical_request(canon, sizeof(canon), &r, &err), 0);
-    CHECK(strncmp(canon,
-                  "GET\n/\ndelimiter=%2F&list-type=2&prefix=a%2Fb%20c&uploads=&x=%24\nhost:",
+    CHECK(strncmp(canon, "GET\n/\ndelimiter=%2F&list-type=2&prefix=a%2Fb%20c&uploads=&x=%24\nhost:",
                   68) == 0);
 
     /* same key twice: sorted by value */

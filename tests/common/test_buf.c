@@ -59,7 +59,7 @@ static void test_reserve(void)
     char data[700];
     memset(data, 'x', sizeof(data));
     CHECK_INT(stow_buf_add(&b, data, sizeof(data), &err), 0);
-    CHECK(b.ptr == p); /* no reallocation */
+    CHECK(b.ptr == p);                                    /* no reallocation */
     CHECK_INT(stow_buf_reserve(&b, 301, &err), STOW_ERR); /* 1001 > 1000 */
     CHECK_INT(b.failed, 1);
     CHECK_INT(b.len, 700);

@@ -50,9 +50,12 @@ static void test_escape(void)
     CHECK_STR(out, "caf\xc3\xa9 \xe2\x9c\x93");
     ESC(out, "x\xff\xc3y\xc0\xaf");
     CHECK_STR(out, "x\\xff\\xc3y\\xc0\\xaf");
-    ESC(out, "\xc2\x9b" "2J\xc2\x85" "e");
+    ESC(out, "\xc2\x9b"
+             "2J\xc2\x85"
+             "e");
     CHECK_STR(out, "\\xc2\\x9b2J\\xc2\\x85e");
-    ESC(out, "a\xe2\x80\xa8" "b");
+    ESC(out, "a\xe2\x80\xa8"
+             "b");
     CHECK_STR(out, "a\\xe2\\x80\\xa8b");
     ESC(out, "\xed\xa0\x80"); /* a surrogate */
     CHECK_STR(out, "\\xed\\xa0\\x80");

@@ -112,27 +112,10 @@ static void test_rel_ok(void)
         const char *rel;
         int ok;
     } t[] = {
-        {"a", 1},
-        {"a/b/c.txt", 1},
-        {".hidden", 1},
-        {"..a", 1},
-        {"a..", 1},
-        {"a/...", 1},
-        {"a b/c", 1},
-        {"", 0},
-        {"/abs", 0},
-        {"/", 0},
-        {".", 0},
-        {"..", 0},
-        {"../x", 0},
-        {"a/../b", 0},
-        {"a/..", 0},
-        {"./a", 0},
-        {"a/./b", 0},
-        {"a/.", 0},
-        {"a//b", 0},
-        {"a/", 0},
-        {"//a", 0},
+        {"a", 1},     {"a/b/c.txt", 1}, {".hidden", 1}, {"..a", 1}, {"a..", 1},   {"a/...", 1},
+        {"a b/c", 1}, {"", 0},          {"/abs", 0},    {"/", 0},   {".", 0},     {"..", 0},
+        {"../x", 0},  {"a/../b", 0},    {"a/..", 0},    {"./a", 0}, {"a/./b", 0}, {"a/.", 0},
+        {"a//b", 0},  {"a/", 0},        {"//a", 0},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
         if (stow_path_rel_ok(t[i].rel) != t[i].ok) {
@@ -209,7 +192,7 @@ static void test_mkdirs(void)
     CHECK_INT(stow_path_mkdirs(dir, 0755, &err), STOW_OK);
     CHECK(is_dir(dir));
     CHECK_INT(stow_path_mkdirs(dir, 0755, &err), STOW_OK); /* existing: fine */
-    snprintf(dir, sizeof(dir), "%s/a/b/d/", base);          /* trailing slash */
+    snprintf(dir, sizeof(dir), "%s/a/b/d/", base);         /* trailing slash */
     CHECK_INT(stow_path_mkdirs(dir, 0755, &err), STOW_OK);
     CHECK(is_dir(dir));
 

@@ -151,7 +151,8 @@ static void test_writer_fails(void)
     CHECK(p != NULL);
     if (p == NULL)
         return;
-    producer pr = {.p = p, .total = 3 * MiB + 12345, .chunks = odd_writes, .nchunks = 9, .fail_at_end = 1};
+    producer pr = {
+        .p = p, .total = 3 * MiB + 12345, .chunks = odd_writes, .nchunks = 9, .fail_at_end = 1};
     consumer c = {.p = p, .sizes = odd_reads, .nsizes = 8};
     run(p, &pr, &c);
     CHECK_INT(pr.rc, 0);

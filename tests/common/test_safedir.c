@@ -15,7 +15,10 @@
 
 static char base[PATH_MAX];
 
-static void path_of(char *out, size_t outsz, const char *rel) { snprintf(out, outsz, "%s/%s", base, rel); }
+static void path_of(char *out, size_t outsz, const char *rel)
+{
+    snprintf(out, outsz, "%s/%s", base, rel);
+}
 
 static void mk(const char *rel)
 {
@@ -63,8 +66,8 @@ static void test_open(int rootfd)
     mk("root/a");
     mk("root/a/b");
     mk("outside");
-    ln("../outside", "root/a/up");      /* a symlinked directory component */
-    ln("b", "root/a/bl");               /* even one that stays inside */
+    ln("../outside", "root/a/up"); /* a symlinked directory component */
+    ln("b", "root/a/bl");          /* even one that stays inside */
 
     int fd = stow_safedir_open(rootfd, "a/b", 0, NULL, NULL, &err);
     CHECK(fd >= 0);
@@ -132,7 +135,8 @@ static void test_split(void)
 static int inside(int rootfd, const char *rel, const char *target, const view_entry *view)
 {
     char why[256];
-    return stow_safedir_link_inside(rootfd, rel, target, view ? view_lookup : NULL, (void *)view, why, sizeof(why));
+    return stow_safedir_link_inside(rootfd, rel, target, view ? view_lookup : NULL, (void *)view,
+                                    why, sizeof(why));
 }
 
 static void test_links_view(void)
@@ -141,15 +145,18 @@ static void test_links_view(void)
     const view_entry chain[] = {
         {"d", NULL}, {"d/s", ".."}, {"u1", "d/s/.."}, {"u2", "u1/.."}, {NULL, NULL},
     };
-    CHECK_INT(inside(-1, "d/s", "..", chain), 1);          /* = the root: fine */
-    CHECK_INT(inside(-1, "u1", "d/s/..", chain), 0);       /* one above the root */
+    CHECK_INT(inside(-1, "d/s", "..", chain), 1);    /* = the root: fine */
+    CHECK_INT(inside(-1, "u1", "d/s/..", chain), 0); /* one above the root */
     CHECK_INT(inside(-1, "evil", "u2/etc/passwd", chain), 0);
-    CHECK_INT(inside(-1, "ok", "d/s/d", chain), 1);        /* root/d */
-    CHECK_INT(inside(-1, "ok", "d/s/d/s/d/s", chain), 1);  /* still the root */
+    CHECK_INT(inside(-1, "ok", "d/s/d", chain), 1);       /* root/d */
+    CHECK_INT(inside(-1, "ok", "d/s/d/s/d/s", chain), 1); /* still the root */
 
     /* Through a link to a directory. */
     const view_entry dirlink[] = {
-        {"d", NULL}, {"d/s", ".."}, {"d2", "d"}, {NULL, NULL},
+        {"d", NULL},
+        {"d/s", ".."},
+        {"d2", "d"},
+        {NULL, NULL},
     };
     CHECK_INT(inside(-1, "x", "d2/s", dirlink), 1);
     CHECK_INT(inside(-1, "x", "d2/s/..", dirlink), 0);
@@ -171,7 +178,9 @@ static void test_links_view(void)
     /* Loops end at the hop limit instead of spinning. */
     const view_entry loop[] = {{"l1", "l2"}, {"l2", "l1"}, {NULL, NULL}};
     char why[256];
-    CHECK_INT(stow_safedir_link_inside(-1, "x", "l1/f", view_lookup, (void *)loop, why, sizeof(why)), 0);
+    CHECK_INT(stow_safedir_link_inside(-1, "x", "l1/f", view_lookup, (void *)loop, why,
+                                       sizeof(why)),
+              0);
     CHECK(strstr(why, "nested") != NULL);
 
     /* The view wins over the disk: a path it calls a file is not followed. */
@@ -265,8 +274,9 @@ static void test_walk(void)
     stow_safedir_walk w = STOW_SAFEDIR_WALK_INIT;
     static const struct {
         const char *dir, *leaf;
-    } seq[] = {{"a/b/c", "in-c"}, {"a/b/d", "in-d"}, {"a/b/d", "in-d"}, {"a/b", "c"}, {"a/e", "in-e"},
-               {"ab", "in-ab"},   {"a", "b"},         {"", "ab"},       {"a/b/c", "in-c"}};
+    } seq[] = {{"a/b/c", "in-c"}, {"a/b/d", "in-d"}, {"a/b/d", "in-d"},
+               {"a/b", "c"},      {"a/e", "in-e"},   {"ab", "in-ab"},
+               {"a", "b"},        {"", "ab"},        {"a/b/c", "in-c"}};
     for (size_t i = 0; i < sizeof(seq) / sizeof(seq[0]); i++) {
         int fd = stow_safedir_walk_get(&w, rootfd, seq[i].dir, strlen(seq[i].dir), &err);
         CHECK(fd >= 0);
@@ -323,8 +333,10 @@ int main(void)
     test_walk();
     close(rootfd);
     /* The tree is small and known: remove it entry by entry. */
-    const char *rm[] = {"root/a/n1/n2", "root/a/n1", "root/a/b", "root/old", "root/a", "root", "outside", NULL};
-    const char *links[] = {"root/a/up", "root/a/bl", "root/old/s", "root/sys", "root/oldlink", NULL};
+    const char *rm[] = {"root/a/n1/n2", "root/a/n1", "root/a/b", "root/old",
+                        "root/a",       "root",      "outside",  NULL};
+    const char *links[] = {"root/a/up", "root/a/bl",    "root/old/s",
+                           "root/sys",  "root/oldlink", NULL};
     for (size_t i = 0; links[i]; i++) {
         path_of(rp, sizeof(rp), links[i]);
         unlink(rp);

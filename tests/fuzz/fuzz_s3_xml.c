@@ -58,7 +58,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     char id[STOW_S3_UPLOAD_ID_MAX + 1];
     int rc = stow_s3_xml_upload_id(id, body, size);
-    if (strnlen(id, sizeof(id)) == sizeof(id) || (rc != 0 && id[0] != '\0') || (rc == 0 && id[0] == '\0'))
+    if (strnlen(id, sizeof(id)) == sizeof(id) || (rc != 0 && id[0] != '\0') ||
+        (rc == 0 && id[0] == '\0'))
         abort();
 
     /* One-shot list vs the streaming parser fed in two pieces split at a point taken from
