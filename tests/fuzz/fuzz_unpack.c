@@ -248,7 +248,7 @@ static void add_entry(stow_manifest *m, const char *rel, char type, uint32_t mod
     for (char *s = strchr(parent, '/'); s; s = strchr(s + 1, '/')) {
         *s = '\0';
         if (!has_path(m, parent)) {
-            stow_file_entry d = {0, parent, STOW_FT_DIR, 0755, 0, mtime, 0, -1, NULL, NULL};
+            stow_file_entry d = {0, parent, STOW_FT_DIR, 0755, 0, mtime, 0, -1, NULL, NULL, 0};
             stow_error e = {0};
             if (stow_manifest_add_file(m, &d, &e) != STOW_OK)
                 abort();
@@ -264,7 +264,7 @@ static void add_entry(stow_manifest *m, const char *rel, char type, uint32_t mod
                          0,
                          type == STOW_FT_DIR ? -1 : 0,
                          type == STOW_FT_LINK ? (char *)target : NULL,
-                         NULL};
+                         NULL, 0};
     stow_error e = {0};
     if (stow_manifest_add_file(m, &f, &e) != STOW_OK)
         abort();
