@@ -264,7 +264,8 @@ static void add_entry(stow_manifest *m, const char *rel, char type, uint32_t mod
                          0,
                          type == STOW_FT_DIR ? -1 : 0,
                          type == STOW_FT_LINK ? (char *)target : NULL,
-                         NULL, 0};
+                         NULL,
+                         0};
     stow_error e = {0};
     if (stow_manifest_add_file(m, &f, &e) != STOW_OK)
         abort();
