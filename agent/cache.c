@@ -107,7 +107,7 @@ static int run_parallel(size_t n, int nthreads, layer_fn fn, void *ctx, stow_err
  * Local state left by restore for save
  * ------------------------------------------------------------------------------------------ */
 
-static int state_path(char *out, size_t outsz, const stow_cache_params *p, const char *suffix)
+int stow_cache_state_path(char *out, size_t outsz, const stow_cache_params *p, const char *suffix)
 {
     stow_sha256 *h = stow_sha256_new();
     if (h == NULL)
@@ -161,7 +161,7 @@ static void save_state(const stow_cache_params *p, const stow_cache_result *res,
     stow_error err = {0};
     char path[PATH_MAX];
     if (stow_path_mkdirs(p->state_dir, 0700, &err) != STOW_OK ||
-        state_path(path, sizeof(path), p, ".json") != STOW_OK) {
+        stow_cache_state_path(path, sizeof(path), p, ".json") != STOW_OK) {
         stow_warn("cannot record restore state in %s: %s", p->state_dir, err.msg);
         return;
     }
@@ -176,14 +176,15 @@ static void save_state(const stow_cache_params *p, const stow_cache_result *res,
     free(s);
     /* The restored manifest, for delta saves. */
     char mpath[PATH_MAX];
-    if (m != NULL && state_path(mpath, sizeof(mpath), p, ".manifest.json") == STOW_OK) {
+    if (m != NULL && stow_cache_state_path(mpath, sizeof(mpath), p, ".manifest.json") == STOW_OK) {
         char *mj = NULL;
         size_t ml = 0;
         if (stow_manifest_to_json(&mj, &ml, m, &err) != STOW_OK ||
             write_file_atomic(mpath, mj, ml, &err) != STOW_OK)
             stow_warn("cannot record the restored manifest: %s", err.msg);
         free(mj);
-    } else if (m == NULL && state_path(mpath, sizeof(mpath), p, ".manifest.json") == STOW_OK) {
+    } else if (m == NULL &&
+               stow_cache_state_path(mpath, sizeof(mpath), p, ".manifest.json") == STOW_OK) {
         unlink(mpath);
     }
 }
@@ -191,9 +192,9 @@ static void save_state(const stow_cache_params *p, const stow_cache_result *res,
 static void clear_state(const stow_cache_params *p)
 {
     char path[PATH_MAX];
-    if (state_path(path, sizeof(path), p, ".json") == STOW_OK)
+    if (stow_cache_state_path(path, sizeof(path), p, ".json") == STOW_OK)
         unlink(path);
-    if (state_path(path, sizeof(path), p, ".manifest.json") == STOW_OK)
+    if (stow_cache_state_path(path, sizeof(path), p, ".manifest.json") == STOW_OK)
         unlink(path);
 }
 
@@ -201,7 +202,7 @@ static void clear_state(const stow_cache_params *p)
 static stow_manifest *state_manifest(const stow_cache_params *p)
 {
     char path[PATH_MAX];
-    if (state_path(path, sizeof(path), p, ".manifest.json") != STOW_OK)
+    if (stow_cache_state_path(path, sizeof(path), p, ".manifest.json") != STOW_OK)
         return NULL;
     /* A regular file within the manifest limit, checked before reading (a FIFO or a device
      * put there must not hang or exhaust the save). */

@@ -1,4 +1,4 @@
-/* Private to agent/cache.c and agent/save.c (and their unit tests): the shared helpers of
+/* Private to agent/cache.c, agent/save.c and agent/trim.c (and their unit tests): the shared helpers of
  * restore and save. Not part of the cache module's interface. */
 #ifndef STOW_CACHE_INT_H
 #define STOW_CACHE_INT_H
@@ -14,6 +14,10 @@
 typedef int (*stow_cache_work_fn)(void *ctx, size_t i, stow_error *err);
 int stow_cache_run_parallel(size_t n, int nthreads, stow_cache_work_fn fn, void *ctx,
                             stow_error *err);
+
+/* STOWAGE_STATE_DIR/<id><suffix>: the state file of this store and these paths (id: a hash
+ * of both), for restore's outcome and manifest and for trim's marks. */
+int stow_cache_state_path(char *out, size_t outsz, const stow_cache_params *p, const char *suffix);
 
 /* The local state restore leaves for save: the outcome, and the restored manifest (m may be
  * NULL: no parent). */

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "buildx.h"
+#include "cache_int.h"
 #include "hash.h"
 #include "log.h"
 #include "paths.h"
@@ -102,22 +103,7 @@ done:
 
 static int state_path(char *out, size_t outsz, const stow_cache_params *p)
 {
-    stow_sha256 *h = stow_sha256_new();
-    if (h == NULL)
-        return STOW_ERR;
-    /* The same identity as the cache's own state files (cache.c). */
-    stow_sha256_update(h, p->store_url, strlen(p->store_url));
-    for (size_t i = 0; i < p->paths->n; i++) {
-        stow_sha256_update(h, "\n", 1);
-        stow_sha256_update(h, p->paths->v[i], strlen(p->paths->v[i]));
-    }
-    uint8_t d[STOW_SHA256_LEN];
-    char hex[2 * STOW_SHA256_LEN + 1];
-    stow_sha256_final(h, d);
-    stow_sha256_free(h);
-    stow_hex(hex, d, 12);
-    int n = snprintf(out, outsz, "%s/%s.trim.json", p->state_dir, hex);
-    return (n < 0 || (size_t)n >= outsz) ? STOW_ERR : STOW_OK;
+    return stow_cache_state_path(out, outsz, p, ".trim.json");
 }
 
 static void write_state(const stow_cache_params *p, json_t *o)

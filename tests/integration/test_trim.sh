@@ -12,7 +12,7 @@ PKG="$T/pkgs"
 mkdir -p "$PKG"
 # Real packages when the machine has some (already compressed, like real caches), else random
 # bytes. B is the largest so that its layer is mostly dead once it goes.
-pick() { find /var/cache/apt/archives /var/cache/apt/archives/partial -maxdepth 1 -name '*.deb' -size "+$1" -size "-$2" 2>/dev/null | LC_ALL=C sort | head -n 1; }
+pick() { find /var/cache/apt/archives /var/cache/apt/archives/partial -maxdepth 1 -name '*.deb' -size "+$1" -size "-$2" 2>/dev/null | LC_ALL=C sort | sed -n 1p; } # sed reads all: no SIGPIPE under pipefail
 src_a=$(pick 1M 3M); src_b=$(pick 6M 12M); src_c=$(pick 1M 3M)
 [ -n "$src_c" ] && src_c=$(find /var/cache/apt/archives -maxdepth 1 -name '*.deb' -size +1M -size -3M | LC_ALL=C sort | sed -n 2p)
 for x in a:"$src_a":1500000 b:"$src_b":8000000 c:"$src_c":1200000; do
