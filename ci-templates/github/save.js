@@ -34,7 +34,14 @@ async function main() {
       return;
     }
   }
-  const r = await st.run(bin, ['save', ...st.commonArgs(key)]);
+  const args = ['save', ...st.commonArgs(key)];
+  // The post step cannot see whether the job failed, and with save-on-failure it also runs after
+  // a failed job: then it does not trim (a failed build never trims, docs/TRIM.md) unless the job
+  // says how it went in STOWAGE_BUILD_STATUS (e.g. env: STOWAGE_BUILD_STATUS: ${{ job.status }}).
+  if (post && process.env.STOWAGE_SAVE_ON_FAILURE === 'true' && !process.env.STOWAGE_BUILD_STATUS) {
+    args.push('--no-trim');
+  }
+  const r = await st.run(bin, args);
   const seconds = ((Date.now() - started) / 1000).toFixed(1);
   const warned = r.log.some((l) => /^stowage: warning: /.test(l));
   st.summary('stowage: cache save', [
