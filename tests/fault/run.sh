@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The fault campaign: kill -9 sweeps, a faulty store, a full destination, concurrency and the
 # issue-12 defects as black-box cases, against the real binary and real servers (file store,
-# nginx WebDAV, s3rver). Prints a table per category and "N passed, N failed"; exits 1 on any
+# nginx WebDAV, moto). Prints a table per category and "N passed, N failed"; exits 1 on any
 # failure. See tests/fault/README.md.
 #
 # Environment:
@@ -63,12 +63,15 @@ if want kill-file; then timed kill-file kill_sweep file; fi
 if want kill-nginx; then
     if [ "$NGINX_UP" = 1 ]; then timed kill-nginx kill_sweep nginx; else cat_broken kill-nginx "nginx did not start"; fi
 fi
+# Against moto, whose PUT is atomic like S3's. s3rver writes an object's body straight into
+# its final file, so a save killed in the middle of a manifest PUT left a truncated manifest
+# there (seed 4994, 1 of 8 kills): a fault of that server, not of a real store.
 if want kill-s3; then
-    if s3_start_s3rver stowage-fault; then
+    if s3_start_moto stowage-fault; then
         timed kill-s3 kill_sweep s3
         s3_stop
     else
-        cat_broken kill-s3 "s3rver did not start (link tests/integration/s3rver/node_modules)"
+        cat_broken kill-s3 "moto_server did not start"
     fi
 fi
 if want proxy; then
