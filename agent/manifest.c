@@ -123,6 +123,22 @@ stow_file_entry *stow_manifest_find(const stow_manifest *m, uint32_t root, const
     return bsearch(&key, m->files, m->nfiles, sizeof(*m->files), cmp_entry);
 }
 
+void stow_manifest_map_roots(int32_t *proot, const stow_manifest *m, const stow_manifest *other)
+{
+    for (size_t r = 0; r < m->nroots; r++) {
+        proot[r] = -1;
+        for (size_t q = 0; other != NULL && q < other->nroots; q++)
+            if (strcmp(m->roots[r], other->roots[q]) == 0)
+                proot[r] = (int32_t)q;
+    }
+}
+
+const stow_file_entry *stow_manifest_find_mapped(const stow_manifest *other, const int32_t *proot,
+                                                 const stow_file_entry *e)
+{
+    return proot[e->root] < 0 ? NULL : stow_manifest_find(other, (uint32_t)proot[e->root], e->path);
+}
+
 int stow_manifest_layer_object(char *out, size_t outsz, const stow_layer *l)
 {
     return stow_layout_layer_name(out, outsz, l->id) == STOW_OK ? STOW_OK : STOW_ERR;

@@ -69,6 +69,13 @@ void stow_manifest_sort(stow_manifest *m);
 /* Binary search after sort; NULL when absent. */
 stow_file_entry *stow_manifest_find(const stow_manifest *m, uint32_t root, const char *path);
 
+/* proot[r] (m->nroots entries): the index of m's root r among other's roots by configured
+ * spelling, -1 where other lacks it or other is NULL. */
+void stow_manifest_map_roots(int32_t *proot, const stow_manifest *m, const stow_manifest *other);
+/* The entry of other at e's root (mapped through proot) and path; NULL when there is none. */
+const stow_file_entry *stow_manifest_find_mapped(const stow_manifest *other, const int32_t *proot,
+                                                 const stow_file_entry *e);
+
 /* Object name of a layer: "layers/<id>.tar.zst". */
 int stow_manifest_layer_object(char *out, size_t outsz, const stow_layer *l);
 

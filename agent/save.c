@@ -293,20 +293,12 @@ int stow_save_plan_delta(stow_manifest *m, const stow_manifest *parent, char *co
         stow_error_set(err, STOW_ERR, "out of memory");
         goto done;
     }
-    for (size_t r = 0; r < m->nroots; r++) {
-        proot[r] = -1;
-        for (size_t q = 0; q < parent->nroots; q++)
-            if (strcmp(m->roots[r], parent->roots[q]) == 0)
-                proot[r] = (int32_t)q;
-    }
+    stow_manifest_map_roots(proot, m, parent);
     /* Match every scanned entry with the parent's. Parent layer indices are stored as
      * -(2 + index) until the parent layers kept in m are known. */
     for (size_t i = 0; i < m->nfiles; i++) {
         stow_file_entry *e = &m->files[i];
-        const stow_file_entry *pe = proot[e->root] < 0
-                                        ? NULL
-                                        : stow_manifest_find(parent, (uint32_t)proot[e->root],
-                                                             e->path);
+        const stow_file_entry *pe = stow_manifest_find_mapped(parent, proot, e);
         if (pe != NULL)
             used[pe - parent->files] = 1;
         if (e->type == STOW_FT_DIR) {

@@ -277,18 +277,10 @@ int stow_trim_plan(stow_trim_stats *st, stow_trim_dropped **dropped, stow_manife
         rc = stow_error_set(err, STOW_ERR, "out of memory");
         goto done;
     }
-    for (size_t r = 0; r < m->nroots; r++) {
-        proot[r] = -1;
-        for (size_t q = 0; parent != NULL && q < parent->nroots; q++)
-            if (strcmp(m->roots[r], parent->roots[q]) == 0)
-                proot[r] = (int32_t)q;
-    }
+    stow_manifest_map_roots(proot, m, parent);
     for (size_t i = 0; i < m->nfiles; i++) {
         stow_file_entry *e = &m->files[i];
-        const stow_file_entry *pe = proot[e->root] < 0
-                                        ? NULL
-                                        : stow_manifest_find(parent, (uint32_t)proot[e->root],
-                                                             e->path);
+        const stow_file_entry *pe = stow_manifest_find_mapped(parent, proot, e);
         uint32_t before = (pe != NULL && same_data(e, pe)) ? pe->unread : 0;
         e->unread = 0;
         if (e->type != STOW_FT_FILE)
@@ -451,10 +443,7 @@ int stow_trim_apply(stow_trim_stats *st, stow_trim_dropped **dropped, stow_manif
             use[i] = STOW_USE_UNKNOWN;
             continue;
         }
-        const stow_file_entry *pe = proot[e->root] < 0
-                                        ? NULL
-                                        : stow_manifest_find(parent, (uint32_t)proot[e->root],
-                                                             e->path);
+        const stow_file_entry *pe = stow_manifest_find_mapped(parent, proot, e);
         if (!stow_trim_is_marked(&fs))
             use[i] = STOW_USE_READ;
         else
