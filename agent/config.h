@@ -8,13 +8,9 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "strlist.h"
 
 #define STOW_CONFIG_MAX_BYTES (1u << 20) /* largest config file read */
-
-typedef struct stow_strlist {
-    size_t n;
-    char **v;
-} stow_strlist;
 
 typedef struct stow_config {
     /* [storage] */
@@ -94,11 +90,5 @@ void stow_config_print_man(void *file);
 
 /* Writes text escaped for roff (for the man page's other sections). */
 void stow_config_print_roff(void *file, const char *text);
-
-/* Splits a comma- or newline-separated list, trimming whitespace and dropping empty items,
- * appending to l. */
-int stow_strlist_split(stow_strlist *l, const char *s, stow_error *err);
-int stow_strlist_add(stow_strlist *l, const char *s, stow_error *err);
-void stow_strlist_free(stow_strlist *l);
 
 #endif
