@@ -408,6 +408,8 @@ static int s3_open(stow_backend **out, const stow_backend_opts *opts, stow_error
     stow_httpc_config_init(&cfg, opts);
     cfg.netrc = 0;
     cfg.userpwd = NULL;
+    if (cfg.ca_bundle == NULL && getenv("AWS_CA_BUNDLE") != NULL && *getenv("AWS_CA_BUNDLE"))
+        cfg.ca_bundle = getenv("AWS_CA_BUNDLE"); /* the ca_bundle option wins */
     cfg.headers = NULL;
     rc = stow_httpc_new(&b->hc, &cfg, err);
     if (rc != STOW_OK)
@@ -421,9 +423,9 @@ static int s3_open(stow_backend **out, const stow_backend_opts *opts, stow_error
         rc = STOW_EAUTH;
         goto done;
     }
-    stow_debug("s3 store %s: %s %s, region %s, credentials from %s", b->url_red,
-               b->loc.path_style ? "path-style" : "virtual-hosted", b->loc.origin, b->loc.region,
-               b->creds.source);
+    stow_debug("s3 store %s: %s %s (endpoint from %s), region %s, credentials from %s", b->url_red,
+               b->loc.path_style ? "path-style" : "virtual-hosted", b->loc.origin,
+               b->loc.endpoint_from, b->loc.region, b->creds.source);
 done:
     if (rc != STOW_OK) {
         s3_free(&b->base);

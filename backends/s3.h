@@ -10,8 +10,9 @@
  * (/BUCKET/KEY) unless path_style is 0 (BUCKET.host/KEY). Without an endpoint they go to AWS,
  * https://BUCKET.s3.REGION.amazonaws.com/KEY, or path-style https://s3.REGION.amazonaws.com/
  * BUCKET/KEY when path_style is 1 or the bucket name is not DNS-compatible (dots, capitals,
- * underscores: virtual hosts with dots break TLS name checks). Region: the argument, else
- * AWS_REGION, else AWS_DEFAULT_REGION, else us-east-1.
+ * underscores: virtual hosts with dots break TLS name checks). Endpoint: the argument (the
+ * endpoint option), else AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL, as the AWS SDKs read
+ * them. Region: the argument, else AWS_REGION, else AWS_DEFAULT_REGION, else us-east-1.
  */
 #ifndef STOW_S3_H
 #define STOW_S3_H
@@ -40,12 +41,24 @@ typedef struct stow_s3_location {
     char base_path[STOW_S3_BASE_PATH_MAX]; /* encoded, no trailing '/': "", "/bucket" */
     char region[STOW_S3_REGION_MAX];
     int path_style; /* what was chosen: 1 path-style, 0 virtual */
+    /* where the endpoint and region came from, for stowage doctor and debug logs (static
+     * strings): "option", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS" (none);
+     * "option", "AWS_REGION", "AWS_DEFAULT_REGION", "default" */
+    const char *endpoint_from;
+    const char *region_from;
 } stow_s3_location;
 
 /* Parses the store URL and decides the addressing. endpoint and region may be NULL;
  * path_style is 1, 0 or -1 (auto). STOW_EUSAGE with the bad part named. */
 int stow_s3_location_parse(stow_s3_location *out, const char *url, const char *endpoint,
                            const char *region, int path_style, stow_error *err);
+
+/* For stowage doctor: the addressing of an open S3 backend, where its credentials came from
+ * and its access key id masked to the last 4 characters (never the secret or the token).
+ * STOW_EUSAGE when b is not an S3 backend. */
+struct stow_backend;
+int stow_s3_describe(stow_s3_location *loc, char *source, size_t source_cap, char *key_hint,
+                     size_t hint_cap, const struct stow_backend *b);
 
 /* Size of part number part (1-based) of a multipart upload: base (raised so that size_hint
  * bytes fit in STOW_S3_MAX_PARTS parts when size_hint > 0), doubled every

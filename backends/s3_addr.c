@@ -228,11 +228,16 @@ int stow_s3_location_parse(stow_s3_location *out, const char *url, const char *e
     if (rc != STOW_OK)
         return rc;
 
-    const char *rg = region && *region ? region : getenv("AWS_REGION");
+    const char *rg = region;
+    out->region_from = "option";
     if (rg == NULL || *rg == '\0')
-        rg = getenv("AWS_DEFAULT_REGION");
+        rg = getenv(out->region_from = "AWS_REGION");
     if (rg == NULL || *rg == '\0')
+        rg = getenv(out->region_from = "AWS_DEFAULT_REGION");
+    if (rg == NULL || *rg == '\0') {
         rg = "us-east-1";
+        out->region_from = "default";
+    }
     if (stow_strlcpy(out->region, rg, sizeof(out->region)) != 0)
         return stow_error_set(err, STOW_EUSAGE, "S3 region \"%.80s\" is too long", rg);
     for (const char *c = out->region; *c; c++)
@@ -244,8 +249,17 @@ int stow_s3_location_parse(stow_s3_location *out, const char *url, const char *e
 
     char scheme[8] = "https", hostport[STOW_S3_ORIGIN_MAX];
     int n;
+    out->endpoint_from = "option";
+    if (endpoint == NULL || *endpoint == '\0')
+        endpoint = getenv(out->endpoint_from = "AWS_ENDPOINT_URL_S3");
+    if (endpoint == NULL || *endpoint == '\0')
+        endpoint = getenv(out->endpoint_from = "AWS_ENDPOINT_URL");
+    if (endpoint == NULL || *endpoint == '\0')
+        out->endpoint_from = "AWS";
     if (endpoint && *endpoint) {
         rc = parse_endpoint(out, scheme, sizeof(scheme), hostport, sizeof(hostport), endpoint, err);
+        if (rc != STOW_OK && strcmp(out->endpoint_from, "option") != 0)
+            stow_error_wrap(err, "%s", out->endpoint_from);
         if (rc != STOW_OK)
             return rc;
         out->path_style = path_style != 0;
@@ -291,4 +305,21 @@ uint64_t stow_s3_part_size(uint64_t base, int64_t size_hint, unsigned part)
     while (steps-- > 0 && base < STOW_S3_PART_MAX)
         base *= 2;
     return base > STOW_S3_PART_MAX ? STOW_S3_PART_MAX : base;
+}
+
+int stow_s3_describe(stow_s3_location *loc, char *source, size_t source_cap, char *key_hint,
+                     size_t hint_cap, const stow_backend *sb)
+{
+    if (sb == NULL || sb->ops != &stow_backend_s3_ops)
+        return STOW_EUSAGE;
+    s3_backend *b = (s3_backend *)(uintptr_t)sb;
+    *loc = b->loc;
+    pthread_mutex_lock(&b->creds_lock);
+    stow_strlcpy(source, b->creds.source, source_cap);
+    size_t n = strlen(b->creds.access_key);
+    int stars = n > 4 ? (int)(n - 4 > 16 ? 16 : n - 4) : 4; /* short ids: nothing shown */
+    snprintf(key_hint, hint_cap, "%.*s%s", stars, "****************",
+             n > 4 ? b->creds.access_key + n - 4 : "");
+    pthread_mutex_unlock(&b->creds_lock);
+    return STOW_OK;
 }

@@ -15,6 +15,7 @@
 #include "httpc.h"
 #include "log.h"
 #include "readfile.h"
+#include "s3_container.h"
 #include "util.h"
 
 #define PATH_CAP 4096
@@ -746,7 +747,17 @@ int stow_s3_creds_resolve(stow_s3_creds *out, stow_error *err)
                               step.msg);
     TRIED("shared credentials file: %s", step.msg);
 
-    /* 3. instance metadata */
+    /* 3. container credentials (ECS, CodeBuild, EKS Pod Identity): s3_container.h */
+    stow_error_clear(&step);
+    rc = stow_s3_creds_from_container(out, NULL, &step);
+    if (rc == STOW_OK)
+        goto found;
+    if (rc != STOW_ENOTFOUND)
+        return stow_error_set(err, rc == STOW_EUSAGE ? STOW_EUSAGE : STOW_EAUTH,
+                              "AWS credentials: %s", step.msg);
+    TRIED("container credentials: %s", step.msg);
+
+    /* 4. instance metadata */
     if (env_true("AWS_EC2_METADATA_DISABLED")) {
         TRIED("%s", "instance metadata: disabled by AWS_EC2_METADATA_DISABLED");
     } else {
