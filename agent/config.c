@@ -32,7 +32,8 @@ static const option options[] = {
     {"storage", "url", "STOWAGE_URL", "--url", NULL, T_STR, OFF(url), 0, 0,
      "store: file:///dir, s3://bucket/prefix, http(s)://host/prefix"},
     {"storage", "endpoint", "STOWAGE_ENDPOINT", "--endpoint", NULL, T_STR, OFF(endpoint), 0, 0,
-     "S3-compatible endpoint URL (MinIO, Ceph, R2, ...)"},
+     "S3-compatible endpoint URL (MinIO, Ceph, R2, ...); when unset, AWS_ENDPOINT_URL_S3, then "
+     "AWS_ENDPOINT_URL"},
     {"storage", "region", "STOWAGE_REGION", "--region", NULL, T_STR, OFF(region), 0, 0,
      "S3 region (us-east-1)"},
     {"storage", "path_style", "STOWAGE_PATH_STYLE", "--path-style", NULL, T_TRISTATE,
@@ -40,7 +41,7 @@ static const option options[] = {
     {"storage", "verify_tls", "STOWAGE_VERIFY_TLS", "--verify-tls", NULL, T_BOOL, OFF(verify_tls),
      0, 0, "verify TLS certificates (true)"},
     {"storage", "ca_bundle", "STOWAGE_CA_BUNDLE", "--ca-bundle", NULL, T_STR, OFF(ca_bundle), 0, 0,
-     "CA bundle file for TLS"},
+     "CA bundle file for TLS (S3: AWS_CA_BUNDLE when unset)"},
     {"storage", "connect_timeout_ms", "STOWAGE_CONNECT_TIMEOUT_MS", "--connect-timeout-ms", NULL,
      T_LONG, OFF(connect_timeout_ms), 1, 600000, "connect timeout in milliseconds (10000)"},
     {"storage", "low_speed_timeout", "STOWAGE_LOW_SPEED_TIMEOUT", "--low-speed-timeout", NULL,

@@ -26,6 +26,9 @@ static const struct {
     {"stats [--json]", "local directory sizes and store totals"},
     {"prune [--max-age 7d] [--max-size 20G] [--grace 1h] [--dry-run]",
      "delete stale entries, then unreferenced layers and refs"},
+    {"doctor [options]",
+     "print the resolved store, backend, S3 region, addressing, endpoint and credential source (never a "
+     "secret), then PUT/GET/DELETE a probe object under the store prefix; exits 1 naming the failing step"},
     {"help [--man] | --help", "this text (--man: the manual page, as roff)"},
     {"--version", "the version"},
 };

@@ -51,9 +51,9 @@ int main(int argc, char **argv)
     int is_setup = strcmp(cmd, "setup") == 0, is_clean = strcmp(cmd, "clean") == 0;
     int is_list = strcmp(cmd, "list") == 0, is_stats = strcmp(cmd, "stats") == 0,
         is_prune = strcmp(cmd, "prune") == 0;
-    int is_mounts = strcmp(cmd, "mounts") == 0;
+    int is_mounts = strcmp(cmd, "mounts") == 0, is_doctor = strcmp(cmd, "doctor") == 0;
     if (!is_restore && !is_save && !is_key && !is_run && !is_setup && !is_clean && !is_list &&
-        !is_stats && !is_prune && !is_mounts) {
+        !is_stats && !is_prune && !is_mounts && !is_doctor) {
         stow_error_log("unknown command \"%s\" (see stowage help)", cmd);
         return EXIT_USAGE;
     }
@@ -97,6 +97,8 @@ int main(int argc, char **argv)
         code = stow_cli_stats(&r);
     else if (is_prune)
         code = stow_cli_prune(&r);
+    else if (is_doctor)
+        code = stow_cli_doctor(&r);
     else
         code = stow_cli_restore_save(&r, is_save);
     free(rest);
