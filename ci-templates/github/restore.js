@@ -1,6 +1,7 @@
 'use strict';
 // Restore: the main step of the stowage action and the whole of stowage/restore.
 const gh = require('./lib/runner');
+const oidc = require('./lib/oidc');
 const st = require('./lib/stowage');
 
 // No binary: the job goes on without the cache (one warning, cache-result=error), or with
@@ -43,7 +44,25 @@ async function main() {
   const args = ['restore', ...st.commonArgs(gh.input('key'))];
   if (lookupOnly) args.push('--lookup-only');
   if (failOnMiss) args.push('--fail-on-miss');
-  const r = await st.run(bin, args);
+  let wi;
+  try {
+    wi = await oidc.webIdentityEnv();
+  } catch (e) {
+    if (!(e instanceof oidc.OidcError)) throw e;
+    gh.saveState('bootstrap', 'failed'); // nothing for the post step to save either
+    gh.setOutput('cache-hit', 'false');
+    gh.setOutput('cache-result', 'error');
+    gh.setOutput('cache-primary-key', '');
+    gh.setOutput('cache-matched-key', '');
+    gh.setFailed(e.message);
+    return;
+  }
+  let r;
+  try {
+    r = await st.run(bin, args, wi.env);
+  } finally {
+    wi.cleanup();
+  }
 
   const o = r.outputs;
   // stowage reports cache-result=error (and cache-hit=false) for a restore that did not

@@ -2,6 +2,7 @@
 // Save: the post step of the stowage action and the whole of stowage/save.
 const fs = require('fs');
 const gh = require('./lib/runner');
+const oidc = require('./lib/oidc');
 const st = require('./lib/stowage');
 
 async function main() {
@@ -41,7 +42,21 @@ async function main() {
   if (post && process.env.STOWAGE_SAVE_ON_FAILURE === 'true' && !process.env.STOWAGE_BUILD_STATUS) {
     args.push('--no-trim');
   }
-  const r = await st.run(bin, args);
+  // a fresh ID token: the one the restore step used may have expired during the build
+  let wi;
+  try {
+    wi = await oidc.webIdentityEnv();
+  } catch (e) {
+    if (!(e instanceof oidc.OidcError)) throw e;
+    gh.setFailed(e.message);
+    return;
+  }
+  let r;
+  try {
+    r = await st.run(bin, args, wi.env);
+  } finally {
+    wi.cleanup();
+  }
   const seconds = ((Date.now() - started) / 1000).toFixed(1);
   const warned = r.log.some((l) => /^stowage: warning: /.test(l));
   st.summary('stowage: cache save', [

@@ -285,6 +285,81 @@ expect_eq "cache-hit with the built binary" "$(R build2 main.outputs.cache-hit)"
 echo "timing: first run with build ${first_ms} ms, second run ${second_ms} ms (both include restore and save)"
 unset RUNNER_TOOL_CACHE
 
+case_begin "role-to-assume: GitHub OIDC token requested, kept in a 0600 file, masked, handed to stowage"
+REQ_TOKEN="req-$RANDOM$RANDOM-request-token"
+coproc OIDC (exec python3 "$STOW_TEST_SRC/tests/integration/oidc_token_server.py" --port 0 \
+    --request-token "$REQ_TOKEN" --log "$T/idtok-server.log" --tokens "$T/idtok.tokens")
+at_exit "kill $OIDC_PID 2>/dev/null"
+read -r _ OIDC_PORT <&"${OIDC[0]}" || true
+[ -n "${OIDC_PORT:-}" ] || fail "the ID token server did not start"
+# stowage-bin: a wrapper that records what stowage was handed, then runs it
+cat >"$T/stowage-rec" <<WRAP
+#!/bin/bash
+f=\${AWS_WEB_IDENTITY_TOKEN_FILE:-}
+{
+    echo "cmd=\$1 arn=\${AWS_ROLE_ARN:-} session=\${AWS_ROLE_SESSION_NAME:-} dir=\$(dirname "\${f:-/none}")"
+    if [ -n "\$f" ]; then echo "mode=\$(stat -c %a "\$f") owner=\$(stat -c %u "\$f") token=\$(cat "\$f")"; fi
+} >>"$T/oidc.rec"
+exec "$STOWAGE_BIN" "\$@"
+WRAP
+chmod +x "$T/stowage-rec"
+ROLE=arn:aws:iam::123456789012:role/stowage-cache
+OIDC_ENV=(--env "ACTIONS_ID_TOKEN_REQUEST_URL=http://127.0.0.1:$OIDC_PORT/idtoken?api-version=2.0"
+    --env "ACTIONS_ID_TOKEN_REQUEST_TOKEN=$REQ_TOKEN" --env GITHUB_RUN_ID=4242 --env GITHUB_RUN_ATTEMPT=3)
+NAME=oidc
+runner gh-oidc
+gha oidc --action "$ACTION" --input "stowage-bin=$T/stowage-rec" --input "url=file://$STORE" --input key=oidc-1 \
+    --input 'path=~/c' --input "role-to-assume=$ROLE" "${OIDC_ENV[@]}" --build 'mkdir -p ~/c && echo o >~/c/f'
+expect_eq "main exit" "$(R oidc main.exit)" 0
+expect_eq "post exit" "$(R oidc post.exit)" 0
+expect_eq "ID token requests (restore, then a fresh one for save)" "$(grep -c ' 200 n=' "$T/idtok-server.log")" 2
+expect_eq "default audience" "$(grep -c '^GET audience=sts.amazonaws.com 200' "$T/idtok-server.log")" 2
+mapfile -t TOKS <"$T/idtok.tokens"
+[ "${#TOKS[@]}" = 2 ] && [ "${TOKS[0]}" != "${TOKS[1]}" ] && ok "two different tokens" || fail "tokens: ${#TOKS[@]}"
+expect_eq "restore's env" "$(sed -n 1p "$T/oidc.rec" | cut -d' ' -f1-3)" "cmd=restore arn=$ROLE session=stowage-4242-3"
+expect_eq "save's env" "$(sed -n 3p "$T/oidc.rec" | cut -d' ' -f1-3)" "cmd=save arn=$ROLE session=stowage-4242-3"
+expect_eq "restore's token file" "$(sed -n 2p "$T/oidc.rec")" "mode=600 owner=$(id -u) token=${TOKS[0]}"
+expect_eq "save's token file (the fresh token)" "$(sed -n 4p "$T/oidc.rec")" "mode=600 owner=$(id -u) token=${TOKS[1]}"
+grep -q "dir=/tmp/gha-runner-" "$T/oidc.rec" && ok "token files in RUNNER_TEMP" || fail "$(cat "$T/oidc.rec")"
+expect_eq "main masked its token" "$(R oidc main.masks.0)" "${TOKS[0]}"
+expect_eq "post masked its token" "$(R oidc post.masks.0)" "${TOKS[1]}"
+leaks=0
+for tok in "${TOKS[@]}" "$REQ_TOKEN"; do
+    # the harness log holds every line both steps wrote; the runner hides ::add-mask:: lines
+    n=$(grep -F -- "$tok" "$T/oidc.log" | grep -vc "^::add-mask::" || true)
+    n2=$( (R oidc main.summary; R oidc post.summary; cat "$T/idtok-server.log") | grep -cF -- "$tok" || true)
+    leaks=$((leaks + n + n2))
+done
+expect_eq "log lines carrying a token (other than the masks)" "$leaks" 0
+
+NAME=oidc-aud
+runner gh-oidc2
+: >"$T/oidc.rec"
+gha oidc-aud --action "$ACTION/restore" --input "stowage-bin=$T/stowage-rec" --input "url=file://$STORE" --input key=oidc-1 \
+    --input 'path=~/c' --input "role-to-assume=$ROLE" --input audience=my-aud --input role-session-name='ci run/7' "${OIDC_ENV[@]}"
+expect_eq "restore action exit" "$(R oidc-aud main.exit)" 0
+expect_eq "cache-hit" "$(R oidc-aud main.outputs.cache-hit)" true
+expect_eq "custom audience asked for" "$(tail -1 "$T/idtok-server.log")" "GET audience=my-aud 200 n=3"
+expect_eq "session name (sanitised)" "$(sed -n 1p "$T/oidc.rec" | cut -d' ' -f3)" "session=ci-run-7"
+
+case_begin "role-to-assume without id-token: write: a clear error, stowage not run"
+NAME=oidc-noperm
+runner gh-oidc3
+: >"$T/oidc.rec"
+gha oidc-noperm --action "$ACTION" --input "stowage-bin=$T/stowage-rec" --input "url=file://$STORE" --input key=oidc-1 \
+    --input 'path=~/c' --input "role-to-assume=$ROLE"
+expect_eq "main exit" "$(R oidc-noperm main.exit)" 1
+grep -q 'permissions: id-token: write' <<<"$(R oidc-noperm main.annotations.0.message)" &&
+    ok "names the permission: $(R oidc-noperm main.annotations.0.message | head -c 120)" || fail "$(R oidc-noperm main.annotations)"
+expect_eq "cache-result" "$(R oidc-noperm main.outputs.cache-result)" error
+expect_eq "post ran" "$(R oidc-noperm postRan)" false
+[ ! -s "$T/oidc.rec" ] && ok "stowage was not run" || fail "ran: $(cat "$T/oidc.rec")"
+NAME=oidc-badreq
+gha oidc-badreq --action "$ACTION/save" --input "stowage-bin=$T/stowage-rec" --input "url=file://$STORE" --input key=oidc-1 \
+    --input 'path=~/c' --input "role-to-assume=$ROLE" "${OIDC_ENV[@]}" --env ACTIONS_ID_TOKEN_REQUEST_TOKEN=wrong
+expect_eq "save action exit (request token refused)" "$(R oidc-badreq main.exit)" 1
+grep -q 'HTTP 401' <<<"$(R oidc-badreq main.annotations.0.message)" && ok "names the refusal" || fail "$(R oidc-badreq main.annotations)"
+
 case_begin "the committed checksum list parses; its entries are the GitLab template's"
 node -e '
 const r = require(process.argv[1]);

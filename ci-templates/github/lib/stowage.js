@@ -165,11 +165,12 @@ function inputEnv() {
   return env;
 }
 
-// Runs stowage; resolves to { code, outputs, log } where outputs holds its name=value lines and
-// log its stderr lines. Warnings and errors are turned into annotations.
-function run(bin, args) {
+// Runs stowage (extraEnv: e.g. the web identity of lib/oidc.js); resolves to { code, outputs,
+// log } where outputs holds its name=value lines and log its stderr lines. Warnings and errors
+// are turned into annotations.
+function run(bin, args, extraEnv = {}) {
   return new Promise((resolve, reject) => {
-    const env = { ...process.env, ...inputEnv() };
+    const env = { ...process.env, ...inputEnv(), ...extraEnv };
     delete env.GITHUB_OUTPUT; // the action writes the outputs itself
     const child = spawn(bin, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     const outputs = {};
