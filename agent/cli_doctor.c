@@ -69,7 +69,9 @@ static void print_settings(const stow_cli_ctx *r, const stow_backend *b)
         }
         const char *ca = c->ca_bundle ? c->ca_bundle : env_nonempty("AWS_CA_BUNDLE");
         printf("ca bundle:   %s (from %s)\n", ca ? ca : "system default",
-               c->ca_bundle ? "the ca_bundle option" : ca ? "AWS_CA_BUNDLE" : "default");
+               c->ca_bundle ? "the ca_bundle option"
+               : ca         ? "AWS_CA_BUNDLE"
+                            : "default");
     } else if (strcmp(b->ops->scheme, "file") != 0) {
         const char *tenv = c->token_env ? c->token_env : "STOWAGE_HTTP_TOKEN";
         printf("credentials: %s\n", env_nonempty(tenv) ? "bearer token from the environment"
