@@ -3,6 +3,8 @@
  * tests/integration/container_creds_server.py started on loopback by this test. */
 #include "s3_container.h"
 
+#include "s3.h"
+
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -328,6 +330,45 @@ static int test_server(void)
     return 0;
 }
 
+/* Not container credentials, but the other variables cloud runners set (s3_addr.c): the S3
+ * endpoint from AWS_ENDPOINT_URL_S3, then AWS_ENDPOINT_URL; the option beats both. */
+static void test_endpoint_env(void)
+{
+    stow_s3_location l;
+    stow_error err = {0};
+    unsetenv("AWS_ENDPOINT_URL_S3");
+    unsetenv("AWS_ENDPOINT_URL");
+    unsetenv("AWS_REGION");
+    unsetenv("AWS_DEFAULT_REGION");
+    CHECK_INT(stow_s3_location_parse(&l, "s3://bucket/p", NULL, NULL, -1, &err), STOW_OK);
+    CHECK_STR(l.origin, "https://bucket.s3.us-east-1.amazonaws.com");
+    CHECK_STR(l.endpoint_from, "AWS");
+    CHECK_STR(l.region_from, "default");
+    setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9001", 1);
+    setenv("AWS_DEFAULT_REGION", "eu-west-3", 1);
+    CHECK_INT(stow_s3_location_parse(&l, "s3://bucket/p", NULL, NULL, -1, &err), STOW_OK);
+    CHECK_STR(l.origin, "http://127.0.0.1:9001");
+    CHECK_STR(l.endpoint_from, "AWS_ENDPOINT_URL");
+    CHECK_STR(l.region, "eu-west-3");
+    CHECK_STR(l.region_from, "AWS_DEFAULT_REGION");
+    CHECK_INT(l.path_style, 1);
+    setenv("AWS_ENDPOINT_URL_S3", "https://s3.example.net/base", 1);
+    CHECK_INT(stow_s3_location_parse(&l, "s3://bucket/p", NULL, NULL, 0, &err), STOW_OK);
+    CHECK_STR(l.origin, "https://bucket.s3.example.net");
+    CHECK_STR(l.endpoint_from, "AWS_ENDPOINT_URL_S3");
+    CHECK_INT(stow_s3_location_parse(&l, "s3://bucket/p", "http://minio:9000", "r1", -1, &err),
+              STOW_OK);
+    CHECK_STR(l.origin, "http://minio:9000");
+    CHECK_STR(l.endpoint_from, "option");
+    CHECK_STR(l.region_from, "option");
+    setenv("AWS_ENDPOINT_URL_S3", "minio:9000", 1);
+    CHECK_INT(stow_s3_location_parse(&l, "s3://bucket/p", NULL, NULL, -1, &err), STOW_EUSAGE);
+    CHECK(strncmp(err.msg, "AWS_ENDPOINT_URL_S3: ", 21) == 0);
+    unsetenv("AWS_ENDPOINT_URL_S3");
+    unsetenv("AWS_ENDPOINT_URL");
+    unsetenv("AWS_DEFAULT_REGION");
+}
+
 int main(void)
 {
     const char *base = getenv("TMPDIR");
@@ -338,6 +379,7 @@ int main(void)
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     test_host_rule();
+    test_endpoint_env();
     if (test_server() != 0) {
         fprintf(stderr, "FATAL: the server tests could not run\n");
         stow_test_failures++;
