@@ -6,7 +6,7 @@
 # both), and stowage doctor on S3: what it prints (never a secret) and a failing step named.
 # Skipped (77) only when moto_server is not installed.
 # '~/c' is literal on purpose (stowage expands it); "ok" never fails, so A && ok || fail is safe.
-# shellcheck disable=SC2088,SC2015
+# shellcheck disable=SC2088,SC2015,SC2030,SC2031
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_s3.sh"
 trap _run_cleanups EXIT # lib_s3.sh replaced lib.sh's trap; run both cleanups
