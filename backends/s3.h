@@ -12,7 +12,9 @@
  * BUCKET/KEY when path_style is 1 or the bucket name is not DNS-compatible (dots, capitals,
  * underscores: virtual hosts with dots break TLS name checks). Endpoint: the argument (the
  * endpoint option), else AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL, as the AWS SDKs read
- * them. Region: the argument, else AWS_REGION, else AWS_DEFAULT_REGION, else us-east-1.
+ * them; without any, AWS_USE_FIPS_ENDPOINT=true and AWS_USE_DUALSTACK_ENDPOINT=true pick
+ * s3-fips.REGION / s3.dualstack.REGION / s3-fips.dualstack.REGION. Region: the argument,
+ * else AWS_REGION, else AWS_DEFAULT_REGION, else us-east-1.
  */
 #ifndef STOW_S3_H
 #define STOW_S3_H

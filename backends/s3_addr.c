@@ -266,7 +266,13 @@ int stow_s3_location_parse(stow_s3_location *out, const char *url, const char *e
     } else {
         const char *suffix = strncmp(out->region, "cn-", 3) == 0 ? "amazonaws.com.cn"
                                                                  : "amazonaws.com";
-        n = snprintf(hostport, sizeof(hostport), "s3.%s.%s", out->region, suffix);
+        /* AWS_USE_FIPS_ENDPOINT / AWS_USE_DUALSTACK_ENDPOINT, as the SDKs name the hosts */
+        const char *fips = getenv("AWS_USE_FIPS_ENDPOINT"),
+                   *dual = getenv("AWS_USE_DUALSTACK_ENDPOINT");
+        int use_fips = fips != NULL && strcasecmp(fips, "true") == 0;
+        int use_dual = dual != NULL && strcasecmp(dual, "true") == 0;
+        n = snprintf(hostport, sizeof(hostport), "s3%s%s.%s.%s", use_fips ? "-fips" : "",
+                     use_dual ? ".dualstack" : "", out->region, suffix);
         if (n < 0 || (size_t)n >= sizeof(hostport))
             return stow_error_set(err, STOW_EUSAGE, "S3 region too long");
         out->path_style = path_style == 1 || (path_style < 0 && !dns_compatible(out->bucket));

@@ -344,6 +344,17 @@ static void test_endpoint_env(void)
     CHECK_STR(l.origin, "https://bucket.s3.us-east-1.amazonaws.com");
     CHECK_STR(l.endpoint_from, "AWS");
     CHECK_STR(l.region_from, "default");
+    setenv("AWS_USE_FIPS_ENDPOINT", "true", 1);
+    CHECK_INT(stow_s3_location_parse(&l, "s3://bucket/p", NULL, "us-gov-west-1", -1, &err),
+              STOW_OK);
+    CHECK_STR(l.origin, "https://bucket.s3-fips.us-gov-west-1.amazonaws.com");
+    setenv("AWS_USE_DUALSTACK_ENDPOINT", "TRUE", 1);
+    CHECK_INT(stow_s3_location_parse(&l, "s3://bucket/p", NULL, NULL, -1, &err), STOW_OK);
+    CHECK_STR(l.origin, "https://bucket.s3-fips.dualstack.us-east-1.amazonaws.com");
+    unsetenv("AWS_USE_FIPS_ENDPOINT");
+    CHECK_INT(stow_s3_location_parse(&l, "s3://my.bucket/p", NULL, NULL, -1, &err), STOW_OK);
+    CHECK_STR(l.origin, "https://s3.dualstack.us-east-1.amazonaws.com");
+    /* an endpoint (here from the environment) is used as given */
     setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9001", 1);
     setenv("AWS_DEFAULT_REGION", "eu-west-3", 1);
     CHECK_INT(stow_s3_location_parse(&l, "s3://bucket/p", NULL, NULL, -1, &err), STOW_OK);
@@ -367,6 +378,7 @@ static void test_endpoint_env(void)
     unsetenv("AWS_ENDPOINT_URL_S3");
     unsetenv("AWS_ENDPOINT_URL");
     unsetenv("AWS_DEFAULT_REGION");
+    unsetenv("AWS_USE_DUALSTACK_ENDPOINT");
 }
 
 int main(void)
