@@ -62,7 +62,7 @@ static void print_settings(const stow_cli_ctx *r, const stow_backend *b)
             printf("addressing:  %s\n", loc.path_style ? "path-style" : "virtual-hosted");
             printf("endpoint:    %s (from %s)\n", loc.origin,
                    strcmp(loc.endpoint_from, "option") == 0 ? "the endpoint option"
-                   : strcmp(loc.endpoint_from, "AWS") == 0  ? "the region: AWS"
+                   : strcmp(loc.endpoint_from, "AWS") == 0  ? "AWS, by region"
                                                             : loc.endpoint_from);
             printf("credentials: %s\n", source);
             printf("key id:      %s\n", hint);

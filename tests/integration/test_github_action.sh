@@ -297,7 +297,7 @@ cat >"$T/stowage-rec" <<WRAP
 #!/bin/bash
 f=\${AWS_WEB_IDENTITY_TOKEN_FILE:-}
 {
-    echo "cmd=\$1 arn=\${AWS_ROLE_ARN:-} session=\${AWS_ROLE_SESSION_NAME:-} dir=\$(dirname "\${f:-/none}")"
+    echo "cmd=\$1 arn=\${AWS_ROLE_ARN:-} session=\${AWS_ROLE_SESSION_NAME:-} dir=\$(dirname "\${f:-/none}") ak=\${AWS_ACCESS_KEY_ID:-}"
     if [ -n "\$f" ]; then echo "mode=\$(stat -c %a "\$f") owner=\$(stat -c %u "\$f") token=\$(cat "\$f")"; fi
 } >>"$T/oidc.rec"
 exec "$STOWAGE_BIN" "\$@"
@@ -305,7 +305,8 @@ WRAP
 chmod +x "$T/stowage-rec"
 ROLE=arn:aws:iam::123456789012:role/stowage-cache
 OIDC_ENV=(--env "ACTIONS_ID_TOKEN_REQUEST_URL=http://127.0.0.1:$OIDC_PORT/idtoken?api-version=2.0"
-    --env "ACTIONS_ID_TOKEN_REQUEST_TOKEN=$REQ_TOKEN" --env GITHUB_RUN_ID=4242 --env GITHUB_RUN_ATTEMPT=3)
+    --env "ACTIONS_ID_TOKEN_REQUEST_TOKEN=$REQ_TOKEN" --env GITHUB_RUN_ID=4242 --env GITHUB_RUN_ATTEMPT=3
+    --env AWS_ACCESS_KEY_ID=AKIAKEYSINTHEJOBENV1 --env AWS_SECRET_ACCESS_KEY=job-env-secret)
 NAME=oidc
 runner gh-oidc
 gha oidc --action "$ACTION" --input "stowage-bin=$T/stowage-rec" --input "url=file://$STORE" --input key=oidc-1 \
@@ -320,7 +321,9 @@ expect_eq "restore's env" "$(sed -n 1p "$T/oidc.rec" | cut -d' ' -f1-3)" "cmd=re
 expect_eq "save's env" "$(sed -n 3p "$T/oidc.rec" | cut -d' ' -f1-3)" "cmd=save arn=$ROLE session=stowage-4242-3"
 expect_eq "restore's token file" "$(sed -n 2p "$T/oidc.rec")" "mode=600 owner=$(id -u) token=${TOKS[0]}"
 expect_eq "save's token file (the fresh token)" "$(sed -n 4p "$T/oidc.rec")" "mode=600 owner=$(id -u) token=${TOKS[1]}"
-grep -q "dir=/tmp/gha-runner-" "$T/oidc.rec" && ok "token files in RUNNER_TEMP" || fail "$(cat "$T/oidc.rec")"
+grep -q "dir=[^ ]*/gha-runner-" "$T/oidc.rec" && ok "token files in RUNNER_TEMP" || fail "$(cat "$T/oidc.rec")"
+[ "$(grep -c 'dir=[^ ]*/gha-runner-[^ ]* ak=$' "$T/oidc.rec")" = 2 ] && ok "keys in the job's env not passed to stowage" ||
+    fail "$(cat "$T/oidc.rec")"
 expect_eq "main masked its token" "$(R oidc main.masks.0)" "${TOKS[0]}"
 expect_eq "post masked its token" "$(R oidc post.masks.0)" "${TOKS[1]}"
 leaks=0

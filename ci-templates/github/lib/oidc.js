@@ -102,8 +102,17 @@ async function webIdentityEnv() {
     fs.closeSync(fd);
   }
   gh.info(`stowage: web identity for ${role} (session ${session}, audience ${audience})`);
+  // Keys in the environment come first in the credential chain: role-to-assume says to use the
+  // role, so they are blanked for stowage (as configure-aws-credentials replaces them).
+  const blanked = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_SECURITY_TOKEN'].filter((n) => process.env[n]);
+  if (blanked.length) gh.info(`stowage: role-to-assume is set: not passing ${blanked.join(', ')} to stowage`);
   return {
-    env: { AWS_WEB_IDENTITY_TOKEN_FILE: file, AWS_ROLE_ARN: role, AWS_ROLE_SESSION_NAME: session },
+    env: {
+      AWS_WEB_IDENTITY_TOKEN_FILE: file,
+      AWS_ROLE_ARN: role,
+      AWS_ROLE_SESSION_NAME: session,
+      ...Object.fromEntries(blanked.map((n) => [n, ''])),
+    },
     cleanup: () => fs.rmSync(file, { force: true }),
   };
 }
