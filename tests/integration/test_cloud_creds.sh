@@ -47,6 +47,7 @@ read -r CT_AK CT_SK CT_TOKEN _ < <(s3_moto_assume_role 3600) || true
 CT_AUTH="ctr-auth-$RANDOM$RANDOM-token"
 coproc CTR (exec python3 "$STOW_TEST_SRC/tests/integration/container_creds_server.py" --port 0 \
     --auth-token "$CT_AUTH" --access-key "$CT_AK" --secret-key "$CT_SK" --token "$CT_TOKEN" --log "$T/ctr.log")
+CTR_SAVED_PID=$CTR_PID # bash unsets CTR_PID once the coprocess has gone
 at_exit "kill $CTR_PID 2>/dev/null"
 read -r _ CTR_PORT <&"${CTR[0]}" || true
 if [ -n "${CTR_PORT:-}" ]; then
@@ -90,6 +91,35 @@ if [ -n "${CTR_PORT:-}" ]; then
     ) || FAILS=$((FAILS + $?))
 else
     fail "the container credentials server did not start"
+fi
+
+case_begin "container credentials that expire soon are fetched again during a multipart save"
+kill "$CTR_SAVED_PID" 2>/dev/null || true
+wait "$CTR_SAVED_PID" 2>/dev/null || true
+coproc CTR2 (exec python3 "$STOW_TEST_SRC/tests/integration/container_creds_server.py" --port 0 \
+    --auth-token "$CT_AUTH" --access-key "$CT_AK" --secret-key "$CT_SK" --token "$CT_TOKEN" \
+    --expires-in 200 --log "$T/ctr2.log")
+at_exit "kill $CTR2_PID 2>/dev/null"
+read -r _ CTR2_PORT <&"${CTR2[0]}" || true
+if [ -n "${CTR2_PORT:-}" ]; then
+    printf '%s\n' "$CT_AUTH" >"$T/ctr-token"
+    (
+        FAILS=0
+        unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN
+        export AWS_ENDPOINT_URL_S3="$S3_ENDPOINT"
+        export AWS_CONTAINER_CREDENTIALS_FULL_URI="http://localhost:$CTR2_PORT/full/v1/credentials"
+        export AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE="$T/ctr-token"
+        runner cr
+        mkdir -p "$HOME/c" && head -c 20000000 /dev/urandom >"$HOME/c/blob"
+        stow save --key cr-1 --path '~/c' --strict -v
+        expect_rc 0 && err_has "credentials refreshed from container credentials" && ok "save (20 MB, multipart) with a refresh" ||
+            fail "$(grep -v 'debug: [A-Z]* http' "$T/err" | tail -5)"
+        n=$(grep -c "GET /full/v1/credentials 200 auth=yes" "$T/ctr2.log" || true)
+        [ "$n" -ge 2 ] && ok "fetched $n times, the token file read each time (http://localhost allowed)" || fail "$n fetches: $(cat "$T/ctr2.log")"
+        exit "$FAILS"
+    ) || FAILS=$((FAILS + $?))
+else
+    fail "the second container credentials server did not start"
 fi
 
 case_begin "doctor on S3 with a wrong secret: fails at HEAD, naming the S3 error"
