@@ -74,7 +74,7 @@ static int creds_get(s3_backend *b, stow_s3_creds *out, stow_error *err)
         stow_s3_creds *fresh = malloc(sizeof(*fresh));
         stow_error e;
         stow_error_clear(&e);
-        if (fresh != NULL && stow_s3_creds_resolve(fresh, &e) == STOW_OK) {
+        if (fresh != NULL && stow_s3_creds_resolve_opts(fresh, &b->sts, &e) == STOW_OK) {
             stow_debug("%s: AWS credentials refreshed from %s", b->url_red, fresh->source);
             b->creds = *fresh;
             /* the source may hand out the same soon-expiring credentials again: do not ask
@@ -413,7 +413,16 @@ static int s3_open(stow_backend **out, const stow_backend_opts *opts, stow_error
     if (rc != STOW_OK)
         goto done;
 
-    rc = stow_s3_creds_resolve(&b->creds, err);
+    if ((opts->sts_endpoint &&
+         stow_strlcpy(b->sts_endpoint, opts->sts_endpoint, sizeof(b->sts_endpoint))) ||
+        (opts->ca_bundle && stow_strlcpy(b->ca_bundle, opts->ca_bundle, sizeof(b->ca_bundle)))) {
+        rc = stow_error_set(err, STOW_EUSAGE, "sts_endpoint or ca_bundle too long");
+        goto done;
+    }
+    b->sts.endpoint = b->sts_endpoint[0] ? b->sts_endpoint : NULL;
+    b->sts.ca_bundle = b->ca_bundle[0] ? b->ca_bundle : NULL;
+    b->sts.region = b->loc.region;
+    rc = stow_s3_creds_resolve_opts(&b->creds, &b->sts, err);
     if (rc != STOW_OK) {
         stow_error_wrap(err, "%s: no usable AWS credentials", b->url_red);
         if (err)
