@@ -483,7 +483,12 @@ static int sts_perform(stow_s3_creds *out, const stow_s3_sts_opts *o, stow_buf *
         stow_error_wrap(err, "%s", shown);
         goto done;
     }
-    stow_info("%s at %s: temporary credentials until %lld", what, shown, (long long)out->expiry);
+    char until[32] = "no expiry";
+    struct tm tm;
+    time_t exp = out->expiry;
+    if (exp != 0 && gmtime_r(&exp, &tm) != NULL)
+        strftime(until, sizeof(until), "until %Y-%m-%dT%H:%M:%SZ", &tm);
+    stow_debug("%s at %s: temporary credentials (%s)", what, shown, until);
 done:
     if (c.body.ptr != NULL)
         OPENSSL_cleanse(c.body.ptr, c.body.cap);
@@ -534,6 +539,8 @@ int stow_s3_sts_assume_role(stow_s3_creds *out, const stow_s3_sts_opts *o, const
     stow_buf form;
     int rc;
 
+    if (out == src)
+        return stow_error_set(err, STOW_EUSAGE, "AssumeRole: out and src must differ");
     memset(out, 0, sizeof(*out));
     if (role_arn == NULL || role_arn[0] == '\0' || src == NULL)
         return stow_error_set(err, STOW_EUSAGE, "AssumeRole: no role or no source credentials");

@@ -44,7 +44,7 @@ int stow_s3_sts_assume_role_web_identity(stow_s3_creds *out, const stow_s3_sts_o
                                          const char *role_arn, const char *session_name,
                                          const char *token, stow_error *err);
 
-/* AssumeRole signed with src. external_id may be NULL; duration_s 0 for STS's default. */
+/* AssumeRole signed with src (which must not be out). external_id may be NULL; duration_s 0 for STS's default. */
 int stow_s3_sts_assume_role(stow_s3_creds *out, const stow_s3_sts_opts *o, const stow_s3_creds *src,
                             const char *role_arn, const char *session_name, const char *external_id,
                             long duration_s, stow_error *err);
