@@ -8,7 +8,7 @@
 #
 # '~/c' is literal on purpose (stowage expands it); "ok" never fails, so A && ok || fail is
 # safe.
-# shellcheck disable=SC2088,SC2015
+# shellcheck disable=SC2088,SC2015,SC2016
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_s3.sh"
 trap _run_cleanups EXIT
