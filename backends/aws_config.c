@@ -335,6 +335,22 @@ const char *stow_aws_profile_name(int *named)
     return p ? p : "default";
 }
 
+void stow_aws_profile_region(char *out, size_t cap)
+{
+    char where[8300];
+    int named = 0;
+    stow_aws_profile *p = malloc(sizeof(*p));
+    out[0] = '\0';
+    if (p == NULL)
+        return;
+    if (stow_aws_profile_load(p, stow_aws_profile_name(&named), where, sizeof(where), NULL) ==
+            STOW_OK &&
+        p->found)
+        stow_strlcpy(out, p->region, cap);
+    OPENSSL_cleanse(p, sizeof(*p));
+    free(p);
+}
+
 /* Fills the empty fields of dst from src (credentials file first, config file second). */
 static void merge(stow_aws_profile *dst, const stow_aws_profile *src)
 {

@@ -66,6 +66,10 @@ int stow_aws_profile_load(stow_aws_profile *out, const char *name, char *where, 
  * (then a missing profile is an error rather than a reason to try the next source). */
 const char *stow_aws_profile_name(int *named);
 
+/* The region setting of the current profile (stow_aws_profile_name) into out, "" when there
+ * is none or the files cannot be read (the credential chain reports those). */
+void stow_aws_profile_region(char *out, size_t cap);
+
 /* The credentials profile name leads to (see the top of this file). STOW_ENOTFOUND when the
  * profile does not exist or holds nothing that gives credentials (only region, say). */
 int stow_aws_profile_creds(stow_s3_creds *out, const char *name, const stow_s3_sts_opts *o,

@@ -52,6 +52,7 @@
 
 #include "buf.h"
 #include "log.h"
+#include "aws_config.h"
 #include "s3_int.h"
 #include "util.h"
 
@@ -392,8 +393,17 @@ static int s3_open(stow_backend **out, const stow_backend_opts *opts, stow_error
         return stow_error_set(err, STOW_ERR, "out of memory");
     b->base.ops = &stow_backend_s3_ops;
     pthread_mutex_init(&b->creds_lock, NULL);
-    int rc = stow_s3_location_parse(&b->loc, opts->url, opts->endpoint, opts->region,
-                                    opts->path_style, err);
+    /* region: the setting, AWS_REGION, AWS_DEFAULT_REGION, then the profile's region */
+    char profile_region[STOW_S3_REGION_MAX] = "";
+    const char *region = opts->region;
+    const char *env_rg = getenv("AWS_REGION"), *env_drg = getenv("AWS_DEFAULT_REGION");
+    if ((region == NULL || region[0] == '\0') && (env_rg == NULL || env_rg[0] == '\0') &&
+        (env_drg == NULL || env_drg[0] == '\0')) {
+        stow_aws_profile_region(profile_region, sizeof(profile_region));
+        region = profile_region[0] ? profile_region : NULL;
+    }
+    int rc = stow_s3_location_parse(&b->loc, opts->url, opts->endpoint, region, opts->path_style,
+                                    err);
     if (rc != STOW_OK)
         goto done;
     snprintf(b->url_red, sizeof(b->url_red), "s3://%s%s%.*s", b->loc.bucket,

@@ -240,6 +240,25 @@ expect_rc 1 && err_has "no AWS credentials found" && err_has "web identity: AWS_
     err_has "shared files: profile \"default\" not found in $T/aws-credentials or $T/aws-config" &&
     ok "nothing found: every source named" || fail "$(cat "$T/err")"
 
+case_begin "region from the profile when no setting or variable names one"
+mv "$T/aws-config.bad" "$T/aws-config"
+cat >"$T/aws-config" <<INI
+[profile reg]
+region = eu-west-3
+INI
+printf '[reg]\naws_access_key_id = %s\naws_secret_access_key = %s\n' "$USER_AK" "$USER_SK" >"$T/aws-credentials"
+(
+    FAILS=0
+    unset AWS_REGION AWS_DEFAULT_REGION
+    AWS_PROFILE=reg stow list -v
+    expect_rc 0 && err_has "region eu-west-3" && ok "region eu-west-3 from [profile reg]" ||
+        fail "$(grep -v 'debug: [A-Z]* http' "$T/err" | tail -3)"
+    AWS_DEFAULT_REGION=ap-south-1 AWS_PROFILE=reg stow list -v
+    expect_rc 0 && err_has "region ap-south-1" && ok "AWS_DEFAULT_REGION wins over the profile" ||
+        fail "$(grep -v 'debug: [A-Z]* http' "$T/err" | tail -3)"
+    exit "$FAILS"
+) || FAILS=$((FAILS + $?))
+
 case_begin "web identity credentials near expiry are refreshed during a save"
 # expiring in 200 s, inside the 300 s refresh margin: the first signed request refreshes
 RF_LOG="$T/sts-refresh.log"
