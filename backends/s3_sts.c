@@ -224,8 +224,9 @@ static void printable(char *s)
             *s = ' ';
 }
 
-int stow_s3_sts_parse(stow_s3_creds *out, const char *body, size_t len, const char *what,
-                      stow_error *err)
+/* stow_s3_sts_parse, also handing out the error Code (code_cap > 0). */
+static int parse_answer(stow_s3_creds *out, char *code, size_t code_cap, const char *body,
+                        size_t len, const char *what, stow_error *err)
 {
     int rc = STOW_ERR;
     sts_parse *p = calloc(1, sizeof(*p));
@@ -252,6 +253,8 @@ int stow_s3_sts_parse(stow_s3_creds *out, const char *body, size_t len, const ch
     if (p->is_error || p->code[0] != '\0') {
         printable(p->code);
         printable(p->message);
+        if (code_cap > 0)
+            stow_strlcpy(code, p->code, code_cap);
         rc = stow_error_set(err, STOW_EAUTH, "%s: %s: %s", what, p->code[0] ? p->code : "(no Code)",
                             p->message[0] ? p->message : "(no Message)");
         goto done;
@@ -279,6 +282,12 @@ done:
     OPENSSL_cleanse(p, sizeof(*p));
     free(p);
     return rc;
+}
+
+int stow_s3_sts_parse(stow_s3_creds *out, const char *body, size_t len, const char *what,
+                      stow_error *err)
+{
+    return parse_answer(out, NULL, 0, body, len, what, err);
 }
 
 /* ---- requests ---- */
@@ -361,8 +370,15 @@ static int sts_on_error(void *ud, const stow_httpc_response *resp, int *retry, s
 {
     sts_call *c = ud;
     stow_s3_creds scratch;
-    int rc = stow_s3_sts_parse(&scratch, resp->body, resp->body_len, c->what, &c->answer);
+    char code[64] = "";
+    int rc = parse_answer(&scratch, code, sizeof(code), resp->body, resp->body_len, c->what,
+                          &c->answer);
     stow_s3_creds_clear(&scratch);
+    /* the codes AWS documents as transient: retried like a 5xx */
+    if (strcmp(code, "Throttling") == 0 || strcmp(code, "IDPCommunicationError") == 0) {
+        *retry = 1;
+        return stow_error_set(err, STOW_ERR, "%s (HTTP %ld)", c->answer.msg, resp->status);
+    }
     if (rc == STOW_EAUTH && resp->status < 500) {
         /* a refusal with Code and Message: say that, not just the status */
         *retry = 0;

@@ -272,6 +272,8 @@ static int start_standin(standin *s, const stow_s3_creds *keys, const char *toke
                           keys->session_token,
                           "--log",
                           s->log,
+                          "--fail-first",
+                          "1",
                           NULL};
     if (pipe(in) != 0 || pipe(out) != 0)
         return -1;
@@ -349,13 +351,15 @@ static void test_web_identity(const stow_s3_creds *keys)
     stow_s3_sts_opts o = {0};
     o.endpoint = s.endpoint;
 
-    /* the token goes out form-encoded ('+', '/', '=' escaped), unsigned */
+    /* the token goes out form-encoded ('+', '/', '=' escaped), unsigned; the stand-in's
+     * first answer is the transient IDPCommunicationError, which is retried */
     CHECK_INT(stow_s3_sts_assume_role_web_identity(&c, &o, ROLE, "unit-session", token, &err),
               STOW_OK);
     CHECK_STR(c.access_key, keys->access_key);
     CHECK_STR(c.session_token, keys->session_token);
     CHECK(c.expiry > time(NULL));
     CHECK(strstr(c.source, "web identity, role " ROLE) != NULL);
+    CHECK(log_has(s.log, "POST / 400 IDPCommunicationError role=" ROLE));
     CHECK(log_has(s.log, "POST / 200 OK role=" ROLE " session=unit-session token=ok auth=no"));
 
     /* refusals carry the STS Code and Message, never the token */

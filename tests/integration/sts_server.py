@@ -15,7 +15,8 @@ against the AWS STS API reference (AssumeRoleWithWebIdentity, API version 2011-0
 
 A request that breaks a rule gets the error answer AWS would send (HTTP 400,
 <ErrorResponse><Error><Type>Sender</Type><Code>...</Code><Message>...</Message>); a wrong
-token gets InvalidIdentityToken; --role-arn, when set, must match (else AccessDenied). A
+token gets InvalidIdentityToken; with --fail-first N the first N requests get the transient
+IDPCommunicationError; --role-arn, when set, must match (else AccessDenied). A
 good one gets an AssumeRoleWithWebIdentityResponse with the credentials given by
 --access-key/--secret-key/--session-token, expiring --expires-in seconds from now.
 
@@ -50,11 +51,14 @@ def parse_args():
     p.add_argument("--session-token", required=True)
     p.add_argument("--expires-in", type=int, default=3600)
     p.add_argument("--log", default=None)
+    p.add_argument("--fail-first", type=int, default=0,
+                   help="answer the first N requests 400 IDPCommunicationError (transient)")
     return p.parse_args()
 
 
 ARGS = parse_args()
 LOCK = threading.Lock()
+FAILED = [0]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -129,6 +133,14 @@ class Handler(BaseHTTPRequestHandler):
             d = form["DurationSeconds"]
             if not d.isdigit() or not 900 <= int(d) <= 43200:
                 return self._error(400, "ValidationError", "DurationSeconds out of range", form)
+        with LOCK:
+            transient = FAILED[0] < ARGS.fail_first
+            FAILED[0] += 1 if transient else 0
+        if transient:
+            return self._error(400, "IDPCommunicationError",
+                               "The request could not be fulfilled because the identity provider "
+                               "(IDP) that was asked to verify the incoming identity token could "
+                               "not be reached", form)
         token = form["WebIdentityToken"]
         with open(ARGS.token_file, encoding="utf-8") as f:
             want = f.read().strip()
