@@ -8,7 +8,7 @@
 #
 # '~/c' is literal on purpose (stowage expands it); "ok" never fails, so A && ok || fail is
 # safe.
-# shellcheck disable=SC2088,SC2015,SC2016
+# shellcheck disable=SC2088,SC2015,SC2016,SC2030,SC2031
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_s3.sh"
 trap _run_cleanups EXIT
@@ -276,5 +276,22 @@ n=$(grep -c "200 OK" "$RF_LOG" || true)
 expect_rc 0 && [ "$n" -ge 2 ] && err_has "credentials refreshed from web identity" &&
     ok "AssumeRoleWithWebIdentity called $n times (refreshed)" ||
     fail "no refresh: $n calls; $(grep -v 'debug: [A-Z]* http' "$T/err" | tail -3)"
+# the same for credential_process: credentials that expire in 200 s, one line per run
+cat >"$T/creds-short.sh" <<SH
+#!/bin/sh
+echo run >>"$T/process-runs"
+printf '{"Version": 1, "AccessKeyId": "%s", "SecretAccessKey": "%s", "SessionToken": "%s", "Expiration": "%s"}\n' \
+    "$WI_AK" "$WI_SK" "$WI_TOKEN" "\$(date -u -d '+200 seconds' +%Y-%m-%dT%H:%M:%SZ)"
+SH
+chmod +x "$T/creds-short.sh"
+printf '[profile short]\ncredential_process = %s\n' "$T/creds-short.sh" >"$T/aws-config"
+: >"$T/aws-credentials"
+runner rf2
+mkdir -p "$HOME/c" && head -c 20000000 /dev/urandom >"$HOME/c/blob"
+AWS_PROFILE=short stow save --url "s3://$S3_BUCKET/rf2" --key rf-2 --path '~/c' --strict -v
+n=$(wc -l <"$T/process-runs" 2>/dev/null || echo 0)
+expect_rc 0 && [ "$n" -ge 2 ] && err_has "credentials refreshed from credential_process of profile short" &&
+    ok "credential_process run $n times (refreshed)" ||
+    fail "no refresh: $n runs; $(grep -v 'debug: [A-Z]* http' "$T/err" | tail -3)"
 
 finish
