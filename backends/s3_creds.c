@@ -422,12 +422,12 @@ static int from_web_identity_env(stow_s3_creds *out, const struct stow_s3_sts_op
 {
     const char *file = env_nonempty("AWS_WEB_IDENTITY_TOKEN_FILE");
     const char *role = env_nonempty("AWS_ROLE_ARN");
-    if (file == NULL && role == NULL)
+    /* as the Go SDK: AWS_ROLE_ARN alone does not apply, a token file without role is an error */
+    if (file == NULL)
         return stow_error_set(err, STOW_ENOTFOUND, "AWS_WEB_IDENTITY_TOKEN_FILE not set");
-    if (file == NULL || role == NULL)
-        return stow_error_set(err, STOW_EAUTH, "%s is set but %s is not",
-                              file ? "AWS_WEB_IDENTITY_TOKEN_FILE" : "AWS_ROLE_ARN",
-                              file ? "AWS_ROLE_ARN" : "AWS_WEB_IDENTITY_TOKEN_FILE");
+    if (role == NULL)
+        return stow_error_set(err, STOW_EAUTH,
+                              "AWS_WEB_IDENTITY_TOKEN_FILE is set but AWS_ROLE_ARN is not");
     return stow_aws_web_identity(out, o, role, env_nonempty("AWS_ROLE_SESSION_NAME"), file, err);
 }
 

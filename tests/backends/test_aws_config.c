@@ -97,6 +97,11 @@ static void test_merge(void)
     CHECK_STR(c.access_key, "AKIAONLY");
     CHECK_INT(stow_s3_creds_resolve(&c, &err), STOW_OK);
     CHECK_STR(c.access_key, "AKIACRED");
+    /* AWS_ROLE_ARN without a token file is not web identity (as the Go SDK): the profile */
+    setenv("AWS_ROLE_ARN", "arn:aws:iam::1:role/r", 1);
+    CHECK_INT(stow_s3_creds_resolve(&c, &err), STOW_OK);
+    CHECK_STR(c.access_key, "AKIACRED");
+    unsetenv("AWS_ROLE_ARN");
 
     /* AWS_PROFILE, then AWS_DEFAULT_PROFILE */
     int named = 0;
