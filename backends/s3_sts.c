@@ -371,7 +371,8 @@ static int sts_on_error(void *ud, const stow_httpc_response *resp, int *retry, s
     sts_call *c = ud;
     stow_s3_creds scratch;
     char code[64] = "";
-    int rc = parse_answer(&scratch, code, sizeof(code), resp->body, resp->body_len, c->what,
+    /* sts_perform puts "<what> at <endpoint>: " in front */
+    int rc = parse_answer(&scratch, code, sizeof(code), resp->body, resp->body_len, "refused",
                           &c->answer);
     stow_s3_creds_clear(&scratch);
     /* the codes AWS documents as transient: retried like a 5xx */
