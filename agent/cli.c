@@ -161,6 +161,7 @@ int stow_cli_open_store(stow_cli_ctx *r, stow_backend **b, stow_error *err)
         .path_style = c->path_style,
         .verify_tls = c->verify_tls,
         .ca_bundle = c->ca_bundle,
+        .sts_endpoint = c->sts_endpoint,
         .connect_timeout_ms = c->connect_timeout_ms,
         .low_speed_timeout_s = c->low_speed_timeout_s,
         .low_speed_limit = c->low_speed_limit,

@@ -42,6 +42,8 @@ static const option options[] = {
      0, 0, "verify TLS certificates (true)"},
     {"storage", "ca_bundle", "STOWAGE_CA_BUNDLE", "--ca-bundle", NULL, T_STR, OFF(ca_bundle), 0, 0,
      "CA bundle file for TLS (S3: AWS_CA_BUNDLE when unset)"},
+    {"storage", "sts_endpoint", "STOWAGE_STS_ENDPOINT", "--sts-endpoint", NULL, T_STR,
+     OFF(sts_endpoint), 0, 0, "S3: AWS STS endpoint URL (after AWS_ENDPOINT_URL_STS)"},
     {"storage", "connect_timeout_ms", "STOWAGE_CONNECT_TIMEOUT_MS", "--connect-timeout-ms", NULL,
      T_LONG, OFF(connect_timeout_ms), 1, 600000, "connect timeout in milliseconds (10000)"},
     {"storage", "low_speed_timeout", "STOWAGE_LOW_SPEED_TIMEOUT", "--low-speed-timeout", NULL,

@@ -20,6 +20,7 @@ typedef struct stow_config {
     int path_style; /* -1 auto */
     int verify_tls;
     char *ca_bundle;
+    char *sts_endpoint;
     long connect_timeout_ms;
     long low_speed_timeout_s;
     long low_speed_limit; /* 0 = the backend's default */

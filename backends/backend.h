@@ -49,6 +49,7 @@ typedef struct stow_backend_opts {
     int max_retries;         /* retries for retryable failures; <0 = default */
     int parallel;            /* parallel connections per transfer; 0 = default */
     const char *token_env;   /* HTTP: name of the env var holding a bearer token */
+    const char *sts_endpoint; /* S3: STS endpoint for assumed roles (after the AWS_ENDPOINT_URL*) */
     const char *const
         *headers; /* HTTP: extra "Name: value" headers, NULL-terminated, may be NULL */
 } stow_backend_opts;

@@ -52,6 +52,7 @@
 
 #include "buf.h"
 #include "log.h"
+#include "aws_config.h"
 #include "s3_int.h"
 #include "util.h"
 
@@ -74,7 +75,7 @@ static int creds_get(s3_backend *b, stow_s3_creds *out, stow_error *err)
         stow_s3_creds *fresh = malloc(sizeof(*fresh));
         stow_error e;
         stow_error_clear(&e);
-        if (fresh != NULL && stow_s3_creds_resolve(fresh, &e) == STOW_OK) {
+        if (fresh != NULL && stow_s3_creds_resolve_opts(fresh, &b->sts, &e) == STOW_OK) {
             stow_debug("%s: AWS credentials refreshed from %s", b->url_red, fresh->source);
             b->creds = *fresh;
             /* the source may hand out the same soon-expiring credentials again: do not ask
@@ -392,8 +393,17 @@ static int s3_open(stow_backend **out, const stow_backend_opts *opts, stow_error
         return stow_error_set(err, STOW_ERR, "out of memory");
     b->base.ops = &stow_backend_s3_ops;
     pthread_mutex_init(&b->creds_lock, NULL);
-    int rc = stow_s3_location_parse(&b->loc, opts->url, opts->endpoint, opts->region,
-                                    opts->path_style, err);
+    /* region: the setting, AWS_REGION, AWS_DEFAULT_REGION, then the profile's region */
+    char profile_region[STOW_S3_REGION_MAX] = "";
+    const char *region = opts->region;
+    const char *env_rg = getenv("AWS_REGION"), *env_drg = getenv("AWS_DEFAULT_REGION");
+    if ((region == NULL || region[0] == '\0') && (env_rg == NULL || env_rg[0] == '\0') &&
+        (env_drg == NULL || env_drg[0] == '\0')) {
+        stow_aws_profile_region(profile_region, sizeof(profile_region));
+        region = profile_region[0] ? profile_region : NULL;
+    }
+    int rc = stow_s3_location_parse(&b->loc, opts->url, opts->endpoint, region, opts->path_style,
+                                    err);
     if (rc != STOW_OK)
         goto done;
     snprintf(b->url_red, sizeof(b->url_red), "s3://%s%s%.*s", b->loc.bucket,
@@ -415,7 +425,16 @@ static int s3_open(stow_backend **out, const stow_backend_opts *opts, stow_error
     if (rc != STOW_OK)
         goto done;
 
-    rc = stow_s3_creds_resolve(&b->creds, err);
+    if ((opts->sts_endpoint &&
+         stow_strlcpy(b->sts_endpoint, opts->sts_endpoint, sizeof(b->sts_endpoint))) ||
+        (opts->ca_bundle && stow_strlcpy(b->ca_bundle, opts->ca_bundle, sizeof(b->ca_bundle)))) {
+        rc = stow_error_set(err, STOW_EUSAGE, "sts_endpoint or ca_bundle too long");
+        goto done;
+    }
+    b->sts.endpoint = b->sts_endpoint[0] ? b->sts_endpoint : NULL;
+    b->sts.ca_bundle = b->ca_bundle[0] ? b->ca_bundle : NULL;
+    b->sts.region = b->loc.region;
+    rc = stow_s3_creds_resolve_opts(&b->creds, &b->sts, err);
     if (rc != STOW_OK) {
         stow_error_wrap(err, "%s: no usable AWS credentials", b->url_red);
         if (err)

@@ -1,28 +1,22 @@
 #include "s3_creds.h"
 
 #include <errno.h>
-#include <ini.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
 
+#include "aws_config.h"
 #include "buf.h"
 #include "httpc.h"
 #include "log.h"
-#include "readfile.h"
 #include "s3_container.h"
 #include "util.h"
 
-#define PATH_CAP 4096
-#define PROFILE_MAX 128
-#define INI_PHYS_LINE_MAX 65536   /* longest line accepted in a credentials file */
-#define CREDS_FILE_MAX (1u << 20) /* largest credentials file read */
-#define IMDS_BODY_MAX 65536       /* cap on any metadata response */
+#define IMDS_BODY_MAX 65536 /* cap on any metadata response */
 #define IMDS_TOKEN_TTL "21600"
 #define IMDS_CONNECT_TIMEOUT_MS 1000L
 #define IMDS_TIMEOUT_MS 3000L
@@ -145,286 +139,6 @@ int stow_s3_creds_from_env(stow_s3_creds *out, stow_error *err)
         return stow_error_wrap(err, "AWS_CREDENTIAL_EXPIRATION");
     }
     snprintf(out->source, sizeof(out->source), "environment");
-    return STOW_OK;
-}
-
-/* ---- shared credentials file ----
- *
- * Debian's inih is built with a fixed 200-byte line buffer, and session tokens in
- * credentials files are often longer. The reader below hands inih each physical line; a
- * line too long for inih's buffer is handed over in pieces, the first as "name = start"
- * and the rest as continuation lines (leading blank), which inih reports with the same
- * name; the reader flags those pieces so the handler appends them. Pieces are cut only
- * between two characters that are neither blank nor a comment character, so inih's
- * trimming and comment rules see the same text as in the unsplit line. */
-
-typedef struct line_reader {
-    FILE *f;
-    char *line;   /* current physical line: INI_PHYS_LINE_MAX + 2 bytes, allocated on first use */
-    size_t len;   /* its length without the line break */
-    size_t pos;   /* next byte of it to hand over */
-    int pending;  /* pieces of the current line remain */
-    int cont;     /* the text just handed over is a continuation piece */
-    long phys;    /* physical line number of the current line */
-    long logical; /* lines handed to inih */
-    int num;      /* buffer size inih passes, kept to replay the same pieces */
-    int too_long; /* stopped: a line longer than INI_PHYS_LINE_MAX or unsplittable */
-    int io_error;
-} line_reader;
-
-static int blank(char c) { return c == ' ' || c == '\t'; }
-
-/* Longest piece of at most max bytes starting at pos that may end there. */
-static size_t piece_len(const line_reader *r, size_t max)
-{
-    size_t rest = r->len - r->pos;
-    if (rest <= max)
-        return rest;
-    for (size_t k = max; k > 0; k--) {
-        char last = r->line[r->pos + k - 1], next = r->line[r->pos + k];
-        if (!blank(last) && !blank(next) && next != ';' && next != '#')
-            return k;
-    }
-    return 0;
-}
-
-static char *read_line(char *str, int num, void *stream)
-{
-    line_reader *r = stream;
-    if (num < 8)
-        return NULL;
-    r->num = num;
-    size_t room = (size_t)num - 3; /* leading blank, '\n', NUL */
-    if (!r->pending) {
-        if (r->line == NULL && (r->line = malloc(INI_PHYS_LINE_MAX + 2)) == NULL) {
-            r->io_error = ENOMEM;
-            return NULL;
-        }
-        errno = 0;
-        if (fgets(r->line, INI_PHYS_LINE_MAX + 2, r->f) == NULL) {
-            r->io_error = ferror(r->f) ? (errno ? errno : EIO) : 0;
-            return NULL;
-        }
-        r->phys++;
-        size_t n = strlen(r->line);
-        if (n > INI_PHYS_LINE_MAX && r->line[n - 1] != '\n') {
-            r->too_long = 1;
-            return NULL;
-        }
-        while (n > 0 && (r->line[n - 1] == '\n' || r->line[n - 1] == '\r'))
-            n--;
-        r->line[n] = '\0';
-        r->len = n;
-        r->pos = 0;
-        r->pending = 1;
-    }
-    size_t k;
-    int cont = r->pos > 0;
-    size_t off = cont ? 1 : 0;
-    k = piece_len(r, room);
-    if (k == 0 && r->len > r->pos) {
-        r->too_long = 1;
-        return NULL;
-    }
-    if (cont)
-        str[0] = ' ';
-    memcpy(str + off, r->line + r->pos, k);
-    str[off + k] = '\n';
-    str[off + k + 1] = '\0';
-    r->pos += k;
-    r->pending = r->pos < r->len;
-    r->cont = cont;
-    r->logical++;
-    return str;
-}
-
-typedef struct profile_parse {
-    const char *profile;
-    line_reader *reader;
-    int found_section;
-    int overflow; /* a value did not fit its field */
-    char overflow_name[64];
-    char last_name[64]; /* key last assigned in the profile, for continuation pieces */
-    stow_s3_creds *out;
-    int have_key, have_secret;
-} profile_parse;
-
-static char *field_for(profile_parse *pp, const char *name, size_t *cap, int **flag)
-{
-    *flag = NULL;
-    if (strcasecmp(name, "aws_access_key_id") == 0) {
-        *cap = sizeof(pp->out->access_key);
-        *flag = &pp->have_key;
-        return pp->out->access_key;
-    }
-    if (strcasecmp(name, "aws_secret_access_key") == 0) {
-        *cap = sizeof(pp->out->secret_key);
-        *flag = &pp->have_secret;
-        return pp->out->secret_key;
-    }
-    if (strcasecmp(name, "aws_session_token") == 0 || strcasecmp(name, "aws_security_token") == 0) {
-        *cap = sizeof(pp->out->session_token);
-        return pp->out->session_token;
-    }
-    return NULL;
-}
-
-static int on_ini_value(void *user, const char *section, const char *name, const char *value)
-{
-    profile_parse *pp = user;
-    if (strcmp(section, pp->profile) != 0)
-        return 1;
-    pp->found_section = 1;
-    size_t cap = 0;
-    int *flag = NULL;
-    char *dst = field_for(pp, name, &cap, &flag);
-    if (dst == NULL)
-        return 1; /* region, output, role settings...: not ours */
-    int append = pp->reader->cont && strcasecmp(name, pp->last_name) == 0;
-    size_t have = append ? strlen(dst) : 0;
-    size_t n = strlen(value);
-    if (n >= cap - have) {
-        pp->overflow = 1;
-        stow_strlcpy(pp->overflow_name, name, sizeof(pp->overflow_name));
-        dst[0] = '\0';
-        return 1;
-    }
-    memcpy(dst + have, value, n + 1);
-    if (flag != NULL)
-        *flag = dst[0] != '\0';
-    stow_strlcpy(pp->last_name, name, sizeof(pp->last_name));
-    return 1;
-}
-
-/* Maps inih's line number (pieces counted) back to the file's line number. */
-static long physical_line(const char *path, int num, long logical)
-{
-    char *buf = NULL;
-    line_reader r = {0};
-    if (num < 8 || (buf = malloc((size_t)num)) == NULL)
-        return logical;
-    int fd = -1;
-    if (stow_open_file(&fd, path, CREDS_FILE_MAX, NULL) != STOW_OK ||
-        (r.f = fdopen(fd, "r")) == NULL) {
-        if (fd >= 0)
-            close(fd);
-        free(buf);
-        return logical;
-    }
-    while (r.logical < logical && read_line(buf, num, &r) != NULL) {
-    }
-    OPENSSL_cleanse(buf, (size_t)num);
-    free(buf);
-    if (r.line != NULL)
-        OPENSSL_cleanse(r.line, INI_PHYS_LINE_MAX + 2);
-    long phys = r.phys;
-    free(r.line);
-    fclose(r.f);
-    return phys;
-}
-
-int stow_s3_creds_from_file(stow_s3_creds *out, const char *path, const char *profile,
-                            stow_error *err)
-{
-    int rc = STOW_ERR;
-    line_reader r = {0};
-    profile_parse pp = {0};
-
-    memset(out, 0, sizeof(*out));
-    /* A regular file of bounded size: never a FIFO that hangs or /dev/zero that never ends. */
-    int fd = -1;
-    rc = stow_open_file(&fd, path, CREDS_FILE_MAX, err);
-    if (rc == STOW_ENOTFOUND)
-        return stow_error_set(err, STOW_ENOTFOUND, "%s: not found", path);
-    if (rc != STOW_OK) { /* the message names the file and why */
-        if (err != NULL)
-            err->code = STOW_EAUTH;
-        return STOW_EAUTH;
-    }
-    if ((r.f = fdopen(fd, "r")) == NULL) {
-        close(fd);
-        return stow_error_set(err, STOW_ERR, "%s: %s", path, strerror(errno));
-    }
-    rc = STOW_ERR;
-    pp.profile = profile;
-    pp.reader = &r;
-    pp.out = out;
-    int pr = ini_parse_stream(read_line, &r, on_ini_value, &pp);
-    if (r.io_error) {
-        rc = stow_error_set(err, r.io_error == ENOMEM ? STOW_ERR : STOW_EAUTH, "%s: %s", path,
-                            strerror(r.io_error));
-        goto done;
-    }
-    if (r.too_long) {
-        rc = stow_error_set(err, STOW_EAUTH, "%s:%ld: line too long", path, r.phys);
-        goto done;
-    }
-    if (pr < 0) {
-        rc = stow_error_set(err, STOW_ERR, "%s: out of memory while parsing", path);
-        goto done;
-    }
-    if (pr > 0) {
-        rc = stow_error_set(err, STOW_EAUTH, "%s:%ld: not an INI line", path,
-                            physical_line(path, r.num, pr));
-        goto done;
-    }
-    if (pp.overflow) {
-        rc = stow_error_set(err, STOW_EAUTH, "%s: value of %s in profile \"%s\" is too long", path,
-                            pp.overflow_name, profile);
-        goto done;
-    }
-    if (!pp.found_section) {
-        rc = stow_error_set(err, STOW_ENOTFOUND, "profile \"%s\" not found in %s", profile, path);
-        goto done;
-    }
-    if (!pp.have_key) {
-        rc = stow_error_set(err, STOW_ENOTFOUND, "profile \"%s\" in %s has no aws_access_key_id",
-                            profile, path);
-        goto done;
-    }
-    if (!pp.have_secret) {
-        rc = stow_error_set(err, STOW_EAUTH,
-                            "profile \"%s\" in %s has aws_access_key_id but no "
-                            "aws_secret_access_key",
-                            profile, path);
-        goto done;
-    }
-    snprintf(out->source, sizeof(out->source), "shared credentials file %s, profile %s", path,
-             profile);
-    rc = STOW_OK;
-done:
-    if (rc != STOW_OK)
-        stow_s3_creds_clear(out);
-    if (r.line != NULL) {
-        OPENSSL_cleanse(r.line, INI_PHYS_LINE_MAX + 2);
-        free(r.line);
-    }
-    fclose(r.f);
-    return rc;
-}
-
-/* AWS_SHARED_CREDENTIALS_FILE (with a leading "~/" expanded) or $HOME/.aws/credentials. */
-static int credentials_path(char *out, size_t cap, stow_error *err)
-{
-    const char *env = env_nonempty("AWS_SHARED_CREDENTIALS_FILE");
-    const char *home = env_nonempty("HOME");
-    struct passwd pw, *pwp = NULL;
-    char pwbuf[1024];
-    int n;
-
-    if (home == NULL && getpwuid_r(getuid(), &pw, pwbuf, sizeof(pwbuf), &pwp) == 0 && pwp != NULL &&
-        pwp->pw_dir != NULL && pwp->pw_dir[0] != '\0')
-        home = pwp->pw_dir;
-    if (env != NULL && strncmp(env, "~/", 2) != 0)
-        n = stow_strlcpy(out, env, cap) == 0 ? 0 : -1;
-    else if (home == NULL)
-        return stow_error_set(err, STOW_ENOTFOUND, "no home directory to find ~/.aws/credentials");
-    else if (env != NULL)
-        n = snprintf(out, cap, "%s/%s", home, env + 2);
-    else
-        n = snprintf(out, cap, "%s/.aws/credentials", home);
-    if (n < 0 || (size_t)n >= cap)
-        return stow_error_set(err, STOW_EAUTH, "credentials file path too long");
     return STOW_OK;
 }
 
@@ -703,11 +417,31 @@ static int env_true(const char *name)
     return v != NULL && (strcasecmp(v, "true") == 0 || strcmp(v, "1") == 0);
 }
 
+/* The web identity variables: AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN. */
+static int from_web_identity_env(stow_s3_creds *out, const struct stow_s3_sts_opts *o,
+                                 stow_error *err)
+{
+    const char *file = env_nonempty("AWS_WEB_IDENTITY_TOKEN_FILE");
+    const char *role = env_nonempty("AWS_ROLE_ARN");
+    /* as the Go SDK: AWS_ROLE_ARN alone does not apply, a token file without role is an error */
+    if (file == NULL)
+        return stow_error_set(err, STOW_ENOTFOUND, "AWS_WEB_IDENTITY_TOKEN_FILE not set");
+    if (role == NULL)
+        return stow_error_set(err, STOW_EAUTH,
+                              "AWS_WEB_IDENTITY_TOKEN_FILE is set but AWS_ROLE_ARN is not");
+    return stow_aws_web_identity(out, o, role, env_nonempty("AWS_ROLE_SESSION_NAME"), file, err);
+}
+
 int stow_s3_creds_resolve(stow_s3_creds *out, stow_error *err)
+{
+    return stow_s3_creds_resolve_opts(out, NULL, err);
+}
+
+int stow_s3_creds_resolve_opts(stow_s3_creds *out, const struct stow_s3_sts_opts *o,
+                               stow_error *err)
 {
     char tried[3 * STOW_ERROR_MSG_MAX / 2] = "";
     size_t tl = 0;
-    char path[PATH_CAP];
     stow_error step = {0};
     int rc;
 
@@ -728,26 +462,33 @@ int stow_s3_creds_resolve(stow_s3_creds *out, stow_error *err)
         return stow_error_set(err, rc, "AWS credentials from the environment: %s", step.msg);
     TRIED("environment: %s", step.msg);
 
-    /* 2. shared credentials file */
-    const char *profile_env = env_nonempty("AWS_PROFILE");
-    const char *profile = profile_env ? profile_env : "default";
-    if (strlen(profile) > PROFILE_MAX)
-        return stow_error_set(err, STOW_EAUTH, "AWS_PROFILE is longer than %d bytes", PROFILE_MAX);
+    /* 2. web identity from the environment (EKS IRSA, OIDC runners) */
     stow_error_clear(&step);
-    rc = credentials_path(path, sizeof(path), &step);
+    rc = from_web_identity_env(out, o, &step);
     if (rc == STOW_OK)
-        rc = stow_s3_creds_from_file(out, path, profile, &step);
+        goto found;
+    if (rc != STOW_ENOTFOUND)
+        return stow_error_set(err, rc == STOW_EUSAGE ? STOW_EUSAGE : STOW_EAUTH,
+                              "AWS credentials from web identity: %s", step.msg);
+    TRIED("web identity: %s", step.msg);
+
+    /* 3. the shared credentials and config files */
+    int named = 0;
+    const char *profile = stow_aws_profile_name(&named);
+    stow_error_clear(&step);
+    rc = stow_aws_profile_creds(out, profile, o, &step);
     if (rc == STOW_OK)
         goto found;
     /* a profile asked for by name must exist; the default one may be absent */
     if (rc != STOW_ENOTFOUND)
-        return stow_error_set(err, STOW_EAUTH, "AWS credentials: %s", step.msg);
-    if (profile_env != NULL)
+        return stow_error_set(err, rc == STOW_EUSAGE ? STOW_EUSAGE : STOW_EAUTH,
+                              "AWS credentials: %s", step.msg);
+    if (named)
         return stow_error_set(err, STOW_EAUTH, "AWS credentials for AWS_PROFILE=%s: %s", profile,
                               step.msg);
-    TRIED("shared credentials file: %s", step.msg);
+    TRIED("shared files: %s", step.msg);
 
-    /* 3. container credentials (ECS, CodeBuild, EKS Pod Identity): s3_container.h */
+    /* 4. container credentials (ECS, CodeBuild, EKS Pod Identity): s3_container.h */
     stow_error_clear(&step);
     rc = stow_s3_creds_from_container(out, NULL, &step);
     if (rc == STOW_OK)
@@ -757,7 +498,7 @@ int stow_s3_creds_resolve(stow_s3_creds *out, stow_error *err)
                               "AWS credentials: %s", step.msg);
     TRIED("container credentials: %s", step.msg);
 
-    /* 4. instance metadata */
+    /* 5. instance metadata */
     if (env_true("AWS_EC2_METADATA_DISABLED")) {
         TRIED("%s", "instance metadata: disabled by AWS_EC2_METADATA_DISABLED");
     } else {

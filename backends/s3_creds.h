@@ -1,10 +1,16 @@
 /* AWS credentials for the S3 backend. Never from the stowage config file: the chain is
  *   1. the environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN
  *      (AWS_SECURITY_TOKEN as a legacy fallback), AWS_CREDENTIAL_EXPIRATION if set;
- *   2. the shared credentials file: AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials,
- *      profile AWS_PROFILE or "default" (keys aws_access_key_id, aws_secret_access_key,
- *      aws_session_token), parsed with inih;
- *   3. the EC2 instance metadata service, IMDSv2 only (token from PUT /latest/api/token),
+ *   2. web identity: AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN (+ AWS_ROLE_SESSION_NAME,
+ *      default "stowage-<pid>") through STS AssumeRoleWithWebIdentity (s3_sts.h);
+ *   3. the shared files: AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials and
+ *      AWS_CONFIG_FILE or ~/.aws/config, profile AWS_PROFILE, AWS_DEFAULT_PROFILE or
+ *      "default": static keys, role_arn + source_profile or web_identity_token_file,
+ *      credential_process (aws_config.h);
+ *   4. container credentials: AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI with
+ *      AWS_CONTAINER_AUTHORIZATION_TOKEN(_FILE) (ECS, CodeBuild, EKS Pod Identity;
+ *      s3_container.h);
+ *   5. the EC2 instance metadata service, IMDSv2 only (token from PUT /latest/api/token),
  *      at AWS_EC2_METADATA_SERVICE_ENDPOINT or http://169.254.169.254, skipped when
  *      AWS_EC2_METADATA_DISABLED=true. Short timeouts, so a machine that is not on EC2
  *      falls through in about a second.
@@ -41,12 +47,17 @@ typedef struct stow_s3_creds {
  * the two environment keys set, AWS_PROFILE names a profile that is missing, a profile has a
  * key id without secret, or the metadata service answers with an error. */
 int stow_s3_creds_resolve(stow_s3_creds *out, stow_error *err);
+/* The same with STS settings (endpoint, region, CA bundle) for the sources that call STS;
+ * o may be NULL. */
+struct stow_s3_sts_opts;
+int stow_s3_creds_resolve_opts(stow_s3_creds *out, const struct stow_s3_sts_opts *o,
+                               stow_error *err);
 
 /* The individual steps, for the chain and for tests. Each returns STOW_OK, STOW_ENOTFOUND
  * when its source has nothing (with the reason in err), or STOW_EAUTH / STOW_ERR when the
  * source is there but unusable. */
 int stow_s3_creds_from_env(stow_s3_creds *out, stow_error *err);
-/* path: the credentials file; profile: section name ("default"). ENOTFOUND when the file
+/* path: the credentials file; profile: section name ("default") (in aws_config.c). ENOTFOUND when the file
  * does not exist or has no such profile (or the profile has no aws_access_key_id). */
 int stow_s3_creds_from_file(stow_s3_creds *out, const char *path, const char *profile,
                             stow_error *err);

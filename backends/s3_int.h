@@ -14,6 +14,7 @@
 #include "httpc.h"
 #include "s3.h"
 #include "s3_creds.h"
+#include "s3_sts.h"
 #include "s3_xml.h"
 #include "sigv4.h"
 
@@ -40,6 +41,9 @@ typedef struct s3_backend {
     uint64_t part_base;
     pthread_mutex_t creds_lock;
     stow_s3_creds creds;
+    char sts_endpoint[STOW_S3_STS_URL_MAX]; /* settings for the STS calls of the chain */
+    char ca_bundle[4096];
+    stow_s3_sts_opts sts;
     time_t next_refresh; /* no refresh before this, unless forced (ExpiredToken) */
     _Atomic int force_refresh;
     _Atomic int list_unencoded; /* the moto fallback, see the top of the file */

@@ -34,6 +34,10 @@ static const char *const AWS_VARS[] = {"AWS_ACCESS_KEY_ID",
                                        "AWS_PROFILE",
                                        "AWS_EC2_METADATA_SERVICE_ENDPOINT",
                                        "AWS_EC2_METADATA_DISABLED",
+                                       "AWS_CONFIG_FILE",
+                                       "AWS_DEFAULT_PROFILE",
+                                       "AWS_WEB_IDENTITY_TOKEN_FILE",
+                                       "AWS_ROLE_ARN",
                                        NULL};
 
 static void clean_env(void)

@@ -42,7 +42,9 @@
 #   moto    with INITIAL_NO_AUTH_ACTION_COUNT=5 the first five service requests are not
 #           authenticated (used for CreateUser, PutUserPolicy, CreateAccessKey, CreateRole,
 #           PutRolePolicy), every later one is. The user may use S3 and assume the role
-#           stowage-role (s3:*): s3_moto_assume_role gets session credentials for it.
+#           stowage-role (s3:*): s3_moto_assume_role gets session credentials for it. For role
+#           chains, the role may assume itself from a session named "chain" (moto checks
+#           the trust policy's principal and the role's own sts:AssumeRole permission).
 #           Session credentials must come from AssumeRole: moto only accepts ASIA keys it
 #           recorded for an assumed role (GetSessionToken's are refused as InvalidAccessKeyId)
 #           and refuses an IAM user key sent with x-amz-security-token (InvalidToken). A bad signature is 403 <Code>SignatureDoesNotMatch</Code>, an unknown key
@@ -305,11 +307,11 @@ s3_start_moto() { # [bucket]
         --data-urlencode 'PolicyDocument={"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:*","sts:AssumeRole"],"Resource":"*"}]}' \
         >/dev/null || { s3_start_failed "moto: PutUserPolicy failed"; return 1; }
     s3_moto_iam --data-urlencode "Action=CreateRole" --data-urlencode "RoleName=stowage-role" \
-        --data-urlencode 'AssumeRolePolicyDocument={"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:user/stowage"},"Action":"sts:AssumeRole"}]}' \
+        --data-urlencode 'AssumeRolePolicyDocument={"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":["arn:aws:iam::123456789012:user/stowage","arn:aws:sts::123456789012:assumed-role/stowage-role/chain"]},"Action":"sts:AssumeRole"}]}' \
         >/dev/null || { s3_start_failed "moto: CreateRole failed"; return 1; }
     s3_moto_iam --data-urlencode "Action=PutRolePolicy" --data-urlencode "RoleName=stowage-role" \
         --data-urlencode "PolicyName=s3-all" \
-        --data-urlencode 'PolicyDocument={"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}' \
+        --data-urlencode 'PolicyDocument={"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:*","sts:AssumeRole"],"Resource":"*"}]}' \
         >/dev/null || { s3_start_failed "moto: PutRolePolicy failed"; return 1; }
     body=$(s3_moto_iam --data-urlencode "Action=CreateAccessKey" --data-urlencode "UserName=stowage") ||
         { s3_start_failed "moto: CreateAccessKey failed"; return 1; }
