@@ -285,6 +285,89 @@ expect_eq "cache-hit with the built binary" "$(R build2 main.outputs.cache-hit)"
 echo "timing: first run with build ${first_ms} ms, second run ${second_ms} ms (both include restore and save)"
 unset RUNNER_TOOL_CACHE
 
+# ---- trust (docs/TRUST.md): per-ref scopes, read-only for untrusted events ----
+event() { # event NAME JSON: writes $T/event-NAME.json
+    printf '%s\n' "$2" >"$T/event-$1.json"
+}
+listing() { (cd "$STORE" && find . -type f | LC_ALL=C sort); }
+REPO='"repository":{"full_name":"org/repo","default_branch":"main"}'
+event push "{$REPO}"
+event fork-pr '{"pull_request":{"number":7,"head":{"ref":"main","repo":{"full_name":"evil/fork","fork":true}},"base":{"ref":"main","repo":{"full_name":"org/repo","fork":false}}},'"$REPO"'}'
+event same-pr '{"pull_request":{"number":8,"head":{"ref":"topic","repo":{"full_name":"org/repo","fork":false}},"base":{"ref":"main","repo":{"full_name":"org/repo","fork":false}}},'"$REPO"'}'
+event comment '{"issue":{"number":7,"pull_request":{}},"comment":{"body":"/build"},'"$REPO"'}'
+TRUST=(--input key=trust-1 --input 'path=~/t')
+push_env() { echo --env GITHUB_EVENT_NAME=push --env "GITHUB_REF=refs/heads/$1" --env "GITHUB_REF_NAME=$1" --env "GITHUB_EVENT_PATH=$T/event-push.json"; }
+pr_env() { # pr_env EVENT NAME N
+    echo --env "GITHUB_EVENT_NAME=$1" --env "GITHUB_REF=refs/pull/$3/merge" --env GITHUB_BASE_REF=main --env "GITHUB_HEAD_REF=main" --env "GITHUB_EVENT_PATH=$T/event-$2.json"
+}
+
+case_begin "push to main, feature/x and feature-x: each its own scope, escaped"
+NAME=tr-main
+runner tr1
+# shellcheck disable=SC2046 # word splitting of the env flags is wanted
+gha tr-main "${COMMON[@]}" "${TRUST[@]}" $(push_env main) --build 'mkdir -p ~/t && echo main >~/t/f'
+expect_eq "post exit" "$(R tr-main post.exit)" 0
+[ -f "$STORE/manifests/main/trust-1.json" ] && ok "push to main writes scope main" || fail "$(listing | grep manifests/)"
+NAME=tr-fx
+runner tr2
+# shellcheck disable=SC2046
+gha tr-fx "${COMMON[@]}" "${TRUST[@]}" $(push_env feature/x) --build 'test "$(cat ~/t/f)" = main && echo fx >~/t/f'
+expect_eq "feature/x falls back to main" "$(R tr-fx main.outputs.cache-result)" hit
+NAME=tr-fdx
+runner tr3
+# shellcheck disable=SC2046
+gha tr-fdx "${COMMON[@]}" "${TRUST[@]}" $(push_env feature-x) --build 'mkdir -p ~/t && echo fdx >~/t/f'
+[ -f "$STORE/manifests/feature_2fx/trust-1.json" ] && [ -f "$STORE/manifests/feature-x/trust-1.json" ] &&
+    ok "feature/x -> feature_2fx, feature-x -> feature-x: two scopes" || fail "$(listing | grep manifests/)"
+
+for ev in fork-pr:pull_request:7 pull_request_target:same-pr:8 issue_comment:comment:7; do
+    IFS=: read -r a b n <<<"$ev"
+    if [ "$a" = fork-pr ]; then evname=pull_request file=fork-pr; else evname=$a file=$b; fi
+    case_begin "$evname ($file): read-only by itself, says why, writes nothing"
+    NAME=tr-ro-$a
+    runner "tro-$a"
+    before=$(listing)
+    # shellcheck disable=SC2046
+    gha "$NAME" "${COMMON[@]}" "${TRUST[@]}" $(pr_env "$evname" "$file" "$n") --build 'test "$(cat ~/t/f)" = main && echo poison >~/t/f'
+    expect_eq "restore reads the base branch" "$(R "$NAME" main.outputs.cache-result)" hit
+    expect_eq "post exit" "$(R "$NAME" post.exit)" 0
+    grep -q "read-only: not saving" "$T/$NAME.log" && ok "stowage: read-only: not saving" || fail "$(tail -20 "$T/$NAME.log")"
+    grep -qE "read-only: .*(fork evil/fork|$evname event)" "$T/$NAME.log" && ok "the log names the reason" || fail "$(grep read-only "$T/$NAME.log")"
+    summary_has "$NAME" post "read-only" && ok "save summary says read-only" || fail "$(R "$NAME" post.summary)"
+    [ "$before" = "$(listing)" ] && ok "store unchanged (main not poisoned, no pr scope written)" ||
+        fail "store changed: $(diff <(echo "$before") <(listing))"
+done
+
+case_begin "same-repo pull request: writes pr-8, never main"
+NAME=tr-pr8
+runner tr-pr8
+# shellcheck disable=SC2046
+gha tr-pr8 "${COMMON[@]}" "${TRUST[@]}" $(pr_env pull_request same-pr 8) --build 'echo pr8 >~/t/f'
+[ -f "$STORE/manifests/pr-8/trust-1.json" ] && ok "pr-8 written" || fail "$(listing | grep manifests/)"
+runner tr-check
+"$STOWAGE_BIN" restore --url "file://$STORE" --key trust-1 --path '~/t' --scope main >/dev/null 2>&1
+[ "$(cat "$HOME/t/f")" = main ] && ok "main still holds main's files" || fail "main now holds $(cat "$HOME/t/f")"
+
+case_begin "fork pull request with save: true: saves, but only to pr-7"
+NAME=tr-force
+runner tr-force
+# shellcheck disable=SC2046
+gha tr-force "${COMMON[@]}" "${TRUST[@]}" --input save=true $(pr_env pull_request fork-pr 7) --build 'echo forced >~/t/f'
+[ -f "$STORE/manifests/pr-7/trust-1.json" ] && ok "pr-7 written" || fail "$(listing | grep manifests/)"
+grep -q "save: true given, saving despite" "$T/tr-force.log" && ok "the override is logged" || fail "$(tail -5 "$T/tr-force.log")"
+runner tr-check2
+"$STOWAGE_BIN" restore --url "file://$STORE" --key trust-1 --path '~/t' --scope main >/dev/null 2>&1
+[ "$(cat "$HOME/t/f")" = main ] && ok "main untouched" || fail "main now holds $(cat "$HOME/t/f")"
+
+case_begin "save: false on a push: read-only"
+NAME=tr-false
+runner tr-false
+before=$(listing)
+# shellcheck disable=SC2046
+gha tr-false "${COMMON[@]}" --input key=trust-2 --input 'path=~/t' --input save=false $(push_env main) --build 'mkdir -p ~/t && echo x >~/t/f'
+grep -q "read-only: not saving (save: false" "$T/tr-false.log" && [ "$before" = "$(listing)" ] &&
+    ok "nothing saved" || fail "$(grep -i read-only "$T/tr-false.log"; diff <(echo "$before") <(listing))"
+
 case_begin "the committed checksum list parses; its entries are the GitLab template's"
 node -e '
 const r = require(process.argv[1]);
