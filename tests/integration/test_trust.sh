@@ -164,6 +164,18 @@ print(json.loads(body)["layers"][0]["id"])' "$T/m.json")
     out_has "cache-result=error" && err_has "sha256" && [ ! -e "$HOME/c/f" ] &&
         ok "the signature covers the layer's sha256: not restored" || fail "$(cat "$T/out" "$T/err")"
     "${B}_put" "layers/$layer.tar.zst" "$T/orig.layer"
+
+    case_begin "$B: a signed save does not build on an unsigned entry"
+    runner "$B-launder"
+    STOWAGE_SIGNING_KEY=$KEY1 stow restore --key us-1 --path '~/c' # refused: a miss
+    fill signed-C
+    STOWAGE_SIGNING_KEY=$KEY1 stow save --key us-1 --path '~/c'
+    expect_rc 0 && err_has "us-1.json refused: the entry is not signed; not building on it, saving in full" &&
+        ok "warned, saved in full" || fail "$(cat "$T/err")"
+    runner "$B-launder2"
+    STOWAGE_SIGNING_KEY=$KEY1 stow restore --key us-1 --path '~/c' --strict
+    expect_rc 0 && out_has "cache-result=hit" && [ "$(cat "$HOME/c/f")" = signed-C ] && ok "the re-signed entry restores" ||
+        fail "$(cat "$T/out" "$T/err")"
 }
 
 if need_openssl; then
