@@ -310,7 +310,7 @@ expect_eq "post exit" "$(R tr-main post.exit)" 0
 [ -f "$STORE/manifests/main/trust-1.json" ] && ok "push to main writes scope main" || fail "$(listing | grep manifests/)"
 NAME=tr-fx
 runner tr2
-# shellcheck disable=SC2046
+# shellcheck disable=SC2046,SC2016 # the build step's shell expands it
 gha tr-fx "${COMMON[@]}" "${TRUST[@]}" $(push_env feature/x) --build 'test "$(cat ~/t/f)" = main && echo fx >~/t/f'
 expect_eq "feature/x falls back to main" "$(R tr-fx main.outputs.cache-result)" hit
 NAME=tr-fdx
@@ -327,7 +327,7 @@ for ev in fork-pr:pull_request:7 pull_request_target:same-pr:8 issue_comment:com
     NAME=tr-ro-$a
     runner "tro-$a"
     before=$(listing)
-    # shellcheck disable=SC2046
+    # shellcheck disable=SC2046,SC2016 # the build step's shell expands it
     gha "$NAME" "${COMMON[@]}" "${TRUST[@]}" $(pr_env "$evname" "$file" "$n") --build 'test "$(cat ~/t/f)" = main && echo poison >~/t/f'
     expect_eq "restore reads the base branch" "$(R "$NAME" main.outputs.cache-result)" hit
     expect_eq "post exit" "$(R "$NAME" post.exit)" 0

@@ -5,7 +5,7 @@
 # manifest, a swapped layer, an unsigned entry, a wrong key and a ref pointing at an unsigned
 # entry are refused (a miss with a warning, an error with --strict).
 # '~/c' is literal on purpose (stowage expands it).
-# shellcheck disable=SC2088,SC2015
+# shellcheck disable=SC2088,SC2015,SC2016
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_s3.sh"
 trap _run_cleanups EXIT # lib_s3.sh replaced lib.sh's trap; run both cleanups
