@@ -338,6 +338,26 @@ for ev in fork-pr:pull_request:7 pull_request_target:same-pr:8 issue_comment:com
         fail "store changed: $(diff <(echo "$before") <(listing))"
 done
 
+case_begin "read-only decisions for other events (lib/trust.js)"
+# shellcheck disable=SC2016 # a node program, single-quoted on purpose
+node -e '
+const t = require(process.argv[1]);
+const check = (name, ev, save, want) => {
+  process.env.GITHUB_EVENT_NAME = name;
+  const got = t.readOnly(save, ev).readOnly;
+  if (got !== want) throw new Error(`${name} ${JSON.stringify(ev)} save=${save}: got ${got}`);
+};
+const repo = { full_name: "org/repo" };
+check("workflow_run", { repository: repo, workflow_run: { head_repository: { full_name: "evil/fork" } } }, "auto", true);
+check("workflow_run", { repository: repo, workflow_run: { head_repository: repo } }, "auto", false);
+check("push", { repository: repo }, "auto", false);
+check("pull_request", { pull_request: { head: { repo: { full_name: "org/repo", fork: true } }, base: { repo: { full_name: "org/repo", fork: true } } } }, "auto", false);
+check("pull_request", { pull_request: { head: { repo: null }, base: { repo } } }, "auto", true);
+check("pull_request_target", {}, "true", false);
+check("push", {}, "false", true);
+' "$ACTION/lib/trust.js" >"$T/trust.out" 2>&1 && ok "workflow_run of a fork, a fork's own PRs, a deleted fork, overrides" ||
+    fail "$(cat "$T/trust.out")"
+
 case_begin "same-repo pull request: writes pr-8, never main"
 NAME=tr-pr8
 runner tr-pr8

@@ -1,7 +1,7 @@
 'use strict';
 // Trust decisions of the action (docs/TRUST.md), from the event the runner describes:
 //  - read-only: untrusted triggers (pull_request_target, issue_comment, a pull request from a
-//    fork) restore but never save, unless the save input is 'true'; 'false' is always
+//    fork, a workflow_run of a fork's pull request) restore but never save, unless the save input is 'true'; 'false' is always
 //    read-only; 'auto' (default) decides by the event and says why in the log.
 //  - scopes like actions/cache: a job writes only its own ref's scope (pull requests:
 //    pr-<number>, so a fork's branch called main never writes main) and reads its own scope,
@@ -34,6 +34,16 @@ function forkPullRequest(ev) {
   return '';
 }
 
+// workflow_run after a workflow of a fork's pull request: its artifacts and cache are the
+// fork's, so it is as untrusted as the pull request itself.
+function forkWorkflowRun(ev) {
+  const head = ev.workflow_run && ev.workflow_run.head_repository;
+  const repo = ev.repository || {};
+  if (head && head.full_name && repo.full_name && head.full_name !== repo.full_name)
+    return `a workflow_run of a pull request from the fork ${head.full_name}`;
+  return '';
+}
+
 // { readOnly, reason } for the save input ('auto', 'true' or 'false').
 function readOnly(saveInput, ev) {
   const want = (saveInput || 'auto').trim().toLowerCase();
@@ -41,6 +51,7 @@ function readOnly(saveInput, ev) {
   let untrusted = '';
   if (UNTRUSTED_EVENTS.includes(name)) untrusted = `${name} event`;
   else if (name.startsWith('pull_request')) untrusted = forkPullRequest(ev);
+  else if (name === 'workflow_run') untrusted = forkWorkflowRun(ev);
   if (want === 'false') return { readOnly: true, reason: 'save: false' };
   if (want === 'true') return { readOnly: false, reason: untrusted ? `save: true given, saving despite the ${untrusted}` : '' };
   if (want !== 'auto') throw new Error(`save: expected auto, true or false, got "${saveInput}"`);
@@ -92,4 +103,4 @@ function env(inputs, log) {
   return out;
 }
 
-module.exports = { env, readOnly, forkPullRequest, prNumber };
+module.exports = { env, readOnly, forkPullRequest, forkWorkflowRun, prNumber };
