@@ -32,6 +32,8 @@
 static void touch_access(const stow_cache_params *p, const char *scope, const char *key)
 {
     stow_error err = {0};
+    if (p->read_only)
+        return;
     if (stow_layout_put_access(p->backend, scope, key, stow_layout_now(), &err) != STOW_OK)
         stow_debug("could not record the access to %s: %s", key, err.msg);
 }
@@ -254,6 +256,22 @@ static size_t lookup_scopes(const char **out, size_t max, const stow_cache_param
     return n;
 }
 
+/* One candidate entry; with a signing key, one that is unsigned or mis-signed is refused:
+ * a warning naming it and a miss (STOW_ENOTFOUND), or an error with --strict. */
+static int fetch_checked(stow_manifest **out, const stow_cache_params *p, const char *scope,
+                         const char *key, stow_error *err)
+{
+    int refused = 0;
+    int rc = stow_layout_fetch_manifest_verified(out, &refused, p->backend, scope, key, p->signer,
+                                                 err);
+    if (rc == STOW_OK || !refused)
+        return rc;
+    if (p->strict)
+        return rc;
+    stow_warn("%s; treated as a miss (--strict makes this an error)", err->msg);
+    return STOW_ENOTFOUND;
+}
+
 static int lookup(stow_manifest **out, stow_cache_result *res, const stow_cache_params *p,
                   stow_error *err)
 {
@@ -261,7 +279,7 @@ static int lookup(stow_manifest **out, stow_cache_result *res, const stow_cache_
     size_t ns = lookup_scopes(scopes, 65, p);
     *out = NULL;
     for (size_t s = 0; s < ns; s++) {
-        int rc = stow_layout_fetch_manifest(out, p->backend, scopes[s], p->key, err);
+        int rc = fetch_checked(out, p, scopes[s], p->key, err);
         if (rc == STOW_OK) {
             res->outcome = STOW_HIT;
             snprintf(res->matched_key, sizeof(res->matched_key), "%s", p->key);
@@ -281,7 +299,7 @@ static int lookup(stow_manifest **out, stow_cache_result *res, const stow_cache_
                 continue;
             if (rc != STOW_OK)
                 return rc;
-            rc = stow_layout_fetch_manifest(out, p->backend, scopes[s], key, err);
+            rc = fetch_checked(out, p, scopes[s], key, err);
             if (rc == STOW_OK) {
                 res->outcome = strcmp(key, p->key) == 0 ? STOW_HIT : STOW_PARTIAL;
                 snprintf(res->matched_key, sizeof(res->matched_key), "%s", key);

@@ -9,6 +9,7 @@
 #include "config.h"
 #include "error.h"
 #include "layer.h"
+#include "sign.h"
 
 typedef enum { STOW_MISS = 0, STOW_HIT = 1, STOW_PARTIAL = 2 } stow_outcome;
 
@@ -38,6 +39,10 @@ typedef struct stow_cache_params {
     int trim;               /* 0 = --no-trim */
     int trim_local;
     int build_failed;
+    /* trust (docs/TRUST.md) */
+    const stow_signer *signer; /* NULL: entries are neither signed nor checked */
+    int strict;                /* restore: a refused (unsigned, mis-signed) entry is an error */
+    int read_only;             /* no remote writes: save refuses, restore leaves no marker */
 } stow_cache_params;
 
 typedef struct stow_cache_result {

@@ -11,6 +11,7 @@
 #include "log.h"
 #include "paths.h"
 #include "progress.h"
+#include "sign.h"
 #include "trim.h"
 
 void stow_cli_ctx_free(stow_cli_ctx *r)
@@ -26,6 +27,8 @@ void stow_cli_ctx_free(stow_cli_ctx *r)
     free(r->buildx_dirs);
     free(r->url);
     free(r->state_dir);
+    stow_signer_free(r->signer);
+    stow_strlist_free(&r->fallback_scopes);
     stow_config_free(&r->cfg);
 }
 
@@ -99,11 +102,27 @@ static int prepare_once(stow_cli_ctx *r, int need_paths, stow_error *err)
     rc = expand_validated(&r->scope, c->scope ? c->scope : "default", "scope", err);
     if (rc != STOW_OK)
         return rc;
+    /* Fallback scopes are templates too ({ref:NAME}); one that expands to nothing, such as a
+     * base branch outside a merge request, is skipped. */
     for (size_t i = 0; i < c->fallback_scopes.n; i++) {
-        rc = stow_key_validate(c->fallback_scopes.v[i], "scope", err);
+        char *fs = NULL;
+        rc = stow_key_expand(&fs, c->fallback_scopes.v[i], NULL, err);
+        if (rc == STOW_OK && fs[0] == '\0') {
+            free(fs);
+            continue;
+        }
+        if (rc == STOW_OK)
+            rc = stow_key_validate(fs, "scope", err);
+        if (rc == STOW_OK)
+            rc = stow_strlist_add(&r->fallback_scopes, fs, err);
+        free(fs);
         if (rc != STOW_OK)
             return rc;
     }
+    rc = stow_signer_load(&r->signer, getenv("STOWAGE_SIGNING_KEY"), c->signing_key_file,
+                          c->verify_key_file, err);
+    if (rc != STOW_OK)
+        return rc;
     if (!need_paths)
         return STOW_OK;
     if (c->paths.n == 0)
@@ -215,6 +234,26 @@ static void summary(const char *cmd, const char *what, const stow_cache_result *
               (unsigned long long)res->layers_moved, (unsigned long long)res->layers_total);
 }
 
+int stow_cli_read_only(const stow_cli_ctx *r, const char *cmd)
+{
+    const stow_config *c = &r->cfg;
+    if (!c->read_only)
+        return 0;
+    const char *from = c->read_only_from ? c->read_only_from : "configuration";
+    const char *how = strcmp(from, "flag") == 0          ? "--read-only or --no-save"
+                      : strcmp(from, "environment") == 0 ? "STOWAGE_READ_ONLY or STOWAGE_SAVE"
+                                                         : "read_only or save in the config file";
+    /* The CI templates say why (e.g. "pull_request_target event"); only a short printable
+     * reason reaches the log. */
+    const char *why = getenv("STOWAGE_READ_ONLY_REASON");
+    int why_ok = why != NULL && why[0] != '\0' && strlen(why) < 200;
+    for (const char *q = why; why_ok && *q; q++)
+        why_ok = *q >= 0x20 && *q < 0x7f;
+    stow_info("read-only: not %s (%s; set by %s)", strcmp(cmd, "save") == 0 ? "saving" : cmd,
+              why_ok ? why : "read-only mode", how);
+    return 1;
+}
+
 /* Fail-open: storage and data problems are warnings unless --strict. */
 int stow_cli_trouble(const stow_cli_ctx *r, const char *cmd, const stow_error *err)
 {
@@ -241,6 +280,12 @@ int stow_cli_restore_save(stow_cli_ctx *r, int save)
     if (rc != STOW_OK)
         return stow_cli_trouble(r, cmd, &err);
     stow_config *c = &r->cfg;
+    if (save && stow_cli_read_only(r, "save"))
+        return EXIT_OK;
+    if (save && r->signer != NULL && !stow_signer_can_sign(r->signer)) {
+        stow_info("verify-only key (verify_key_file): not saving, this job cannot sign entries");
+        return EXIT_OK;
+    }
     if (save && !r->run_status) {
         int bf = stow_trim_parse_build_status(c->build_status);
         if (bf < 0) {
@@ -268,7 +313,7 @@ int stow_cli_restore_save(stow_cli_ctx *r, int save)
         .key = r->key,
         .restore_keys = &r->restore_keys,
         .scope = r->scope,
-        .fallback_scopes = &c->fallback_scopes,
+        .fallback_scopes = &r->fallback_scopes,
         .paths = &c->paths,
         .abs_paths = r->abs_paths,
         .state_dir = r->state_dir,
@@ -289,6 +334,9 @@ int stow_cli_restore_save(stow_cli_ctx *r, int save)
         .trim = c->trim,
         .trim_local = c->trim_local,
         .build_failed = r->build_failed,
+        .signer = r->signer,
+        .strict = c->strict,
+        .read_only = c->read_only,
     };
     int exit_code = EXIT_OK;
     if (save) {

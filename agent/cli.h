@@ -25,7 +25,13 @@ typedef struct {
                      command changed the files the key template hashes) */
     int build_failed; /* save: the build failed (stowage run's command, or --build-status) */
     int run_status;   /* stowage run set build_failed from its command */
+    struct stow_signer *signer;   /* sign.h: NULL without a key */
+    stow_strlist fallback_scopes; /* expanded */
 } stow_cli_ctx;
+
+/* Read-only mode (--read-only, save = false, STOWAGE_READ_ONLY): 1 with a log line naming cmd
+ * and where the setting came from when cmd would write to the store. */
+int stow_cli_read_only(const stow_cli_ctx *r, const char *cmd);
 
 void stow_cli_ctx_free(stow_cli_ctx *r);
 /* Everything restore and save need from the configuration, checked once, up front. */

@@ -205,6 +205,10 @@ int stow_cli_prune(stow_cli_ctx *r)
 {
     stow_error err = {0};
     stow_config *c = &r->cfg;
+    if (!c->dry_run && stow_cli_read_only(r, "pruning")) {
+        stow_error_log("prune refused in read-only mode (--dry-run only reports)");
+        return EXIT_FAILED;
+    }
     if (c->max_age <= 0 && c->max_size == 0)
         stow_info(
             "no --max-age or --max-size: only unreferenced layers and dangling refs are removed");

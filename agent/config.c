@@ -112,6 +112,16 @@ static const option options[] = {
     {"cache", "build_status", "STOWAGE_BUILD_STATUS", "--build-status", NULL, T_STR,
      OFF(build_status), 0, 0,
      "save: success, failed or canceled, or the build's exit code; no trimming after a failure"},
+    {"cache", "read_only", "STOWAGE_READ_ONLY", "--read-only", NULL, T_BOOL, OFF(read_only), 0, 0,
+     "restore only: save writes nothing and exits 0, prune refuses (untrusted jobs)"},
+    {"cache", "save", "STOWAGE_SAVE", "--save", NULL, T_BOOL, OFF(save), 0, 0,
+     "false is read_only = true (the action's save input)"},
+    {"cache", "signing_key_file", "STOWAGE_SIGNING_KEY_FILE", "--signing-key-file", NULL, T_STR,
+     OFF(signing_key_file), 0, 0,
+     "sign entries: HMAC secret file or Ed25519 private key (PEM); or STOWAGE_SIGNING_KEY"},
+    {"cache", "verify_key_file", "STOWAGE_VERIFY_KEY_FILE", "--verify-key-file", NULL, T_STR,
+     OFF(verify_key_file), 0, 0,
+     "Ed25519 public key (PEM): restore refuses entries it did not sign; cannot sign"},
     {"prune", "max_age", "STOWAGE_MAX_AGE", "--max-age", NULL, T_DURATION, OFF(max_age), 0, 0,
      "prune: delete entries unused for longer than this (e.g. 7d, 12h)"},
     {"prune", "max_size", "STOWAGE_MAX_SIZE", "--max-size", NULL, T_SIZE, OFF(max_size), 0, 0,
@@ -354,6 +364,7 @@ static void set_defaults(stow_config *cfg)
     cfg->max_layers = 16;
     cfg->trim = 1;
     cfg->extract_on_failure = 1;
+    cfg->save = 1;
 }
 
 static const option *find_flag(const char *flag, size_t *idx)
@@ -614,7 +625,12 @@ static void record_sources(loader *ld)
     for (size_t i = 0; i < NOPTIONS; i++) {
         if (options[i].offset == OFF(url))
             ld->cfg->url_from = names[ld->src[i]];
+        if ((options[i].offset == OFF(read_only) && ld->cfg->read_only) ||
+            (options[i].offset == OFF(save) && !ld->cfg->save))
+            ld->cfg->read_only_from = names[ld->src[i]];
     }
+    if (ld->cfg->read_only_from != NULL)
+        ld->cfg->read_only = 1;
 }
 
 int stow_config_load(stow_config *cfg, int argc, char **argv, int first, char ***rest, int *nrest,

@@ -59,6 +59,12 @@ typedef struct stow_config {
     int trim;              /* --no-trim: skip trimming on this save */
     int trim_local;        /* trimmed files leave the runner's tree too */
     char *build_status;    /* save: how the build went (success, failed, ... or an exit code) */
+    /* trust (docs/TRUST.md) */
+    int read_only;              /* --read-only: no remote writes; save logs why and exits 0 */
+    int save;                   /* save = false: the same as read_only = true */
+    char *signing_key_file;     /* HMAC secret or Ed25519 private key (PEM): sign and verify */
+    char *verify_key_file;      /* Ed25519 public key (PEM): verify only */
+    const char *read_only_from; /* where read-only came from; NULL = off */
     /* [buildkit] */
     stow_strlist mounts;
     char *dockerfile;

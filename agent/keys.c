@@ -21,6 +21,39 @@ static int key_char_ok(unsigned char c)
            c == '_' || c == '-';
 }
 
+void stow_key_escape_ref(char out[STOW_KEY_MAX + 1], const char *name)
+{
+    static const char hx[] = "0123456789abcdef";
+    size_t o = 0, keep = STOW_KEY_MAX - 2 - 32, cut = 0;
+    int too_long = 0;
+    for (size_t i = 0; name[i] != '\0'; i++) {
+        unsigned char c = (unsigned char)name[i];
+        int plain = c != '_' && key_char_ok(c) && !(i == 0 && c == '.');
+        size_t need = plain ? 1 : 3;
+        if (o + need > STOW_KEY_MAX) {
+            too_long = 1;
+            break;
+        }
+        if (o + need <= keep)
+            cut = o + need;
+        if (plain) {
+            out[o++] = (char)c;
+        } else {
+            out[o++] = '_';
+            out[o++] = hx[c >> 4];
+            out[o++] = hx[c & 15];
+        }
+    }
+    out[o] = '\0';
+    if (too_long) {
+        uint8_t d[STOW_SHA256_LEN];
+        char hex[2 * STOW_SHA256_LEN + 1];
+        stow_sha256_buf(d, name, strlen(name));
+        stow_hex(hex, d, sizeof(d));
+        snprintf(out + cut, STOW_KEY_MAX + 1 - cut, "__%.32s", hex);
+    }
+}
+
 /* Copies len bytes of s into out for a message: non-printable bytes become \xNN, and a
  * string that does not fit ends in "...". Returns out. */
 const char *stow_key_quote(char *out, size_t outsz, const char *s, size_t len)
@@ -207,6 +240,27 @@ static int expand_branch(strbuf *b, const char *base_dir, stow_error *err)
     return rc;
 }
 
+/* {ref:NAME}: the variable escaped as a scope (stow_key_escape_ref); unset or empty gives "",
+ * so a fallback scope of a ref that does not exist here drops out. */
+static int expand_ref(strbuf *b, const char *name, size_t n, stow_error *err)
+{
+    char esc[STOW_KEY_MAX + 1];
+    char var[256];
+    int ok = n > 0 && n < sizeof(var) && !(name[0] >= '0' && name[0] <= '9');
+    for (size_t i = 0; ok && i < n; i++)
+        ok = (name[i] >= 'a' && name[i] <= 'z') || (name[i] >= 'A' && name[i] <= 'Z') ||
+             (name[i] >= '0' && name[i] <= '9') || name[i] == '_';
+    if (!ok)
+        return expand_env(b, name, n, err); /* its message names the bad variable */
+    memcpy(var, name, n);
+    var[n] = '\0';
+    const char *v = getenv(var);
+    if (v == NULL || v[0] == '\0')
+        return STOW_OK;
+    stow_key_escape_ref(esc, v);
+    return sb_append(b, esc, strlen(esc), err);
+}
+
 static int placeholder_is(const char *s, size_t n, const char *word)
 {
     return strlen(word) == n && memcmp(s, word, n) == 0;
@@ -226,9 +280,11 @@ static int expand_placeholder(strbuf *b, const char *s, size_t n, const char *ba
         return expand_env(b, s + 4, n - 4, err);
     if (n >= 5 && memcmp(s, "hash:", 5) == 0)
         return expand_hash(b, s + 5, n - 5, base_dir, err);
+    if (n >= 4 && memcmp(s, "ref:", 4) == 0)
+        return expand_ref(b, s + 4, n - 4, err);
     return stow_error_set(err, STOW_EUSAGE,
                           "unknown placeholder (known: {hash:GLOB[,GLOB...]}, {os}, {arch}, "
-                          "{env:NAME}, {branch})");
+                          "{env:NAME}, {ref:NAME}, {branch})");
 }
 
 int stow_key_expand(char **out, const char *tmpl, const char *base_dir, stow_error *err)

@@ -29,6 +29,14 @@ int stow_key_validate(const char *key, const char *what, stow_error *err);
  * Works bytewise: a multi-byte UTF-8 character becomes several '-'. */
 void stow_key_sanitize(char *s);
 
+/* Escapes a ref or branch name into a scope, reversibly (docs/TRUST.md): bytes of
+ * [A-Za-z0-9.-] stay (a leading '.' does not), every other byte, '_' included, becomes "_xx"
+ * (two lowercase hex digits), so "feature/x" -> "feature_2fx" and "feature-x" stays itself:
+ * different refs never share a scope. A result longer than STOW_KEY_MAX keeps its first 166
+ * bytes (whole escapes) and ends in "__" + 32 hex of the name's sha256 ("__" never occurs
+ * otherwise). out needs STOW_KEY_MAX + 1 bytes; "" for an empty name. */
+void stow_key_escape_ref(char out[STOW_KEY_MAX + 1], const char *name);
+
 /* Copies len bytes of s into out for a message: non-printable bytes become \xNN, and a string
  * that does not fit ends in "...". Returns out. */
 const char *stow_key_quote(char *out, size_t outsz, const char *s, size_t len);

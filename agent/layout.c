@@ -2,6 +2,7 @@
 #include "keys.h"
 
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -306,26 +307,124 @@ int stow_layout_fetch(char **out, size_t *outlen, stow_backend *b, const char *n
     return rc;
 }
 
-int stow_layout_fetch_manifest(stow_manifest **out, stow_backend *b, const char *scope,
-                               const char *key, stow_error *err)
+#define SIG_TAG "stowage-signature "
+
+int stow_layout_manifest_seal(char **out, size_t *outlen, const char *name, const char *body,
+                              size_t len, const stow_signer *signer, stow_error *err)
 {
-    char name[STOW_LAYOUT_NAME_MAX];
-    char *buf = NULL;
-    size_t len = 0;
+    char sig[STOW_SIGN_HEX_MAX], trailer[STOW_SIGN_ALG_MAX + STOW_SIGN_HEX_MAX + 32];
+    int tl = 0;
     *out = NULL;
+    if (stow_signer_can_sign(signer)) {
+        int rc = stow_signer_sign(signer, sig, sizeof(sig), name, body, len, err);
+        if (rc != STOW_OK)
+            return rc;
+        tl = snprintf(trailer, sizeof(trailer), "\n" SIG_TAG "%s %s\n", stow_signer_alg(signer),
+                      sig);
+        if (tl < 0 || (size_t)tl >= sizeof(trailer))
+            return stow_error_set(err, STOW_ERR, "signature trailer too long");
+    }
+    if (len > SIZE_MAX - (size_t)tl - 1 || (*out = malloc(len + (size_t)tl + 1)) == NULL)
+        return stow_error_set(err, STOW_ERR, "out of memory");
+    memcpy(*out, body, len);
+    memcpy(*out + len, trailer, (size_t)tl);
+    (*out)[len + (size_t)tl] = '\0';
+    *outlen = len + (size_t)tl;
+    return STOW_OK;
+}
+
+static int token_ok(const char *s, size_t n, int hex_only)
+{
+    if (n == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        int ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+                 (!hex_only && ((c >= 'g' && c <= 'z') || c == '-'));
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+int stow_layout_manifest_unseal(size_t *bodylen, char *alg, size_t algsz, char *sig, size_t sigsz,
+                                const char *buf, size_t len)
+{
+    *bodylen = len;
+    alg[0] = sig[0] = '\0';
+    if (len < 2 || buf[len - 1] != '\n')
+        return 0;
+    size_t nl = len - 1;
+    size_t stop = len - 1 > algsz + sigsz + 32 ? len - 1 - (algsz + sigsz + 32) : 0;
+    while (nl > stop && buf[nl - 1] != '\n')
+        nl--;
+    if (nl == 0 || buf[nl - 1] != '\n')
+        return 0;
+    const char *line = buf + nl; /* after the newline that ends the manifest */
+    size_t ll = len - 1 - nl, tag = strlen(SIG_TAG);
+    if (ll <= tag || memcmp(line, SIG_TAG, tag) != 0)
+        return 0;
+    const char *a = line + tag, *end = line + ll;
+    const char *sp = memchr(a, ' ', (size_t)(end - a));
+    if (sp == NULL)
+        return 0;
+    size_t al = (size_t)(sp - a), sl = (size_t)(end - sp - 1);
+    if (al >= algsz || sl >= sigsz || !token_ok(a, al, 0) || !token_ok(sp + 1, sl, 1))
+        return 0;
+    memcpy(alg, a, al);
+    alg[al] = '\0';
+    memcpy(sig, sp + 1, sl);
+    sig[sl] = '\0';
+    *bodylen = nl - 1;
+    return 1;
+}
+
+int stow_layout_fetch_manifest_verified(stow_manifest **out, int *refused, stow_backend *b,
+                                        const char *scope, const char *key,
+                                        const stow_signer *signer, stow_error *err)
+{
+    char name[STOW_LAYOUT_NAME_MAX], alg[STOW_SIGN_ALG_MAX], sig[STOW_SIGN_HEX_MAX];
+    char *buf = NULL;
+    size_t len = 0, bodylen = 0;
+    *out = NULL;
+    if (refused != NULL)
+        *refused = 0;
     if (stow_layout_manifest_name(name, sizeof(name), scope, key) != STOW_OK)
         return stow_error_set(err, STOW_EUSAGE, "bad scope or key: %s / %s", scope, key);
     int rc = stow_layout_fetch(&buf, &len, b, name, STOW_MANIFEST_MAX_BYTES, err);
-    if (rc == STOW_OK)
-        rc = stow_manifest_from_json(out, buf, len, name, err);
-    free(buf);
+    if (rc != STOW_OK)
+        goto done;
+    int sealed = stow_layout_manifest_unseal(&bodylen, alg, sizeof(alg), sig, sizeof(sig), buf,
+                                             len);
+    if (signer != NULL) {
+        stow_error verr = {0};
+        if (!sealed)
+            rc = stow_error_set(&verr, STOW_ECORRUPT, "the entry is not signed");
+        else
+            rc = stow_signer_verify(signer, alg, sig, name, buf, bodylen, &verr);
+        if (rc != STOW_OK) {
+            if (refused != NULL)
+                *refused = rc == STOW_ECORRUPT;
+            rc = stow_error_set(err, rc, "%s refused: %s", name, verr.msg);
+            goto done;
+        }
+    }
+    rc = stow_manifest_from_json(out, buf, bodylen, name, err);
     if (rc == STOW_OK && strcmp((*out)->key, key) != 0) {
         rc = stow_error_set(err, STOW_ECORRUPT, "%s: manifest names another key, \"%s\"", name,
                             (*out)->key);
         stow_manifest_free(*out);
         *out = NULL;
     }
+done:
+    free(buf);
     return rc;
+}
+
+int stow_layout_fetch_manifest(stow_manifest **out, stow_backend *b, const char *scope,
+                               const char *key, stow_error *err)
+{
+    return stow_layout_fetch_manifest_verified(out, NULL, b, scope, key, NULL, err);
 }
 
 int stow_layout_fetch_ref(char *key, size_t keysz, stow_backend *b, const char *scope,

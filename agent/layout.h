@@ -10,6 +10,12 @@
  *   leases/<id>.json               {"time", "scope", "key", "layers": [ids]}: a save in
  *                                  progress; prune never deletes a layer a live lease names
  *
+ * A signed manifest object is the manifest's bytes followed by one trailer line (sign.h says
+ * what is signed):
+ *   "\n" "stowage-signature " <alg> " " <hex signature> "\n"
+ * The signature covers exactly the bytes before that line, which are what restore parses; an
+ * unsigned object has no trailer. Readers without a key strip the trailer unchecked.
+ *
  * The file store writes an object under a temporary name first, "<dir>/.<base>.<16 hex>.tmp";
  * prune removes stale ones in layers/ and leases/ (a killed save leaves them behind).
  *
@@ -24,6 +30,7 @@
 #include "backend.h"
 #include "error.h"
 #include "manifest.h"
+#include "sign.h"
 
 /* The folders, for listing. */
 #define STOW_LAYOUT_MANIFESTS "manifests/"
@@ -94,6 +101,18 @@ int stow_layout_fetch(char **out, size_t *outlen, stow_backend *b, const char *n
 /* manifests/<scope>/<key>.json, parsed; STOW_ECORRUPT when it names another key. */
 int stow_layout_fetch_manifest(stow_manifest **out, stow_backend *b, const char *scope,
                                const char *key, stow_error *err);
+/* The same with signatures: with a signer, an entry without a valid signature is refused
+ * (STOW_ECORRUPT, *refused = 1, the message names the object and the reason). */
+int stow_layout_fetch_manifest_verified(stow_manifest **out, int *refused, stow_backend *b,
+                                        const char *scope, const char *key,
+                                        const stow_signer *signer, stow_error *err);
+/* Manifest object bytes: body, plus the signature trailer when signer can sign. */
+int stow_layout_manifest_seal(char **out, size_t *outlen, const char *name, const char *body,
+                              size_t len, const stow_signer *signer, stow_error *err);
+/* Splits an object into the manifest bytes (*bodylen) and its trailer: 1 with alg and sig
+ * filled when there is one, 0 when there is none. */
+int stow_layout_manifest_unseal(size_t *bodylen, char *alg, size_t algsz, char *sig, size_t sigsz,
+                                const char *buf, size_t len);
 /* refs/<scope>/<prefix>: the key it points at. */
 int stow_layout_fetch_ref(char *key, size_t keysz, stow_backend *b, const char *scope,
                           const char *prefix, stow_error *err);

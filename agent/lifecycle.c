@@ -68,12 +68,14 @@ static int load_entry(stow_entry_info *e, stow_backend *b, const char *name)
 {
     stow_manifest *m = NULL;
     stow_error merr = {0};
-    char *buf = NULL;
+    char *buf = NULL, alg[STOW_SIGN_ALG_MAX], sig[STOW_SIGN_HEX_MAX];
     size_t len = 0;
     memset(e, 0, sizeof(*e));
     if (stow_layout_parse_manifest(e->scope, e->key, name) != 0)
         return 0;
     if (stow_layout_fetch(&buf, &len, b, name, STOW_MANIFEST_MAX_BYTES, &merr) != STOW_OK ||
+        /* a signed entry: prune reads the manifest without the signature trailer */
+        (stow_layout_manifest_unseal(&len, alg, sizeof(alg), sig, sizeof(sig), buf, len), 0) ||
         stow_manifest_from_json(&m, buf, len, name, &merr) != STOW_OK) {
         stow_warn("skipping %s: %s", name, merr.msg);
         free(buf);

@@ -344,11 +344,14 @@ static int repair_missing(commit_ctx *c, stow_error *err)
 
 static int put_manifest(commit_ctx *c, stow_error *err)
 {
-    char *json = NULL;
+    char *json = NULL, *obj = NULL;
     size_t jlen = 0;
     int rc = stow_manifest_to_json(&json, &jlen, c->m, err);
+    if (rc == STOW_OK) /* signed when a signing key is set (layout.h) */
+        rc = stow_layout_manifest_seal(&obj, &jlen, c->name, json, jlen, c->p->signer, err);
     if (rc == STOW_OK)
-        rc = stow_backend_put_buffer(c->p->backend, c->name, json, jlen, 0, err);
+        rc = stow_backend_put_buffer(c->p->backend, c->name, obj, jlen, 0, err);
+    free(obj);
     free(json);
     if (rc != STOW_OK)
         return stow_error_wrap(err, "writing %s", c->name);
@@ -408,6 +411,23 @@ static void remove_fresh(const commit_ctx *c)
  * The save
  * ------------------------------------------------------------------------------------------ */
 
+/* An existing entry as a parent: NULL when there is none, or (with a signing key) when it is
+ * not validly signed, then with a warning: the save uploads in full. */
+static int verified_parent(stow_manifest **parent, const stow_cache_params *p, const char *scope,
+                           const char *key, stow_error *err)
+{
+    int refused = 0;
+    int rc = stow_layout_fetch_manifest_verified(parent, &refused, p->backend, scope, key,
+                                                 p->signer, err);
+    if (rc == STOW_ENOTFOUND || (rc != STOW_OK && refused)) {
+        if (refused)
+            stow_warn("%s; not building on it, saving in full", err->msg);
+        *parent = NULL;
+        return STOW_OK;
+    }
+    return rc;
+}
+
 /* The parent: what restore left here, else the entry already stored under this key (one GET:
  * a miss means there is none). STOW_EEXIST when --no-update finds the key already saved. */
 static int find_parent(stow_manifest **parent, int *same_entry, const stow_cache_params *p,
@@ -423,12 +443,26 @@ static int find_parent(stow_manifest **parent, int *same_entry, const stow_cache
         if (rc != STOW_ENOTFOUND)
             return rc;
     }
-    if (*parent == NULL) {
-        int rc = stow_layout_fetch_manifest(parent, p->backend, p->scope, p->key, err);
-        if (rc == STOW_OK)
-            *same_entry = 1;
-        else if (rc != STOW_ENOTFOUND)
+    if (*parent != NULL && p->signer != NULL) {
+        /* With a key, a delta builds only on a signed entry: the new signature would otherwise
+         * vouch for layers nobody signed. The restored entry is read again, checked. */
+        char scope[STOW_LAYOUT_PART_MAX], key[STOW_LAYOUT_PART_MAX];
+        snprintf(scope, sizeof(scope), "%s", (*parent)->scope);
+        snprintf(key, sizeof(key), "%s", (*parent)->key);
+        stow_manifest_free(*parent);
+        *parent = NULL;
+        int rc = verified_parent(parent, p, scope, key, err);
+        if (rc != STOW_OK)
             return rc;
+        *same_entry = *parent != NULL && strcmp(key, p->key) == 0 && strcmp(scope, p->scope) == 0;
+        if (*same_entry || *parent != NULL)
+            return STOW_OK;
+    }
+    if (*parent == NULL) {
+        int rc = verified_parent(parent, p, p->scope, p->key, err);
+        if (rc != STOW_OK)
+            return rc;
+        *same_entry = *parent != NULL;
     }
     return STOW_OK;
 }

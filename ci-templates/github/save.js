@@ -59,8 +59,9 @@ async function main() {
   }
   const seconds = ((Date.now() - started) / 1000).toFixed(1);
   const warned = r.log.some((l) => /^stowage: warning: /.test(l));
+  const readOnly = r.log.find((l) => /^stowage: read-only: /.test(l));
   st.summary('stowage: cache save', [
-    ['Result', r.code !== 0 ? `failed: ${st.exitMeaning(r.code)}` : warned ? 'not saved (warning, see the log)' : 'done'],
+    ['Result', r.code !== 0 ? `failed: ${st.exitMeaning(r.code)}` : readOnly ? st.html(readOnly.replace(/^stowage: /, '')) : warned ? 'not saved (warning, see the log)' : 'done'],
     ['Key', st.code(key)],
     ['Details', st.html(st.lastInfo(r.log)) || '—'],
     ['Time', `${seconds} s`],

@@ -41,6 +41,11 @@
 # canceled, or an exit status (0 = success). When the job did not succeed, save does nothing
 # unless STOWAGE_SAVE_ON_FAILURE is true; it never saves a canceled job.
 #
+# Policy (GitLab's cache policy words): STOWAGE_POLICY=pull restores and never saves (save
+# logs "read-only: not saving" and exits 0; the same as STOWAGE_READ_ONLY=true), push saves
+# without restoring (restore only computes the key; outputs say miss), pull-push (default)
+# does both. Trust and scopes: docs/TRUST.md.
+#
 # Exit status: stowage's (0 ok or fail-open warning, 1 storage error with --strict, 2 usage
 # or configuration error, 3 miss with --fail-on-miss); 2 also for this script's own usage
 # errors, for `bin` when no binary can be had, and with strict for the others then.
@@ -329,6 +334,20 @@ has_flag() {
     return 1
 }
 
+# STOWAGE_POLICY: pull (read-only), push (no restore), pull-push (default).
+apply_policy() {
+    case "${STOWAGE_POLICY:-pull-push}" in
+    pull-push | "") ;;
+    pull)
+        STOWAGE_READ_ONLY=true
+        STOWAGE_READ_ONLY_REASON="STOWAGE_POLICY=pull"
+        export STOWAGE_READ_ONLY STOWAGE_READ_ONLY_REASON
+        ;;
+    push) ;;
+    *) die "unknown STOWAGE_POLICY \"$STOWAGE_POLICY\" (pull, push or pull-push)" ;;
+    esac
+}
+
 cmd_restore() {
     f=$(outputs_file)
     mkdir -p "$(dirname -- "$f")"
@@ -336,6 +355,14 @@ cmd_restore() {
         printf 'STOWAGE_CACHE_HIT=false\nSTOWAGE_CACHE_RESULT=error\nSTOWAGE_CACHE_PRIMARY_KEY=\nSTOWAGE_CACHE_MATCHED_KEY=\n' >"$f"
         echo "cache-hit=false"
         echo "cache-result=error"
+        return 0
+    fi
+    if [ "${STOWAGE_POLICY:-}" = push ]; then
+        # save only: the key is computed now (before the build), nothing is restored
+        say "STOWAGE_POLICY=push: not restoring"
+        primary=$("$bin" key "$@") || return $?
+        printf 'STOWAGE_CACHE_HIT=false\nSTOWAGE_CACHE_RESULT=miss\nSTOWAGE_CACHE_PRIMARY_KEY=%s\nSTOWAGE_CACHE_MATCHED_KEY=\n' "$primary" >"$f"
+        printf 'cache-hit=false\ncache-result=miss\ncache-primary-key=%s\ncache-matched-key=\n' "$primary"
         return 0
     fi
     out=$(mktemp "${TMPDIR:-/tmp}/stowage-ci.XXXXXX")
@@ -414,6 +441,7 @@ usage() {
 }
 cmd=$1
 shift
+apply_policy
 case "$cmd" in
 bin)
     rc=0
@@ -423,6 +451,7 @@ bin)
 restore) cmd_restore "$@" ;;
 save) cmd_save "$@" ;;
 run)
+    [ "${STOWAGE_POLICY:-}" != push ] || die "STOWAGE_POLICY=push: use restore and save, not run"
     if get_bin "running the command" "$@"; then exec "$bin" run "$@"; fi
     while [ $# -gt 0 ] && [ "$1" != -- ]; do shift; done
     [ $# -gt 1 ] || die "run needs -- COMMAND"

@@ -363,6 +363,109 @@ gha oidc-badreq --action "$ACTION/save" --input "stowage-bin=$T/stowage-rec" --i
 expect_eq "save action exit (request token refused)" "$(R oidc-badreq main.exit)" 1
 grep -q 'HTTP 401' <<<"$(R oidc-badreq main.annotations.0.message)" && ok "names the refusal" || fail "$(R oidc-badreq main.annotations)"
 
+# ---- trust (docs/TRUST.md): per-ref scopes, read-only for untrusted events ----
+event() { # event NAME JSON: writes $T/event-NAME.json
+    printf '%s\n' "$2" >"$T/event-$1.json"
+}
+listing() { (cd "$STORE" && find . -type f | LC_ALL=C sort); }
+REPO='"repository":{"full_name":"org/repo","default_branch":"main"}'
+event push "{$REPO}"
+event fork-pr '{"pull_request":{"number":7,"head":{"ref":"main","repo":{"full_name":"evil/fork","fork":true}},"base":{"ref":"main","repo":{"full_name":"org/repo","fork":false}}},'"$REPO"'}'
+event same-pr '{"pull_request":{"number":8,"head":{"ref":"topic","repo":{"full_name":"org/repo","fork":false}},"base":{"ref":"main","repo":{"full_name":"org/repo","fork":false}}},'"$REPO"'}'
+event comment '{"issue":{"number":7,"pull_request":{}},"comment":{"body":"/build"},'"$REPO"'}'
+TRUST=(--input key=trust-1 --input 'path=~/t')
+push_env() { echo --env GITHUB_EVENT_NAME=push --env "GITHUB_REF=refs/heads/$1" --env "GITHUB_REF_NAME=$1" --env "GITHUB_EVENT_PATH=$T/event-push.json"; }
+pr_env() { # pr_env EVENT NAME N
+    echo --env "GITHUB_EVENT_NAME=$1" --env "GITHUB_REF=refs/pull/$3/merge" --env GITHUB_BASE_REF=main --env "GITHUB_HEAD_REF=main" --env "GITHUB_EVENT_PATH=$T/event-$2.json"
+}
+
+case_begin "push to main, feature/x and feature-x: each its own scope, escaped"
+NAME=tr-main
+runner tr1
+# shellcheck disable=SC2046 # word splitting of the env flags is wanted
+gha tr-main "${COMMON[@]}" "${TRUST[@]}" $(push_env main) --build 'mkdir -p ~/t && echo main >~/t/f'
+expect_eq "post exit" "$(R tr-main post.exit)" 0
+[ -f "$STORE/manifests/main/trust-1.json" ] && ok "push to main writes scope main" || fail "$(listing | grep manifests/)"
+NAME=tr-fx
+runner tr2
+# shellcheck disable=SC2046,SC2016 # the build step's shell expands it
+gha tr-fx "${COMMON[@]}" "${TRUST[@]}" $(push_env feature/x) --build 'test "$(cat ~/t/f)" = main && echo fx >~/t/f'
+expect_eq "feature/x falls back to main" "$(R tr-fx main.outputs.cache-result)" hit
+NAME=tr-fdx
+runner tr3
+# shellcheck disable=SC2046
+gha tr-fdx "${COMMON[@]}" "${TRUST[@]}" $(push_env feature-x) --build 'mkdir -p ~/t && echo fdx >~/t/f'
+[ -f "$STORE/manifests/feature_2fx/trust-1.json" ] && [ -f "$STORE/manifests/feature-x/trust-1.json" ] &&
+    ok "feature/x -> feature_2fx, feature-x -> feature-x: two scopes" || fail "$(listing | grep manifests/)"
+
+for ev in fork-pr:pull_request:7 pull_request_target:same-pr:8 issue_comment:comment:7; do
+    IFS=: read -r a b n <<<"$ev"
+    if [ "$a" = fork-pr ]; then evname=pull_request file=fork-pr; else evname=$a file=$b; fi
+    case_begin "$evname ($file): read-only by itself, says why, writes nothing"
+    NAME=tr-ro-$a
+    runner "tro-$a"
+    before=$(listing)
+    # shellcheck disable=SC2046,SC2016 # the build step's shell expands it
+    gha "$NAME" "${COMMON[@]}" "${TRUST[@]}" $(pr_env "$evname" "$file" "$n") --build 'test "$(cat ~/t/f)" = main && echo poison >~/t/f'
+    expect_eq "restore reads the base branch" "$(R "$NAME" main.outputs.cache-result)" hit
+    expect_eq "post exit" "$(R "$NAME" post.exit)" 0
+    grep -q "read-only: not saving" "$T/$NAME.log" && ok "stowage: read-only: not saving" || fail "$(tail -20 "$T/$NAME.log")"
+    grep -qE "read-only: .*(fork evil/fork|$evname event)" "$T/$NAME.log" && ok "the log names the reason" || fail "$(grep read-only "$T/$NAME.log")"
+    summary_has "$NAME" post "read-only" && ok "save summary says read-only" || fail "$(R "$NAME" post.summary)"
+    [ "$before" = "$(listing)" ] && ok "store unchanged (main not poisoned, no pr scope written)" ||
+        fail "store changed: $(diff <(echo "$before") <(listing))"
+done
+
+case_begin "read-only decisions for other events (lib/trust.js)"
+# shellcheck disable=SC2016 # a node program, single-quoted on purpose
+node -e '
+const t = require(process.argv[1]);
+const check = (name, ev, save, want) => {
+  process.env.GITHUB_EVENT_NAME = name;
+  const got = t.readOnly(save, ev).readOnly;
+  if (got !== want) throw new Error(`${name} ${JSON.stringify(ev)} save=${save}: got ${got}`);
+};
+const repo = { full_name: "org/repo" };
+check("workflow_run", { repository: repo, workflow_run: { head_repository: { full_name: "evil/fork" } } }, "auto", true);
+check("workflow_run", { repository: repo, workflow_run: { head_repository: repo } }, "auto", false);
+check("push", { repository: repo }, "auto", false);
+check("pull_request", { pull_request: { head: { repo: { full_name: "org/repo", fork: true } }, base: { repo: { full_name: "org/repo", fork: true } } } }, "auto", false);
+check("pull_request", { pull_request: { head: { repo: null }, base: { repo } } }, "auto", true);
+check("pull_request_target", {}, "true", false);
+check("push", {}, "false", true);
+' "$ACTION/lib/trust.js" >"$T/trust.out" 2>&1 && ok "workflow_run of a fork, a fork's own PRs, a deleted fork, overrides" ||
+    fail "$(cat "$T/trust.out")"
+
+case_begin "same-repo pull request: writes pr-8, never main"
+NAME=tr-pr8
+runner tr-pr8
+# shellcheck disable=SC2046
+gha tr-pr8 "${COMMON[@]}" "${TRUST[@]}" $(pr_env pull_request same-pr 8) --build 'echo pr8 >~/t/f'
+[ -f "$STORE/manifests/pr-8/trust-1.json" ] && ok "pr-8 written" || fail "$(listing | grep manifests/)"
+runner tr-check
+"$STOWAGE_BIN" restore --url "file://$STORE" --key trust-1 --path '~/t' --scope main >/dev/null 2>&1
+[ "$(cat "$HOME/t/f")" = main ] && ok "main still holds main's files" || fail "main now holds $(cat "$HOME/t/f")"
+
+case_begin "fork pull request with save: true: saves, but only to pr-7"
+NAME=tr-force
+runner tr-force
+# shellcheck disable=SC2046
+gha tr-force "${COMMON[@]}" "${TRUST[@]}" --input save=true $(pr_env pull_request fork-pr 7) --build 'echo forced >~/t/f'
+[ -f "$STORE/manifests/pr-7/trust-1.json" ] && ok "pr-7 written" || fail "$(listing | grep manifests/)"
+grep -q "save: true given, saving despite" "$T/tr-force.log" && ok "the override is logged" || fail "$(tail -5 "$T/tr-force.log")"
+runner tr-check2
+"$STOWAGE_BIN" restore --url "file://$STORE" --key trust-1 --path '~/t' --scope main >/dev/null 2>&1
+[ "$(cat "$HOME/t/f")" = main ] && ok "main untouched" || fail "main now holds $(cat "$HOME/t/f")"
+
+case_begin "save: false on a push: read-only"
+NAME=tr-false
+runner tr-false
+before=$(listing)
+# shellcheck disable=SC2046
+gha tr-false "${COMMON[@]}" --input key=trust-2 --input 'path=~/t' --input save=false $(push_env main) --build 'mkdir -p ~/t && echo x >~/t/f'
+grep -q "read-only: not saving (save: false" "$T/tr-false.log" && [ "$before" = "$(listing)" ] &&
+    ok "nothing saved" || fail "$(grep -i read-only "$T/tr-false.log"; diff <(echo "$before") <(listing))"
+
 case_begin "the committed checksum list parses; its entries are the GitLab template's"
 node -e '
 const r = require(process.argv[1]);

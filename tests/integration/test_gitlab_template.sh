@@ -98,7 +98,7 @@ gcl p1
 KEY="gl-$(cd "$T/p1" && "$STOWAGE_BIN" key --key '{hash:requirements.txt}')"
 [ "$RC" -eq 0 ] && ok "pipeline passed" || fail "pipeline: $(show)"
 log_has "PASS  fill" && log_has "PASS  use" && log_has "PASS  report" && ok "three jobs passed" || fail "$(show)"
-[ -f "$STORE/manifests/default/$KEY.json" ] && ok "fill saved $KEY" || fail "no entry: $(find "$STORE" -type f | head)"
+[ -f "$STORE/manifests/main/$KEY.json" ] && ok "fill saved $KEY" || fail "no entry: $(find "$STORE" -type f | head)"
 [ "$(cat "$T/runner-use/.docker-cache/pip/torch.whl" 2>/dev/null)" = wheel ] && ok "use restored the file on another HOME" ||
     fail "use did not restore"
 [ "$(cat "$T/report.txt" 2>/dev/null)" = "false miss $KEY" ] && ok "dotenv outputs reached the report job" ||
@@ -133,10 +133,82 @@ mkdir -p "$T/runner-flaky"
 gcl p2 flaky-save
 [ "$RC" -ne 0 ] && log_has "FAIL  flaky-save" && ok "the job failed (exit $RC)" || fail "expected a failed job: $(show)"
 log_has "saving anyway (STOWAGE_SAVE_ON_FAILURE)" && ok "after_script saved anyway" || fail "$(show)"
-[ -f "$STORE/manifests/default/flaky-save-1.json" ] && ok "entry saved" || fail "flaky-save-1 missing"
+[ -f "$STORE/manifests/main/flaky-save-1.json" ] && ok "entry saved" || fail "flaky-save-1 missing"
 gcl p2 flaky-nosave
 [ "$RC" -ne 0 ] && log_has "not saving (set STOWAGE_SAVE_ON_FAILURE=true" && ok "after_script did not save" || fail "$(show)"
-[ ! -e "$STORE/manifests/default/flaky-nosave-1.json" ] && ok "no entry" || fail "flaky-nosave-1 was saved"
+[ ! -e "$STORE/manifests/main/flaky-nosave-1.json" ] && ok "no entry" || fail "flaky-nosave-1 was saved"
+
+# Scopes: the pipeline of branch main writes scope main (above); a merge request pipeline
+# writes mr-<iid> and reads the target branch; STOWAGE_POLICY=pull restores and never saves;
+# STOWAGE_POLICY=push saves without restoring.
+case_begin "merge request: scope mr-<iid>, reads the target branch; STOWAGE_POLICY pull and push"
+project pmr <<EOF
+include:
+  - local: stowage.gitlab-ci.yml
+variables:
+$COMMON_VARS
+  STOWAGE_KEY: gl-mr-1
+mr-seed:
+  extends: .stowage
+  variables:
+    HOME: $T/runner-mr
+  script:
+    - mkdir -p ~/.docker-cache && echo main >~/.docker-cache/f
+mr-job:
+  extends: .stowage
+  variables:
+    HOME: $T/runner-mr2
+    CI_MERGE_REQUEST_IID: "5"
+    CI_MERGE_REQUEST_TARGET_BRANCH_NAME: main
+    CI_COMMIT_REF_NAME: feature/x
+  script:
+    - test "\$STOWAGE_CACHE_RESULT" = hit
+    - test "\$(cat ~/.docker-cache/f)" = main
+    - echo mr >~/.docker-cache/f
+mr-pull:
+  extends: .stowage
+  variables:
+    HOME: $T/runner-mr3
+    STOWAGE_POLICY: pull
+    CI_MERGE_REQUEST_IID: "6"
+    CI_MERGE_REQUEST_TARGET_BRANCH_NAME: main
+  script:
+    - test "\$STOWAGE_CACHE_RESULT" = hit
+    - echo poison >~/.docker-cache/f
+branch-fx:
+  extends: .stowage
+  variables:
+    HOME: $T/runner-mr4
+    CI_COMMIT_REF_NAME: feature/x
+  script:
+    - mkdir -p ~/.docker-cache && echo fx >~/.docker-cache/f
+push-only:
+  extends: .stowage
+  variables:
+    HOME: $T/runner-mr5
+    STOWAGE_POLICY: push
+    CI_COMMIT_REF_NAME: pushed
+  script:
+    - test "\$STOWAGE_CACHE_RESULT" = miss
+    - test ! -e ~/.docker-cache/f
+    - mkdir -p ~/.docker-cache && echo pushed >~/.docker-cache/f
+EOF
+mkdir -p "$T/runner-mr" "$T/runner-mr2" "$T/runner-mr3" "$T/runner-mr4" "$T/runner-mr5"
+gcl pmr mr-seed
+[ "$RC" -eq 0 ] && [ -f "$STORE/manifests/main/gl-mr-1.json" ] && ok "branch main wrote scope main" || fail "$(show)"
+gcl pmr mr-job
+[ "$RC" -eq 0 ] && ok "the MR job restored main's entry" || fail "$(show)"
+[ -f "$STORE/manifests/mr-5/gl-mr-1.json" ] && ok "the MR job wrote mr-5" || fail "$(find "$STORE/manifests")"
+before=$(cd "$STORE" && find . -type f | LC_ALL=C sort)
+gcl pmr mr-pull
+[ "$RC" -eq 0 ] && log_has "read-only: not saving (STOWAGE_POLICY=pull" && ok "pull: restored, logged read-only" || fail "$(show)"
+[ "$before" = "$(cd "$STORE" && find . -type f | LC_ALL=C sort)" ] && ok "pull: store unchanged" || fail "pull wrote to the store"
+gcl pmr branch-fx
+[ "$RC" -eq 0 ] && [ -f "$STORE/manifests/feature_2fx/gl-mr-1.json" ] && ok "branch feature/x writes scope feature_2fx" ||
+    fail "$(show; find "$STORE/manifests")"
+gcl pmr push-only
+[ "$RC" -eq 0 ] && log_has "STOWAGE_POLICY=push: not restoring" && [ -f "$STORE/manifests/pushed/gl-mr-1.json" ] &&
+    ok "push: no restore, saved" || fail "$(show)"
 
 case_begin "STOWAGE_SOURCE_DIR: the template builds stowage from source, once"
 project p3 <<EOF
@@ -178,7 +250,7 @@ EOF
 gcl p4 --variable STOWAGE_BIN=
 [ "$RC" -eq 0 ] && log_has "stowage: warning: no stowage binary" && ok "the job passed with a warning" || fail "$(show)"
 log_has "script ran with false error" && ok "the script ran; outputs say error" || fail "$(show)"
-log_has "not saving" && [ ! -e "$STORE/manifests/default/nobin-1.json" ] && ok "nothing saved" || fail "$(show)"
+log_has "not saving" && [ ! -e "$STORE/manifests/main/nobin-1.json" ] && ok "nothing saved" || fail "$(show)"
 gcl p4 --variable STOWAGE_BIN= --variable STOWAGE_STRICT=true
 [ "$RC" -ne 0 ] && log_has "no stowage binary" && ! log_has "script ran" && ok "STOWAGE_STRICT: the job fails" || fail "$(show)"
 
@@ -236,7 +308,7 @@ gcl rel --variable STOWAGE_BIN=
 log_has "sha256 verified, in $T/gl-cache/$REL_VERSION/x86_64" && log_has "stowage: $REL_VERSION from $T/gl-cache" &&
     ok "downloaded by the first, cached for the second" || fail "$(show)"
 [ "$(downloads)" = 1 ] && ok "one download" || fail "downloads: $(downloads)"
-[ -f "$STORE/manifests/default/gl-rel-1.json" ] && ok "the downloaded binary saved" || fail "gl-rel-1 not saved"
+[ -f "$STORE/manifests/main/gl-rel-1.json" ] && ok "the downloaded binary saved" || fail "gl-rel-1 not saved"
 
 case_begin "release: corrupted download refused (job goes on; strict fails it); unreachable server: warning"
 project relbad <<EOF
@@ -281,7 +353,7 @@ log_has "PASS  down" && log_has "could not download http://127.0.0.1:$DEAD_PORT/
     fail "$(show)"
 [ -z "$(find "$T/gl-bad" "$T/gl-bad2" -mindepth 1 -not -type d 2>/dev/null)" ] && ok "nothing kept from the corrupted download" ||
     fail "$(find "$T/gl-bad" "$T/gl-bad2" -mindepth 1)"
-[ ! -e "$STORE/manifests/default/gl-bad-1.json" ] && ok "nothing saved" || fail "gl-bad-1 saved"
+[ ! -e "$STORE/manifests/main/gl-bad-1.json" ] && ok "nothing saved" || fail "gl-bad-1 saved"
 
 echo "timing: the release cases took $((SECONDS - REL_STARTED)) s"
 finish

@@ -95,6 +95,33 @@ expect_rc 0 && [ -f "$T/store/manifests/default/st-4.json" ] && ok "STOWAGE_JOB_
 w save --job-status maybe --key st-5
 expect_rc 2 && err_has "unknown job status" && ok "unknown status: exit 2" || fail "check failed: err_has unknown job status"
 
+case_begin "STOWAGE_POLICY: pull restores and never saves, push saves without restoring"
+runner pol
+mkdir -p "$HOME/c" && echo pol >"$HOME/c/f"
+rm -rf "$T/job/.stowage"
+w save --key pol-1
+expect_rc 0 && [ -f "$T/store/manifests/default/pol-1.json" ] || fail "seed: $(cat "$T/err")"
+before=$(cd "$T/store" && find . -type f | LC_ALL=C sort)
+rm -rf "$HOME/c"
+STOWAGE_POLICY=pull w restore --key pol-1
+expect_rc 0 && [ "$(cat "$HOME/c/f")" = pol ] && ok "pull: restored" || fail "$(cat "$T/err")"
+echo changed >"$HOME/c/f"
+STOWAGE_POLICY=pull w save --key pol-2
+expect_rc 0 && err_has "read-only: not saving (STOWAGE_POLICY=pull" && ok "pull: save logs read-only, exit 0" || fail "$(cat "$T/err")"
+STOWAGE_READ_ONLY=true w save --key pol-2
+expect_rc 0 && err_has "read-only: not saving" && ok "STOWAGE_READ_ONLY=true: the same" || fail "$(cat "$T/err")"
+[ "$before" = "$(cd "$T/store" && find . -type f | LC_ALL=C sort)" ] && ok "store unchanged" || fail "the store changed"
+runner pol2
+STOWAGE_POLICY=push w restore --key pol-1
+expect_rc 0 && err_has "STOWAGE_POLICY=push: not restoring" && [ ! -e "$HOME/c/f" ] &&
+    grep -q '^STOWAGE_CACHE_RESULT=miss$' "$T/job/.stowage/outputs.env" && grep -q '^STOWAGE_CACHE_PRIMARY_KEY=pol-1$' "$T/job/.stowage/outputs.env" &&
+    ok "push: nothing restored, the key in the outputs" || fail "$(cat "$T/err"; cat "$T/job/.stowage/outputs.env")"
+mkdir -p "$HOME/c" && echo pushed >"$HOME/c/f"
+STOWAGE_POLICY=push w save
+expect_rc 0 && ! err_has "read-only" && ok "push: saved" || fail "$(cat "$T/err")"
+STOWAGE_POLICY=sideways w restore --key pol-1
+expect_rc 2 && err_has "unknown STOWAGE_POLICY" && ok "unknown policy: exit 2" || fail "$RC $(cat "$T/err")"
+
 case_begin "run, help, unknown commands"
 w run --key run-1 -- sh -c 'exit 4'
 expect_rc 4 && ok "run passes the command's status through"

@@ -8,6 +8,7 @@ const path = require('path');
 const { spawn, spawnSync } = require('child_process');
 const gh = require('./runner');
 const release = require('./release');
+const trust = require('./trust');
 
 const WRAPPER = path.join(__dirname, '..', '..', 'shell', 'stowage-ci.sh');
 
@@ -162,6 +163,8 @@ function inputEnv() {
     }
     env.STOWAGE_URL = url;
   }
+  // read-only for untrusted events, per-ref scopes (lib/trust.js, docs/TRUST.md)
+  Object.assign(env, trust.env({ save: gh.input('save'), scope: gh.input('scope') }, gh.info));
   return env;
 }
 
