@@ -22,6 +22,7 @@
 #include "paths.h"
 #include "progress.h"
 #include "readfile.h"
+#include "refs.h"
 #include "safedir.h"
 #include "scan.h"
 #include "stage.h"
@@ -277,6 +278,10 @@ static int lookup(stow_manifest **out, stow_cache_result *res, const stow_cache_
         for (size_t s = 0; s < ns; s++) {
             char key[STOW_LAYOUT_PART_MAX];
             int rc = stow_layout_fetch_ref(key, sizeof(key), p->backend, scopes[s], prefix, err);
+            /* Save writes refs only for prefixes ending at a separator (refs.h): list for
+             * the others where the store can. */
+            if (rc == STOW_ENOTFOUND && prefix[0] && !stow_refs_is_sep(prefix[strlen(prefix) - 1]))
+                rc = stow_refs_list_newest(key, sizeof(key), p->backend, scopes[s], prefix, err);
             if (rc == STOW_ENOTFOUND)
                 continue;
             if (rc != STOW_OK)

@@ -15,6 +15,7 @@
 #include "log.h"
 #include "manifest.h"
 #include "progress.h"
+#include "refs.h"
 #include "scan.h"
 #include "trim.h"
 #include "util.h"
@@ -185,18 +186,22 @@ done:
     return rc;
 }
 
-/* Refs for every restore-key prefix the key starts with. A failed ref costs a prefix lookup,
- * not the entry: warn only. */
+/* Refs for every prefix of the key that ends at a separator (capped) and for every
+ * restore-key prefix the key starts with (refs.h). A failed ref costs a prefix lookup, not the
+ * entry: warn only. */
 static void write_refs(const stow_cache_params *p, int64_t created)
 {
-    for (size_t r = 0; r < p->restore_keys->n; r++) {
-        const char *prefix = p->restore_keys->v[r];
-        if (strncmp(p->key, prefix, strlen(prefix)) != 0)
-            continue;
-        stow_error rerr = {0};
-        if (stow_layout_put_ref(p->backend, p->scope, prefix, p->key, created, &rerr) != STOW_OK)
-            stow_warn("entry saved, but updating ref %s failed: %s", prefix, rerr.msg);
+    stow_strlist names = {0};
+    stow_error rerr = {0};
+    if (stow_refs_for_save(&names, p->key, p->restore_keys, &rerr) != STOW_OK)
+        stow_warn("entry saved, but its refs were not written: %s", rerr.msg);
+    for (size_t r = 0; r < names.n; r++) {
+        if (stow_layout_put_ref(p->backend, p->scope, names.v[r], p->key, created, &rerr) !=
+            STOW_OK)
+            stow_warn("entry saved, but updating ref %s failed: %s", names.v[r], rerr.msg);
     }
+    stow_debug("wrote %zu refs for %s", names.n, p->key);
+    stow_strlist_free(&names);
 }
 
 static void prune_one(const char *dir)
