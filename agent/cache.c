@@ -415,6 +415,20 @@ static void sweep_temp_files(const stow_cache_params *p)
         stow_debug("no stale temporary files under the paths");
 }
 
+/* 1 when the entry holds a file or link under a root that is among the configured paths. */
+static int holds_files(const stow_manifest *m, const stow_cache_params *p)
+{
+    for (size_t i = 0; i < m->nfiles; i++) {
+        const stow_file_entry *e = &m->files[i];
+        if (e->type == STOW_FT_DIR || e->root >= m->nroots)
+            continue;
+        for (size_t j = 0; j < p->paths->n; j++)
+            if (strcmp(m->roots[e->root], p->paths->v[j]) == 0)
+                return 1;
+    }
+    return 0;
+}
+
 int stow_cache_restore(stow_cache_result *res, const stow_cache_params *p, stow_error *err)
 {
     int rc;
@@ -439,6 +453,18 @@ int stow_cache_restore(stow_cache_result *res, const stow_cache_params *p, stow_
     }
     if (rc != STOW_OK)
         goto done;
+    if (!holds_files(m, p)) {
+        /* Nothing to restore is not a hit: CI would skip its install step. */
+        stow_warn("entry %s holds no files for the configured paths; treating it as a miss",
+                  res->matched_key);
+        res->outcome = STOW_MISS;
+        res->empty = 1;
+        res->matched_key[0] = res->matched_scope[0] = '\0';
+        res->seconds = stow_now() - t0;
+        if (!p->lookup_only)
+            save_state(p, res, NULL);
+        goto done;
+    }
     for (size_t i = 0; i < m->nfiles; i++)
         if (m->files[i].type == STOW_FT_FILE)
             res->bytes_total += m->files[i].size;

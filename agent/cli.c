@@ -12,6 +12,7 @@
 #include "paths.h"
 #include "progress.h"
 #include "trim.h"
+#include "util.h"
 
 void stow_cli_ctx_free(stow_cli_ctx *r)
 {
@@ -48,6 +49,27 @@ static int resolve_url(stow_cli_ctx *r, stow_error *err)
     stow_config *c = &r->cfg;
     int rc;
     const char *url = c->url ? c->url : "file://~/.cache/stowage/store";
+    const char *ci = getenv("CI");
+    if (c->url == NULL && ci != NULL && ci[0] != '\0' && strcmp(ci, "false") != 0) {
+        /* An ephemeral runner's disk is gone after the job: every run would miss. */
+        static const char msg[] =
+            "no store configured (CI is set, but no [storage] url, STOWAGE_URL or --url): the "
+            "default store file://~/.cache/stowage/store is on this runner's disk, so on an "
+            "ephemeral runner every run misses and every save is lost";
+        if (c->strict)
+            return stow_error_set(err, STOW_EUSAGE, "%s (--strict)", msg);
+        stow_warn("%s", msg);
+    }
+    if (strncmp(url, "file://", 7) == 0 && url[7] != '/' && url[7] != '~' && url[7] != '$') {
+        /* file://relative/path: relative to what? Show the absolute spelling instead. */
+        char cwd[4096];
+        if (getcwd(cwd, sizeof(cwd)) == NULL)
+            stow_strlcpy(cwd, "/current/directory", sizeof(cwd));
+        return stow_error_set(err, STOW_EUSAGE,
+                              "store URL %s is relative; file:// URLs take an absolute path: "
+                              "file://%s/%s (or file://~/...)",
+                              url, cwd, url + 7);
+    }
     if (strncmp(url, "file://", 7) == 0 && url[7] != '/') {
         char *dir = NULL;
         rc = stow_path_expand(&dir, url + 7, err);
@@ -254,11 +276,18 @@ int stow_cli_restore_save(stow_cli_ctx *r, int save)
     }
     rc = stow_cli_open_store(r, &b, &err);
     if (rc != STOW_OK) {
-        if (!save && !c->lookup_only) {
+        /* A bad URL is a usage error: no cache-* lines (nothing was looked up). */
+        if (!save && err.code != STOW_EUSAGE) {
             memset(&res, 0, sizeof(res));
             write_outputs(&res, r->key, 1);
         }
-        return stow_cli_trouble(r, cmd, &err);
+        int ex = stow_cli_trouble(r, cmd, &err);
+        if (ex == EXIT_OK && !save && c->fail_on_miss) {
+            stow_error_log("the store could not be opened (cache-result=error) and --fail-on-miss "
+                           "is set");
+            ex = EXIT_FAILED;
+        }
+        return ex;
     }
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     stow_cache_params p = {
@@ -294,7 +323,10 @@ int stow_cli_restore_save(stow_cli_ctx *r, int save)
         rc = stow_cache_save(&res, &p, &err);
         if (rc != STOW_OK)
             exit_code = stow_cli_trouble(r, cmd, &err);
-        else if (res.saved) {
+        else if (res.empty && c->strict) {
+            stow_error_log("save failed: no files to save (--strict)");
+            exit_code = EXIT_FAILED;
+        } else if (res.saved) {
             summary("save", r->key, &res);
             if (res.parent_key[0]) {
                 char trimmed[96] = "", tb[32];
@@ -318,6 +350,10 @@ int stow_cli_restore_save(stow_cli_ctx *r, int save)
                     "restore error: entry %s was not restored (cache-hit=false, cache-result=error)",
                     res.matched_key);
             exit_code = stow_cli_trouble(r, cmd, &err);
+            if (exit_code == EXIT_OK && c->fail_on_miss) {
+                stow_error_log("the lookup failed (cache-result=error) and --fail-on-miss is set");
+                exit_code = EXIT_FAILED;
+            }
         } else if (res.outcome == STOW_MISS) {
             stow_info("restore miss: no entry for %s%s", r->key,
                       r->restore_keys.n ? " or its restore keys" : "");

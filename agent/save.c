@@ -466,6 +466,26 @@ static int scan_roots(stow_manifest **out, stow_cache_result *res, const stow_ca
     return STOW_OK;
 }
 
+/* An entry with no files is never stored: the next restore would report a hit for a cache
+ * it does not have (actions/cache's path validation does the same). */
+static void refuse_empty(const stow_cache_params *p)
+{
+    char missing[1024] = "";
+    size_t n = 0;
+    for (size_t i = 0; i < p->paths->n; i++) {
+        if (access(p->abs_paths[i], F_OK) == 0)
+            continue;
+        size_t len = strlen(missing);
+        snprintf(missing + len, sizeof(missing) - len, "%s%s", n++ ? ", " : "", p->paths->v[i]);
+    }
+    if (n > 0)
+        stow_warn("not saving %s: no files to save; %zu of %zu paths do not exist: %s", p->key, n,
+                  p->paths->n, missing);
+    else
+        stow_warn("not saving %s: the paths hold no files (%zu paths, all empty)", p->key,
+                  p->paths->n);
+}
+
 /* Packs and uploads layers [first_new, nlayers) of m. */
 static int upload_new_layers(stow_manifest *m, size_t first_new, const stow_cache_params *p,
                              stow_error *err)
@@ -515,6 +535,11 @@ int stow_cache_save(stow_cache_result *res, const stow_cache_params *p, stow_err
     rc = scan_roots(&m, res, p, err);
     if (rc != STOW_OK)
         goto done;
+    if (res->files == 0) {
+        refuse_empty(p);
+        res->empty = 1;
+        goto done;
+    }
     if (parent != NULL) {
         snprintf(res->parent_key, sizeof(res->parent_key), "%s", parent->key);
         /* Before anything of this save reads a file (--checksum, packing): atimes are the
