@@ -348,6 +348,7 @@ static void set_defaults(stow_config *cfg)
     cfg->update = 1;
     cfg->prune_buildx = 1;
     cfg->grace = 3600;
+    cfg->max_age = -1; /* unset: no age limit; 0 (--max-age 0d) expires every entry */
     cfg->max_layers = 16;
     cfg->trim = 1;
     cfg->extract_on_failure = 1;

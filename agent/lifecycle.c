@@ -318,11 +318,12 @@ static int load_leases(prune_state *st, int remove_stale, stow_error *err)
     return rc == STOW_OK ? nlive : rc;
 }
 
-/* Step 1: entries unused for longer than max_age. */
+/* Step 1: entries unused for longer than max_age (every entry with expire_all). */
 static void mark_expired(prune_state *st)
 {
     for (size_t i = 0; i < st->ix->n; i++)
-        if (st->o->max_age > 0 && st->now - st->ix->entries[i].last_used > st->o->max_age)
+        if (st->o->expire_all ||
+            (st->o->max_age > 0 && st->now - st->ix->entries[i].last_used > st->o->max_age))
             st->dead[i] = 1;
 }
 
@@ -393,6 +394,8 @@ static int delete_unreferenced_layers(prune_state *st, stow_error *err)
         }
         if (layers.infos[k].mtime == 0 || st->now - layers.infos[k].mtime < st->o->grace) {
             stow_debug("keeping unreferenced %s: younger than the grace period", name);
+            st->res->layers_kept++;
+            st->res->bytes_kept += layers.infos[k].size;
             continue;
         }
         report(st, "layer", name, layers.infos[k].size);
