@@ -43,5 +43,6 @@ int stow_cli_list(stow_cli_ctx *r);
 int stow_cli_stats(stow_cli_ctx *r);
 int stow_cli_prune(stow_cli_ctx *r);
 int stow_cli_key(stow_cli_ctx *r);
+int stow_cli_delete(stow_cli_ctx *r, char **args, int nargs); /* cli_delete.c */
 
 #endif

@@ -110,7 +110,7 @@ static const option options[] = {
      OFF(build_status), 0, 0,
      "save: success, failed or canceled, or the build's exit code; no trimming after a failure"},
     {"prune", "max_age", "STOWAGE_MAX_AGE", "--max-age", NULL, T_DURATION, OFF(max_age), 0, 0,
-     "prune: delete entries unused for longer than this (e.g. 7d, 12h)"},
+     "prune: delete entries unused for longer than this (e.g. 7d, 12h; 0d: all)"},
     {"prune", "max_size", "STOWAGE_MAX_SIZE", "--max-size", NULL, T_SIZE, OFF(max_size), 0, 0,
      "prune: then delete least recently used entries until the store fits (e.g. 20G)"},
     {"prune", "grace", "STOWAGE_GRACE", "--grace", NULL, T_DURATION, OFF(grace), 0, 0,

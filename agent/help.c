@@ -25,7 +25,9 @@ static const struct {
      "entries in the store: scope, key, created, last used, size, stored size, layers"},
     {"stats [--json]", "local directory sizes and store totals"},
     {"prune [--max-age 7d] [--max-size 20G] [--grace 1h] [--dry-run]",
-     "delete stale entries, then unreferenced layers and refs"},
+     "delete stale entries, then unreferenced layers and refs (--max-age 0d: every entry)"},
+    {"delete KEY [--scope SCOPE] [--dry-run]",
+     "delete one entry and its refs; its layers go on the next prune once unreferenced"},
     {"help [--man] | --help", "this text (--man: the manual page, as roff)"},
     {"--version", "the version"},
 };

@@ -75,4 +75,11 @@ typedef struct stow_prune_result {
 int stow_lifecycle_prune(stow_prune_result *res, stow_backend *b, const stow_prune_opts *opts,
                          stow_error *err);
 
+/* stowage delete: removes manifests/<scope>/<key>.json, its access marker and the refs of
+ * scope that point at it (report kinds "entry" and "ref"). Its layers stay: other entries may
+ * share them; the next prune deletes the ones nothing references (after the grace period).
+ * STOW_ENOTFOUND when there is no such entry. */
+int stow_lifecycle_delete_entry(stow_prune_result *res, stow_backend *b, const char *scope,
+                                const char *key, const stow_prune_opts *o, stow_error *err);
+
 #endif
