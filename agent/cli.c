@@ -1,11 +1,13 @@
 /* The CLI context (configuration checked up front, the store opened) and restore/save. */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cache.h"
+#include "cancel.h"
 #include "cli.h"
 #include "keys.h"
 #include "log.h"
@@ -252,6 +254,22 @@ int stow_cli_trouble(const stow_cli_ctx *r, const char *cmd, const stow_error *e
     return EXIT_OK;
 }
 
+/* SIGINT/SIGTERM during save: the handler only records the signal (cancel.h); the upload
+ * loops notice it, abort the multipart upload and remove what this save wrote, and the save
+ * exits with 128 + the signal. */
+static void on_cancel_signal(int sig) { stow_cancel_request(sig); }
+
+static void catch_cancel_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_cancel_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
 int stow_cli_restore_save(stow_cli_ctx *r, int save)
 {
     const char *cmd = save ? "save" : "restore";
@@ -320,8 +338,18 @@ int stow_cli_restore_save(stow_cli_ctx *r, int save)
     };
     int exit_code = EXIT_OK;
     if (save) {
+        catch_cancel_signals();
         rc = stow_cache_save(&res, &p, &err);
-        if (rc != STOW_OK)
+        int sig = stow_cancel_requested();
+        if (rc != STOW_OK && sig != 0) {
+            stow_error_log("save interrupted by %s: %s; nothing was committed, the upload was "
+                           "aborted and its objects removed",
+                           sig == SIGINT    ? "SIGINT"
+                           : sig == SIGTERM ? "SIGTERM"
+                                            : "a signal",
+                           err.msg);
+            exit_code = 128 + sig;
+        } else if (rc != STOW_OK)
             exit_code = stow_cli_trouble(r, cmd, &err);
         else if (res.empty && c->strict) {
             stow_error_log("save failed: no files to save (--strict)");

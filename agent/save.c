@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "buildx.h"
+#include "cancel.h"
 #include "cache.h"
 #include "cache_int.h"
 #include "hash.h"
@@ -594,6 +595,9 @@ int stow_cache_save(stow_cache_result *res, const stow_cache_params *p, stow_err
     cc.lease = &lease;
     cc.lease_written = lease_written;
     rc = upload_new_layers(m, first_new, p, err);
+    if (rc == STOW_OK && stow_cancel_requested())
+        rc = stow_error_set(err, STOW_ERR, "interrupted by signal %d before the commit",
+                            stow_cancel_requested());
     if (rc == STOW_OK)
         rc = commit_checked(&cc, err);
     if (rc == STOW_ETIMEOUT) {
