@@ -199,7 +199,7 @@ print(len(root.findall(ns + "Upload")))'
 }
 
 # ---- the file store ----
-KIND=file
+KIND="file"
 STORE_DIR="$T/store"
 export STOWAGE_URL="file://$STORE_DIR"
 case_refs
@@ -259,7 +259,7 @@ if [ "$rc" = 77 ]; then
 fi
 [ "$rc" = 0 ] || { echo "FAIL: moto_server did not start" >&2; exit 1; }
 
-KIND=s3
+KIND="s3"
 STORE_PREFIX=guard
 export STOWAGE_ENDPOINT="$S3_ENDPOINT" STOWAGE_URL="s3://$S3_BUCKET/$STORE_PREFIX"
 case_refs
