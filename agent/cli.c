@@ -259,15 +259,20 @@ int stow_cli_trouble(const stow_cli_ctx *r, const char *cmd, const stow_error *e
  * exits with 128 + the signal. */
 static void on_cancel_signal(int sig) { stow_cancel_request(sig); }
 
+/* A signal the parent set to be ignored (nohup, a background job of a script) stays ignored. */
 static void catch_cancel_signals(void)
 {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_cancel_signal;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    static const int sigs[] = {SIGINT, SIGTERM};
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+        struct sigaction old, sa;
+        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+            continue;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = on_cancel_signal;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = SA_RESTART;
+        sigaction(sigs[i], &sa, NULL);
+    }
 }
 
 int stow_cli_restore_save(stow_cli_ctx *r, int save)

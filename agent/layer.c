@@ -167,6 +167,7 @@ static int pack_one(struct archive *a, struct archive_entry *ae, int rootfd, sto
         if (stow_cancel_requested()) {
             rc = stow_error_set(err, STOW_ERR, "interrupted by signal %d while packing %s/%s",
                                 stow_cancel_requested(), root_path, e->path);
+            w->failed = 1; /* the archive's final flush must not overwrite the reason */
             goto done;
         }
         size_t want = left < IO_CHUNK ? (size_t)left : IO_CHUNK;
@@ -299,6 +300,7 @@ int stow_layer_pack(stow_manifest *m, size_t li, char *const *roots, stow_backen
     if (stow_cancel_requested()) {
         rc = stow_error_set(err, STOW_ERR, "interrupted by signal %d before committing %s",
                             stow_cancel_requested(), object);
+        w.failed = 1;
         goto done;
     }
     stow_put *p = w.put;
