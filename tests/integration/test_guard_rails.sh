@@ -282,7 +282,7 @@ expect_rc 0 && [ -n "$(s3_list_keys "$IAM_PREFIX/manifests/feature/")" ] && ok "
 AWS_ACCESS_KEY_ID=$IAM_AK AWS_SECRET_ACCESS_KEY=$IAM_SK stow save --scope main --key gi-1 --path '~/c' --strict
 expect_rc 1 && err_has "manifests/main/gi-1.json" && grep -qi "access denied\|403" "$T/err" &&
     [ -z "$(s3_list_keys "$IAM_PREFIX/manifests/main/")" ] && [ -z "$(s3_list_keys "$IAM_PREFIX/refs/main/")" ] &&
-    ok "save into main refused: $(grep -io 'access denied[^;]*' "$T/err" | head -1)" || fail "rc=$RC $(cat "$T/err")"
+    ok "save into main refused: $(grep -i 'access denied' "$T/err" | head -1 | cut -c1-240)" || fail "rc=$RC $(cat "$T/err")"
 AWS_ACCESS_KEY_ID=$IAM_AK AWS_SECRET_ACCESS_KEY=$IAM_SK stow save --scope main --key gi-1 --path '~/c'
 expect_rc 0 && err_has "save failed, continuing without the cache" && grep -qi "access denied\|403" "$T/err" &&
     ok "without --strict: a warning naming the auth error (fail-open), not a miss" || fail "rc=$RC $(cat "$T/err")"
