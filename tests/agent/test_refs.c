@@ -108,9 +108,7 @@ static void test_list_newest(void)
     CHECK_STR(key, "pip1");
     CHECK_INT(stow_refs_list_newest(key, sizeof(key), b, "other", "apt", &err), STOW_ENOTFOUND);
     stow_backend_free(b);
-    char rm[PATH_MAX + 16];
-    snprintf(rm, sizeof(rm), "%s", base);
-    /* best-effort cleanup of the temp store */
+    /* The temp store: the objects written above, then their directories. */
     const char *names[] = {"manifests/main/pip1.json",
                            "manifests/main/pip2.json",
                            "manifests/main/apt1.json",
@@ -120,7 +118,7 @@ static void test_list_newest(void)
                            "manifests",
                            ""};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        snprintf(path, sizeof(path), "%s/%s", rm, names[i]);
+        snprintf(path, sizeof(path), "%s/%s", base, names[i]);
         remove(path);
     }
 }
