@@ -22,6 +22,7 @@
 #include "paths.h"
 #include "progress.h"
 #include "readfile.h"
+#include "refs.h"
 #include "safedir.h"
 #include "scan.h"
 #include "stage.h"
@@ -295,6 +296,10 @@ static int lookup(stow_manifest **out, stow_cache_result *res, const stow_cache_
         for (size_t s = 0; s < ns; s++) {
             char key[STOW_LAYOUT_PART_MAX];
             int rc = stow_layout_fetch_ref(key, sizeof(key), p->backend, scopes[s], prefix, err);
+            /* Save writes refs only for prefixes ending at a separator (refs.h): list for
+             * the others where the store can. */
+            if (rc == STOW_ENOTFOUND && prefix[0] && !stow_refs_is_sep(prefix[strlen(prefix) - 1]))
+                rc = stow_refs_list_newest(key, sizeof(key), p->backend, scopes[s], prefix, err);
             if (rc == STOW_ENOTFOUND)
                 continue;
             if (rc != STOW_OK)
@@ -428,6 +433,20 @@ static void sweep_temp_files(const stow_cache_params *p)
         stow_debug("no stale temporary files under the paths");
 }
 
+/* 1 when the entry holds a file or link under a root that is among the configured paths. */
+static int holds_files(const stow_manifest *m, const stow_cache_params *p)
+{
+    for (size_t i = 0; i < m->nfiles; i++) {
+        const stow_file_entry *e = &m->files[i];
+        if (e->type == STOW_FT_DIR || e->root >= m->nroots)
+            continue;
+        for (size_t j = 0; j < p->paths->n; j++)
+            if (strcmp(m->roots[e->root], p->paths->v[j]) == 0)
+                return 1;
+    }
+    return 0;
+}
+
 int stow_cache_restore(stow_cache_result *res, const stow_cache_params *p, stow_error *err)
 {
     int rc;
@@ -452,6 +471,18 @@ int stow_cache_restore(stow_cache_result *res, const stow_cache_params *p, stow_
     }
     if (rc != STOW_OK)
         goto done;
+    if (!holds_files(m, p)) {
+        /* Nothing to restore is not a hit: CI would skip its install step. */
+        stow_warn("entry %s holds no files for the configured paths; treating it as a miss",
+                  res->matched_key);
+        res->outcome = STOW_MISS;
+        res->empty = 1;
+        res->matched_key[0] = res->matched_scope[0] = '\0';
+        res->seconds = stow_now() - t0;
+        if (!p->lookup_only)
+            save_state(p, res, NULL);
+        goto done;
+    }
     for (size_t i = 0; i < m->nfiles; i++)
         if (m->files[i].type == STOW_FT_FILE)
             res->bytes_total += m->files[i].size;

@@ -62,6 +62,8 @@ typedef struct stow_cache_result {
     uint64_t bytes_trimmed;
     uint64_t bytes_unread; /* save: bytes of kept files this build did not read */
     int trim_tracked;      /* save: 1 when this save could tell read files from unread ones */
+    int empty;             /* save: refused, the paths hold no files; restore: the entry had
+                              none for the configured paths (reported as a miss) */
     double seconds;
 } stow_cache_result;
 

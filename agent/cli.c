@@ -1,11 +1,13 @@
 /* The CLI context (configuration checked up front, the store opened) and restore/save. */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cache.h"
+#include "cancel.h"
 #include "cli.h"
 #include "keys.h"
 #include "log.h"
@@ -13,6 +15,7 @@
 #include "progress.h"
 #include "sign.h"
 #include "trim.h"
+#include "util.h"
 
 void stow_cli_ctx_free(stow_cli_ctx *r)
 {
@@ -51,6 +54,27 @@ static int resolve_url(stow_cli_ctx *r, stow_error *err)
     stow_config *c = &r->cfg;
     int rc;
     const char *url = c->url ? c->url : "file://~/.cache/stowage/store";
+    const char *ci = getenv("CI");
+    if (c->url == NULL && ci != NULL && ci[0] != '\0' && strcmp(ci, "false") != 0) {
+        /* An ephemeral runner's disk is gone after the job: every run would miss. */
+        static const char msg[] =
+            "no store configured (CI is set, but no [storage] url, STOWAGE_URL or --url): the "
+            "default store file://~/.cache/stowage/store is on this runner's disk, so on an "
+            "ephemeral runner every run misses and every save is lost";
+        if (c->strict)
+            return stow_error_set(err, STOW_EUSAGE, "%s (--strict)", msg);
+        stow_warn("%s", msg);
+    }
+    if (strncmp(url, "file://", 7) == 0 && url[7] != '/' && url[7] != '~' && url[7] != '$') {
+        /* file://relative/path: relative to what? Show the absolute spelling instead. */
+        char cwd[4096];
+        if (getcwd(cwd, sizeof(cwd)) == NULL)
+            stow_strlcpy(cwd, "/current/directory", sizeof(cwd));
+        return stow_error_set(err, STOW_EUSAGE,
+                              "store URL %s is relative; file:// URLs take an absolute path: "
+                              "file://%s/%s (or file://~/...)",
+                              url, cwd, url + 7);
+    }
     if (strncmp(url, "file://", 7) == 0 && url[7] != '/') {
         char *dir = NULL;
         rc = stow_path_expand(&dir, url + 7, err);
@@ -270,6 +294,27 @@ int stow_cli_trouble(const stow_cli_ctx *r, const char *cmd, const stow_error *e
     return EXIT_OK;
 }
 
+/* SIGINT/SIGTERM during save: the handler only records the signal (cancel.h); the upload
+ * loops notice it, abort the multipart upload and remove what this save wrote, and the save
+ * exits with 128 + the signal. */
+static void on_cancel_signal(int sig) { stow_cancel_request(sig); }
+
+/* A signal the parent set to be ignored (nohup, a background job of a script) stays ignored. */
+static void catch_cancel_signals(void)
+{
+    static const int sigs[] = {SIGINT, SIGTERM};
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+        struct sigaction old, sa;
+        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+            continue;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = on_cancel_signal;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = SA_RESTART;
+        sigaction(sigs[i], &sa, NULL);
+    }
+}
+
 int stow_cli_restore_save(stow_cli_ctx *r, int save)
 {
     const char *cmd = save ? "save" : "restore";
@@ -300,11 +345,18 @@ int stow_cli_restore_save(stow_cli_ctx *r, int save)
     }
     rc = stow_cli_open_store(r, &b, &err);
     if (rc != STOW_OK) {
-        if (!save && !c->lookup_only) {
+        /* A bad URL is a usage error: no cache-* lines (nothing was looked up). */
+        if (!save && err.code != STOW_EUSAGE) {
             memset(&res, 0, sizeof(res));
             write_outputs(&res, r->key, 1);
         }
-        return stow_cli_trouble(r, cmd, &err);
+        int ex = stow_cli_trouble(r, cmd, &err);
+        if (ex == EXIT_OK && !save && c->fail_on_miss) {
+            stow_error_log("the store could not be opened (cache-result=error) and --fail-on-miss "
+                           "is set");
+            ex = EXIT_FAILED;
+        }
+        return ex;
     }
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     stow_cache_params p = {
@@ -340,10 +392,23 @@ int stow_cli_restore_save(stow_cli_ctx *r, int save)
     };
     int exit_code = EXIT_OK;
     if (save) {
+        catch_cancel_signals();
         rc = stow_cache_save(&res, &p, &err);
-        if (rc != STOW_OK)
+        int sig = stow_cancel_requested();
+        if (rc != STOW_OK && sig != 0) {
+            stow_error_log("save interrupted by %s: %s; nothing was committed, the upload was "
+                           "aborted and its objects removed",
+                           sig == SIGINT    ? "SIGINT"
+                           : sig == SIGTERM ? "SIGTERM"
+                                            : "a signal",
+                           err.msg);
+            exit_code = 128 + sig;
+        } else if (rc != STOW_OK)
             exit_code = stow_cli_trouble(r, cmd, &err);
-        else if (res.saved) {
+        else if (res.empty && c->strict) {
+            stow_error_log("save failed: no files to save (--strict)");
+            exit_code = EXIT_FAILED;
+        } else if (res.saved) {
             summary("save", r->key, &res);
             if (res.parent_key[0]) {
                 char trimmed[96] = "", tb[32];
@@ -367,6 +432,10 @@ int stow_cli_restore_save(stow_cli_ctx *r, int save)
                     "restore error: entry %s was not restored (cache-hit=false, cache-result=error)",
                     res.matched_key);
             exit_code = stow_cli_trouble(r, cmd, &err);
+            if (exit_code == EXIT_OK && c->fail_on_miss) {
+                stow_error_log("the lookup failed (cache-result=error) and --fail-on-miss is set");
+                exit_code = EXIT_FAILED;
+            }
         } else if (res.outcome == STOW_MISS) {
             stow_info("restore miss: no entry for %s%s", r->key,
                       r->restore_keys.n ? " or its restore keys" : "");

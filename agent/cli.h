@@ -49,6 +49,7 @@ int stow_cli_list(stow_cli_ctx *r);
 int stow_cli_stats(stow_cli_ctx *r);
 int stow_cli_prune(stow_cli_ctx *r);
 int stow_cli_key(stow_cli_ctx *r);
-int stow_cli_doctor(stow_cli_ctx *r); /* cli_doctor.c */
+int stow_cli_doctor(stow_cli_ctx *r);                         /* cli_doctor.c */
+int stow_cli_delete(stow_cli_ctx *r, char **args, int nargs); /* cli_delete.c */
 
 #endif

@@ -209,13 +209,14 @@ int stow_cli_prune(stow_cli_ctx *r)
         stow_error_log("prune refused in read-only mode (--dry-run only reports)");
         return EXIT_FAILED;
     }
-    if (c->max_age <= 0 && c->max_size == 0)
+    if (c->max_age < 0 && c->max_size == 0)
         stow_info(
             "no --max-age or --max-size: only unreferenced layers and dangling refs are removed");
     stow_backend *b = NULL;
     int rc = stow_cli_open_store(r, &b, &err);
     stow_prune_result res = {0};
-    stow_prune_opts o = {.max_age = c->max_age,
+    stow_prune_opts o = {.max_age = c->max_age > 0 ? c->max_age : 0,
+                         .expire_all = c->max_age == 0,
                          .max_size = c->max_size,
                          .grace = c->grace,
                          .dry_run = c->dry_run,
@@ -235,6 +236,14 @@ int stow_cli_prune(stow_cli_ctx *r)
         "prune%s: %zu entries, %zu layers, %zu refs, %zu stale leases, %zu temporary objects %s; %s freed",
         c->dry_run ? " (dry run)" : "", res.entries, res.layers, res.refs, res.leases, res.temps,
         c->dry_run ? "would be deleted" : "deleted", freed);
+    if (res.layers_kept > 0) {
+        char kept[32], grace[32];
+        stow_format_bytes(kept, sizeof(kept), res.bytes_kept);
+        snprintf(grace, sizeof(grace), "%llds", (long long)c->grace);
+        stow_info("prune kept %zu unreferenced layers (%s) younger than the grace period (%s, "
+                  "--grace): a save may still be writing them; they go on a later prune",
+                  res.layers_kept, kept, grace);
+    }
     return EXIT_OK;
 }
 

@@ -123,7 +123,7 @@ static const option options[] = {
      OFF(verify_key_file), 0, 0,
      "Ed25519 public key (PEM): restore refuses entries it did not sign; cannot sign"},
     {"prune", "max_age", "STOWAGE_MAX_AGE", "--max-age", NULL, T_DURATION, OFF(max_age), 0, 0,
-     "prune: delete entries unused for longer than this (e.g. 7d, 12h)"},
+     "prune: delete entries unused for longer than this (e.g. 7d, 12h; 0d: all)"},
     {"prune", "max_size", "STOWAGE_MAX_SIZE", "--max-size", NULL, T_SIZE, OFF(max_size), 0, 0,
      "prune: then delete least recently used entries until the store fits (e.g. 20G)"},
     {"prune", "grace", "STOWAGE_GRACE", "--grace", NULL, T_DURATION, OFF(grace), 0, 0,
@@ -361,6 +361,7 @@ static void set_defaults(stow_config *cfg)
     cfg->update = 1;
     cfg->prune_buildx = 1;
     cfg->grace = 3600;
+    cfg->max_age = -1; /* unset: no age limit; 0 (--max-age 0d) expires every entry */
     cfg->max_layers = 16;
     cfg->trim = 1;
     cfg->extract_on_failure = 1;

@@ -25,10 +25,12 @@ static const struct {
      "entries in the store: scope, key, created, last used, size, stored size, layers"},
     {"stats [--json]", "local directory sizes and store totals"},
     {"prune [--max-age 7d] [--max-size 20G] [--grace 1h] [--dry-run]",
-     "delete stale entries, then unreferenced layers and refs"},
+     "delete stale entries, then unreferenced layers and refs (--max-age 0d: every entry)"},
     {"doctor [options]",
      "print the resolved store, backend, S3 region, addressing, endpoint and credential source (never a "
      "secret), then PUT/GET/DELETE a probe object under the store prefix; exits 1 naming the failing step"},
+    {"delete KEY [--scope SCOPE] [--dry-run]",
+     "delete one entry and its refs; its layers go on the next prune once unreferenced"},
     {"help [--man] | --help", "this text (--man: the manual page, as roff)"},
     {"--version", "the version"},
 };

@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include "cancel.h"
 #include "hash.h"
 #include "log.h"
 #include "paths.h"
@@ -163,6 +164,12 @@ static int pack_one(struct archive *a, struct archive_entry *ae, int rootfd, sto
     }
     uint64_t left = e->type == STOW_FT_FILE ? e->size : 0;
     while (left > 0) {
+        if (stow_cancel_requested()) {
+            rc = stow_error_set(err, STOW_ERR, "interrupted by signal %d while packing %s/%s",
+                                stow_cancel_requested(), root_path, e->path);
+            w->failed = 1; /* the archive's final flush must not overwrite the reason */
+            goto done;
+        }
         size_t want = left < IO_CHUNK ? (size_t)left : IO_CHUNK;
         ssize_t n = read(fd, buf, want);
         if (n < 0 && errno == EINTR)
@@ -290,6 +297,12 @@ int stow_layer_pack(stow_manifest *m, size_t li, char *const *roots, stow_backen
     l->size = w.stored;
     l->raw_size = w.raw;
     l->files = nfiles;
+    if (stow_cancel_requested()) {
+        rc = stow_error_set(err, STOW_ERR, "interrupted by signal %d before committing %s",
+                            stow_cancel_requested(), object);
+        w.failed = 1;
+        goto done;
+    }
     stow_put *p = w.put;
     w.put = NULL;
     rc = b->ops->put_commit(p, err);

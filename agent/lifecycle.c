@@ -320,11 +320,12 @@ static int load_leases(prune_state *st, int remove_stale, stow_error *err)
     return rc == STOW_OK ? nlive : rc;
 }
 
-/* Step 1: entries unused for longer than max_age. */
+/* Step 1: entries unused for longer than max_age (every entry with expire_all). */
 static void mark_expired(prune_state *st)
 {
     for (size_t i = 0; i < st->ix->n; i++)
-        if (st->o->max_age > 0 && st->now - st->ix->entries[i].last_used > st->o->max_age)
+        if (st->o->expire_all ||
+            (st->o->max_age > 0 && st->now - st->ix->entries[i].last_used > st->o->max_age))
             st->dead[i] = 1;
 }
 
@@ -395,6 +396,8 @@ static int delete_unreferenced_layers(prune_state *st, stow_error *err)
         }
         if (layers.infos[k].mtime == 0 || st->now - layers.infos[k].mtime < st->o->grace) {
             stow_debug("keeping unreferenced %s: younger than the grace period", name);
+            st->res->layers_kept++;
+            st->res->bytes_kept += layers.infos[k].size;
             continue;
         }
         report(st, "layer", name, layers.infos[k].size);
@@ -585,5 +588,91 @@ done:
     free(st.leased);
     free(st.dead);
     stow_lifecycle_free(st.ix);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Deleting one entry
+ * ------------------------------------------------------------------------------------------ */
+
+/* Deletes refs/<scope>/<prefix> when it points at key. 1 deleted, 0 not, or an error. */
+static int delete_ref_if(stow_backend *b, const char *scope, const char *prefix, const char *key,
+                         const stow_prune_opts *o, stow_error *err)
+{
+    char to[STOW_LAYOUT_PART_MAX], name[STOW_LAYOUT_NAME_MAX];
+    stow_error e = {0};
+    int rc = stow_layout_fetch_ref(to, sizeof(to), b, scope, prefix, &e);
+    if (rc == STOW_ENOTFOUND || rc == STOW_ECORRUPT || (rc == STOW_OK && strcmp(to, key) != 0))
+        return 0;
+    if (rc != STOW_OK) {
+        *err = e;
+        return rc;
+    }
+    if (stow_layout_ref_name(name, sizeof(name), scope, prefix) != STOW_OK)
+        return 0;
+    if (o->report)
+        o->report(o->ud, "ref", name, 0);
+    rc = o->dry_run ? STOW_OK : stow_backend_del(b, name, err);
+    return rc == STOW_OK ? 1 : rc;
+}
+
+int stow_lifecycle_delete_entry(stow_prune_result *res, stow_backend *b, const char *scope,
+                                const char *key, const stow_prune_opts *o, stow_error *err)
+{
+    char name[STOW_LAYOUT_NAME_MAX], marker[STOW_LAYOUT_NAME_MAX];
+    stow_object_info info = {0, 0};
+    memset(res, 0, sizeof(*res));
+    if (stow_layout_manifest_name(name, sizeof(name), scope, key) != STOW_OK ||
+        stow_layout_access_name(marker, sizeof(marker), scope, key) != STOW_OK)
+        return stow_error_set(err, STOW_EUSAGE, "bad scope or key: %s / %s", scope, key);
+    int rc = stow_backend_head(b, name, &info, err);
+    if (rc == STOW_ENOTFOUND)
+        return stow_error_set(err, STOW_ENOTFOUND, "no entry %s in scope %s", key, scope);
+    if (rc != STOW_OK)
+        return rc;
+    /* The manifest first: from then on the entry is gone for every reader; a ref left behind
+     * points nowhere (restore skips it, prune removes it). */
+    if (o->report)
+        o->report(o->ud, "entry", name, info.size);
+    res->entries = 1;
+    if (!o->dry_run && (rc = stow_backend_del(b, name, err)) != STOW_OK)
+        return rc;
+    stow_error ignored;
+    if (!o->dry_run)
+        stow_backend_del(b, marker, &ignored);
+    /* The refs that point at it: every ref of the scope where the store lists, else the ones
+     * a save writes (separator prefixes of the key). */
+    char prefix_dir[STOW_LAYOUT_NAME_MAX];
+    snprintf(prefix_dir, sizeof(prefix_dir), "%s%s/", STOW_LAYOUT_REFS, scope);
+    name_list refs = {0};
+    if (stow_backend_can_list(b)) {
+        rc = list_prefix(&refs, b, prefix_dir, err);
+        for (size_t k = 0; rc == STOW_OK && k < refs.n; k++) {
+            char s[STOW_LAYOUT_PART_MAX], p[STOW_LAYOUT_PART_MAX];
+            if (stow_layout_parse_ref(s, p, refs.names[k]) != 0 || strcmp(s, scope) != 0 ||
+                strncmp(key, p, strlen(p)) != 0)
+                continue;
+            int n = delete_ref_if(b, scope, p, key, o, err);
+            if (n < 0)
+                rc = n;
+            else
+                res->refs += (size_t)n;
+        }
+    } else {
+        char p[STOW_LAYOUT_PART_MAX];
+        size_t len = strlen(key);
+        for (size_t i = 0; rc == STOW_OK && i + 1 < len && i + 1 < sizeof(p); i++) {
+            if (!(key[i] == '-' || key[i] == '_' || key[i] == '.'))
+                continue;
+            memcpy(p, key, i + 1);
+            p[i + 1] = '\0';
+            int n = delete_ref_if(b, scope, p, key, o, err);
+            if (n < 0)
+                rc = n;
+            else
+                res->refs += (size_t)n;
+        }
+    }
+    name_list_free(&refs);
     return rc;
 }

@@ -48,6 +48,7 @@ typedef void (*stow_prune_report_fn)(void *ud, const char *kind, const char *nam
 
 typedef struct stow_prune_opts {
     int64_t max_age;   /* seconds; 0 = no age limit */
+    int expire_all;    /* --max-age 0: every entry counts as unused for too long */
     uint64_t max_size; /* stored bytes; 0 = no size limit */
     /* Unreferenced layers (and temporary objects) younger than this are kept. Layers named by
      * a live lease (a save in progress) are kept whatever their age; 0 means "delete every
@@ -62,6 +63,9 @@ typedef struct stow_prune_result {
     size_t entries, layers, refs;
     size_t leases, temps; /* stale leases and temporary objects removed */
     uint64_t bytes_freed;
+    /* Unreferenced layers kept back because they are younger than the grace period. */
+    size_t layers_kept;
+    uint64_t bytes_kept;
 } stow_prune_result;
 
 /* Steps: load the entries and the leases (refusing grace 0 while one is live, removing stale
@@ -70,5 +74,12 @@ typedef struct stow_prune_result {
  * refs that point nowhere and stray access markers. */
 int stow_lifecycle_prune(stow_prune_result *res, stow_backend *b, const stow_prune_opts *opts,
                          stow_error *err);
+
+/* stowage delete: removes manifests/<scope>/<key>.json, its access marker and the refs of
+ * scope that point at it (report kinds "entry" and "ref"). Its layers stay: other entries may
+ * share them; the next prune deletes the ones nothing references (after the grace period).
+ * STOW_ENOTFOUND when there is no such entry. */
+int stow_lifecycle_delete_entry(stow_prune_result *res, stow_backend *b, const char *scope,
+                                const char *key, const stow_prune_opts *o, stow_error *err);
 
 #endif

@@ -52,8 +52,9 @@ int main(int argc, char **argv)
     int is_list = strcmp(cmd, "list") == 0, is_stats = strcmp(cmd, "stats") == 0,
         is_prune = strcmp(cmd, "prune") == 0;
     int is_mounts = strcmp(cmd, "mounts") == 0, is_doctor = strcmp(cmd, "doctor") == 0;
+    int is_delete = strcmp(cmd, "delete") == 0;
     if (!is_restore && !is_save && !is_key && !is_run && !is_setup && !is_clean && !is_list &&
-        !is_stats && !is_prune && !is_mounts && !is_doctor) {
+        !is_stats && !is_prune && !is_mounts && !is_doctor && !is_delete) {
         stow_error_log("unknown command \"%s\" (see stowage help)", cmd);
         return EXIT_USAGE;
     }
@@ -72,7 +73,7 @@ int main(int argc, char **argv)
         stow_cli_ctx_free(&r);
         return err.code == STOW_EUSAGE ? EXIT_USAGE : EXIT_FAILED;
     }
-    if (nrest > 0 && !is_run && !is_mounts) {
+    if (nrest > 0 && !is_run && !is_mounts && !is_delete) {
         stow_error_log("unexpected argument \"%s\" (see stowage help)", rest[0]);
         free(rest);
         stow_cli_ctx_free(&r);
@@ -99,6 +100,8 @@ int main(int argc, char **argv)
         code = stow_cli_prune(&r);
     else if (is_doctor)
         code = stow_cli_doctor(&r);
+    else if (is_delete)
+        code = stow_cli_delete(&r, rest, nrest);
     else
         code = stow_cli_restore_save(&r, is_save);
     free(rest);

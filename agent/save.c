@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "buildx.h"
+#include "cancel.h"
 #include "cache.h"
 #include "cache_int.h"
 #include "hash.h"
@@ -15,6 +16,7 @@
 #include "log.h"
 #include "manifest.h"
 #include "progress.h"
+#include "refs.h"
 #include "scan.h"
 #include "trim.h"
 #include "util.h"
@@ -185,18 +187,22 @@ done:
     return rc;
 }
 
-/* Refs for every restore-key prefix the key starts with. A failed ref costs a prefix lookup,
- * not the entry: warn only. */
+/* Refs for every prefix of the key that ends at a separator (capped) and for every
+ * restore-key prefix the key starts with (refs.h). A failed ref costs a prefix lookup, not the
+ * entry: warn only. */
 static void write_refs(const stow_cache_params *p, int64_t created)
 {
-    for (size_t r = 0; r < p->restore_keys->n; r++) {
-        const char *prefix = p->restore_keys->v[r];
-        if (strncmp(p->key, prefix, strlen(prefix)) != 0)
-            continue;
-        stow_error rerr = {0};
-        if (stow_layout_put_ref(p->backend, p->scope, prefix, p->key, created, &rerr) != STOW_OK)
-            stow_warn("entry saved, but updating ref %s failed: %s", prefix, rerr.msg);
+    stow_strlist names = {0};
+    stow_error rerr = {0};
+    if (stow_refs_for_save(&names, p->key, p->restore_keys, &rerr) != STOW_OK)
+        stow_warn("entry saved, but its refs were not written: %s", rerr.msg);
+    for (size_t r = 0; r < names.n; r++) {
+        if (stow_layout_put_ref(p->backend, p->scope, names.v[r], p->key, created, &rerr) !=
+            STOW_OK)
+            stow_warn("entry saved, but updating ref %s failed: %s", names.v[r], rerr.msg);
     }
+    stow_debug("wrote %zu refs for %s", names.n, p->key);
+    stow_strlist_free(&names);
 }
 
 static void prune_one(const char *dir)
@@ -495,6 +501,26 @@ static int scan_roots(stow_manifest **out, stow_cache_result *res, const stow_ca
     return STOW_OK;
 }
 
+/* An entry with no files is never stored: the next restore would report a hit for a cache
+ * it does not have (actions/cache's path validation does the same). */
+static void refuse_empty(const stow_cache_params *p)
+{
+    char missing[1024] = "";
+    size_t n = 0;
+    for (size_t i = 0; i < p->paths->n; i++) {
+        if (access(p->abs_paths[i], F_OK) == 0)
+            continue;
+        size_t len = strlen(missing);
+        snprintf(missing + len, sizeof(missing) - len, "%s%s", n++ ? ", " : "", p->paths->v[i]);
+    }
+    if (n > 0)
+        stow_warn("not saving %s: no files to save; %zu of %zu paths do not exist: %s", p->key, n,
+                  p->paths->n, missing);
+    else
+        stow_warn("not saving %s: the paths hold no files (%zu paths, all empty)", p->key,
+                  p->paths->n);
+}
+
 /* Packs and uploads layers [first_new, nlayers) of m. */
 static int upload_new_layers(stow_manifest *m, size_t first_new, const stow_cache_params *p,
                              stow_error *err)
@@ -544,6 +570,11 @@ int stow_cache_save(stow_cache_result *res, const stow_cache_params *p, stow_err
     rc = scan_roots(&m, res, p, err);
     if (rc != STOW_OK)
         goto done;
+    if (res->files == 0) {
+        refuse_empty(p);
+        res->empty = 1;
+        goto done;
+    }
     if (parent != NULL) {
         snprintf(res->parent_key, sizeof(res->parent_key), "%s", parent->key);
         /* Before anything of this save reads a file (--checksum, packing): atimes are the
@@ -598,6 +629,9 @@ int stow_cache_save(stow_cache_result *res, const stow_cache_params *p, stow_err
     cc.lease = &lease;
     cc.lease_written = lease_written;
     rc = upload_new_layers(m, first_new, p, err);
+    if (rc == STOW_OK && stow_cancel_requested())
+        rc = stow_error_set(err, STOW_ERR, "interrupted by signal %d before the commit",
+                            stow_cancel_requested());
     if (rc == STOW_OK)
         rc = commit_checked(&cc, err);
     if (rc == STOW_ETIMEOUT) {

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cancel.h"
 #include "httpc_int.h"
 #include "log.h"
 #include "util.h"
@@ -413,6 +414,11 @@ int httpc_run_xfer(xfer *x, stow_httpc_result *res, stow_error *err)
         if (o == OUT_FINAL) {
             if (x->deadline_hit)
                 stall_message(x, &e);
+            break;
+        }
+        if (httpc_aborted(x) && stow_cancel_requested()) {
+            rc = stow_error_set(&e, STOW_ERR, "%s %s: interrupted by signal %d", x->method,
+                                x->url_red, stow_cancel_requested());
             break;
         }
         if (x->is_get && x->delivered > before) {

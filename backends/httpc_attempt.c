@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cancel.h"
 #include "httpc_int.h"
 #include "log.h"
 #include "util.h"
@@ -76,8 +77,10 @@ static int parse_content_range(const char *v, uint64_t *first, uint64_t *last, i
 
 int httpc_aborted(const xfer *x)
 {
+    /* A signal stops every transfer but the cleanup ones (DELETE), which must still run. */
     return (x->abort_flag && atomic_load(x->abort_flag)) ||
-           (x->pipe && atomic_load(&x->pipe->abort));
+           (x->pipe && atomic_load(&x->pipe->abort)) ||
+           (stow_cancel_requested() && strcmp(x->method, "DELETE") != 0);
 }
 
 const char *httpc_header_value(CURL *c, const char *name)

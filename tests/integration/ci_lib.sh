@@ -54,14 +54,13 @@ release_setup() {
         return 1
     fi
     local tb
-    tb=$(find "$STOW_TEST_BUILD/dist" -maxdepth 1 -name 'stowage-*-linux-*.tar.gz' 2>/dev/null | head -n 1)
-    if [ -z "$tb" ]; then
-        cmake --build "$STOW_TEST_BUILD" --target dist >"$T/dist.log" 2>&1 || {
-            echo "FAIL: cmake --build --target dist: $(tail -20 "$T/dist.log")" >&2
-            exit 1
-        }
-        tb=$(find "$STOW_TEST_BUILD/dist" -maxdepth 1 -name 'stowage-*-linux-*.tar.gz' | head -n 1)
-    fi
+    # Always through the target (it repacks only when the binary changed): a tarball left
+    # from an older build would hold an older stowage.
+    cmake --build "$STOW_TEST_BUILD" --target dist >"$T/dist.log" 2>&1 || {
+        echo "FAIL: cmake --build --target dist: $(tail -20 "$T/dist.log")" >&2
+        exit 1
+    }
+    tb=$(find "$STOW_TEST_BUILD/dist" -maxdepth 1 -name 'stowage-*-linux-*.tar.gz' | head -n 1)
     REL_FILE=$(basename "$tb")
     REL_VERSION=${REL_FILE#stowage-}
     REL_VERSION=${REL_VERSION%-linux-*}

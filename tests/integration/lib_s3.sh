@@ -290,8 +290,9 @@ s3_start_moto() { # [bucket]
     for attempt in 1 2 3; do
         port=$(s3_free_port) || return 1
         S3_LOG="$dir/moto.log"
-        # exactly the five IAM set-up calls below run unauthenticated
-        INITIAL_NO_AUTH_ACTION_COUNT=5 s3_spawn "$moto" -H 127.0.0.1 -p "$port"
+        # exactly the five IAM set-up calls below run unauthenticated (plus the
+        # S3_MOTO_SETUP_CALLS calls of an S3_MOTO_SETUP function, see below)
+        INITIAL_NO_AUTH_ACTION_COUNT=$((5 + ${S3_MOTO_SETUP_CALLS:-0})) s3_spawn "$moto" -H 127.0.0.1 -p "$port"
         if s3_wait_http "http://127.0.0.1:$port/moto-api/" 200 60; then
             break
         fi
@@ -322,6 +323,11 @@ ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
 print(root.find(".//" + ns + "AccessKeyId").text, root.find(".//" + ns + "SecretAccessKey").text)
 ') || { s3_start_failed "moto: cannot read the CreateAccessKey answer"; return 1; }
     read -r ak sk <<<"$keys"
+    # S3_MOTO_SETUP: a function making exactly S3_MOTO_SETUP_CALLS more IAM calls
+    # (s3_moto_iam) while authentication is still off, e.g. users with narrower policies.
+    if [ -n "${S3_MOTO_SETUP:-}" ]; then
+        "$S3_MOTO_SETUP" || { s3_start_failed "moto: $S3_MOTO_SETUP failed"; return 1; }
+    fi
     s3_export moto "$S3_ENDPOINT_PENDING" "$bucket" "$ak" "$sk"
 
     # authentication must now be on: a wrong secret is refused, the real one accepted
