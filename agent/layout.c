@@ -317,7 +317,7 @@ int stow_layout_fetch_manifest(stow_manifest **out, stow_backend *b, const char 
         return stow_error_set(err, STOW_EUSAGE, "bad scope or key: %s / %s", scope, key);
     int rc = stow_layout_fetch(&buf, &len, b, name, STOW_MANIFEST_MAX_BYTES, err);
     if (rc == STOW_OK)
-        rc = stow_manifest_from_json(out, buf, len, name, err);
+        rc = stow_manifest_decode(out, buf, len, name, err);
     free(buf);
     if (rc == STOW_OK && strcmp((*out)->key, key) != 0) {
         rc = stow_error_set(err, STOW_ECORRUPT, "%s: manifest names another key, \"%s\"", name,

@@ -346,7 +346,7 @@ static int put_manifest(commit_ctx *c, stow_error *err)
 {
     char *json = NULL;
     size_t jlen = 0;
-    int rc = stow_manifest_to_json(&json, &jlen, c->m, err);
+    int rc = stow_manifest_encode(&json, &jlen, c->m, err);
     if (rc == STOW_OK)
         rc = stow_backend_put_buffer(c->p->backend, c->name, json, jlen, 0, err);
     free(json);

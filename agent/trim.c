@@ -324,9 +324,7 @@ int stow_trim_plan(stow_trim_stats *st, stow_trim_dropped **dropped, stow_manife
         }
         if (rc == STOW_OK)
             rc = dropped_add(d, m->files[i].root, m->files[i].path, err);
-        free(m->files[i].path);
-        free(m->files[i].target);
-        free(m->files[i].sha256);
+        free(m->files[i].sha256); /* path and target live in m's arena */
     }
     m->nfiles = w;
     if (rc == STOW_OK && dropped != NULL) {
