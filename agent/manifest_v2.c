@@ -129,7 +129,7 @@ static int w_entry(v2_writer *w, const stow_manifest *m, const stow_file_entry *
     unsigned char t = (unsigned char)e->type;
     w_put(w, &t, 1);
     w_varint(w, e->mode);
-    w_varint(w, ((uint64_t)e->mtime << 1) ^ (uint64_t)(e->mtime >> 63));
+    w_varint(w, ((uint64_t)e->mtime << 1) ^ (e->mtime < 0 ? UINT64_MAX : 0)); /* zigzag */
     w_varint(w, (uint64_t)(uint32_t)e->mtime_ns);
     if (e->type == STOW_FT_FILE) {
         unsigned char flags = e->sha256 != NULL ? V2_HAS_SHA : 0, d[STOW_SHA256_LEN];
