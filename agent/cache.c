@@ -182,7 +182,7 @@ static void save_state(const stow_cache_params *p, const stow_cache_result *res,
     if (m != NULL && stow_cache_state_path(mpath, sizeof(mpath), p, ".manifest.json") == STOW_OK) {
         char *mj = NULL;
         size_t ml = 0;
-        if (stow_manifest_to_json(&mj, &ml, m, &err) != STOW_OK ||
+        if (stow_manifest_encode(&mj, &ml, m, &err) != STOW_OK ||
             write_file_atomic(mpath, mj, ml, &err) != STOW_OK)
             stow_warn("cannot record the restored manifest: %s", err.msg);
         free(mj);
@@ -215,7 +215,7 @@ static stow_manifest *state_manifest(const stow_cache_params *p)
     stow_buf_init(&text, STOW_MANIFEST_MAX_BYTES);
     int rc = stow_read_file(&text, path, STOW_MANIFEST_MAX_BYTES, &err);
     if (rc == STOW_OK && text.len > 0 &&
-        stow_manifest_from_json(&m, text.ptr, text.len, path, &err) != STOW_OK)
+        stow_manifest_decode(&m, text.ptr, text.len, path, &err) != STOW_OK)
         rc = STOW_ERR;
     if (rc != STOW_OK && rc != STOW_ENOTFOUND)
         stow_warn("ignoring restore state: %s", err.msg);

@@ -409,7 +409,7 @@ int stow_layout_fetch_manifest_verified(stow_manifest **out, int *refused, stow_
             goto done;
         }
     }
-    rc = stow_manifest_from_json(out, buf, bodylen, name, err);
+    rc = stow_manifest_decode(out, buf, bodylen, name, err);
     if (rc == STOW_OK && strcmp((*out)->key, key) != 0) {
         rc = stow_error_set(err, STOW_ECORRUPT, "%s: manifest names another key, \"%s\"", name,
                             (*out)->key);

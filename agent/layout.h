@@ -3,7 +3,11 @@
  * names through this module.
  *
  * Relative to the store URL:
- *   manifests/<scope>/<key>.json   one cache entry; written last, it is the commit point
+ *   manifests/<scope>/<key>.json   one cache entry; written last, it is the commit point.
+ *                                  The name stays ".json" for every manifest version (so
+ *                                  listing, prune and old entries need one name): version 2
+ *                                  is a JSON header and a binary index (manifest_v2.c),
+ *                                  version 1 is all JSON; stow_manifest_decode reads both
  *   refs/<scope>/<restore-prefix>  {"key": newest key saved under that prefix, "created": t}
  *   layers/<id>.tar.zst            immutable zstd tarballs, shared by entries
  *   access/<scope>/<key>           {"time": last restore}, for prune

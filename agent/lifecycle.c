@@ -76,7 +76,7 @@ static int load_entry(stow_entry_info *e, stow_backend *b, const char *name)
     if (stow_layout_fetch(&buf, &len, b, name, STOW_MANIFEST_MAX_BYTES, &merr) != STOW_OK ||
         /* a signed entry: prune reads the manifest without the signature trailer */
         (stow_layout_manifest_unseal(&len, alg, sizeof(alg), sig, sizeof(sig), buf, len), 0) ||
-        stow_manifest_from_json(&m, buf, len, name, &merr) != STOW_OK) {
+        stow_manifest_decode(&m, buf, len, name, &merr) != STOW_OK) {
         stow_warn("skipping %s: %s", name, merr.msg);
         free(buf);
         return 0;

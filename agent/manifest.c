@@ -6,7 +6,43 @@
 #include <string.h>
 
 #include "layout.h"
+#include "manifest_int.h"
 #include "paths.h"
+
+/* The string arena: paths and link targets in chunks, so a million entries cost their bytes
+ * and not a million allocations (each with its own header and rounding). */
+#define ARENA_CHUNK (256u << 10)
+typedef struct arena_chunk {
+    struct arena_chunk *next;
+    size_t used, cap;
+    char data[];
+} arena_chunk;
+struct stow_manifest_arena {
+    arena_chunk *head;
+};
+
+static char *arena_dup(stow_manifest *m, const char *s, size_t n)
+{
+    if (m->arena == NULL && (m->arena = calloc(1, sizeof(*m->arena))) == NULL)
+        return NULL;
+    arena_chunk *c = m->arena->head;
+    if (n >= SIZE_MAX / 2)
+        return NULL;
+    if (c == NULL || c->cap - c->used < n + 1) {
+        size_t cap = n + 1 > ARENA_CHUNK ? n + 1 : ARENA_CHUNK;
+        if ((c = malloc(sizeof(*c) + cap)) == NULL)
+            return NULL;
+        c->used = 0;
+        c->cap = cap;
+        c->next = m->arena->head;
+        m->arena->head = c;
+    }
+    char *p = c->data + c->used;
+    memcpy(p, s, n);
+    p[n] = '\0';
+    c->used += n + 1;
+    return p;
+}
 
 stow_manifest *stow_manifest_new(void) { return calloc(1, sizeof(stow_manifest)); }
 
@@ -14,12 +50,16 @@ void stow_manifest_free(stow_manifest *m)
 {
     if (m == NULL)
         return;
-    for (size_t i = 0; i < m->nfiles; i++) {
-        free(m->files[i].path);
-        free(m->files[i].target);
+    for (size_t i = 0; i < m->nfiles; i++)
         free(m->files[i].sha256);
-    }
     free(m->files);
+    if (m->arena != NULL) {
+        for (arena_chunk *c = m->arena->head, *next; c != NULL; c = next) {
+            next = c->next;
+            free(c);
+        }
+        free(m->arena);
+    }
     for (size_t i = 0; i < m->nroots; i++)
         free(m->roots[i]);
     free(m->roots);
@@ -88,20 +128,18 @@ int stow_manifest_add_file(stow_manifest *m, const stow_file_entry *e, stow_erro
         m->capfiles = ncap;
     }
     stow_file_entry c = *e;
-    c.path = strdup(e->path);
-    c.target = e->target ? strdup(e->target) : NULL;
+    c.path = arena_dup(m, e->path, strlen(e->path));
+    c.target = e->target ? arena_dup(m, e->target, strlen(e->target)) : NULL;
     c.sha256 = e->sha256 ? strdup(e->sha256) : NULL;
     if (c.path == NULL || (e->target && c.target == NULL) || (e->sha256 && c.sha256 == NULL)) {
-        free(c.path);
-        free(c.target);
-        free(c.sha256);
+        free(c.sha256); /* what the arena took stays there until the manifest is freed */
         return stow_error_set(err, STOW_ERR, "out of memory");
     }
     m->files[m->nfiles++] = c;
     return STOW_OK;
 }
 
-static int cmp_entry(const void *a, const void *b)
+int stow_manifest_cmp_entry(const void *a, const void *b)
 {
     const stow_file_entry *x = a, *y = b;
     if (x->root != y->root)
@@ -112,7 +150,7 @@ static int cmp_entry(const void *a, const void *b)
 void stow_manifest_sort(stow_manifest *m)
 {
     if (m->nfiles > 1)
-        qsort(m->files, m->nfiles, sizeof(*m->files), cmp_entry);
+        qsort(m->files, m->nfiles, sizeof(*m->files), stow_manifest_cmp_entry);
 }
 
 stow_file_entry *stow_manifest_find(const stow_manifest *m, uint32_t root, const char *path)
@@ -120,7 +158,7 @@ stow_file_entry *stow_manifest_find(const stow_manifest *m, uint32_t root, const
     stow_file_entry key = {.root = root, .path = (char *)path};
     if (m->nfiles == 0) /* files may be NULL, which bsearch must not get */
         return NULL;
-    return bsearch(&key, m->files, m->nfiles, sizeof(*m->files), cmp_entry);
+    return bsearch(&key, m->files, m->nfiles, sizeof(*m->files), stow_manifest_cmp_entry);
 }
 
 void stow_manifest_map_roots(int32_t *proot, const stow_manifest *m, const stow_manifest *other)
@@ -144,23 +182,25 @@ int stow_manifest_layer_object(char *out, size_t outsz, const stow_layer *l)
     return stow_layout_layer_name(out, outsz, l->id) == STOW_OK ? STOW_OK : STOW_ERR;
 }
 
-int stow_manifest_to_json(char **out, size_t *outlen, const stow_manifest *m, stow_error *err)
+json_t *stow_manifest_header_json(const stow_manifest *m, int version)
 {
-    int rc = STOW_ERR;
-    json_t *root = json_object(), *roots = json_array(), *layers = json_array(),
-           *files = json_array();
-    *out = NULL;
-    if (!root || !roots || !layers || !files)
+    json_t *root = json_object(), *roots = json_array(), *layers = json_array();
+    uint64_t total = 0;
+    if (!root || !roots || !layers)
         goto oom;
-    json_object_set_new(root, "version", json_integer(STOW_MANIFEST_VERSION));
-    json_object_set_new(root, "key", json_string(m->key ? m->key : ""));
-    json_object_set_new(root, "scope", json_string(m->scope ? m->scope : ""));
-    json_object_set_new(root, "created", json_integer(m->created));
-    json_object_set_new(root, "tool", json_string("stowage " STOW_VERSION));
+    for (size_t i = 0; i < m->nfiles; i++)
+        if (m->files[i].type == STOW_FT_FILE)
+            total += m->files[i].size;
+    if (json_object_set_new(root, "version", json_integer(version)) != 0 ||
+        json_object_set_new(root, "key", json_string(m->key ? m->key : "")) != 0 ||
+        json_object_set_new(root, "scope", json_string(m->scope ? m->scope : "")) != 0 ||
+        json_object_set_new(root, "created", json_integer(m->created)) != 0 ||
+        json_object_set_new(root, "tool", json_string("stowage " STOW_VERSION)) != 0 ||
+        json_object_set_new(root, "total_size", json_integer((json_int_t)total)) != 0)
+        goto oom;
     for (size_t i = 0; i < m->nroots; i++)
         if (json_array_append_new(roots, json_string(m->roots[i])) != 0)
             goto oom;
-    uint64_t total = 0;
     for (size_t i = 0; i < m->nlayers; i++) {
         const stow_layer *l = &m->layers[i];
         json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:I}", "id", l->id, "sha256", l->sha256, "size",
@@ -169,6 +209,23 @@ int stow_manifest_to_json(char **out, size_t *outlen, const stow_manifest *m, st
         if (o == NULL || json_array_append_new(layers, o) != 0)
             goto oom;
     }
+    json_object_set_new(root, "roots", roots);
+    json_object_set_new(root, "layers", layers);
+    return root;
+oom:
+    json_decref(layers);
+    json_decref(roots);
+    json_decref(root);
+    return NULL;
+}
+
+int stow_manifest_to_json(char **out, size_t *outlen, const stow_manifest *m, stow_error *err)
+{
+    int rc = STOW_ERR;
+    json_t *root = stow_manifest_header_json(m, STOW_MANIFEST_VERSION_JSON), *files = json_array();
+    *out = NULL;
+    if (!root || !files)
+        goto oom;
     for (size_t i = 0; i < m->nfiles; i++) {
         const stow_file_entry *e = &m->files[i];
         char type[2] = {e->type, '\0'};
@@ -177,10 +234,8 @@ int stow_manifest_to_json(char **out, size_t *outlen, const stow_manifest *m, st
                               (int)e->mtime_ns);
         if (o == NULL)
             goto oom;
-        if (e->type == STOW_FT_FILE) {
+        if (e->type == STOW_FT_FILE)
             json_object_set_new(o, "s", json_integer((json_int_t)e->size));
-            total += e->size;
-        }
         if (e->layer >= 0)
             json_object_set_new(o, "l", json_integer(e->layer));
         if (e->type == STOW_FT_LINK)
@@ -192,11 +247,8 @@ int stow_manifest_to_json(char **out, size_t *outlen, const stow_manifest *m, st
         if (json_array_append_new(files, o) != 0)
             goto oom;
     }
-    json_object_set_new(root, "total_size", json_integer((json_int_t)total));
-    json_object_set_new(root, "roots", roots);
-    json_object_set_new(root, "layers", layers);
     json_object_set_new(root, "files", files);
-    roots = layers = files = NULL;
+    files = NULL;
     *out = json_dumps(root, JSON_COMPACT);
     if (*out == NULL)
         goto oom;
@@ -207,13 +259,11 @@ oom:
     rc = stow_error_set(err, STOW_ERR, "out of memory while writing the manifest");
 done:
     json_decref(files);
-    json_decref(layers);
-    json_decref(roots);
     json_decref(root);
     return rc;
 }
 
-static int is_hex(const char *s, size_t n)
+int stow_manifest_is_hex(const char *s, size_t n)
 {
     if (strlen(s) != n)
         return 0;
@@ -241,9 +291,9 @@ static int parse_header(stow_manifest *m, json_t **roots, json_t **layers, json_
                        "key", &key, "scope", &scope, "created", &created, "roots", roots, "layers",
                        layers, "files", files) != 0)
         BAD("%s: not a stowage manifest (%s)", what, jerr.text);
-    if (version != STOW_MANIFEST_VERSION)
-        BAD("%s: manifest version %lld is not supported (this stowage reads version %d)", what,
-            (long long)version, STOW_MANIFEST_VERSION);
+    if (version != STOW_MANIFEST_VERSION_JSON)
+        BAD("%s: manifest version %lld is not supported (this stowage reads versions %d and %d)",
+            what, (long long)version, STOW_MANIFEST_VERSION_JSON, STOW_MANIFEST_VERSION);
     if (!json_is_array(*roots) || !json_is_array(*layers) || !json_is_array(*files))
         BAD("%s: roots, layers and files must be arrays", what);
     if (json_array_size(*roots) > STOW_MAX_ROOTS || json_array_size(*layers) > STOW_MAX_LAYERS ||
@@ -256,7 +306,7 @@ done:
 }
 
 /* Step 2: roots, as configured. */
-static int parse_roots(stow_manifest *m, json_t *roots, const char *what, stow_error *err)
+int stow_manifest_parse_roots(stow_manifest *m, json_t *roots, const char *what, stow_error *err)
 {
     int rc = STOW_OK;
     size_t i;
@@ -273,7 +323,7 @@ done:
 }
 
 /* Step 3: layers: hex id and sha256, non-negative sizes. */
-static int parse_layers(stow_manifest *m, json_t *layers, const char *what, stow_error *err)
+int stow_manifest_parse_layers(stow_manifest *m, json_t *layers, const char *what, stow_error *err)
 {
     int rc = STOW_OK;
     json_error_t jerr;
@@ -286,8 +336,8 @@ static int parse_layers(stow_manifest *m, json_t *layers, const char *what, stow
         if (json_unpack_ex(v, &jerr, 0, "{s:s, s:s, s:I, s:I, s:I}", "id", &id, "sha256", &sha,
                            "size", &size, "raw_size", &raw, "files", &nf) != 0)
             BAD("%s: layers[%zu]: %s", what, i, jerr.text);
-        if (!is_hex(id, STOW_LAYER_ID_LEN) || !is_hex(sha, STOW_SHA256_HEX_LEN) || size < 0 ||
-            raw < 0 || nf < 0)
+        if (!stow_manifest_is_hex(id, STOW_LAYER_ID_LEN) ||
+            !stow_manifest_is_hex(sha, STOW_SHA256_HEX_LEN) || size < 0 || raw < 0 || nf < 0)
             BAD("%s: layers[%zu] has a bad id, sha256 or size", what, i);
         stow_layer *l = stow_manifest_add_layer(m, err);
         if (l == NULL) {
@@ -328,7 +378,7 @@ static int parse_file(stow_manifest *m, json_t *v, size_t i, const char *what, s
             (long long)layer);
     if (t[0] == STOW_FT_LINK && (lt == NULL || !stow_path_link_ok(p, lt)))
         BAD("%s: files[%zu]: symlink %s points outside its root", what, i, p);
-    if (h != NULL && !is_hex(h, STOW_SHA256_HEX_LEN))
+    if (h != NULL && !stow_manifest_is_hex(h, STOW_SHA256_HEX_LEN))
         BAD("%s: files[%zu] (%s) has a bad content hash", what, i, p);
     if (unread < 0 || unread > STOW_MAX_UNREAD)
         BAD("%s: files[%zu] (%s) has a bad unread count", what, i, p);
@@ -394,8 +444,8 @@ int stow_manifest_from_json(stow_manifest **out, const char *buf, size_t len, co
         goto done;
     }
     if ((rc = parse_header(m, &roots, &layers, &files, root, what, err)) != STOW_OK ||
-        (rc = parse_roots(m, roots, what, err)) != STOW_OK ||
-        (rc = parse_layers(m, layers, what, err)) != STOW_OK ||
+        (rc = stow_manifest_parse_roots(m, roots, what, err)) != STOW_OK ||
+        (rc = stow_manifest_parse_layers(m, layers, what, err)) != STOW_OK ||
         (rc = parse_files(m, files, what, err)) != STOW_OK)
         goto done;
     *out = m;

@@ -352,7 +352,7 @@ static int put_manifest(commit_ctx *c, stow_error *err)
 {
     char *json = NULL, *obj = NULL;
     size_t jlen = 0;
-    int rc = stow_manifest_to_json(&json, &jlen, c->m, err);
+    int rc = stow_manifest_encode(&json, &jlen, c->m, err);
     if (rc == STOW_OK) /* signed when a signing key is set (layout.h) */
         rc = stow_layout_manifest_seal(&obj, &jlen, c->name, json, jlen, c->p->signer, err);
     if (rc == STOW_OK)

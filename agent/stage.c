@@ -19,6 +19,16 @@
 
 #define SWEEP_MAX_DEPTH 256
 
+/* Names of staged files live in chunks freed with the stage (a million small files cost their
+ * bytes, not two allocations each); a file's directory is shared with the previous one's when
+ * they are equal, which they mostly are (layers list files directory by directory). */
+#define NAME_CHUNK (256u << 10)
+typedef struct name_chunk {
+    struct name_chunk *next;
+    size_t used, cap;
+    char data[];
+} name_chunk;
+
 typedef struct {
     uint32_t root;
     char *dir;
@@ -39,6 +49,8 @@ struct stow_stage {
     pthread_mutex_t lock;
     staged_file *files;
     size_t nfiles, capfiles;
+    name_chunk *names; /* dir and name of files */
+    const char *last_dir;
     created_dir *dirs;
     size_t ndirs, capdirs;
     int oom; /* a created directory could not be recorded */
@@ -86,9 +98,9 @@ void stow_stage_free(stow_stage *s)
 {
     if (s == NULL)
         return;
-    for (size_t i = 0; i < s->nfiles; i++) {
-        free(s->files[i].dir);
-        free(s->files[i].name);
+    for (name_chunk *c = s->names, *next; c != NULL; c = next) {
+        next = c->next;
+        free(c);
     }
     free(s->files);
     for (size_t i = 0; i < s->ndirs; i++)
@@ -162,12 +174,37 @@ void stow_stage_temp_name(char *out, size_t outsz)
     snprintf(out, outsz, STOW_TEMP_PREFIX "%s" STOW_TEMP_SUFFIX, rnd);
 }
 
+/* A copy of s[0, n) in the stage's chunks (lock held); NULL when out of memory. */
+static char *names_dup(stow_stage *st, const char *s, size_t n)
+{
+    name_chunk *c = st->names;
+    if (c == NULL || c->cap - c->used < n + 1) {
+        size_t cap = n + 1 > NAME_CHUNK ? n + 1 : NAME_CHUNK;
+        if ((c = malloc(sizeof(*c) + cap)) == NULL)
+            return NULL;
+        c->used = 0;
+        c->cap = cap;
+        c->next = st->names;
+        st->names = c;
+    }
+    char *p = c->data + c->used;
+    memcpy(p, s, n);
+    p[n] = '\0';
+    c->used += n + 1;
+    return p;
+}
+
 int stow_stage_add(stow_stage *s, uint32_t root, const char *dir, const char *name, const char *tmp,
                    stow_error *err)
 {
     int rc = STOW_OK;
-    char *d = strdup(dir), *n = strdup(name);
+    char *d = NULL, *n = NULL;
     pthread_mutex_lock(&s->lock);
+    if (s->last_dir != NULL && strcmp(s->last_dir, dir) == 0)
+        d = (char *)s->last_dir;
+    else if ((d = names_dup(s, dir, strlen(dir))) != NULL)
+        s->last_dir = d;
+    n = names_dup(s, name, strlen(name));
     if (d == NULL || n == NULL) {
         rc = stow_error_set(err, STOW_ERR, "out of memory");
         goto done;
@@ -187,11 +224,8 @@ int stow_stage_add(stow_stage *s, uint32_t root, const char *dir, const char *na
     f->dir = d;
     f->name = n;
     stow_strlcpy(f->tmp, tmp, sizeof(f->tmp));
-    d = n = NULL;
 done:
     pthread_mutex_unlock(&s->lock);
-    free(d);
-    free(n);
     return rc;
 }
 
@@ -261,11 +295,8 @@ int stow_stage_commit(stow_stage *s, size_t *committed, stow_error *err)
 done:
     stow_safedir_cache_close(&dc);
     if (*committed > 0 && s->files != NULL) {
-        /* Renamed files are in place: only the rest stays staged for discard. */
-        for (size_t i = 0; i < *committed; i++) {
-            free(s->files[i].dir);
-            free(s->files[i].name);
-        }
+        /* Renamed files are in place: only the rest stays staged for discard (their names
+         * stay in the chunks until the stage is freed). */
         memmove(s->files, s->files + *committed, (s->nfiles - *committed) * sizeof(*s->files));
         s->nfiles -= *committed;
     }
@@ -296,8 +327,6 @@ void stow_stage_discard(stow_stage *s)
                                          &ignored);
         if (dfd >= 0)
             unlinkat(dfd, f->tmp, 0);
-        free(f->dir);
-        free(f->name);
     }
     s->nfiles = 0;
     /* A longer path is never the parent of a shorter one: longest first removes children

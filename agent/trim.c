@@ -17,6 +17,7 @@
 #include "log.h"
 #include "paths.h"
 #include "progress.h"
+#include "safedir.h"
 #include "scan.h"
 #include "util.h"
 
@@ -185,23 +186,39 @@ void stow_trim_mark_restored(const stow_manifest *m, char *const *roots, const s
         json_array_append_new(jroots, json_pack("{s:s, s:b, s:I, s:s}", "path", roots[r], "tracked",
                                                 c == 1, "dev", (json_int_t)rst.st_dev, "why", why));
     }
-    for (size_t i = 0; i < m->nfiles; i++) {
+    /* Directory-relative in index order (sorted): one utimensat per file, each directory
+     * opened once, no path built per file. */
+    stow_safedir_walk w = STOW_SAFEDIR_WALK_INIT;
+    int *rootfd = malloc((m->nroots ? m->nroots : 1) * sizeof(*rootfd));
+    for (size_t r = 0; rootfd != NULL && r < m->nroots; r++)
+        rootfd[r] = roots[r] != NULL && tracked[r]
+                        ? open(roots[r], O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                        : -1;
+    for (size_t i = 0; rootfd != NULL && i < m->nfiles; i++) {
         const stow_file_entry *e = &m->files[i];
-        if (e->type != STOW_FT_FILE || roots[e->root] == NULL || !tracked[e->root])
+        if (e->type != STOW_FT_FILE || rootfd[e->root] < 0)
             continue;
         /* The marker comes from the index's mtime, without a stat: a local file that is not
          * the entry's (another mtime) does not look marked afterwards and counts as read. */
-        char path[PATH_MAX];
         struct stat st;
+        stow_error ignored;
         st.st_mtim.tv_sec = (time_t)e->mtime;
         st.st_mtim.tv_nsec = e->mtime_ns;
-        if (snprintf(path, sizeof(path), "%s/%s", roots[e->root], e->path) >= (int)sizeof(path))
-            continue;
-        if (mark_at(AT_FDCWD, path, &st) == 0)
+        const char *slash = strrchr(e->path, '/');
+        int dfd = stow_safedir_walk_get(&w, rootfd[e->root], e->path,
+                                        slash ? (size_t)(slash - e->path) : 0, &ignored);
+        if (dfd >= 0 && mark_at(dfd, slash ? slash + 1 : e->path, &st) == 0)
             marked++;
-        else if (errno != ENOENT)
-            failed++;
+        else if (dfd >= 0 && errno != ENOENT)
+            failed++; /* a directory gone or unreadable: not marked, so it counts as read */
     }
+    stow_safedir_walk_close(&w);
+    for (size_t r = 0; rootfd != NULL && r < m->nroots; r++)
+        if (rootfd[r] >= 0)
+            close(rootfd[r]);
+    if (rootfd == NULL)
+        failed = m->nfiles;
+    free(rootfd);
     free(tracked);
     json_object_set_new(o, "roots", jroots);
     jroots = NULL;
@@ -324,9 +341,7 @@ int stow_trim_plan(stow_trim_stats *st, stow_trim_dropped **dropped, stow_manife
         }
         if (rc == STOW_OK)
             rc = dropped_add(d, m->files[i].root, m->files[i].path, err);
-        free(m->files[i].path);
-        free(m->files[i].target);
-        free(m->files[i].sha256);
+        free(m->files[i].sha256); /* path and target live in m's arena */
     }
     m->nfiles = w;
     if (rc == STOW_OK && dropped != NULL) {

@@ -5,6 +5,8 @@ set -euo pipefail
 
 : "${STOWAGE_BIN:?STOWAGE_BIN must point to the stowage binary (CTest sets it)}"
 : "${STOW_TEST_SRC:?STOW_TEST_SRC must point to the source tree (CTest sets it)}"
+# manifest_json.py reads stored manifests of either version for the checks.
+export PYTHONPATH="$STOW_TEST_SRC/tests/integration${PYTHONPATH:+:$PYTHONPATH}"
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/stowage-test.XXXXXX")
 _cleanups=()

@@ -265,7 +265,7 @@ suite_corrupt_layer() {
 # The layer objects a manifest references.
 stow_layers_of() {
     store_get "manifests/default/$1.json" "$T/m.json"
-    python3 -c 'import json,sys; [print("layers/%s.tar.zst" % l["id"]) for l in json.load(open(sys.argv[1]))["layers"]]' "$T/m.json"
+    python3 -c 'import manifest_json,sys; [print("layers/%s.tar.zst" % l["id"]) for l in manifest_json.load(sys.argv[1])["layers"]]' "$T/m.json"
 }
 
 suite_hostile() {
@@ -626,7 +626,7 @@ suite_prune_during_save() {
     if wait_prune_sees 'live lease leases/[0-9a-f]*\.json'; then
         # What a prune that listed the leases just before this save wrote its own would do.
         store_del "ps/manifests/default/ps-parent2.json"
-        for l in $(python3 -c 'import json,sys; [print("layers/%s.tar.zst" % l["id"]) for l in json.load(open(sys.argv[1]))["layers"]]' "$T/ps-parent2.json"); do
+        for l in $(python3 -c 'import manifest_json,sys; [print("layers/%s.tar.zst" % l["id"]) for l in manifest_json.load(sys.argv[1])["layers"]]' "$T/ps-parent2.json"); do
             store_del "ps/$l"
         done
         ok "parent entry and its layers deleted while the save uploads"

@@ -182,7 +182,7 @@ gha corrupt-save "${COMMON[@]}" --input key=corrupt-1 --input 'path=~/c' \
     --build 'mkdir -p ~/c && head -c 100000 /dev/urandom >~/c/blob'
 expect_eq "saved" "$(R corrupt-save post.exit)" 0
 manifest=$(find "$STORE/manifests" -name corrupt-1.json | head -1)
-layer=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["layers"][0]["id"])' "$manifest")
+layer=$(python3 -c 'import manifest_json,sys; print(manifest_json.load(sys.argv[1])["layers"][0]["id"])' "$manifest")
 python3 -c 'import sys; p=sys.argv[1]; b=bytearray(open(p,"rb").read()); b[len(b)//2]^=1; open(p,"wb").write(b)' \
     "$STORE/layers/$layer.tar.zst"
 NAME=corrupt

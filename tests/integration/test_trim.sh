@@ -32,17 +32,17 @@ build_ac() { cat "$1/A/a.deb" "$1/C/c.deb" >/dev/null; }
 # manifest_has MANIFEST PATH -> 0 when the entry lists PATH
 manifest_has() {
     python3 - "$1" "$2" <<'PY'
-import json, sys
-m = json.load(open(sys.argv[1]))
+import manifest_json, sys
+m = manifest_json.load(sys.argv[1])
 sys.exit(0 if any(f["p"] == sys.argv[2] for f in m["files"]) else 1)
 PY
 }
 # layer_bytes MANIFEST -> stored bytes of its layers (what an ephemeral runner downloads)
-layer_bytes() { python3 -c 'import json,sys; print(sum(l["size"] for l in json.load(open(sys.argv[1]))["layers"]))' "$1"; }
+layer_bytes() { python3 -c 'import manifest_json,sys; print(sum(l["size"] for l in manifest_json.load(sys.argv[1])["layers"]))' "$1"; }
 unread_of() {
     python3 - "$1" "$2" <<'PY'
-import json, sys
-m = json.load(open(sys.argv[1]))
+import manifest_json, sys
+m = manifest_json.load(sys.argv[1])
 print(next((f.get("u", 0) for f in m["files"] if f["p"] == sys.argv[2]), "absent"))
 PY
 }
