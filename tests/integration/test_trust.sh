@@ -105,12 +105,17 @@ run_cases() { # BACKEND: file or s3
 
     case_begin "$B: tampered manifest refused"
     runner "$B-tamper"
-    # change one file's size in the index, keep the signature line
-    python3 - "$T/m.json" "$T/m2.json" <<'PY'
-import sys
+    # change one file's size in the index (written back as a version 1 manifest, which
+    # stowage still reads), keep the signature line
+    python3 - "$T/m.json" "$T/m2.json" "$T/body" <<'PY'
+import json, sys
+import manifest_json
 data = open(sys.argv[1], "rb").read()
-body, sig = data[: data.rindex(b"\n", 0, len(data) - 1)], data[data.rindex(b"\n", 0, len(data) - 1):]
-open(sys.argv[2], "wb").write(body.replace(b'"s":9', b'"s":10', 1) + sig)
+cut = data.rindex(b"\n", 0, len(data) - 1)
+open(sys.argv[3], "wb").write(data[:cut])
+m = manifest_json.load(sys.argv[3])
+m["files"][0]["s"] += 1
+open(sys.argv[2], "wb").write(json.dumps(m).encode() + data[cut:])
 PY
     cmp -s "$T/m.json" "$T/m2.json" && fail "the tamper script changed nothing"
     "${B}_put" "$m" "$T/m2.json"
@@ -134,7 +139,7 @@ PY
     printf '{"key":"sg-evil","created":1}' >"$T/ref"
     cp "$T/m.json" "$T/dummy"
     "${B}_get" "manifests/default/us-1.json" "$T/us.json"
-    python3 -c 'import sys,json; d=json.load(open(sys.argv[1])); d["key"]="sg-evil"; open(sys.argv[2],"w").write(json.dumps(d))' \
+    python3 -c 'import sys,json,manifest_json; d=manifest_json.load(sys.argv[1]); d["key"]="sg-evil"; open(sys.argv[2],"w").write(json.dumps(d))' \
         "$T/us.json" "$T/evil.json"
     "${B}_put" "manifests/default/sg-evil.json" "$T/evil.json"
     "${B}_put" "refs/default/sg-" "$T/ref"
@@ -152,11 +157,11 @@ PY
     case_begin "$B: swapped layer refused by its sha256"
     runner "$B-swap"
     local layer
-    layer=$(python3 -c 'import sys,json
-d=open(sys.argv[1],"rb").read(); body=d[:d.rindex(b"\n",0,len(d)-1)]
-print(json.loads(body)["layers"][0]["id"])' "$T/m.json")
+    layer=$(python3 -c 'import sys,manifest_json
+d=open(sys.argv[1],"rb").read(); open(sys.argv[2],"wb").write(d[:d.rindex(b"\n",0,len(d)-1)])
+print(manifest_json.load(sys.argv[2])["layers"][0]["id"])' "$T/m.json" "$T/body")
     "${B}_get" "manifests/default/us-1.json" "$T/us.json"
-    other=$(python3 -c 'import sys,json; print(json.load(open(sys.argv[1]))["layers"][0]["id"])' "$T/us.json")
+    other=$(python3 -c 'import sys,manifest_json; print(manifest_json.load(sys.argv[1])["layers"][0]["id"])' "$T/us.json")
     "${B}_get" "layers/$other.tar.zst" "$T/other.layer"
     "${B}_get" "layers/$layer.tar.zst" "$T/orig.layer"
     "${B}_put" "layers/$layer.tar.zst" "$T/other.layer"
