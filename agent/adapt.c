@@ -33,12 +33,16 @@ void stow_adapt_init(stow_adapt *a, int level, int min, int max)
     a->lo_used = a->hi_used = a->level;
 }
 
-void stow_adapt_add_time(stow_adapt *a, double comp_s, double sink_s)
+void stow_adapt_add_time(stow_adapt *a, double comp_s, double sink_s, double wall_s)
 {
     if (comp_s > 0)
         a->comp_s += comp_s;
     if (sink_s > 0)
         a->sink_s += sink_s;
+    if (wall_s < comp_s + sink_s)
+        wall_s = comp_s + sink_s; /* a caller's rounding, not time that went nowhere */
+    if (wall_s > 0)
+        a->wall_s += wall_s;
 }
 
 void stow_adapt_add_bytes(stow_adapt *a, uint64_t raw)
@@ -51,17 +55,16 @@ int stow_adapt_step(stow_adapt *a, unsigned job, int workers)
 {
     if (a->pinned || job <= a->job || job < a->settle_until)
         return a->level;
-    double total = a->comp_s + a->sink_s;
-    if (total < STOW_ADAPT_MIN_WINDOW)
+    if (a->wall_s < STOW_ADAPT_MIN_WINDOW)
         return a->level; /* too little to judge: keep accumulating */
-    double share = a->sink_s / total;
+    double sink = a->sink_s / a->wall_s, comp = a->comp_s / a->wall_s;
     int next = a->level;
-    if (share >= STOW_ADAPT_RAISE_SHARE && a->level < a->max)
+    if (sink >= STOW_ADAPT_RAISE && a->level < a->max)
         next = a->level + 1;
-    else if (share <= STOW_ADAPT_LOWER_SHARE && a->level > a->min)
+    else if (comp >= STOW_ADAPT_LOWER_COMP && sink <= STOW_ADAPT_LOWER_SINK && a->level > a->min)
         next = a->level - 1;
     a->job = job;
-    a->comp_s = a->sink_s = 0;
+    a->comp_s = a->sink_s = a->wall_s = 0;
     if (next != a->level) {
         a->level = next;
         a->changes++;
@@ -77,7 +80,6 @@ void stow_adapt_new_frame(stow_adapt *a)
 {
     a->job = 0;
     a->settle_until = 0;
-    a->comp_s = a->sink_s = 0;
 }
 
 double stow_adapt_mean(const stow_adapt *a)

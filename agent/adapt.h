@@ -15,20 +15,25 @@
 #define STOW_ADAPT_MIN_DEFAULT 1
 #define STOW_ADAPT_MAX_DEFAULT 9
 
-/* Sink share of (compressor + sink) time over one window at or above which the level rises
- * (the compressor waits for the upload most of the time), and at or below which it falls. */
-#define STOW_ADAPT_RAISE_SHARE 0.50
-#define STOW_ADAPT_LOWER_SHARE 0.10
-/* A window shorter than this (seconds of compressor + sink time) decides nothing. */
-#define STOW_ADAPT_MIN_WINDOW 0.002
+/* Shares of one window's wall time (reading files, tar, compressor, sink). The level rises
+ * when the packer spent at least RAISE of it blocked in the sink (the upload is the
+ * bottleneck: the compressor has time to spare), and falls when it spent at least LOWER_COMP
+ * of it in the compressor (waiting for busy workers) and at most LOWER_SINK in the sink. In
+ * between (or when reading the files is the bottleneck) it holds. */
+#define STOW_ADAPT_RAISE 0.50
+#define STOW_ADAPT_LOWER_COMP 0.30
+#define STOW_ADAPT_LOWER_SINK 0.10
+/* A window shorter than this (seconds of wall time) decides nothing. */
+#define STOW_ADAPT_MIN_WINDOW 0.005
 
 typedef struct stow_adapt {
-    int min, max;   /* bounds, 1 <= min <= max <= 19 */
-    int level;      /* the level in use */
-    int pinned;     /* 1: compression_level = N, never changes */
-    double comp_s;  /* this window: seconds inside the compressor */
-    double sink_s;  /* this window: seconds inside the sink */
-    unsigned job;   /* zstd job id at the last decision */
+    int min, max;          /* bounds, 1 <= min <= max <= 19 */
+    int level;             /* the level in use */
+    int pinned;            /* 1: compression_level = N, never changes */
+    double comp_s;         /* this window: seconds inside the compressor */
+    double sink_s;         /* this window: seconds inside the sink */
+    double wall_s;         /* this window: seconds in all (comp_s and sink_s are part of it) */
+    unsigned job;          /* zstd job id at the last decision */
     unsigned settle_until; /* no decision before this job id (jobs of the old level in flight) */
     /* Statistics over the whole save. */
     int lo_used, hi_used;
@@ -41,8 +46,9 @@ typedef struct stow_adapt {
  * reversed), starting at min. */
 void stow_adapt_init(stow_adapt *a, int level, int min, int max);
 
-/* Adds time spent in the compressor and in the sink since the last call. */
-void stow_adapt_add_time(stow_adapt *a, double comp_s, double sink_s);
+/* Adds time spent in the compressor and in the sink, and the wall time since the last call
+ * (which includes both, and the time spent reading and archiving the files). */
+void stow_adapt_add_time(stow_adapt *a, double comp_s, double sink_s, double wall_s);
 
 /* Accounts raw bytes compressed at the current level (for the mean level). */
 void stow_adapt_add_bytes(stow_adapt *a, uint64_t raw);
@@ -52,7 +58,8 @@ void stow_adapt_add_bytes(stow_adapt *a, uint64_t raw);
  * starts a new window. Returns the level to use from now on (the same one when unchanged). */
 int stow_adapt_step(stow_adapt *a, unsigned job, int workers);
 
-/* Starts over for a new frame (a new layer): zstd job ids restart at 0. Keeps the level. */
+/* A new frame (a new layer): zstd job ids restart at 0. Keeps the level and the window
+ * (the wait for the previous layer's upload to drain is part of it). */
 void stow_adapt_new_frame(stow_adapt *a);
 
 /* Mean level weighted by raw bytes (the current level when nothing was accounted). */

@@ -58,9 +58,9 @@ typedef struct stow_cache_result {
     uint64_t bytes_unread; /* save: bytes of kept files this build did not read */
     int trim_tracked;      /* save: 1 when this save could tell read files from unread ones */
     double seconds;
-    int level_auto;                  /* save: 1 when the zstd level adapted (compression_level auto) */
+    int level_auto; /* save: 1 when the zstd level adapted (compression_level auto) */
     int level_lo, level_hi, level_final; /* save: zstd levels used by the new layers */
-    double level_mean;               /* save: mean level, weighted by raw bytes */
+    double level_mean;                   /* save: mean level, weighted by raw bytes */
 } stow_cache_result;
 
 int stow_cache_restore(stow_cache_result *res, const stow_cache_params *p, stow_error *err);

@@ -86,6 +86,7 @@ typedef struct {
     stow_adapt *adapt; /* the level controller (adapt.h) */
     int workers;       /* zstd workers, 0 when single-threaded (the level then stays put) */
     double sink_s;     /* seconds in put_write during the current compress_feed */
+    double last_feed;  /* when the previous compress_feed ended (0: none yet) */
     stow_error *err;
     int failed; /* compression or upload failed, err says why */
 } pack_writer;
@@ -119,13 +120,14 @@ static int emit(pack_writer *w, const void *buf, size_t len)
 /* Between zstd jobs, asks the controller for the level: the time this feed spent in the
  * compressor (everything but put_write) against the time in put_write says which side is the
  * bottleneck. A new level takes effect at the next job (nbWorkers >= 1). */
-static void adapt_level(pack_writer *w, double feed_s)
+static void adapt_level(pack_writer *w, double start, double end)
 {
-    double sink_s = w->sink_s;
+    double sink_s = w->sink_s, wall_s = w->last_feed > 0 ? end - w->last_feed : end - start;
     w->sink_s = 0;
+    w->last_feed = end;
     if (w->adapt == NULL || w->adapt->pinned || w->workers < 1)
         return;
-    stow_adapt_add_time(w->adapt, feed_s - sink_s, sink_s);
+    stow_adapt_add_time(w->adapt, end - start - sink_s, sink_s, wall_s);
     ZSTD_frameProgression fp = ZSTD_getFrameProgression(w->cctx);
     int before = w->adapt->level;
     int level = stow_adapt_step(w->adapt, fp.currentJobID, w->workers);
@@ -133,8 +135,8 @@ static void adapt_level(pack_writer *w, double feed_s)
         if (ZSTD_isError(ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_compressionLevel, level)))
             w->adapt->level = before; /* keep what zstd actually uses */
         else
-            stow_debug("zstd level %d -> %d at job %u (%.1f MB in)", before, level,
-                       fp.currentJobID, (double)w->raw / 1e6);
+            stow_debug("zstd level %d -> %d at job %u (%.1f MB in)", before, level, fp.currentJobID,
+                       (double)w->raw / 1e6);
     }
 }
 
@@ -159,7 +161,7 @@ static int compress_feed(pack_writer *w, const void *buf, size_t len, ZSTD_EndDi
             break;
     }
     if (mode == ZSTD_e_continue)
-        adapt_level(w, mono_s() - t0);
+        adapt_level(w, t0, mono_s());
     return 0;
 }
 
@@ -354,7 +356,14 @@ int stow_layer_pack(stow_manifest *m, size_t li, char *const *roots, stow_backen
     l->files = nfiles;
     stow_put *p = w.put;
     w.put = NULL;
+    double t_commit = mono_s();
     rc = b->ops->put_commit(p, err);
+    if (!w.adapt->pinned && w.workers > 0) {
+        /* Waiting here for the upload to drain is time the compressor had to spare: it
+         * counts as sink time in the window the next layer's first decision judges. */
+        double waited = mono_s() - t_commit;
+        stow_adapt_add_time(w.adapt, 0, waited, waited);
+    }
     if (rc != STOW_OK)
         stow_error_wrap(err, "upload of %s", object);
 done:

@@ -493,8 +493,8 @@ static int upload_new_layers(stow_manifest *m, size_t first_new, const stow_cach
         stow_debug("zstd level %d (pinned by compression_level)", adapt.level);
     else
         stow_debug("zstd level auto %d..%d: used %d..%d, mean %.1f, final %d, %u changes",
-                   adapt.min, adapt.max, adapt.lo_used, adapt.hi_used, res->level_mean,
-                   adapt.level, adapt.changes);
+                   adapt.min, adapt.max, adapt.lo_used, adapt.hi_used, res->level_mean, adapt.level,
+                   adapt.changes);
     return rc;
 }
 

@@ -5,11 +5,12 @@
 #include "adapt.h"
 #include "test.h"
 
-/* One job's worth of feeds: comp and sink seconds, 4 MiB of input, then the step for job. */
+/* One job's worth of feeds: comp and sink seconds, plus 0.01 s reading and archiving the
+ * files, 4 MiB of input, then the step for job. */
 static int run_job(stow_adapt *a, unsigned job, double comp, double sink)
 {
     stow_adapt_add_bytes(a, 4u << 20);
-    stow_adapt_add_time(a, comp, sink);
+    stow_adapt_add_time(a, comp, sink, comp + sink + 0.01);
     return stow_adapt_step(a, job, 2);
 }
 
@@ -55,31 +56,57 @@ static void test_balanced_holds(void)
     CHECK_INT(a.changes, 0);
 }
 
+/* A fast store: compressor and sink both return quickly and the time goes to reading and
+ * archiving the files. Equal, tiny compressor and sink times must not look like a slow link
+ * (the first version compared the two with each other and climbed on a file store). */
+static void test_fast_store_holds(void)
+{
+    stow_adapt a;
+    stow_adapt_init(&a, 0, 1, 9);
+    for (unsigned job = 1; job < 50; job++) {
+        stow_adapt_add_time(&a, 0.002, 0.002, 0.02);
+        CHECK_INT(stow_adapt_step(&a, job, 2), 1);
+    }
+    /* also from a level reached earlier: reading-bound holds it, it does not fall */
+    stow_adapt_init(&a, 0, 1, 9);
+    a.level = 5;
+    for (unsigned job = 1; job < 50; job++) {
+        stow_adapt_add_time(&a, 0.002, 0.002, 0.02);
+        CHECK_INT(stow_adapt_step(&a, job, 2), 5);
+    }
+    /* the wall time never counts less than the parts it contains */
+    stow_adapt_init(&a, 0, 1, 9);
+    stow_adapt_add_time(&a, 0.0, 0.02, 0.0);
+    CHECK_INT(stow_adapt_step(&a, 1, 2), 2);
+}
+
 static void test_decides_once_per_job_and_settles(void)
 {
     stow_adapt a;
     stow_adapt_init(&a, 0, 1, 9);
     /* job 0 never decides (nothing started yet) */
-    stow_adapt_add_time(&a, 0.01, 0.09);
+    stow_adapt_add_time(&a, 0.01, 0.09, 0.1);
     CHECK_INT(stow_adapt_step(&a, 0, 2), 1);
     /* job 1: decides, raises to 2 */
     CHECK_INT(stow_adapt_step(&a, 1, 2), 2);
     /* still job 1: no second decision however long the sink waits */
-    stow_adapt_add_time(&a, 0.01, 10);
+    stow_adapt_add_time(&a, 0.01, 10, 10.01);
     CHECK_INT(stow_adapt_step(&a, 1, 2), 2);
     /* job 2: the two workers still run level-1 jobs (settle until 1 + 2) */
     CHECK_INT(stow_adapt_step(&a, 2, 2), 2);
     /* job 3: judged, on the window accumulated since the change */
     CHECK_INT(stow_adapt_step(&a, 3, 2), 3);
     /* a window too short to judge keeps accumulating */
-    stow_adapt_add_time(&a, 0.0001, 0.0001);
+    stow_adapt_add_time(&a, 0.0001, 0.0001, 0.001);
     CHECK_INT(stow_adapt_step(&a, 9, 2), 3);
-    stow_adapt_add_time(&a, 0.0, 0.01);
+    stow_adapt_add_time(&a, 0.0, 0.01, 0.01);
     CHECK_INT(stow_adapt_step(&a, 10, 2), 4);
-    /* a new frame (next layer) restarts the job ids and keeps the level */
+    /* a new frame (next layer) restarts the job ids and keeps the level and the window:
+     * the previous layer's wait for its upload to drain counts in the first decision */
+    stow_adapt_add_time(&a, 0.0, 0.05, 0.05); /* put_commit waited */
     stow_adapt_new_frame(&a);
     CHECK_INT(a.level, 4);
-    stow_adapt_add_time(&a, 0.0, 0.01);
+    stow_adapt_add_time(&a, 0.02, 0.0, 0.03); /* the new frame's first job alone: hold */
     CHECK_INT(stow_adapt_step(&a, 1, 2), 5);
 }
 
@@ -120,7 +147,7 @@ static void test_mean(void)
     stow_adapt_init(&a, 0, 1, 9);
     CHECK(stow_adapt_mean(&a) == 1.0);
     stow_adapt_add_bytes(&a, 100); /* 100 bytes at 1 */
-    stow_adapt_add_time(&a, 0.0, 1.0);
+    stow_adapt_add_time(&a, 0.0, 1.0, 1.0);
     CHECK_INT(stow_adapt_step(&a, 1, 1), 2);
     stow_adapt_add_bytes(&a, 300); /* 300 bytes at 2 */
     CHECK(stow_adapt_mean(&a) == 1.75);
@@ -131,6 +158,7 @@ int main(void)
     test_sink_bound_climbs();
     test_compressor_bound_stays_low();
     test_balanced_holds();
+    test_fast_store_holds();
     test_decides_once_per_job_and_settles();
     test_pinned();
     test_bounds();
