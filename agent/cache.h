@@ -65,6 +65,9 @@ typedef struct stow_cache_result {
     int empty;             /* save: refused, the paths hold no files; restore: the entry had
                               none for the configured paths (reported as a miss) */
     double seconds;
+    int level_auto; /* save: 1 when the zstd level adapted (compression_level auto) */
+    int level_lo, level_hi, level_final; /* save: zstd levels used by the new layers */
+    double level_mean;                   /* save: mean level, weighted by raw bytes */
 } stow_cache_result;
 
 int stow_cache_restore(stow_cache_result *res, const stow_cache_params *p, stow_error *err);

@@ -256,6 +256,11 @@ static void summary(const char *cmd, const char *what, const stow_cache_result *
               (unsigned long long)res->files, total, res->seconds, rate, moved,
               strcmp(cmd, "save") == 0 ? "uploaded" : "downloaded",
               (unsigned long long)res->layers_moved, (unsigned long long)res->layers_total);
+    if (strcmp(cmd, "save") == 0 && res->layers_moved > 0 && res->level_auto)
+        stow_info("save %s: zstd level auto: mean %.1f, final %d (%d..%d used)", what,
+                  res->level_mean, res->level_final, res->level_lo, res->level_hi);
+    else if (strcmp(cmd, "save") == 0 && res->layers_moved > 0)
+        stow_info("save %s: zstd level %d", what, res->level_final);
 }
 
 int stow_cli_read_only(const stow_cli_ctx *r, const char *cmd)
@@ -370,6 +375,8 @@ int stow_cli_restore_save(stow_cli_ctx *r, int save)
         .abs_paths = r->abs_paths,
         .state_dir = r->state_dir,
         .pack = {.level = (int)c->level,
+                 .level_min = (int)c->level_min,
+                 .level_max = (int)c->level_max,
                  .threads = c->threads ? (int)c->threads : (int)(ncpu > 0 ? ncpu : 1),
                  .checksum = c->checksum},
         .layer_size = c->layer_size,

@@ -9,10 +9,11 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "adapt.h"
 #include "buf.h"
 #include "readfile.h"
 
-typedef enum { T_STR, T_BOOL, T_LONG, T_SIZE, T_LIST, T_TRISTATE, T_DURATION } opt_type;
+typedef enum { T_STR, T_BOOL, T_LONG, T_LEVEL, T_SIZE, T_LIST, T_TRISTATE, T_DURATION } opt_type;
 
 typedef struct {
     const char *section;
@@ -71,8 +72,14 @@ static const option options[] = {
      "scope written to, e.g. {branch} (default)"},
     {"cache", "fallback_scopes", "STOWAGE_FALLBACK_SCOPES", "--fallback-scope", "--fallback-scopes",
      T_LIST, OFF(fallback_scopes), 0, 0, "scopes read when the own scope misses, e.g. main"},
-    {"cache", "compression_level", "STOWAGE_COMPRESSION_LEVEL", "--compression-level", NULL, T_LONG,
-     OFF(level), 1, 19, "zstd level (3)"},
+    {"cache", "compression_level", "STOWAGE_COMPRESSION_LEVEL", "--compression-level", NULL,
+     T_LEVEL, OFF(level), 1, 19,
+     "zstd level, or auto: adapt between compression_min and compression_max to the upload (auto)"},
+    {"cache", "compression_min", "STOWAGE_COMPRESSION_MIN", "--compression-min", NULL, T_LONG,
+     OFF(level_min), 1, 19,
+     "auto: lowest zstd level, used while the compressor is the bottleneck (1)"},
+    {"cache", "compression_max", "STOWAGE_COMPRESSION_MAX", "--compression-max", NULL, T_LONG,
+     OFF(level_max), 1, 19, "auto: highest zstd level, for slow uploads (9)"},
     {"cache", "threads", "STOWAGE_THREADS", "--threads", NULL, T_LONG, OFF(threads), 0, 256,
      "zstd worker threads (0 = one per core)"},
     {"cache", "layer_size", "STOWAGE_LAYER_SIZE", "--layer-size", NULL, T_SIZE, OFF(layer_size), 1,
@@ -268,14 +275,21 @@ static int set_option(loader *ld, size_t oi, source src, const char *v, const ch
                                   "%s: %s must be true, false or auto, not \"%s\"", where, o->name,
                                   v);
         break;
+    case T_LEVEL:
+        if (!strcasecmp(v, "auto")) {
+            *(long *)field = 0;
+            break;
+        }
+        /* fall through */
     case T_LONG: {
         char *end = NULL;
         errno = 0;
         long n = strtol(v, &end, 10);
         if (end == v || *end != '\0' || errno != 0 || n < o->min || n > o->max)
             return stow_error_set(err, STOW_EUSAGE,
-                                  "%s: %s must be a whole number from %ld to %ld, not \"%s\"",
-                                  where, o->name, o->min, o->max, v);
+                                  "%s: %s must be %sa whole number from %ld to %ld, not \"%s\"",
+                                  where, o->name, o->type == T_LEVEL ? "auto or " : "", o->min,
+                                  o->max, v);
         *(long *)field = n;
         break;
     }
@@ -354,7 +368,9 @@ static void set_defaults(stow_config *cfg)
     cfg->low_speed_timeout_s = 30;
     cfg->retries = 5;
     cfg->parallel = 4;
-    cfg->level = 3;
+    cfg->level = 0; /* auto */
+    cfg->level_min = STOW_ADAPT_MIN_DEFAULT;
+    cfg->level_max = STOW_ADAPT_MAX_DEFAULT;
     cfg->threads = 0;
     cfg->layer_size = 1ull << 30;
     cfg->save_on_failure = 1;
@@ -722,6 +738,7 @@ static const char *metavar(opt_type t)
     switch (t) {
     case T_STR: return "VALUE";
     case T_LONG: return "N";
+    case T_LEVEL: return "N|auto";
     case T_SIZE: return "SIZE";
     case T_DURATION: return "DURATION";
     case T_LIST: return "ITEM";

@@ -35,7 +35,9 @@ typedef struct stow_config {
     stow_strlist paths;
     char *scope;
     stow_strlist fallback_scopes;
-    long level;
+    long level;     /* 0 = auto */
+    long level_min; /* auto bounds */
+    long level_max;
     long threads;
     uint64_t layer_size;
     char *state_dir;

@@ -10,9 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+/* ZSTD_getFrameProgression (stable since 1.3.x, in the experimental section) */
+#define ZSTD_STATIC_LINKING_ONLY
 #include <zstd.h>
 
+#include "adapt.h"
 #include "cancel.h"
 #include "hash.h"
 #include "log.h"
@@ -80,9 +84,21 @@ typedef struct {
     stow_sha256 *sha;
     uint64_t stored; /* compressed bytes handed to put_write */
     uint64_t raw;
+    stow_adapt *adapt; /* the level controller (adapt.h) */
+    int workers;       /* zstd workers, 0 when single-threaded (the level then stays put) */
+    double sink_s;     /* seconds in put_write during the current compress_feed */
+    double last_feed;  /* when the previous compress_feed ended (0: none yet) */
     stow_error *err;
     int failed; /* compression or upload failed, err says why */
 } pack_writer;
+
+/* Monotonic seconds at nanosecond resolution: stow_now_ms() is too coarse for a 64 KiB feed. */
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static int emit(pack_writer *w, const void *buf, size_t len)
 {
@@ -90,7 +106,10 @@ static int emit(pack_writer *w, const void *buf, size_t len)
         return 0;
     stow_sha256_update(w->sha, buf, len);
     w->stored += len;
-    if (w->b->ops->put_write(w->put, buf, len, w->err) != STOW_OK) {
+    double t0 = mono_s();
+    int rc = w->b->ops->put_write(w->put, buf, len, w->err);
+    w->sink_s += mono_s() - t0;
+    if (rc != STOW_OK) {
         if (w->err && w->err->code == STOW_OK)
             stow_error_set(w->err, STOW_ERR, "upload failed");
         w->failed = 1;
@@ -99,9 +118,36 @@ static int emit(pack_writer *w, const void *buf, size_t len)
     return 0;
 }
 
+/* Between zstd jobs, asks the controller for the level: the time this feed spent in the
+ * compressor (everything but put_write) against the time in put_write says which side is the
+ * bottleneck. A new level takes effect at the next job (nbWorkers >= 1). */
+static void adapt_level(pack_writer *w, double start, double end)
+{
+    double sink_s = w->sink_s, wall_s = w->last_feed > 0 ? end - w->last_feed : end - start;
+    w->sink_s = 0;
+    w->last_feed = end;
+    if (w->adapt == NULL || w->adapt->pinned || w->workers < 1)
+        return;
+    stow_adapt_add_time(w->adapt, end - start - sink_s, sink_s, wall_s);
+    ZSTD_frameProgression fp = ZSTD_getFrameProgression(w->cctx);
+    int before = w->adapt->level;
+    int level = stow_adapt_step(w->adapt, fp.currentJobID, w->workers);
+    if (level != before) {
+        if (ZSTD_isError(ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_compressionLevel, level)))
+            w->adapt->level = before; /* keep what zstd actually uses */
+        else
+            stow_debug("zstd level %d -> %d at job %u (%.1f MB in)", before, level, fp.currentJobID,
+                       (double)w->raw / 1e6);
+    }
+}
+
 static int compress_feed(pack_writer *w, const void *buf, size_t len, ZSTD_EndDirective mode)
 {
     ZSTD_inBuffer in = {buf, len, 0};
+    double t0 = mono_s();
+    w->sink_s = 0;
+    if (w->adapt != NULL)
+        stow_adapt_add_bytes(w->adapt, len);
     for (;;) {
         ZSTD_outBuffer out = {w->out, w->outcap, 0};
         size_t remaining = ZSTD_compressStream2(w->cctx, &out, &in, mode);
@@ -113,8 +159,11 @@ static int compress_feed(pack_writer *w, const void *buf, size_t len, ZSTD_EndDi
         if (emit(w, w->out, out.pos) != 0)
             return -1;
         if (mode == ZSTD_e_end ? remaining == 0 : in.pos == in.size)
-            return 0;
+            break;
     }
+    if (mode == ZSTD_e_continue)
+        adapt_level(w, t0, mono_s());
+    return 0;
 }
 
 static la_ssize_t pack_write_cb(struct archive *a, void *ud, const void *buf, size_t len)
@@ -231,6 +280,7 @@ int stow_layer_pack(stow_manifest *m, size_t li, char *const *roots, stow_backen
     stow_layer *l = &m->layers[li];
     pack_writer w = {.err = err, .b = b};
     stow_sha256 *content = NULL;
+    stow_adapt own;
     char object[128];
 
     stow_manifest_layer_object(object, sizeof(object), l);
@@ -250,15 +300,29 @@ int stow_layer_pack(stow_manifest *m, size_t li, char *const *roots, stow_backen
         rc = stow_error_set(err, STOW_ERR, "out of memory");
         goto done;
     }
-    ZSTD_CCtx_setParameter(w.cctx, ZSTD_c_compressionLevel, opts->level);
+    w.adapt = opts->adapt;
+    if (w.adapt == NULL) {
+        stow_adapt_init(&own, opts->level, opts->level_min, opts->level_max);
+        w.adapt = &own;
+    }
+    stow_adapt_new_frame(w.adapt);
+    ZSTD_CCtx_setParameter(w.cctx, ZSTD_c_compressionLevel, w.adapt->level);
     ZSTD_CCtx_setParameter(w.cctx, ZSTD_c_checksumFlag, 1);
+    if (!w.adapt->pinned)
+        /* The window is fixed for the frame when the level changes mid-frame: take level 3's
+         * (2 MiB), so higher levels find their matches and a restore needs no more memory
+         * than for a level-3 layer. */
+        ZSTD_CCtx_setParameter(w.cctx, ZSTD_c_windowLog, 21);
     if (opts->threads > 0 &&
         ZSTD_isError(ZSTD_CCtx_setParameter(w.cctx, ZSTD_c_nbWorkers, opts->threads)))
         stow_debug("zstd without multi-threading support; compressing on one thread");
-    else if (opts->threads > 0)
+    else if (opts->threads > 0) {
         /* Each worker holds a job's input and output: bound them (the default at level 3 is
-         * 8 MiB jobs, which alone costs tens of MB with two workers). */
+         * 8 MiB jobs, which alone costs tens of MB with two workers). Jobs are also when the
+         * level may change. */
         ZSTD_CCtx_setParameter(w.cctx, ZSTD_c_jobSize, 4 << 20);
+        w.workers = opts->threads;
+    }
 
     rc = b->ops->put_begin(&w.put, b, object, -1, 0, err);
     if (rc != STOW_OK)
@@ -305,7 +369,14 @@ int stow_layer_pack(stow_manifest *m, size_t li, char *const *roots, stow_backen
     }
     stow_put *p = w.put;
     w.put = NULL;
+    double t_commit = mono_s();
     rc = b->ops->put_commit(p, err);
+    if (!w.adapt->pinned && w.workers > 0) {
+        /* Waiting here for the upload to drain is time the compressor had to spare: it
+         * counts as sink time in the window the next layer's first decision judges. */
+        double waited = mono_s() - t_commit;
+        stow_adapt_add_time(w.adapt, 0, waited, waited);
+    }
     if (rc != STOW_OK)
         stow_error_wrap(err, "upload of %s", object);
 done:

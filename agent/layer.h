@@ -14,10 +14,15 @@
 #include "manifest.h"
 #include "progress.h"
 
+typedef struct stow_adapt stow_adapt;
+
 typedef struct stow_pack_opts {
-    int level;    /* zstd level, 1..19 */
-    int threads;  /* zstd worker threads, 0 = single-threaded */
-    int checksum; /* record each file's sha256 in the index */
+    int level;                /* zstd level 1..19 pins it; 0 = auto (adapt.h) */
+    int level_min, level_max; /* auto: bounds */
+    int threads;              /* zstd worker threads, 0 = single-threaded (auto stays at min) */
+    int checksum;             /* record each file's sha256 in the index */
+    stow_adapt *adapt;        /* optional: one controller shared by the layers of a save, so
+                               * the level carries over; NULL = one per layer from the above */
 } stow_pack_opts;
 
 /* Writes every file and symlink of m assigned to layer li to the layer's object

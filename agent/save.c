@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "adapt.h"
 #include "buildx.h"
 #include "cancel.h"
 #include "cache.h"
@@ -523,20 +524,37 @@ static void refuse_empty(const stow_cache_params *p)
 
 /* Packs and uploads layers [first_new, nlayers) of m. */
 static int upload_new_layers(stow_manifest *m, size_t first_new, const stow_cache_params *p,
-                             stow_error *err)
+                             stow_cache_result *res, stow_error *err)
 {
     uint64_t to_pack = 0;
     for (size_t i = 0; i < m->nfiles; i++)
         if (m->files[i].type == STOW_FT_FILE && (size_t)m->files[i].layer >= first_new)
             to_pack += m->files[i].size;
     stow_progress *prog = stow_progress_new("save", to_pack);
-    save_ctx ctx = {m, p->abs_paths, p->backend, &p->pack, prog, first_new};
+    /* One level controller for the whole save: what one layer learnt about the link carries
+     * over to the next. */
+    stow_adapt adapt;
+    stow_pack_opts pack = p->pack;
+    stow_adapt_init(&adapt, pack.level, pack.level_min, pack.level_max);
+    pack.adapt = &adapt;
+    save_ctx ctx = {m, p->abs_paths, p->backend, &pack, prog, first_new};
     /* One layer at a time: zstd already spreads a layer over every core, and each packer
      * holds its compression context and buffers (about 90 MB with two zstd workers), so
      * packing layers side by side would break the memory bound for a 10-15% gain. */
     int rc = stow_cache_run_parallel(m->nlayers - first_new, 1, save_layer, &ctx, err);
     stow_progress_finish(prog);
     stow_progress_free(prog);
+    res->level_lo = adapt.lo_used;
+    res->level_hi = adapt.hi_used;
+    res->level_final = adapt.level;
+    res->level_mean = stow_adapt_mean(&adapt);
+    res->level_auto = !adapt.pinned;
+    if (adapt.pinned)
+        stow_debug("zstd level %d (pinned by compression_level)", adapt.level);
+    else
+        stow_debug("zstd level auto %d..%d: used %d..%d, mean %.1f, final %d, %u changes",
+                   adapt.min, adapt.max, adapt.lo_used, adapt.hi_used, res->level_mean, adapt.level,
+                   adapt.changes);
     return rc;
 }
 
@@ -628,7 +646,7 @@ int stow_cache_save(stow_cache_result *res, const stow_cache_params *p, stow_err
     lease_begin(&lease, &lease_written, p, m, parent);
     cc.lease = &lease;
     cc.lease_written = lease_written;
-    rc = upload_new_layers(m, first_new, p, err);
+    rc = upload_new_layers(m, first_new, p, res, err);
     if (rc == STOW_OK && stow_cancel_requested())
         rc = stow_error_set(err, STOW_ERR, "interrupted by signal %d before the commit",
                             stow_cancel_requested());

@@ -113,7 +113,9 @@ static void test_defaults(void)
     CHECK(r.cfg.url == NULL && r.cfg.key == NULL && r.cfg.config_file == NULL);
     CHECK_INT(r.cfg.path_style, -1);
     CHECK_INT(r.cfg.verify_tls, 1);
-    CHECK_INT(r.cfg.level, 3);
+    CHECK_INT(r.cfg.level, 0); /* auto */
+    CHECK_INT(r.cfg.level_min, 1);
+    CHECK_INT(r.cfg.level_max, 9);
     CHECK(r.cfg.layer_size == (1ull << 30));
     CHECK_INT(r.cfg.retries, 5);
     CHECK_INT(r.cfg.strict, 0);
@@ -307,6 +309,29 @@ static void test_long_and_size(void)
 
     LOAD(&r, "--compression-level", "0");
     EXPECT_ERROR(&r, "--compression-level", "\"0\"");
+    CHECK(strstr(r.err.msg, "auto or a whole number from 1 to 19") != NULL);
+    release(&r);
+    /* auto, in any case, from a flag, the environment or the file; then the bounds */
+    setenv("STOWAGE_COMPRESSION_LEVEL", "7", 1);
+    LOAD(&r, "--compression-level", "AUTO");
+    CHECK_INT(r.rc, STOW_OK);
+    CHECK_INT(r.cfg.level, 0);
+    release(&r);
+    unsetenv("STOWAGE_COMPRESSION_LEVEL");
+    write_file("stowage.ini",
+               "[cache]\ncompression_level = auto\ncompression_min = 2\ncompression_max = 12\n");
+    load(&r, 2, argv0);
+    CHECK_INT(r.rc, STOW_OK);
+    CHECK_INT(r.cfg.level, 0);
+    CHECK_INT(r.cfg.level_min, 2);
+    CHECK_INT(r.cfg.level_max, 12);
+    release(&r);
+    unlink("stowage.ini");
+    LOAD(&r, "--compression-max", "20");
+    EXPECT_ERROR(&r, "--compression-max", "\"20\"");
+    release(&r);
+    LOAD(&r, "--compression-min", "auto");
+    EXPECT_ERROR(&r, "--compression-min", "\"auto\"");
     release(&r);
     LOAD(&r, "--compression-level", "20");
     EXPECT_ERROR(&r, "--compression-level", "\"20\"");

@@ -104,14 +104,20 @@ def read_head(sock, buf):
     return head, rest
 
 
-def pump(src, dst, limit=None, fired=None):
-    """Copies src to dst; with limit, stops after limit bytes and shuts dst down."""
+def pump(src, dst, limit=None, fired=None, rate=None):
+    """Copies src to dst; with limit, stops after limit bytes and shuts dst down; with rate,
+    at about rate bytes per second."""
     sent = 0
+    start = time.monotonic()
     try:
         while True:
-            data = src.recv(262144)
+            data = src.recv(16384 if rate else 262144)
             if not data:
                 break
+            if rate:
+                ahead = start + (sent + len(data)) / rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
             if limit is not None and sent + len(data) >= limit:
                 dst.sendall(data[: limit - sent])
                 fired.set()
@@ -163,7 +169,7 @@ class Handler(socketserver.BaseRequestHandler):
             parts = target.split("/")
         mode = parts[1] if len(parts) > 1 else ""
         cut_after = None
-        if mode in ("cut", "cutparts", "cutnr", "rcut", "burst503") + BODY_MODES:
+        if mode in ("cut", "cutparts", "cutnr", "rcut", "burst503", "slowup") + BODY_MODES:
             try:
                 cut_after = int(parts[2])
             except (IndexError, ValueError):
@@ -194,6 +200,10 @@ class Handler(socketserver.BaseRequestHandler):
             action = "reset"
         elif mode == "stallhead":
             action = "stallhead"
+        elif mode == "slowup":
+            action = "slowup%d" % cut_after
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            cut_after = None
         elif mode == "rcut":
             if first_time((mode, method, path)):
                 action = "rcut%d" % cut_after
@@ -270,7 +280,8 @@ class Handler(socketserver.BaseRequestHandler):
         if action.startswith("rcut"):
             limit = max(0, int(action[4:]) - len(rest))
         up.sendall(("\r\n".join(out) + "\r\n\r\n").encode("latin-1") + rest)
-        t = threading.Thread(target=pump, args=(c, up, limit, fired), daemon=True)
+        rate = int(action[6:]) if action.startswith("slowup") else None
+        t = threading.Thread(target=pump, args=(c, up, limit, fired, rate), daemon=True)
         t.start()
 
         # Answers: forward 1xx interim answers, then the final head, then the body.

@@ -1,0 +1,68 @@
+/* Adaptive compression level, like `zstd --adapt`: the packer (layer.c) reports how long it
+ * spent in the compressor and how long in the sink (the backend's put_write, which blocks
+ * when the upload is slower than the compressor), and asks for a level each time zstd starts
+ * a new job. When the sink is the bottleneck the compressor has time to spare: the level goes
+ * up and fewer bytes go over the link. When the compressor is the bottleneck it goes down.
+ *
+ * Pure logic with no clock and no zstd: layer.c measures, this decides, so the rules are
+ * unit-tested with synthetic timings (tests/agent/test_adapt.c). One controller lives for a
+ * whole save, so the level found on one layer carries over to the next. */
+#ifndef STOW_ADAPT_H
+#define STOW_ADAPT_H
+
+#include <stdint.h>
+
+#define STOW_ADAPT_MIN_DEFAULT 1
+#define STOW_ADAPT_MAX_DEFAULT 9
+
+/* Shares of one window's wall time (reading files, tar, compressor, sink). The level rises
+ * when the packer spent at least RAISE of it blocked in the sink (the upload is the
+ * bottleneck: the compressor has time to spare), and falls when it spent at least LOWER_COMP
+ * of it in the compressor (waiting for busy workers) and at most LOWER_SINK in the sink. In
+ * between (or when reading the files is the bottleneck) it holds. */
+#define STOW_ADAPT_RAISE 0.50
+#define STOW_ADAPT_LOWER_COMP 0.30
+#define STOW_ADAPT_LOWER_SINK 0.10
+/* A window shorter than this (seconds of wall time) decides nothing. */
+#define STOW_ADAPT_MIN_WINDOW 0.005
+
+typedef struct stow_adapt {
+    int min, max;          /* bounds, 1 <= min <= max <= 19 */
+    int level;             /* the level in use */
+    int pinned;            /* 1: compression_level = N, never changes */
+    double comp_s;         /* this window: seconds inside the compressor */
+    double sink_s;         /* this window: seconds inside the sink */
+    double wall_s;         /* this window: seconds in all (comp_s and sink_s are part of it) */
+    unsigned job;          /* zstd job id at the last decision */
+    unsigned settle_until; /* no decision before this job id (jobs of the old level in flight) */
+    /* Statistics over the whole save. */
+    int lo_used, hi_used;
+    double level_bytes; /* sum of level x raw bytes compressed at that level */
+    uint64_t bytes;     /* raw bytes accounted */
+    unsigned changes;
+} stow_adapt;
+
+/* level > 0 pins it; level <= 0 is auto between min and max (clamped to 1..19, swapped if
+ * reversed), starting at min. */
+void stow_adapt_init(stow_adapt *a, int level, int min, int max);
+
+/* Adds time spent in the compressor and in the sink, and the wall time since the last call
+ * (which includes both, and the time spent reading and archiving the files). */
+void stow_adapt_add_time(stow_adapt *a, double comp_s, double sink_s, double wall_s);
+
+/* Accounts raw bytes compressed at the current level (for the mean level). */
+void stow_adapt_add_bytes(stow_adapt *a, uint64_t raw);
+
+/* Called with zstd's current job id (ZSTD_getFrameProgression) and its number of workers.
+ * When a new job started since the last decision and the window is long enough, decides and
+ * starts a new window. Returns the level to use from now on (the same one when unchanged). */
+int stow_adapt_step(stow_adapt *a, unsigned job, int workers);
+
+/* A new frame (a new layer): zstd job ids restart at 0. Keeps the level and the window
+ * (the wait for the previous layer's upload to drain is part of it). */
+void stow_adapt_new_frame(stow_adapt *a);
+
+/* Mean level weighted by raw bytes (the current level when nothing was accounted). */
+double stow_adapt_mean(const stow_adapt *a);
+
+#endif

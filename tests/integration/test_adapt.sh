@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Adaptive compression (compression_level = auto, the default) against real stores: a save to
+# the file store stays at the lowest levels, the same save over a very slow uplink (nginx
+# behind flaky_proxy.py's /slowup/, 2 MB/s) climbs, uploads fewer bytes, and restores
+# byte-identical (the level changed mid-frame); compression_level = N pins it there too.
+# Not a timing assert: the levels depend on which side is the bottleneck, and the link is
+# throttled hard enough (the compressor is ~100x faster) for any load on the machine.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib_nginx.sh"
+
+mkdir -p "$T/srv"
+nginx_start "$T/srv" || { echo "FAIL: cannot start nginx" >&2; exit 1; }
+proxy_start "$T/srv" || { echo "FAIL: cannot start the fault proxy" >&2; exit 1; }
+trap 'set +e; _lib_nginx_exit; _run_cleanups' EXIT
+
+# 40 MB of text-like data (words from a fixed vocabulary): about 2.4x at level 1, better
+# higher. One file, so one layer (one frame): the first ~10 MB only fill the upload buffers.
+make_text() {
+    python3 - "$1" <<'EOF'
+import os, random, sys
+rng = random.Random(16)
+words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 11)))
+         for _ in range(4000)]
+os.makedirs(sys.argv[1], exist_ok=True)
+for i in range(1):
+    with open(os.path.join(sys.argv[1], "part%d.txt" % i), "w") as f:
+        n = 0
+        while n < 40 << 20:
+            line = " ".join(rng.choice(words) for _ in range(rng.randint(4, 14))) + "\n"
+            f.write(line)
+            n += len(line)
+EOF
+}
+
+# levels FIELD: from the debug line "zstd level auto 1..9: used A..B, mean M, final F, ..."
+level_of() {
+    sed -n 's/.*zstd level auto [0-9]*\.\.[0-9]*: used \([0-9]*\)\.\.\([0-9]*\), mean \([0-9.]*\), final \([0-9]*\).*/\1 \2 \3 \4/p' "$T/err" | tail -1
+}
+# stored bytes of the entry's layers, from the manifest (stdout of `list --json` is not needed:
+# the layer objects are on disk in both stores)
+layer_bytes() { find "$1" -path '*/layers/*' -type f -printf '%s\n' | awk '{s+=$1} END {print s+0}'; }
+
+runner ad
+make_text "$HOME/c"
+
+case_begin "file store: auto stays at the bottom"
+stow save --key ad-file --path '~/c' --url "file://$T/fstore" --threads 1 --strict -v
+expect_rc 0 || true
+read -r f_lo f_hi f_mean f_final <<<"$(level_of)" || true
+if [ -z "${f_final:-}" ]; then
+    fail "no level line in: $(grep -i level "$T/err" | head -5)"
+else
+    ok "levels $f_lo..$f_hi, mean $f_mean, final $f_final"
+    err_has "zstd level auto: mean" || fail "no level in the info summary: $(tail -3 "$T/err")"
+fi
+
+case_begin "2 MB/s uplink: auto climbs and uploads fewer bytes"
+stow save --key ad-slow --path '~/c' --url "$PROXY_URL/slowup/2000000/anon/slow" --threads 1 --strict -v
+expect_rc 0 || true
+read -r s_lo s_hi s_mean s_final <<<"$(level_of)" || true
+if [ -z "${s_final:-}" ]; then
+    fail "no level line in: $(grep -i level "$T/err" | head -5)"
+else
+    ok "levels $s_lo..$s_hi, mean $s_mean, final $s_final"
+    [ "$s_hi" -ge 4 ] && [ "$s_final" -ge 4 ] ||
+        fail "the level did not climb on a 2 MB/s link (used $s_lo..$s_hi, final $s_final)"
+    [ "$s_final" -gt "${f_final:-99}" ] ||
+        fail "final level $s_final on the slow link, ${f_final:-?} on the file store"
+    awk -v s="$s_mean" -v f="${f_mean:-99}" 'BEGIN {exit !(s > f)}' ||
+        fail "mean level $s_mean on the slow link is not above the file store's ${f_mean:-?}"
+    fb=$(layer_bytes "$T/fstore") sb=$(layer_bytes "$T/srv/www/anon/slow")
+    [ "$sb" -gt 0 ] && [ "$sb" -lt "$fb" ] && ok "uploaded $sb bytes against $fb on the file store" ||
+        fail "slow link stored $sb bytes, file store $fb"
+fi
+
+case_begin "the adapted layer restores byte-identical"
+runner ad2
+stow restore --key ad-slow --path '~/c' --url "$NGINX_URL/anon/slow" --strict
+expect_rc 0 && out_has "cache-hit=true" && same_tree "$T/home-ad/c" "$HOME/c" &&
+    ok "restored, same tree" || fail "$(head -c 2000 "$T/err")"
+
+case_begin "compression_level = N pins it, also on a slow link"
+runner ad
+stow save --key ad-pin --path '~/c' --url "$PROXY_URL/slowup/4000000/anon/pin" --threads 1 \
+    --compression-level 2 --strict -v
+expect_rc 0 && err_has "zstd level 2 (pinned" && err_has "save ad-pin: zstd level 2" &&
+    ! err_has "zstd level 2 -> " && ok "stayed at 2" || fail "$(grep -i level "$T/err" | head -5)"
+
+finish
