@@ -410,17 +410,23 @@ static int delete_unreferenced_layers(prune_state *st, stow_error *err)
     return rc;
 }
 
+/* A temporary object younger than this is kept even with --grace 0: an upload is most likely
+ * still writing it, and a lease's own temp object is not protected by any lease (a save whose
+ * lease temp was deleted would lose its lease and then its layers). */
+#define TEMP_MIN_AGE_S 600
+
 /* Deletes the stale temporary objects listed under prefix. */
 static int delete_temps_under(prune_state *st, const char *prefix, stow_error *err)
 {
     name_list l;
+    int64_t keep = st->o->grace > TEMP_MIN_AGE_S ? st->o->grace : TEMP_MIN_AGE_S;
     int rc = list_prefix(&l, st->b, prefix, err);
     for (size_t k = 0; rc == STOW_OK && k < l.n; k++) {
         char target[STOW_LAYOUT_NAME_MAX], id[STOW_LAYER_ID_LEN + 1];
         if (stow_layout_parse_temp(target, sizeof(target), l.names[k]) != 0)
             continue;
         if ((stow_layout_parse_layer(id, target) == 0 && is_leased(st, id)) ||
-            l.infos[k].mtime == 0 || st->now - l.infos[k].mtime < st->o->grace) {
+            l.infos[k].mtime == 0 || st->now - l.infos[k].mtime < keep) {
             stow_debug("keeping temporary %s: an upload may still be writing it", l.names[k]);
             continue;
         }

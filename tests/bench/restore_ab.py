@@ -8,11 +8,14 @@ every run removes the tree and the state and restores, A, B, pipeline, A, B, ...
 usage: restore_ab.py --bins after=build-bench/stowage,before=/tmp/old-stowage
                      [--corpus realistic] [--runs 5] [--work /dev/shm/ab]
 """
-import argparse, json, os, shutil, sys
+import argparse, os, shutil, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
 import corpus  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+import manifest_json  # noqa: E402 - manifests of either version
 
 
 def main():
@@ -40,7 +43,7 @@ def main():
             os.makedirs(env["STOWAGE_URL"][7:])
             shutil.rmtree(env["STOWAGE_STATE_DIR"], ignore_errors=True)
             bench.timed([binary, "save", "--strict"], env=env)
-            m = json.load(open(os.path.join(env["STOWAGE_URL"][7:], "manifests", "default", "ab.json")))
+            m = manifest_json.load(os.path.join(env["STOWAGE_URL"][7:], "manifests", "default", "ab.json"))
             print(f"{name}: layers raw MB " + ", ".join(f"{l['raw_size'] / 1e6:.0f}" for l in m["layers"]) +
                   "; stored MB " + ", ".join(f"{l['size'] / 1e6:.0f}" for l in m["layers"]), flush=True)
             envs[name] = (binary, env)

@@ -160,7 +160,7 @@ store_has() { store_keys | grep -qxF "$1"; }
 # Layer object names of a key's manifest, in manifest order.
 layers_of() { # KEY [SCOPE]
     store_get "manifests/${2:-default}/$1.json" "$T/lo.json" &&
-        python3 -c 'import json,sys; [print("layers/%s.tar.zst" % l["id"]) for l in json.load(open(sys.argv[1]))["layers"]]' "$T/lo.json"
+        python3 -c 'import sys,manifest_json; [print("layers/%s.tar.zst" % l["id"]) for l in manifest_json.load(sys.argv[1])["layers"]]' "$T/lo.json"
 }
 flip_byte() { # FILE: flips one bit in the middle
     python3 -c 'import sys; p=sys.argv[1]; b=bytearray(open(p,"rb").read()); b[len(b)//2]^=0x01; open(p,"wb").write(b)' "$1"

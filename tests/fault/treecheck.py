@@ -22,6 +22,9 @@
 Exit 0 when the check holds, 1 with the differences on stdout otherwise."""
 import hashlib, json, os, re, stat, sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+import manifest_json  # noqa: E402 - manifests of either version
+
 TMP_RE = re.compile(r"^\.stowage-.*\.tmp$")
 
 
@@ -125,7 +128,7 @@ def main():
                 continue
             n += 1
             try:
-                m = load(os.path.join(d, "obj", k))
+                m = manifest_json.load(os.path.join(d, "obj", k))
                 layers = m["layers"]
                 assert isinstance(layers, list) and isinstance(m["files"], list)
             except Exception as e:  # noqa: BLE001 - any failure to parse is the finding
