@@ -120,6 +120,7 @@ mounts_stubs() {
     MOUNTS_STOWAGE="$d/stowage"
     MOUNTS_DOCKER="$d/docker"
     export MOUNTS_CALLS
+    # shellcheck disable=SC2016 # the wrapper's own shell expands it
     printf '#!/bin/sh\nprintf "stowage %%s\\n" "$*" >>"$MOUNTS_CALLS"\nexec "%s" "$@"\n' "$STOWAGE_BIN" >"$MOUNTS_STOWAGE"
     cat >"$MOUNTS_DOCKER" <<'SH'
 #!/bin/sh
@@ -155,6 +156,7 @@ SH
 }
 
 mounts_seq() {
+    # shellcheck disable=SC2016 # awk's fields
     awk '$1 == "docker" && $2 == "version" { next }
          $1 == "stowage" && $2 == "mounts" { printf "%s%s", sep, $3; sep = " "; next }
          $1 == "stowage" { printf "%s%s", sep, $2; sep = " "; next }

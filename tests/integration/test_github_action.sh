@@ -237,6 +237,7 @@ mounts_ws() { # mounts_ws NAME: a workspace with a Dockerfile declaring one cach
     mkdir -p "$T/ws-$1"
     printf 'FROM base\nRUN --mount=type=cache,id=apt-c,target=/var/cache/apt,sharing=locked true\n' >"$T/ws-$1/Dockerfile"
 }
+# shellcheck disable=SC2016 # the build step's shell expands it
 MOUNTS_BUILD='echo BUILD >>"$MOUNTS_CALLS"'
 mounts_stubs
 
