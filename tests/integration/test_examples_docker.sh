@@ -15,7 +15,8 @@
 #     the base's sources.list points there.
 #   - `pip install -r requirements.txt` installs a small wheel built here (a stand-in for the
 #     real requirements, which are 3 GB) from the same server (PIP_INDEX_URL in the base).
-#   The builds use --network host so that 127.0.0.1 is that server.
+#   The builds use --network host so that 127.0.0.1 is that server. pip keeps plain-http
+#   downloads in its cache only from a trusted host (PyPI is https), hence PIP_TRUSTED_HOST.
 # The context is a copy of examples/ with that requirements.txt. Dockerfile.wheels and
 # build-cached.sh build need the buildx plugin and a docker-container builder (moby/buildkit
 # from a registry), which this machine does not have: not run here (docs/BUILDKIT.md).
@@ -128,7 +129,7 @@ one_runner() { # one_runner NAME: a fresh daemon and HOME; stowage run around th
     local t0=$SECONDS
     docker_start "$1"
     tar -C "$BASE/root" -cf - . | dk import \
-        -c "ENV PIP_INDEX_URL=http://127.0.0.1:$PORT/simple PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore" \
+        -c "ENV PIP_INDEX_URL=http://127.0.0.1:$PORT/simple PIP_TRUSTED_HOST=127.0.0.1 PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore" \
         -c 'CMD ["python3"]' - python:3.11-slim >/dev/null
     docker_import_busybox busybox
     runner "$1"
