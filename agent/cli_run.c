@@ -41,7 +41,12 @@ int stow_cli_mounts(stow_cli_ctx *r, char **args, int nargs)
         return EXIT_USAGE;
     }
     int done;
-    return mounts_step(r, strcmp(args[0], "extract") == 0, &done);
+    int code = mounts_step(r, strcmp(args[0], "extract") == 0, &done);
+    /* For the CI templates: whether the transfer happened (an extract after a failed or
+     * partial inject could replace a host directory with part of it). */
+    printf("mounts-result=%s\n", done ? "done" : "failed");
+    fflush(stdout);
+    return code;
 }
 
 static volatile pid_t child_pid = -1;

@@ -17,7 +17,7 @@ static const struct {
      "restore, run CMD, save (also when CMD fails unless --save-on-failure=false), exit with CMD's status"},
     {"mounts inject|extract [options]",
      "move BuildKit cache mounts ([buildkit] mounts, or --dockerfile FILE) from / to their host directories; "
-     "stowage run does restore, inject, CMD, extract, save"},
+     "prints mounts-result=done|failed on stdout; stowage run does restore, inject, CMD, extract, save"},
     {"setup [options]", "create the cache directories"},
     {"clean [options]", "empty the cache directories (local only)"},
     {"key [options]", "print the expanded key"},

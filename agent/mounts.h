@@ -75,8 +75,14 @@ typedef struct stow_mounts_result {
 } stow_mounts_result;
 
 /* STOW_OK when the client runs and the daemon answers; otherwise STOW_ERR with a message
- * that says which ("docker not found" / "daemon unreachable: ..."). */
+ * that says which ("docker not found" / "daemon unreachable: ..."). With a builder, also
+ * `docker buildx inspect NAME` (the buildx plugin and the builder must exist) and logs which
+ * driver it has and what that means for the helper image. */
 int stow_mounts_check_docker(const stow_mounts_opts *o, stow_error *err);
+
+/* The value of the "Driver:" line of `docker buildx inspect` output (its first node's), into
+ * out (capped at outsz); STOW_ENOTFOUND when there is none. */
+int stow_mounts_buildx_driver(char *out, size_t outsz, const char *inspect_text);
 
 /* Host directories -> cache mounts. Missing or empty host directories are skipped. */
 int stow_mounts_inject(stow_mounts_result *res, const stow_mount_list *l, const stow_mounts_opts *o,

@@ -167,6 +167,67 @@ static const char *docker_bin(const stow_mounts_opts *o)
     return o && o->docker && o->docker[0] ? o->docker : "docker";
 }
 
+int stow_mounts_buildx_driver(char *out, size_t outsz, const char *text)
+{
+    static const char key[] = "Driver:";
+    for (const char *line = text; line && *line;) {
+        const char *end = strchr(line, '\n');
+        size_t n = end ? (size_t)(end - line) : strlen(line);
+        if (n > sizeof(key) - 1 && strncmp(line, key, sizeof(key) - 1) == 0) {
+            const char *v = line + sizeof(key) - 1;
+            size_t vn = n - (sizeof(key) - 1);
+            while (vn > 0 && (*v == ' ' || *v == '\t'))
+                v++, vn--;
+            while (vn > 0 && (v[vn - 1] == ' ' || v[vn - 1] == '\t' || v[vn - 1] == '\r'))
+                vn--;
+            if (vn > 0 && vn < outsz) {
+                memcpy(out, v, vn);
+                out[vn] = '\0';
+                return STOW_OK;
+            }
+        }
+        line = end ? end + 1 : NULL;
+    }
+    return STOW_ENOTFOUND;
+}
+
+/* The builder exists (buildx plugin present), and what its driver means for the transfer. */
+static int check_builder(const stow_mounts_opts *o, stow_error *err)
+{
+    char *argv[] = {(char *)docker_bin(o), "buildx", "inspect", (char *)o->builder, NULL};
+    proc pr;
+    char t[600], driver[64];
+    int rc = run_proc(&pr, argv, 1, err);
+    if (rc == STOW_OK && pr.status != 0)
+        rc = stow_error_set(err, STOW_ERR,
+                            "builder %s: `%s buildx inspect %s` exited with %d (%s); the builder "
+                            "needs the buildx plugin and `docker buildx create --name %s`",
+                            o->builder, argv[0], o->builder, pr.status, tail_str(&pr, t, sizeof(t)),
+                            o->builder);
+    if (rc == STOW_OK &&
+        stow_mounts_buildx_driver(driver, sizeof(driver), stow_buf_str(&pr.out)) != STOW_OK)
+        stow_strlcpy(driver, "", sizeof(driver));
+    stow_buf_free(&pr.out);
+    if (rc != STOW_OK)
+        return rc;
+    const char *helper = o->helper_image ? o->helper_image : "busybox";
+    if (strcmp(driver, "docker") == 0)
+        stow_info("mounts: builder %s has the docker driver: the engine's BuildKit and its local "
+                  "images (helper image %s)",
+                  o->builder, helper);
+    else if (strcmp(driver, "docker-container") == 0 || strcmp(driver, "kubernetes") == 0 ||
+             strcmp(driver, "remote") == 0)
+        stow_info("mounts: builder %s has the %s driver: its own BuildKit state, which is where "
+                  "the cache mounts live; it pulls the helper image %s from its registry (it "
+                  "does not see the engine's images)",
+                  o->builder, driver, helper);
+    else
+        stow_warn("mounts: builder %s: driver %s not recognised; transferring with docker "
+                  "buildx build --builder %s as for docker-container",
+                  o->builder, driver[0] ? driver : "(none in buildx inspect)", o->builder);
+    return STOW_OK;
+}
+
 int stow_mounts_check_docker(const stow_mounts_opts *o, stow_error *err)
 {
     char *argv[] = {(char *)docker_bin(o), "version", "--format", "{{.Server.Version}}", NULL};
@@ -181,6 +242,8 @@ int stow_mounts_check_docker(const stow_mounts_opts *o, stow_error *err)
         stow_debug("docker daemon %.*s", (int)strcspn(stow_buf_str(&pr.out), "\n"),
                    stow_buf_str(&pr.out));
     stow_buf_free(&pr.out);
+    if (rc == STOW_OK && o && o->builder && o->builder[0])
+        rc = check_builder(o, err);
     return rc;
 }
 

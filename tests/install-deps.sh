@@ -4,7 +4,7 @@ set -eu
 PKGS="build-essential cmake pkg-config libcurl4-openssl-dev libarchive-dev libzstd-dev libssl-dev
 libinih-dev libjansson-dev libexpat1-dev libacl1-dev zstd python3 curl ca-certificates nginx-light openssl
 nodejs npm shellcheck cppcheck time rsync git dash clang libclang-rt-dev clang-format clang-tidy
-docker.io busybox-static"
+docker.io busybox-static debootstrap dpkg-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

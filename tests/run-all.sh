@@ -24,7 +24,7 @@ cmake --build build-asan -j"$JOBS"
 # shell/lint checks, the release artifact (refused in sanitizer builds) and the duplicate moto
 # suite (its C unit twin, integration.backends.test_s3_moto, runs). Keeps the suite < 10 min.
 ASAN_SKIP='test_github_action|test_gitlab_template|test_shell_wrapper|test_shellcheck|test_examples'
-ASAN_SKIP="$ASAN_SKIP|test_install|test_dist|test_buildkit_mounts|^fault$|^lint$|test_http_big|integration.test_s3_moto"
+ASAN_SKIP="$ASAN_SKIP|test_install|test_dist|test_buildkit_mounts|test_examples_docker|^fault$|^lint$|test_http_big|integration.test_s3_moto"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --output-on-failure -j"$JOBS" -E "$ASAN_SKIP")
 echo "== build with clang (-Werror) and short fuzz runs"

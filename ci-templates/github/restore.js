@@ -80,6 +80,16 @@ async function main() {
   gh.saveState('cache-hit', hit);
   gh.saveState('restore-exit', String(r.code));
 
+  // BuildKit cache mounts: the restored host directories go into the builder's cache mounts
+  // (fail-open like the restore: a failure is a warning unless strict). The post step (or
+  // stowage/save) extracts them only after an inject that happened, as stowage run does.
+  let mounts = null;
+  if (r.code === 0 && !lookupOnly && st.mountsWanted()) {
+    mounts = await st.mounts(bin, 'inject');
+    gh.saveState('mounts', mounts.done ? 'injected' : 'failed');
+    gh.exportVariable('STOWAGE_MOUNTS_INJECTED', mounts.done ? 'true' : 'false');
+  }
+
   const seconds = ((Date.now() - started) / 1000).toFixed(1);
   const label = {
     hit: 'hit (exact key)',
@@ -94,9 +104,11 @@ async function main() {
     ['Paths', gh.inputList('path').map(st.code).join('<br>') || 'from the configuration'],
     ['Store', gh.input('url') ? st.code(st.redactUrl(gh.input('url'))) : 'from the configuration'],
     ['Details', st.html(st.lastInfo(r.log)) || '—'],
+    ...(mounts ? [['BuildKit mounts', mounts.done ? st.html(st.lastInfo(mounts.log)) || 'injected' : 'not injected (see the log)']] : []),
     ['Time', `${seconds} s`],
   ]);
   if (r.code !== 0) gh.setFailed(`stowage restore: ${st.exitMeaning(r.code)}`);
+  else if (mounts && mounts.code !== 0) gh.setFailed(`stowage mounts inject: ${st.exitMeaning(mounts.code)}`);
 }
 
 main().catch((e) => gh.setFailed(e.message));

@@ -42,6 +42,15 @@ async function main() {
   if (post && process.env.STOWAGE_SAVE_ON_FAILURE === 'true' && !process.env.STOWAGE_BUILD_STATUS) {
     args.push('--no-trim');
   }
+  // BuildKit cache mounts back into their host directories before the save, also after a
+  // failed job (the downloads it made are the point); not after an inject that failed, when
+  // the mounts may hold only part of what the host directories hold.
+  let mounts = null;
+  const exported = { true: 'injected', false: 'failed' }[process.env.STOWAGE_MOUNTS_INJECTED] || '';
+  const injected = post ? gh.getState('mounts') : exported;
+  if (injected === 'injected' && st.mountsWanted()) mounts = await st.mounts(bin, 'extract');
+  else if (injected === 'failed') gh.info('stowage: BuildKit cache mounts not extracted: they were not injected');
+  else if (!post && st.mountsWanted()) gh.warning('BuildKit cache mounts not extracted: no stowage restore injected them in this job', 'stowage');
   // a fresh ID token: the one the restore step used may have expired during the build
   let wi;
   try {
@@ -64,9 +73,11 @@ async function main() {
     ['Result', r.code !== 0 ? `failed: ${st.exitMeaning(r.code)}` : readOnly ? st.html(readOnly.replace(/^stowage: /, '')) : warned ? 'not saved (warning, see the log)' : 'done'],
     ['Key', st.code(key)],
     ['Details', st.html(st.lastInfo(r.log)) || '—'],
+    ...(mounts ? [['BuildKit mounts', mounts.done ? st.html(st.lastInfo(mounts.log)) || 'extracted' : 'not extracted (see the log)']] : []),
     ['Time', `${seconds} s`],
   ]);
   if (r.code !== 0) gh.setFailed(`stowage save: ${st.exitMeaning(r.code)}`);
+  else if (mounts && mounts.code !== 0) gh.setFailed(`stowage mounts extract: ${st.exitMeaning(mounts.code)}`);
 }
 
 main().catch((e) => gh.setFailed(e.message));

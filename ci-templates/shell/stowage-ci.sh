@@ -37,6 +37,13 @@
 # cache-hit=... lines. save reads the primary key back from that file, so the entry is saved
 # under the key computed before the build even when the build changed the files it hashes.
 #
+# BuildKit cache mounts (docs/BUILDKIT.md): when STOWAGE_BUILDKIT_MOUNTS or
+# STOWAGE_BUILDKIT_DOCKERFILE is set (or --buildkit-mount, --buildkit-mounts or --dockerfile
+# is given), restore then runs `stowage mounts inject` and writes STOWAGE_MOUNTS_INJECTED
+# (true/false) to the outputs file, and save runs `stowage mounts extract` first, only after
+# an inject that happened, and only when it saves (so after a failed job only with
+# STOWAGE_SAVE_ON_FAILURE). A failed transfer is a warning (strict: exit 1, after the save).
+#
 # Job status: save --job-status S (or $STOWAGE_JOB_STATUS) with S one of success, failed,
 # canceled, or an exit status (0 = success). When the job did not succeed, save does nothing
 # unless STOWAGE_SAVE_ON_FAILURE is true; it never saves a canceled job.
@@ -348,6 +355,11 @@ apply_policy() {
     esac
 }
 
+mounts_wanted() {
+    [ -n "${STOWAGE_BUILDKIT_MOUNTS:-}${STOWAGE_BUILDKIT_DOCKERFILE:-}" ] ||
+        has_flag --buildkit-mount "$@" || has_flag --buildkit-mounts "$@" || has_flag --dockerfile "$@"
+}
+
 cmd_restore() {
     f=$(outputs_file)
     mkdir -p "$(dirname -- "$f")"
@@ -390,6 +402,13 @@ cmd_restore() {
             "$hit" "$result" "$primary" "$matched"
     } >"$f.tmp"
     mv -f "$f.tmp" "$f"
+    # BuildKit cache mounts: the restored host directories into the builder.
+    if [ "$rc" -eq 0 ] && mounts_wanted "$@"; then
+        "$bin" mounts inject "$@" >"$out" || rc=$?
+        cat "$out"
+        if grep -qx 'mounts-result=done' "$out"; then inj=true; else inj=false; fi
+        printf 'STOWAGE_MOUNTS_INJECTED=%s\n' "$inj" >>"$f"
+    fi
     rm -f "$out"
     return "$rc"
 }
@@ -424,11 +443,20 @@ cmd_save() {
     *) die "unknown job status \"$status\" (success, failed, canceled or an exit status)" ;;
     esac
     get_bin "not saving" "$@" || return 0
+    mrc=0
+    if mounts_wanted "$@"; then
+        if [ "$(output_value STOWAGE_MOUNTS_INJECTED)" = true ]; then
+            "$bin" mounts extract "$@" || mrc=$?
+        else
+            say "BuildKit cache mounts not extracted: the restore did not inject them"
+        fi
+    fi
     key=$(output_value STOWAGE_CACHE_PRIMARY_KEY)
     if [ -n "$key" ] && ! has_flag --key "$@"; then
         set -- --key "$key" "$@"
     fi
-    "$bin" save "$@"
+    "$bin" save "$@" || return $?
+    return "$mrc"
 }
 
 usage() {

@@ -150,10 +150,35 @@ static void test_resolve(void)
     rmdir(dir);
 }
 
+/* `docker buildx inspect` output of buildx 0.12 for a docker-container builder. */
+static void test_buildx_driver(void)
+{
+    char d[32];
+    const char *inspect = "Name:          stowage\n"
+                          "Driver:        docker-container\n"
+                          "Last Activity: 2026-11-27 19:00:00 +0000 UTC\n\n"
+                          "Nodes:\n"
+                          "Name:      stowage0\n"
+                          "Endpoint:  unix:///var/run/docker.sock\n"
+                          "Driver Options: image=\"moby/buildkit:buildx-stable-1\"\n"
+                          "Status:    running\n";
+    CHECK_INT(stow_mounts_buildx_driver(d, sizeof(d), inspect), STOW_OK);
+    CHECK_STR(d, "docker-container");
+    CHECK_INT(stow_mounts_buildx_driver(d, sizeof(d), "Name: default\r\nDriver: docker\r\n"),
+              STOW_OK);
+    CHECK_STR(d, "docker");
+    CHECK_INT(stow_mounts_buildx_driver(d, sizeof(d), "Name: x\nDriver Options: a=b\n"),
+              STOW_ENOTFOUND);
+    CHECK_INT(stow_mounts_buildx_driver(d, sizeof(d), "Driver:   \n"), STOW_ENOTFOUND);
+    CHECK_INT(stow_mounts_buildx_driver(d, 4, "Driver: docker-container\n"), STOW_ENOTFOUND);
+    CHECK_INT(stow_mounts_buildx_driver(d, sizeof(d), ""), STOW_ENOTFOUND);
+}
+
 int main(void)
 {
     test_spec();
     test_dockerfile();
     test_resolve();
+    test_buildx_driver();
     TEST_DONE();
 }

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark for docs/BUILDKIT.md: a ~500 MB BuildKit cache mount carried between two
 # ephemeral "runners" (two dockerd data roots, one file store) by stowage run. Prints the
-# stowage summaries (restore, inject, extract, save) and the build step's own time with and
-# without the injected mount. Needs root and Debian's docker.io + busybox-static.
+# stowage summaries (restore, inject, extract, save), and for each step (run one at a time, as
+# stowage run runs them) its wall time and CPU seconds: its own process tree and the daemon's. Needs root and Debian's docker.io + busybox-static.
 # usage: STOWAGE_BIN=build/stowage tests/bench/buildkit_mounts.sh [MB]
 # shellcheck disable=SC2016 # the Dockerfile's shell text is literal
 set -euo pipefail
@@ -51,19 +51,49 @@ docker = $DOCKER_CLI
 EOF
 export STOWAGE_CONFIG="$T/stowage.ini"
 
+# daemon_cpu: CPU seconds (user+sys) of this runner's dockerd and its child processes
+# (containerd, and the runc processes BuildKit's executor starts, once they are reaped).
+daemon_cpu() {
+    local pid kids p ticks=0
+    pid=$(cat "$T/docker-$RUNNER/pid")
+    kids=$(cat /proc/"$pid"/task/*/children 2>/dev/null)
+    for p in $pid $kids; do
+        # fields 14-17 of /proc/PID/stat: utime stime cutime cstime (after the "(comm)" field)
+        ticks=$((ticks + $(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 + $14 + $15 }' || echo 0)))
+    done
+    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'
+}
+
+# phase NAME CMD...: runs one step of the flow; prints its wall time, the CPU time of its own
+# process tree (stowage, the docker client, tar) and of the daemon while it ran.
+phase() {
+    local name=$1 d0 d1 rc=0
+    shift
+    d0=$(daemon_cpu)
+    /usr/bin/time -f "%e %U %S" -o "$T/time" "$@" >>"$T/$RUNNER.out" 2>>"$T/$RUNNER.err" || rc=$?
+    d1=$(daemon_cpu)
+    read -r wall user sys <"$T/time" || true
+    printf '   %-16s wall %6.1f s   CPU: client %5.1f s (user %.1f, sys %.1f), daemon %5.1f s%s\n' "$name" \
+        "$wall" "$(awk "BEGIN { print $user + $sys }")" "$user" "$sys" "$(awk "BEGIN { print $d1 - $d0 }")" \
+        "$([ "$rc" -eq 0 ] || echo "   (exit $rc)")"
+}
+
 one_runner() {
     local name=$1
+    RUNNER=$name
     docker_start "$name"
     docker_import_busybox busybox
     dk tag busybox base
     runner "$name"
-    local t0 t1
-    t0=$(date +%s.%N)
-    "$STOWAGE_BIN" run -v -- "$DOCKER_CLI" build --network none --progress plain -f "$T/app/Dockerfile" "$T/app/ctx" \
-        >"$T/$name.out" 2>"$T/$name.err"
-    t1=$(date +%s.%N)
-    echo "== runner $name: stowage run total $(awk "BEGIN {printf \"%.1f\", $t1 - $t0}") s"
-    grep -E '^stowage: (restore|save|mounts|warning)|^stowage: debug: mounts .*(packed|unpacked)|^#[0-9]+ [0-9.]+ STEP' "$T/$name.err" | sed 's/^#[0-9]* [0-9.]* //'
+    : >"$T/$name.out"
+    : >"$T/$name.err"
+    echo "== runner $name (the steps of stowage run, one at a time)"
+    phase restore "$STOWAGE_BIN" restore -v
+    phase "mounts inject" "$STOWAGE_BIN" mounts inject -v
+    phase "build step" "$DOCKER_CLI" build --network none --progress plain -f "$T/app/Dockerfile" "$T/app/ctx"
+    phase "mounts extract" "$STOWAGE_BIN" mounts extract -v
+    phase save "$STOWAGE_BIN" save -v
+    grep -E '^stowage: (restore|save|mounts|warning)|^stowage: debug: mounts .*(packed|unpacked)|^#[0-9]+ [0-9.]+ STEP' "$T/$name.err" | sed 's/^#[0-9]* [0-9.]* //; s/^/   /'
     echo "   host cache: $(du -sm "$HOME/.docker-cache" | cut -f1) MB"
 }
 one_runner r1

@@ -102,3 +102,63 @@ for src in ("/usr/bin", "/bin"):
         os.symlink(os.path.join(src, n), os.path.join(d, n))
 PY
 }
+
+# mounts_stubs: for the templates' BuildKit-mount ordering tests only (the real engine is
+# covered by test_buildkit_mounts.sh). Writes
+#   $MOUNTS_STOWAGE  a wrapper of $STOWAGE_BIN that appends "stowage ARGS" to $MOUNTS_CALLS,
+#   $MOUNTS_DOCKER   a stand-in docker client that appends "docker ARGS" to $MOUNTS_CALLS and
+#                    writes what stowage's helper build exports (its done marker, and empty
+#                    mount tars for an extract), or exits 1 when $MOUNTS_DOCKER_FAIL is 1.
+# mounts_seq prints the calls as one line, "restore inject docker BUILD extract docker save"
+# (docker: a build; the daemon check, docker version, is left out).
+# shellcheck disable=SC2034 # MOUNTS_* are for the sourcing test
+mounts_stubs() {
+    local d="$T/mounts-stubs"
+    mkdir -p "$d"
+    MOUNTS_CALLS="$T/mounts-calls.log"
+    MOUNTS_STOWAGE="$d/stowage"
+    MOUNTS_DOCKER="$d/docker"
+    export MOUNTS_CALLS
+    # shellcheck disable=SC2016 # the wrapper's own shell expands it
+    printf '#!/bin/sh\nprintf "stowage %%s\\n" "$*" >>"$MOUNTS_CALLS"\nexec "%s" "$@"\n' "$STOWAGE_BIN" >"$MOUNTS_STOWAGE"
+    cat >"$MOUNTS_DOCKER" <<'SH'
+#!/bin/sh
+printf 'docker %s\n' "$*" >>"$MOUNTS_CALLS"
+if [ "${MOUNTS_DOCKER_FAIL:-0}" = 1 ]; then
+    echo "Cannot connect to the Docker daemon (stand-in)" >&2
+    exit 1
+fi
+if [ "$1" = version ]; then
+    echo 20.10.24
+    exit 0
+fi
+prev="" dest="" df=""
+for a in "$@"; do
+    case "$prev" in
+    -o) dest=${a#type=local,dest=} ;;
+    -f) df=$a ;;
+    esac
+    prev=$a
+done
+[ -n "$dest" ] && [ -n "$df" ] || exit 2
+if grep -q 'tar -cf' "$df"; then
+    mkdir -p "$dest/stowage-out"
+    for i in 0 1 2 3; do tar -cf "$dest/stowage-out/m$i.tar" -T /dev/null; done
+    echo ok >"$dest/stowage-out/done"
+else
+    mkdir -p "$dest"
+    echo ok >"$dest/done"
+fi
+SH
+    chmod +x "$MOUNTS_STOWAGE" "$MOUNTS_DOCKER"
+    : >"$MOUNTS_CALLS"
+}
+
+mounts_seq() {
+    # shellcheck disable=SC2016 # awk's fields
+    awk '$1 == "docker" && $2 == "version" { next }
+         $1 == "stowage" && $2 == "mounts" { printf "%s%s", sep, $3; sep = " "; next }
+         $1 == "stowage" { printf "%s%s", sep, $2; sep = " "; next }
+         { printf "%s%s", sep, $1; sep = " " }
+         END { print "" }' "$MOUNTS_CALLS"
+}

@@ -230,6 +230,110 @@ gha split-again --action "$ACTION/restore" --input "stowage-bin=$STOWAGE_BIN" --
 expect_eq "cache-hit" "$(R split-again main.outputs.cache-hit)" true
 [ "$(cat "$HOME/s/f" 2>/dev/null)" = split ] && ok "restored" || fail "split entry not restored"
 
+# BuildKit cache mounts through the action. The order and arguments of the calls are what is
+# checked here, with a stand-in docker client (ci_lib.sh mounts_stubs); the transfer against a
+# real engine is test_buildkit_mounts.sh.
+mounts_ws() { # mounts_ws NAME: a workspace with a Dockerfile declaring one cache mount
+    mkdir -p "$T/ws-$1"
+    printf 'FROM base\nRUN --mount=type=cache,id=apt-c,target=/var/cache/apt,sharing=locked true\n' >"$T/ws-$1/Dockerfile"
+}
+# shellcheck disable=SC2016 # the build step's shell expands it
+MOUNTS_BUILD='echo BUILD >>"$MOUNTS_CALLS"'
+mounts_stubs
+
+case_begin "buildkit-mounts: restore, inject, the build, extract, save, in that order"
+NAME=mounts
+runner gh-m1
+mkdir -p ~/.docker-cache/pip && echo whl >~/.docker-cache/pip/a.whl
+mounts_ws mounts
+: >"$MOUNTS_CALLS"
+gha mounts --action "$ACTION" --input "stowage-bin=$MOUNTS_STOWAGE" --input "url=file://$STORE" \
+    --input key=mounts-1 --input 'path=~/.docker-cache' --input $'buildkit-mounts=pip:/root/.cache/pip\n' \
+    --input dockerfile=Dockerfile --env "STOWAGE_DOCKER=$MOUNTS_DOCKER" --build "$MOUNTS_BUILD"
+expect_eq "calls" "$(mounts_seq)" "restore inject docker BUILD extract docker save"
+grep -qxF -- "stowage mounts inject --buildkit-mount pip:/root/.cache/pip --dockerfile Dockerfile" "$MOUNTS_CALLS" &&
+    grep -qxF -- "stowage mounts extract --buildkit-mount pip:/root/.cache/pip --dockerfile Dockerfile" "$MOUNTS_CALLS" &&
+    ok "inject and extract get the mounts and the Dockerfile" || fail "calls: $(cat "$MOUNTS_CALLS")"
+[ "$(grep -c '^docker build --network none --progress plain -f .* -o type=local,dest=' "$MOUNTS_CALLS")" = 2 ] &&
+    ok "one helper build each way" || fail "docker calls: $(grep ^docker "$MOUNTS_CALLS")"
+expect_eq "state mounts" "$(R mounts main.state.mounts)" injected
+expect_eq "exported STOWAGE_MOUNTS_INJECTED" "$(R mounts main.env.STOWAGE_MOUNTS_INJECTED)" true
+summary_has mounts main "| BuildKit mounts | mounts inject: 1 cache mount," && summary_has mounts post "| BuildKit mounts | mounts extract:" &&
+    ok "summaries name the transfers" || fail "summaries: $(R mounts main.summary) $(R mounts post.summary)"
+expect_eq "post exit" "$(R mounts post.exit)" 0
+
+case_begin "buildkit-mounts: a failed job with save-on-failure still extracts, then saves"
+NAME=mounts-fail
+runner gh-m2
+mkdir -p ~/.docker-cache/pip && echo whl >~/.docker-cache/pip/a.whl
+: >"$MOUNTS_CALLS"
+gha mounts-fail --action "$ACTION" --input "stowage-bin=$MOUNTS_STOWAGE" --input "url=file://$STORE" \
+    --input key=mounts-2 --input 'path=~/.docker-cache' --input 'buildkit-mounts=pip:/root/.cache/pip' \
+    --input save-on-failure=true --env "STOWAGE_DOCKER=$MOUNTS_DOCKER" --build "$MOUNTS_BUILD; exit 1"
+expect_eq "job status" "$(R mounts-fail jobStatus)" failure
+expect_eq "calls" "$(mounts_seq)" "restore inject docker BUILD extract docker save"
+NAME=mounts-fail-nosave
+: >"$MOUNTS_CALLS"
+gha mounts-fail-nosave --action "$ACTION" --input "stowage-bin=$MOUNTS_STOWAGE" --input "url=file://$STORE" \
+    --input key=mounts-2b --input 'path=~/.docker-cache' --input 'buildkit-mounts=pip:/root/.cache/pip' \
+    --env "STOWAGE_DOCKER=$MOUNTS_DOCKER" --build "$MOUNTS_BUILD; exit 1"
+expect_eq "without save-on-failure: no extract, no save" "$(mounts_seq)" "restore inject docker BUILD"
+
+case_begin "buildkit-mounts: docker failing is a warning, and what was not injected is not extracted"
+NAME=mounts-nodocker
+runner gh-m3
+mkdir -p ~/.docker-cache/pip && echo whl >~/.docker-cache/pip/a.whl
+: >"$MOUNTS_CALLS"
+gha mounts-nodocker --action "$ACTION" --input "stowage-bin=$MOUNTS_STOWAGE" --input "url=file://$STORE" \
+    --input key=mounts-3 --input 'path=~/.docker-cache' --input 'buildkit-mounts=pip:/root/.cache/pip' \
+    --env "STOWAGE_DOCKER=$MOUNTS_DOCKER" --env MOUNTS_DOCKER_FAIL=1 --build "$MOUNTS_BUILD"
+expect_eq "main exit" "$(R mounts-nodocker main.exit)" 0
+expect_eq "calls (the daemon check fails, no build)" "$(mounts_seq)" "restore inject BUILD save"
+expect_eq "state mounts" "$(R mounts-nodocker main.state.mounts)" failed
+grep -q '"level": "warning"' "$T/mounts-nodocker.json" && grep -q 'mounts inject failed' "$T/mounts-nodocker.json" &&
+    ok "warning annotation" || fail "annotations: $(R mounts-nodocker main.annotations)"
+grep -q 'not extracted: they were not injected' "$T/mounts-nodocker.log" && ok "post says why" || fail "$(tail -5 "$T/mounts-nodocker.log")"
+[ "$(cat ~/.docker-cache/pip/a.whl)" = whl ] && ok "host directory untouched" || fail "host directory changed"
+NAME=mounts-strict
+: >"$MOUNTS_CALLS"
+gha mounts-strict --action "$ACTION" --input "stowage-bin=$MOUNTS_STOWAGE" --input "url=file://$STORE" \
+    --input key=mounts-4 --input 'path=~/.docker-cache' --input 'buildkit-mounts=pip:/root/.cache/pip' \
+    --input strict=true --env "STOWAGE_DOCKER=$MOUNTS_DOCKER" --env MOUNTS_DOCKER_FAIL=1 --build "$MOUNTS_BUILD"
+expect_eq "strict: main exit" "$(R mounts-strict main.exit)" 1
+grep -q 'stowage mounts inject: a storage or data error' "$T/mounts-strict.json" && ok "strict: the step fails on the inject" ||
+    fail "$(R mounts-strict main.annotations)"
+
+case_begin "no buildkit inputs: no mounts calls"
+NAME=mounts-none
+runner gh-m4
+: >"$MOUNTS_CALLS"
+gha mounts-none --action "$ACTION" --input "stowage-bin=$MOUNTS_STOWAGE" --input "url=file://$STORE" \
+    --input key=mounts-5 --input 'path=~/.docker-cache' --env "STOWAGE_DOCKER=$MOUNTS_DOCKER" --build "$MOUNTS_BUILD"
+expect_eq "calls" "$(mounts_seq)" "restore BUILD save"
+
+case_begin "split actions with buildkit-mounts: restore/ injects, save/ extracts after that inject only"
+NAME=mounts-split-r
+runner gh-m5
+mkdir -p ~/.docker-cache/pip && echo whl >~/.docker-cache/pip/a.whl
+: >"$MOUNTS_CALLS"
+gha mounts-split-r --action "$ACTION/restore" --input "stowage-bin=$MOUNTS_STOWAGE" --input "url=file://$STORE" \
+    --input key=mounts-6 --input 'path=~/.docker-cache' --input 'buildkit-mounts=pip:/root/.cache/pip' \
+    --env "STOWAGE_DOCKER=$MOUNTS_DOCKER"
+INJ=$(R mounts-split-r main.env.STOWAGE_MOUNTS_INJECTED)
+expect_eq "restore/ exports" "$INJ" true
+NAME=mounts-split-s
+gha mounts-split-s --action "$ACTION/save" --input "stowage-bin=$MOUNTS_STOWAGE" --input "url=file://$STORE" \
+    --input key=mounts-6 --input 'path=~/.docker-cache' --input 'buildkit-mounts=pip:/root/.cache/pip' \
+    --env "STOWAGE_DOCKER=$MOUNTS_DOCKER" --env "STOWAGE_MOUNTS_INJECTED=$INJ"
+expect_eq "calls" "$(mounts_seq)" "restore inject docker extract docker save"
+NAME=mounts-split-alone
+: >"$MOUNTS_CALLS"
+gha mounts-split-alone --action "$ACTION/save" --input "stowage-bin=$MOUNTS_STOWAGE" --input "url=file://$STORE" \
+    --input key=mounts-7 --input 'path=~/.docker-cache' --input 'buildkit-mounts=pip:/root/.cache/pip' \
+    --env "STOWAGE_DOCKER=$MOUNTS_DOCKER"
+expect_eq "save/ without an inject: save only" "$(mounts_seq)" "save"
+grep -q 'no stowage restore injected them' "$T/mounts-split-alone.json" && ok "and warns" || fail "$(R mounts-split-alone main.annotations)"
+
 case_begin "the url input reaches stowage in STOWAGE_URL, never on its command line"
 # A stowage-bin that records its arguments and STOWAGE_URL, then runs the real binary.
 cat >"$T/spy-stowage" <<SPY

@@ -210,6 +210,86 @@ gcl pmr push-only
 [ "$RC" -eq 0 ] && log_has "STOWAGE_POLICY=push: not restoring" && [ -f "$STORE/manifests/pushed/gl-mr-1.json" ] &&
     ok "push: no restore, saved" || fail "$(show)"
 
+case_begin "BuildKit mounts: restore, inject, script, extract, save; failures are warnings"
+# The order and arguments of the calls, with a stand-in docker client (ci_lib.sh
+# mounts_stubs); the transfer against a real engine is test_buildkit_mounts.sh.
+mounts_stubs
+MOUNTS_VARS="  STOWAGE_URL: file://$STORE
+  STOWAGE_PATHS: ~/.docker-cache
+  STOWAGE_BIN: $MOUNTS_STOWAGE
+  STOWAGE_DOCKER: $MOUNTS_DOCKER
+  MOUNTS_CALLS: $MOUNTS_CALLS
+  HOME: $T/runner-mounts"
+project pm <<EOF2
+include:
+  - local: stowage.gitlab-ci.yml
+variables:
+$MOUNTS_VARS
+mounts-ok:
+  extends: .stowage
+  variables:
+    STOWAGE_KEY: mounts-ok-1
+    STOWAGE_BUILDKIT_MOUNTS: "pip:/root/.cache/pip"
+  script:
+    - echo BUILD >>"\$MOUNTS_CALLS"
+mounts-fail:
+  extends: .stowage
+  variables:
+    STOWAGE_KEY: mounts-fail-1
+    STOWAGE_BUILDKIT_DOCKERFILE: Dockerfile
+    STOWAGE_SAVE_ON_FAILURE: "true"
+  script:
+    - echo BUILD >>"\$MOUNTS_CALLS"
+    - exit 5
+mounts-nodocker:
+  extends: .stowage
+  variables:
+    STOWAGE_KEY: mounts-nodocker-1
+    STOWAGE_BUILDKIT_MOUNTS: "pip:/root/.cache/pip"
+    MOUNTS_DOCKER_FAIL: "1"
+  script:
+    - echo BUILD >>"\$MOUNTS_CALLS"
+mounts-strict:
+  extends: .stowage
+  variables:
+    STOWAGE_KEY: mounts-strict-1
+    STOWAGE_BUILDKIT_MOUNTS: "pip:/root/.cache/pip"
+    MOUNTS_DOCKER_FAIL: "1"
+    STOWAGE_STRICT: "true"
+  script:
+    - echo BUILD >>"\$MOUNTS_CALLS"
+mounts-none:
+  extends: .stowage
+  variables:
+    STOWAGE_KEY: mounts-none-1
+  script:
+    - echo BUILD >>"\$MOUNTS_CALLS"
+EOF2
+printf 'FROM base\nRUN --mount=type=cache,target=/root/.cache/pip true\n' >"$T/pm/Dockerfile"
+mkdir -p "$T/runner-mounts/.docker-cache/pip" && echo whl >"$T/runner-mounts/.docker-cache/pip/a.whl"
+: >"$MOUNTS_CALLS"
+gcl pm mounts-ok
+[ "$RC" -eq 0 ] && ok "job passed" || fail "$(show)"
+[ "$(mounts_seq)" = "restore inject docker BUILD extract docker save" ] && ok "order: $(mounts_seq)" || fail "calls: $(mounts_seq)"
+grep -q '^docker build --network none --progress plain -f ' "$MOUNTS_CALLS" && ok "helper builds" || fail "$(cat "$MOUNTS_CALLS")"
+log_has "mounts inject: 1 cache mount" && log_has "mounts extract: 1 cache mount" && ok "both transfers logged" || fail "$(show)"
+: >"$MOUNTS_CALLS"
+gcl pm mounts-fail
+# (the Dockerfile's mount has an empty host directory: nothing to inject, no build)
+[ "$RC" -ne 0 ] && [ "$(mounts_seq)" = "restore inject BUILD extract docker save" ] &&
+    grep -qxF "stowage mounts extract" "$MOUNTS_CALLS" &&
+    ok "failed job with STOWAGE_SAVE_ON_FAILURE (Dockerfile mounts): $(mounts_seq)" || fail "rc $RC, calls: $(mounts_seq)"
+: >"$MOUNTS_CALLS"
+gcl pm mounts-nodocker
+[ "$RC" -eq 0 ] && [ "$(mounts_seq)" = "restore inject BUILD save" ] && ok "docker failing: $(mounts_seq)" || fail "rc $RC, calls: $(mounts_seq)"
+log_has "warning: mounts inject failed" && log_has "not extracted: they were not injected" && ok "warned, not extracted" || fail "$(show)"
+: >"$MOUNTS_CALLS"
+gcl pm mounts-strict
+[ "$RC" -ne 0 ] && [ "$(mounts_seq)" = "restore inject" ] && ok "strict: the job fails at the inject" || fail "rc $RC, calls: $(mounts_seq)"
+: >"$MOUNTS_CALLS"
+gcl pm mounts-none
+[ "$RC" -eq 0 ] && [ "$(mounts_seq)" = "restore BUILD save" ] && ok "no mounts variables: no mounts calls" || fail "rc $RC, calls: $(mounts_seq)"
+
 case_begin "STOWAGE_SOURCE_DIR: the template builds stowage from source, once"
 project p3 <<EOF
 include:

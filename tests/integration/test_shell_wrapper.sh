@@ -122,6 +122,52 @@ expect_rc 0 && ! err_has "read-only" && ok "push: saved" || fail "$(cat "$T/err"
 STOWAGE_POLICY=sideways w restore --key pol-1
 expect_rc 2 && err_has "unknown STOWAGE_POLICY" && ok "unknown policy: exit 2" || fail "$RC $(cat "$T/err")"
 
+case_begin "BuildKit mounts: restore injects, save extracts first, following the job status"
+# The order and arguments of the calls, with a stand-in docker client (ci_lib.sh
+# mounts_stubs); the transfer against a real engine is test_buildkit_mounts.sh.
+mounts_stubs
+runner rm1
+mkdir -p "$HOME/.docker-cache/pip" && echo whl >"$HOME/.docker-cache/pip/a.whl"
+rm -rf "$T/job/.stowage"
+mw() { STOWAGE_BIN="$MOUNTS_STOWAGE" STOWAGE_DOCKER="$MOUNTS_DOCKER" STOWAGE_PATHS='~/.docker-cache' w "$@"; }
+: >"$MOUNTS_CALLS"
+STOWAGE_BUILDKIT_MOUNTS=pip:/root/.cache/pip mw restore --key swm-1
+expect_rc 0 && grep -qx 'STOWAGE_MOUNTS_INJECTED=true' "$T/job/.stowage/outputs.env" && out_has '^mounts-result=done$' &&
+    ok "restore injected, outputs say so" || fail "rc $RC: $(outputs) $(cat "$T/err")"
+echo BUILD >>"$MOUNTS_CALLS"
+STOWAGE_BUILDKIT_MOUNTS=pip:/root/.cache/pip mw save --job-status success
+expect_rc 0 && [ "$(mounts_seq)" = "restore inject docker BUILD extract docker save" ] && ok "order: $(mounts_seq)" ||
+    fail "rc $RC, calls: $(mounts_seq) $(cat "$T/err")"
+grep -qxF "stowage mounts extract" "$MOUNTS_CALLS" && grep -qxF "stowage save --key swm-1" "$MOUNTS_CALLS" &&
+    ok "extract, then save under the primary key" || fail "$(cat "$MOUNTS_CALLS")"
+: >"$MOUNTS_CALLS"
+mw save --job-status failed --buildkit-mount pip:/root/.cache/pip
+expect_rc 0 && [ "$(mounts_seq)" = "" ] && ok "failed job without STOWAGE_SAVE_ON_FAILURE: no extract, no save" || fail "calls: $(mounts_seq)"
+STOWAGE_SAVE_ON_FAILURE=true mw save --job-status failed --buildkit-mount pip:/root/.cache/pip
+expect_rc 0 && [ "$(mounts_seq)" = "extract docker save" ] && ok "with STOWAGE_SAVE_ON_FAILURE: extract, save" || fail "calls: $(mounts_seq)"
+printf 'FROM base\nRUN --mount=type=cache,target=/root/.cache/pip true\n' >"$T/job/Dockerfile"
+: >"$MOUNTS_CALLS"
+MOUNTS_DOCKER_FAIL=1 mw restore --key swm-2 --dockerfile Dockerfile --buildkit-mount pip:/root/.cache/pip
+expect_rc 0 && grep -qx 'STOWAGE_MOUNTS_INJECTED=false' "$T/job/.stowage/outputs.env" && err_has "warning: mounts inject failed" &&
+    ok "docker failing: a warning, exit 0, not injected" || fail "rc $RC: $(outputs) $(cat "$T/err")"
+mw save --buildkit-mount pip:/root/.cache/pip
+expect_rc 0 && [ "$(mounts_seq)" = "restore inject save" ] && err_has "not extracted: the restore did not inject them" &&
+    ok "what was not injected is not extracted" || fail "calls: $(mounts_seq) $(cat "$T/err")"
+[ "$(cat "$HOME/.docker-cache/pip/a.whl")" = whl ] && ok "host directory untouched" || fail "host directory changed"
+: >"$MOUNTS_CALLS"
+MOUNTS_DOCKER_FAIL=1 STOWAGE_BUILDKIT_MOUNTS=pip:/root/.cache/pip mw restore --key swm-3 --strict
+expect_rc 1 && ok "strict: restore fails on the inject (exit 1)" || fail "rc $RC $(cat "$T/err")"
+: >"$MOUNTS_CALLS"
+mw restore --key swm-4
+expect_rc 0 && ! grep -q STOWAGE_MOUNTS_INJECTED "$T/job/.stowage/outputs.env" && ok "no mounts configured: no inject" || fail "$(outputs)"
+mw save
+expect_rc 0 && [ "$(mounts_seq)" = "restore save" ] && ok "and no extract" || fail "calls: $(mounts_seq)"
+: >"$MOUNTS_CALLS"
+# shellcheck disable=SC2016 # the command's shell expands it
+STOWAGE_BUILDKIT_MOUNTS=pip:/root/.cache/pip mw run --key swm-5 -- sh -c 'echo BUILD >>"$MOUNTS_CALLS"'
+expect_rc 0 && [ "$(mounts_seq)" = "run docker BUILD docker" ] && ok "run: stowage run injects and extracts around the command" ||
+    fail "rc $RC, calls: $(mounts_seq)"
+
 case_begin "run, help, unknown commands"
 w run --key run-1 -- sh -c 'exit 4'
 expect_rc 4 && ok "run passes the command's status through"

@@ -148,6 +148,38 @@ function commonArgs(key) {
   return a;
 }
 
+// BuildKit cache mounts (docs/BUILDKIT.md): wanted when the buildkit-mounts or dockerfile
+// input is set, or the job's environment sets STOWAGE_BUILDKIT_MOUNTS or
+// STOWAGE_BUILDKIT_DOCKERFILE (which stowage reads itself).
+function mountsWanted() {
+  return (
+    gh.inputList('buildkit-mounts').length > 0 ||
+    gh.input('dockerfile') !== '' ||
+    !!process.env.STOWAGE_BUILDKIT_MOUNTS ||
+    !!process.env.STOWAGE_BUILDKIT_DOCKERFILE
+  );
+}
+
+// Flags for stowage mounts inject|extract.
+function mountsArgs() {
+  const a = [];
+  const config = gh.input('config');
+  if (config) a.push('--config', config);
+  for (const m of gh.inputList('buildkit-mounts')) a.push('--buildkit-mount', m);
+  const dockerfile = gh.input('dockerfile');
+  if (dockerfile) a.push('--dockerfile', dockerfile);
+  if (gh.inputBool('strict')) a.push('--strict');
+  return a;
+}
+
+// Runs stowage mounts inject|extract; resolves to { code, done, log }. done: the transfer
+// happened (stowage prints mounts-result=done; failed when docker or the builder failed,
+// which is a warning unless strict).
+async function mounts(bin, verb) {
+  const r = await run(bin, ['mounts', verb, ...mountsArgs()]);
+  return { code: r.code, done: r.code === 0 && r.outputs['mounts-result'] === 'done', log: r.log };
+}
+
 // Variables for the inputs passed through the environment: url as STOWAGE_URL (stowage's own
 // precedence puts it above the config file, like the flag it replaces). A password in it is
 // masked in the log first.
@@ -181,7 +213,7 @@ function run(bin, args, extraEnv = {}) {
     let outBuf = '';
     let errBuf = '';
     const onOut = (line) => {
-      const m = /^(cache-[a-z-]+)=(.*)$/.exec(line);
+      const m = /^((?:cache|mounts)-[a-z-]+)=(.*)$/.exec(line);
       if (m) outputs[m[1]] = m[2];
       gh.info(line);
     };
@@ -252,4 +284,4 @@ function lastInfo(log) {
   return '';
 }
 
-module.exports = { BootstrapError, findStowage, commonArgs, inputEnv, run, exitMeaning, redactUrl, summary, code, html, lastInfo };
+module.exports = { BootstrapError, findStowage, commonArgs, mountsWanted, mounts, inputEnv, run, exitMeaning, redactUrl, summary, code, html, lastInfo };
