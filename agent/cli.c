@@ -247,20 +247,22 @@ static void write_outputs(const stow_cache_result *res, const char *primary, int
 
 static void summary(const char *cmd, const char *what, const stow_cache_result *res)
 {
-    char moved[32], total[32], rate[32];
+    char moved[32], total[32], rate[32], level[96] = "";
     stow_format_bytes(moved, sizeof(moved), res->bytes_moved);
     stow_format_bytes(total, sizeof(total), res->bytes_total);
     double secs = res->seconds > 0 ? res->seconds : 1e-9;
     stow_format_bytes(rate, sizeof(rate), (uint64_t)((double)res->bytes_total / secs));
-    stow_info("%s %s: %llu files, %s in %.2f s (%s/s); %s %s, %llu of %llu layers", cmd, what,
+    int save = strcmp(cmd, "save") == 0;
+    /* One line (the CI templates show the last info line as the step's details). */
+    if (save && res->layers_moved > 0 && res->level_auto)
+        snprintf(level, sizeof(level), "; zstd level auto: mean %.1f, final %d (%d..%d used)",
+                 res->level_mean, res->level_final, res->level_lo, res->level_hi);
+    else if (save && res->layers_moved > 0)
+        snprintf(level, sizeof(level), "; zstd level %d", res->level_final);
+    stow_info("%s %s: %llu files, %s in %.2f s (%s/s); %s %s, %llu of %llu layers%s", cmd, what,
               (unsigned long long)res->files, total, res->seconds, rate, moved,
-              strcmp(cmd, "save") == 0 ? "uploaded" : "downloaded",
-              (unsigned long long)res->layers_moved, (unsigned long long)res->layers_total);
-    if (strcmp(cmd, "save") == 0 && res->layers_moved > 0 && res->level_auto)
-        stow_info("save %s: zstd level auto: mean %.1f, final %d (%d..%d used)", what,
-                  res->level_mean, res->level_final, res->level_lo, res->level_hi);
-    else if (strcmp(cmd, "save") == 0 && res->layers_moved > 0)
-        stow_info("save %s: zstd level %d", what, res->level_final);
+              save ? "uploaded" : "downloaded", (unsigned long long)res->layers_moved,
+              (unsigned long long)res->layers_total, level);
 }
 
 int stow_cli_read_only(const stow_cli_ctx *r, const char *cmd)

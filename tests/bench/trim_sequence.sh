@@ -22,7 +22,8 @@ if [ "${#BASE[@]}" -lt 20 ] || [ -z "$OLD" ] || [ -z "$NEW" ]; then
 fi
 UPGRADE_AT=6
 
-export PYTHONPATH="$(cd "$(dirname "$0")/../integration" && pwd)${PYTHONPATH:+:$PYTHONPATH}"
+PYTHONPATH="$(cd "$(dirname "$0")/../integration" && pwd)${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH
 layer_bytes() { python3 -c 'import manifest_json,sys; print(sum(l["size"] for l in manifest_json.load(sys.argv[1])["layers"]))' "$1"; }
 
 run_variant() {
