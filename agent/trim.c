@@ -64,8 +64,10 @@ int stow_trim_canary(const char *dir, char *why, size_t whysz)
     struct stat before, after;
     char c;
     if (stow_random_hex(hex, 8) != STOW_OK ||
-        snprintf(path, sizeof(path), "%s/%scanary-%s%s", dir, STOW_TEMP_PREFIX, hex,
-                 STOW_TEMP_SUFFIX) >= (int)sizeof(path)) {
+        /* named like a restore's temporary file, so that the next restore's sweep removes a
+         * canary that a kill left behind */
+        snprintf(path, sizeof(path), "%s/%s%s%s", dir, STOW_TEMP_PREFIX, hex, STOW_TEMP_SUFFIX) >=
+            (int)sizeof(path)) {
         snprintf(why, whysz, "%s: no canary name", dir);
         return -1;
     }
