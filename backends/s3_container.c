@@ -233,21 +233,6 @@ static int on_prepare(void *ud, const stow_httpc_attempt *att, struct curl_slist
     return STOW_OK;
 }
 
-static const char *json_str(json_t *obj, const char *key)
-{
-    json_t *v = json_object_get(obj, key);
-    return json_is_string(v) ? json_string_value(v) : NULL;
-}
-
-static int copy_field(char *dst, size_t cap, const char *s)
-{
-    size_t n = strlen(s);
-    if (n >= cap)
-        return -1;
-    memcpy(dst, s, n + 1);
-    return 0;
-}
-
 static int parse_answer(stow_s3_creds *out, const stow_buf *b, const char *shown, stow_error *err)
 {
     int rc = STOW_EAUTH;
@@ -260,27 +245,10 @@ static int parse_answer(stow_s3_creds *out, const stow_buf *b, const char *shown
                             shown);
         goto done;
     }
-    const char *ak = json_str(root, "AccessKeyId");
-    const char *sk = json_str(root, "SecretAccessKey");
-    const char *tok = json_str(root, "Token");
-    const char *exp = json_str(root, "Expiration");
-    if (ak == NULL || sk == NULL || ak[0] == '\0' || sk[0] == '\0') {
-        rc = stow_error_set(err, STOW_EAUTH,
-                            "container credentials %s: AccessKeyId or SecretAccessKey missing",
-                            shown);
+    char what[600];
+    snprintf(what, sizeof(what), "container credentials %s", shown);
+    if ((rc = stow_s3_creds_from_json(out, root, what, err)) != STOW_OK)
         goto done;
-    }
-    if (copy_field(out->access_key, sizeof(out->access_key), ak) ||
-        copy_field(out->secret_key, sizeof(out->secret_key), sk) ||
-        (tok && copy_field(out->session_token, sizeof(out->session_token), tok))) {
-        rc = stow_error_set(err, STOW_EAUTH, "container credentials %s: credentials too long",
-                            shown);
-        goto done;
-    }
-    if (exp != NULL && stow_s3_creds_parse_time(&out->expiry, exp, err) != STOW_OK) {
-        rc = stow_error_wrap(err, "container credentials %s: Expiration", shown);
-        goto done;
-    }
     rc = STOW_OK;
 done:
     json_decref(root);

@@ -263,6 +263,24 @@ static const char *json_str(json_t *obj, const char *key)
     return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
+int stow_s3_creds_from_json(stow_s3_creds *out, struct json_t *root, const char *what,
+                            stow_error *err)
+{
+    const char *ak = json_str(root, "AccessKeyId");
+    const char *sk = json_str(root, "SecretAccessKey");
+    const char *tok = json_str(root, "Token");
+    const char *exp = json_str(root, "Expiration");
+    if (ak == NULL || sk == NULL || ak[0] == '\0' || sk[0] == '\0')
+        return stow_error_set(err, STOW_EAUTH, "%s: AccessKeyId or SecretAccessKey missing", what);
+    if (copy_field(out->access_key, sizeof(out->access_key), ak) ||
+        copy_field(out->secret_key, sizeof(out->secret_key), sk) ||
+        (tok && copy_field(out->session_token, sizeof(out->session_token), tok)))
+        return stow_error_set(err, STOW_EAUTH, "%s: credentials too long", what);
+    if (exp != NULL && stow_s3_creds_parse_time(&out->expiry, exp, err) != STOW_OK)
+        return stow_error_wrap(err, "%s: Expiration", what);
+    return STOW_OK;
+}
+
 static int parse_imds_creds(stow_s3_creds *out, const stow_buf *body, const char *role,
                             stow_error *err)
 {
@@ -281,32 +299,15 @@ static int parse_imds_creds(stow_s3_creds *out, const stow_buf *body, const char
         goto done;
     }
     const char *code = json_str(root, "Code");
-    const char *ak = json_str(root, "AccessKeyId");
-    const char *sk = json_str(root, "SecretAccessKey");
-    const char *tok = json_str(root, "Token");
-    const char *exp = json_str(root, "Expiration");
     if (code != NULL && strcmp(code, "Success") != 0) {
         rc = stow_error_set(err, STOW_EAUTH, "instance metadata: role %s: Code is \"%.64s\"", role,
                             code);
         goto done;
     }
-    if (ak == NULL || sk == NULL || ak[0] == '\0' || sk[0] == '\0') {
-        rc = stow_error_set(err, STOW_EAUTH,
-                            "instance metadata: role %s: AccessKeyId or SecretAccessKey missing",
-                            role);
+    char what[160];
+    snprintf(what, sizeof(what), "instance metadata: role %s", role);
+    if ((rc = stow_s3_creds_from_json(out, root, what, err)) != STOW_OK)
         goto done;
-    }
-    if (copy_field(out->access_key, sizeof(out->access_key), ak) ||
-        copy_field(out->secret_key, sizeof(out->secret_key), sk) ||
-        (tok && copy_field(out->session_token, sizeof(out->session_token), tok))) {
-        rc = stow_error_set(err, STOW_EAUTH, "instance metadata: role %s: credentials too long",
-                            role);
-        goto done;
-    }
-    if (exp != NULL && stow_s3_creds_parse_time(&out->expiry, exp, err) != STOW_OK) {
-        rc = stow_error_wrap(err, "instance metadata: role %s: Expiration", role);
-        goto done;
-    }
     rc = STOW_OK;
 done:
     json_decref(root);

@@ -25,6 +25,8 @@
 
 #include "error.h"
 
+struct json_t;
+
 #define STOW_S3_ACCESS_KEY_MAX 128
 #define STOW_S3_SECRET_MAX 256
 #define STOW_S3_TOKEN_MAX 8000 /* fits stow_sigv4's x-amz-security-token line */
@@ -75,5 +77,10 @@ void stow_s3_creds_clear(stow_s3_creds *c);
 /* Parses an ISO 8601 UTC time "YYYY-MM-DDTHH:MM:SS[.fff](Z|+00:00)", as IMDS and
  * AWS_CREDENTIAL_EXPIRATION give it. STOW_OK or STOW_EUSAGE. */
 int stow_s3_creds_parse_time(time_t *out, const char *s, stow_error *err);
+
+/* Fills out from an {AccessKeyId, SecretAccessKey, Token, Expiration} JSON object (the shape
+ * IMDS and the container credentials service answer with); what names the source in errors. */
+int stow_s3_creds_from_json(stow_s3_creds *out, struct json_t *root, const char *what,
+                            stow_error *err);
 
 #endif
