@@ -529,3 +529,19 @@ int stow_httpc_perform(stow_httpc *h, const stow_httpc_request *req, stow_httpc_
         httpc_xfer_range(&x, req->offset, req->length);
     return httpc_run_xfer(&x, res, err);
 }
+
+int stow_httpc_collect(void *collector, const void *data, size_t len)
+{
+    stow_httpc_collector *c = collector;
+    if (stow_buf_add(&c->buf, data, len, NULL) != STOW_OK) {
+        c->overflow = 1;
+        return -1; /* aborts the transfer */
+    }
+    return 0;
+}
+
+void stow_httpc_collect_reset(stow_httpc_collector *c)
+{
+    stow_buf_reset(&c->buf);
+    c->overflow = 0;
+}

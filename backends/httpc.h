@@ -29,6 +29,7 @@
 #include <curl/curl.h>
 
 #include "backend.h"
+#include "buf.h"
 
 #define STOW_HTTPC_ERROR_BODY_MAX (64 * 1024) /* bytes of a non-2xx body kept for on_error */
 #define STOW_HTTPC_ETAG_MAX 256
@@ -191,5 +192,15 @@ int stow_httpc_put_commit(stow_httpc_upload *u, stow_httpc_result *res, stow_err
 /* Kills the transfer before the body completes (so the server commits nothing), waits
  * for the thread, frees u. Accepts NULL. */
 void stow_httpc_put_abort(stow_httpc_upload *u);
+
+/* A capped collector for small answers (metadata services, STS): stow_httpc_collect as the
+ * sink (sink_ud the collector, its buf initialised with a cap), stow_httpc_collect_reset in
+ * prepare (a retried request delivers its body again). overflow: the cap was hit. */
+typedef struct stow_httpc_collector {
+    stow_buf buf;
+    int overflow;
+} stow_httpc_collector;
+int stow_httpc_collect(void *collector, const void *data, size_t len);
+void stow_httpc_collect_reset(stow_httpc_collector *c);
 
 #endif

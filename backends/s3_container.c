@@ -208,28 +208,13 @@ done:
 
 /* ---- the request ---- */
 
-typedef struct body {
-    stow_buf buf;
-    int overflow;
-} body;
-
-static int on_body(void *ud, const void *data, size_t len)
-{
-    body *b = ud;
-    if (stow_buf_add(&b->buf, data, len, NULL) != STOW_OK) {
-        b->overflow = 1;
-        return -1;
-    }
-    return 0;
-}
+typedef stow_httpc_collector body;
 
 static int on_prepare(void *ud, const stow_httpc_attempt *att, struct curl_slist **headers,
                       stow_error *err)
 {
     (void)att, (void)headers, (void)err;
-    body *b = ud;
-    stow_buf_reset(&b->buf);
-    b->overflow = 0;
+    stow_httpc_collect_reset(ud);
     return STOW_OK;
 }
 
@@ -323,7 +308,7 @@ int stow_s3_creds_from_container(stow_s3_creds *out, const char *relative_base, 
     req.url = url;
     req.headers = hdrs[0] ? hdrs : NULL;
     req.no_resume = 1;
-    req.sink = on_body;
+    req.sink = stow_httpc_collect;
     req.sink_ud = &b;
     req.prepare = on_prepare;
     req.ud = &b;

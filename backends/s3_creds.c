@@ -144,30 +144,15 @@ int stow_s3_creds_from_env(stow_s3_creds *out, stow_error *err)
 
 /* ---- instance metadata (IMDSv2) ---- */
 
-/* The metadata service's answers, collected up to IMDS_BODY_MAX bytes. */
-typedef struct imds_body {
-    stow_buf buf;
-    int overflow;
-} imds_body;
-
-static int on_body(void *ud, const void *data, size_t len)
-{
-    imds_body *b = ud;
-    if (stow_buf_add(&b->buf, data, len, NULL) != STOW_OK) {
-        b->overflow = 1;
-        return -1; /* aborts the transfer */
-    }
-    return 0;
-}
+/* The metadata service's answers are collected up to IMDS_BODY_MAX bytes. */
+typedef stow_httpc_collector imds_body;
 
 /* Before every attempt: the collector starts again. */
 static int imds_prepare(void *ud, const stow_httpc_attempt *att, struct curl_slist **headers,
                         stow_error *err)
 {
     (void)att, (void)headers, (void)err;
-    imds_body *b = ud;
-    stow_buf_reset(&b->buf);
-    b->overflow = 0;
+    stow_httpc_collect_reset(ud);
     return STOW_OK;
 }
 
@@ -214,14 +199,13 @@ static int imds_call(long *status, imds_body *body, stow_httpc *h, const char *m
         req.body = "";
         req.body_len = 0;
     }
-    req.sink = on_body;
+    req.sink = stow_httpc_collect;
     req.sink_ud = body;
     req.prepare = imds_prepare;
     req.on_error = imds_accept;
     req.ud = body;
     *status = 0;
-    stow_buf_reset(&body->buf);
-    body->overflow = 0;
+    stow_httpc_collect_reset(body);
     int rc = stow_httpc_perform(h, &req, &res, &e);
     if (body->overflow)
         return stow_error_set(err, STOW_EAUTH, "instance metadata %s: answer longer than %zu bytes",

@@ -293,8 +293,7 @@ int stow_s3_sts_parse(stow_s3_creds *out, const char *body, size_t len, const ch
 /* ---- requests ---- */
 
 typedef struct sts_call {
-    stow_buf body; /* answer, capped */
-    int overflow;
+    stow_httpc_collector body; /* the answer, capped */
     const char *form;
     size_t form_len;
     const stow_s3_creds *signer; /* NULL: unsigned */
@@ -306,23 +305,12 @@ typedef struct sts_call {
     stow_error answer; /* the STS error of a non-2xx answer */
 } sts_call;
 
-static int sts_sink(void *ud, const void *data, size_t len)
-{
-    sts_call *c = ud;
-    if (stow_buf_add(&c->body, data, len, NULL) != STOW_OK) {
-        c->overflow = 1;
-        return -1;
-    }
-    return 0;
-}
-
 static int sts_prepare(void *ud, const stow_httpc_attempt *att, struct curl_slist **headers,
                        stow_error *err)
 {
     (void)att;
     sts_call *c = ud;
-    stow_buf_reset(&c->body);
-    c->overflow = 0;
+    stow_httpc_collect_reset(&c->body);
     if (c->signer == NULL)
         return STOW_OK;
     char date[STOW_SIGV4_AMZ_DATE_SIZE];
@@ -439,7 +427,7 @@ static int sts_perform(stow_s3_creds *out, const stow_s3_sts_opts *o, stow_buf *
     int rc;
 
     memset(&c, 0, sizeof(c));
-    stow_buf_init(&c.body, STOW_S3_STS_BODY_MAX);
+    stow_buf_init(&c.body.buf, STOW_S3_STS_BODY_MAX);
     if ((rc = stow_s3_sts_endpoint(url, sizeof(url), region, sizeof(region), o, err)) != STOW_OK)
         goto done;
     stow_redact_url(shown, sizeof(shown), url);
@@ -479,14 +467,14 @@ static int sts_perform(stow_s3_creds *out, const stow_s3_sts_opts *o, stow_buf *
     req.body_type = STOW_HTTPC_BODY_BUFFER;
     req.body = c.form;
     req.body_len = c.form_len;
-    req.sink = sts_sink;
-    req.sink_ud = &c;
+    req.sink = stow_httpc_collect;
+    req.sink_ud = &c.body;
     req.prepare = sts_prepare;
     req.on_error = sts_on_error;
     req.ud = &c;
     stow_error e = {0};
     rc = stow_httpc_perform(h, &req, &res, &e);
-    if (c.overflow) {
+    if (c.body.overflow) {
         rc = stow_error_set(err, STOW_ERR, "%s at %s: answer longer than %d bytes", what, shown,
                             STOW_S3_STS_BODY_MAX);
         goto done;
@@ -495,8 +483,8 @@ static int sts_perform(stow_s3_creds *out, const stow_s3_sts_opts *o, stow_buf *
         rc = stow_error_set(err, rc, "%s at %s: %s", what, shown, e.msg);
         goto done;
     }
-    if ((rc = stow_s3_sts_parse(out, c.body.ptr ? c.body.ptr : "", c.body.len, what, err)) !=
-        STOW_OK) {
+    if ((rc = stow_s3_sts_parse(out, c.body.buf.ptr ? c.body.buf.ptr : "", c.body.buf.len, what,
+                                err)) != STOW_OK) {
         stow_error_wrap(err, "%s", shown);
         goto done;
     }
@@ -507,9 +495,9 @@ static int sts_perform(stow_s3_creds *out, const stow_s3_sts_opts *o, stow_buf *
         strftime(until, sizeof(until), "until %Y-%m-%dT%H:%M:%SZ", &tm);
     stow_debug("%s at %s: temporary credentials (%s)", what, shown, until);
 done:
-    if (c.body.ptr != NULL)
-        OPENSSL_cleanse(c.body.ptr, c.body.cap);
-    stow_buf_free(&c.body);
+    if (c.body.buf.ptr != NULL)
+        OPENSSL_cleanse(c.body.buf.ptr, c.body.buf.cap);
+    stow_buf_free(&c.body.buf);
     stow_httpc_free(h);
     return rc;
 }
