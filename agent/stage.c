@@ -41,6 +41,15 @@ typedef struct {
     char *dir;
 } created_dir;
 
+/* A directory that did not exist before the restore: made under a temporary name beside its
+ * final one (its parent did exist), everything below it is written under final names, and
+ * commit renames the whole tree into place with one rename. */
+typedef struct {
+    uint32_t root;
+    char *path; /* final path below the root, in the name chunks */
+    char tmp[48];
+} new_top;
+
 struct stow_stage {
     char *const *roots;
     size_t nroots;
@@ -53,7 +62,13 @@ struct stow_stage {
     const char *last_dir;
     created_dir *dirs;
     size_t ndirs, capdirs;
-    int oom; /* a created directory could not be recorded */
+    int oom;       /* a created directory could not be recorded */
+    new_top *tops; /* added by stow_stage_make_dir only (one thread), then read-only */
+    size_t ntops, captops;
+    uint32_t *top_slots; /* open addressing over tops: index + 1, 0 is empty */
+    size_t nslots;
+    size_t tops_done; /* tops[0, tops_done) are renamed into place */
+    mode_t cmask;     /* the process's umask */
 };
 
 int stow_stage_new(stow_stage **out, char *const *roots, size_t nroots, stow_error *err)
@@ -65,6 +80,8 @@ int stow_stage_new(stow_stage **out, char *const *roots, size_t nroots, stow_err
     pthread_mutex_init(&s->lock, NULL);
     s->roots = roots;
     s->nroots = nroots;
+    s->cmask = umask(022); /* read it: no other thread creates files while a stage is made */
+    umask(s->cmask);
     s->rootfds = malloc((nroots ? nroots : 1) * sizeof(int));
     s->root_created = calloc(nroots ? nroots : 1, 1);
     if (s->rootfds == NULL || s->root_created == NULL) {
@@ -106,6 +123,8 @@ void stow_stage_free(stow_stage *s)
     for (size_t i = 0; i < s->ndirs; i++)
         free(s->dirs[i].dir);
     free(s->dirs);
+    free(s->tops);
+    free(s->top_slots);
     if (s->rootfds != NULL)
         for (size_t i = 0; i < s->nroots; i++)
             if (s->rootfds[i] >= 0)
@@ -165,6 +184,258 @@ int stow_stage_dir(stow_stage *s, stow_safedir_cache *c, uint32_t root, const ch
         return stow_error_set(err, STOW_ERR, "root %u is not being restored", (unsigned)root), -1;
     created_ctx cc = {s, root};
     return stow_safedir_cache_get(c, rootfd, dir, 1, on_created, &cc, err);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * New directories, staged whole
+ * ------------------------------------------------------------------------------------------ */
+
+static char *names_dup(stow_stage *st, const char *s, size_t n);
+
+static uint32_t top_hash(uint32_t root, const char *path, size_t len)
+{
+    uint32_t h = (2166136261u ^ root) * 16777619u; /* FNV-1a */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)path[i]) * 16777619u;
+    return h;
+}
+
+static const new_top *top_find(const stow_stage *s, uint32_t root, const char *path, size_t len)
+{
+    if (s->nslots == 0)
+        return NULL;
+    size_t mask = s->nslots - 1;
+    for (size_t i = top_hash(root, path, len) & mask;; i = (i + 1) & mask) {
+        uint32_t v = s->top_slots[i];
+        if (v == 0)
+            return NULL;
+        const new_top *t = &s->tops[v - 1];
+        if (t->root == root && strncmp(t->path, path, len) == 0 && t->path[len] == '\0')
+            return t;
+    }
+}
+
+static void slot_put(uint32_t *slots, size_t nslots, const new_top *t, uint32_t idx)
+{
+    size_t mask = nslots - 1, i = top_hash(t->root, t->path, strlen(t->path)) & mask;
+    while (slots[i] != 0)
+        i = (i + 1) & mask;
+    slots[i] = idx + 1;
+}
+
+static int top_add(stow_stage *s, uint32_t root, const char *path, const char *tmp)
+{
+    if (s->ntops >= UINT32_MAX - 1)
+        return -1;
+    if (s->ntops == s->captops) {
+        size_t ncap = s->captops ? s->captops * 2 : 64;
+        new_top *nt = realloc(s->tops, ncap * sizeof(*nt));
+        if (nt == NULL)
+            return -1;
+        s->tops = nt;
+        s->captops = ncap;
+    }
+    if ((s->ntops + 1) * 2 > s->nslots) { /* at most half full */
+        size_t n = s->nslots ? s->nslots * 2 : 128;
+        uint32_t *slots = calloc(n, sizeof(*slots));
+        if (slots == NULL)
+            return -1;
+        for (size_t i = 0; i < s->ntops; i++)
+            slot_put(slots, n, &s->tops[i], (uint32_t)i);
+        free(s->top_slots);
+        s->top_slots = slots;
+        s->nslots = n;
+    }
+    pthread_mutex_lock(&s->lock);
+    char *copy = names_dup(s, path, strlen(path));
+    pthread_mutex_unlock(&s->lock);
+    if (copy == NULL)
+        return -1;
+    new_top *t = &s->tops[s->ntops];
+    t->root = root;
+    t->path = copy;
+    stow_strlcpy(t->tmp, tmp, sizeof(t->tmp));
+    slot_put(s->top_slots, s->nslots, t, (uint32_t)s->ntops);
+    s->ntops++;
+    return 0;
+}
+
+/* 1 when dir (below root) is a new directory or inside one: out is then where it is staged
+ * (the top's temporary name in place of the top); 0 when it is not; -1 when out is too small. */
+static int staged_path(const stow_stage *s, uint32_t root, const char *dir, char *out, size_t outsz)
+{
+    if (s->ntops == s->tops_done || dir[0] == '\0')
+        return 0;
+    for (const char *p = dir;;) {
+        const char *slash = strchr(p, '/');
+        size_t len = slash ? (size_t)(slash - dir) : strlen(dir);
+        const new_top *t = top_find(s, root, dir, len);
+        if (t != NULL) {
+            int n = snprintf(out, outsz, "%.*s%s%s", (int)(p - dir), dir, t->tmp, dir + len);
+            return n < 0 || (size_t)n >= outsz ? -1 : 1;
+        }
+        if (slash == NULL)
+            return 0;
+        p = slash + 1;
+    }
+}
+
+static int too_long(stow_error *err, const char *dir)
+{
+    return stow_error_set(err, STOW_ECORRUPT, "path too long: %.200s...", dir);
+}
+
+int stow_stage_make_dir(stow_stage *s, stow_safedir_cache *c, uint32_t root, const char *dir,
+                        stow_error *err)
+{
+    int rootfd = stow_stage_rootfd(s, root);
+    if (rootfd < 0)
+        return stow_error_set(err, STOW_ERR, "root %u is not being restored", (unsigned)root);
+    char staged[PATH_MAX], parent[PATH_MAX];
+    const char *leaf;
+    int in = staged_path(s, root, dir, staged, sizeof(staged));
+    if (in < 0)
+        return too_long(err, dir);
+    if (in == 1) /* inside a new directory: made there, removed with it */
+        return stow_safedir_cache_get(c, rootfd, staged, 1, NULL, NULL, err) < 0 ? err->code
+                                                                                 : STOW_OK;
+    if (stow_safedir_cache_get(c, rootfd, dir, 0, NULL, NULL, err) >= 0)
+        return STOW_OK; /* already there */
+    if (err->code != STOW_ENOTFOUND || dir[0] == '\0')
+        return err->code;
+    if (stow_safedir_split(parent, sizeof(parent), &leaf, dir) != 0)
+        return too_long(err, dir);
+    int pfd = stow_safedir_cache_get(c, rootfd, parent, 0, NULL, NULL, err);
+    if (pfd < 0) {
+        if (err->code != STOW_ENOTFOUND)
+            return err->code;
+        /* The parent is not in the entry (an older entry may list no directories): made in
+         * place, recorded, removed by discard when empty. */
+        stow_error_clear(err);
+        return stow_stage_dir(s, c, root, dir, err) < 0 ? err->code : STOW_OK;
+    }
+    char tmp[48];
+    stow_stage_temp_name(tmp, sizeof(tmp));
+    if (mkdirat(pfd, tmp, 0700) != 0)
+        return stow_error_set(err, STOW_ERR, "%s/%s: cannot create directory: %s",
+                              stow_stage_root(s, root), dir, strerror(errno));
+    if (top_add(s, root, dir, tmp) != 0) {
+        unlinkat(pfd, tmp, AT_REMOVEDIR);
+        return stow_error_set(err, STOW_ERR, "out of memory");
+    }
+    return STOW_OK;
+}
+
+int stow_stage_file_dir(stow_stage *s, stow_stage_cursor *cur, uint32_t root, const char *dir,
+                        stow_error *err)
+{
+    if (cur->valid && cur->root == root && cur->dc.fd >= 0 && strcmp(cur->dir, dir) == 0)
+        return cur->dc.fd;
+    cur->valid = 0;
+    char staged[PATH_MAX];
+    int rootfd = stow_stage_rootfd(s, root), in;
+    if (rootfd < 0)
+        return stow_error_set(err, STOW_ERR, "root %u is not being restored", (unsigned)root), -1;
+    if (stow_strlcpy(cur->dir, dir, sizeof(cur->dir)) != 0 ||
+        (in = staged_path(s, root, dir, staged, sizeof(staged))) < 0)
+        return too_long(err, dir), -1;
+    int fd = in == 1 ? stow_safedir_cache_get(&cur->dc, rootfd, staged, 1, NULL, NULL, err)
+                     : stow_stage_dir(s, &cur->dc, root, dir, err);
+    if (fd >= 0) {
+        cur->valid = 1;
+        cur->root = root;
+        cur->direct = in == 1;
+    }
+    return fd;
+}
+
+void stow_stage_cursor_close(stow_stage_cursor *cur)
+{
+    stow_safedir_cache_close(&cur->dc);
+    cur->valid = 0;
+}
+
+int stow_stage_needs_chmod(const stow_stage *s, unsigned mode)
+{
+    return (mode & ~0777u) != 0 || (mode & (unsigned)s->cmask) != 0;
+}
+
+/* Removes name below pfd and everything in it, never following a symlink; counts removed
+ * files and links in *removed (may be NULL). */
+static void remove_tree(int pfd, const char *name, int depth, uint64_t *removed)
+{
+    int fd = openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    DIR *d = depth > SWEEP_MAX_DEPTH ? NULL : fdopendir(fd);
+    if (d == NULL) {
+        close(fd);
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        const char *n = de->d_name;
+        struct stat st;
+        if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0)
+            continue;
+        if (de->d_type == DT_DIR ||
+            (de->d_type == DT_UNKNOWN && fstatat(dirfd(d), n, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+             S_ISDIR(st.st_mode)))
+            remove_tree(dirfd(d), n, depth + 1, removed);
+        else if (unlinkat(dirfd(d), n, 0) == 0 && removed != NULL)
+            (*removed)++;
+    }
+    closedir(d);
+    unlinkat(pfd, name, AT_REMOVEDIR);
+}
+
+/* Moves everything in src (below sparent) into the existing directory dst (below dparent),
+ * merging directories present on both sides (files replace files, as a staged file's rename
+ * does), then removes src. For a new directory that appeared during the restore (another
+ * restore of the same entry, say). */
+static int merge_dir(int sparent, const char *src, int dparent, const char *dst, const char *what,
+                     int depth, stow_error *err)
+{
+    int rc = STOW_OK;
+    int sfd = openat(sparent, src, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int dfd = openat(dparent, dst, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *d = sfd >= 0 && dfd >= 0 && depth <= SWEEP_MAX_DEPTH ? fdopendir(sfd) : NULL;
+    if (d == NULL) {
+        rc = stow_error_set(err, STOW_ERR,
+                            "%s: appeared during the restore and cannot be merged: %s", what,
+                            strerror(errno));
+        if (sfd >= 0)
+            close(sfd);
+        goto done;
+    }
+    struct dirent *de;
+    while (rc == STOW_OK && (de = readdir(d)) != NULL) {
+        const char *n = de->d_name;
+        if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0 || renameat(dirfd(d), n, dfd, n) == 0)
+            continue;
+        if (errno == ENOTEMPTY || errno == EEXIST)
+            rc = merge_dir(dirfd(d), n, dfd, n, what, depth + 1, err);
+        else
+            rc = stow_error_set(err, STOW_ERR, "%s: cannot move %s into place: %s", what, n,
+                                strerror(errno));
+    }
+    closedir(d);
+    if (rc == STOW_OK)
+        unlinkat(sparent, src, AT_REMOVEDIR);
+done:
+    if (dfd >= 0)
+        close(dfd);
+    return rc;
+}
+
+/* The parent of a new directory, in place (it existed before the restore). */
+static int top_parent(const stow_stage *s, stow_safedir_cache *dc, const new_top *t,
+                      const char **leaf, stow_error *err)
+{
+    char parent[PATH_MAX];
+    if (stow_safedir_split(parent, sizeof(parent), leaf, t->path) != 0)
+        return too_long(err, t->path), -1;
+    return stow_safedir_cache_get(dc, stow_stage_rootfd(s, t->root), parent, 0, NULL, NULL, err);
 }
 
 void stow_stage_temp_name(char *out, size_t outsz)
@@ -229,7 +500,7 @@ done:
     return rc;
 }
 
-size_t stow_stage_count(const stow_stage *s) { return s->nfiles; }
+size_t stow_stage_count(const stow_stage *s) { return s->nfiles + s->ntops - s->tops_done; }
 
 static int cmp_staged(const void *a, const void *b)
 {
@@ -255,6 +526,28 @@ int stow_stage_commit(stow_stage *s, size_t *committed, stow_error *err)
     /* Sorted by directory, so each directory is opened once. */
     if (s->nfiles > 1)
         qsort(s->files, s->nfiles, sizeof(*s->files), cmp_staged);
+    for (size_t i = s->tops_done; i < s->ntops; i++) {
+        const new_top *t = &s->tops[i];
+        const char *leaf;
+        struct stat st;
+        int pfd = top_parent(s, &dc, t, &leaf, err);
+        if (pfd < 0) {
+            rc = err->code;
+            goto done;
+        }
+        if (fstatat(pfd, t->tmp, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode)) {
+            rc = stow_error_set(err, STOW_ERR, "%s/%s: its staged directory is gone",
+                                stow_stage_root(s, t->root), t->path);
+            goto done;
+        }
+        if (fstatat(pfd, leaf, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode)) {
+            rc = stow_error_set(
+                err, STOW_ERR,
+                "%s/%s is a file here and a directory in the entry; nothing was replaced",
+                stow_stage_root(s, t->root), t->path);
+            goto done;
+        }
+    }
     for (size_t i = 0; i < s->nfiles; i++) {
         staged_file *f = &s->files[i];
         int dfd = stow_safedir_cache_get(&dc, stow_stage_rootfd(s, f->root), f->dir, 0, NULL, NULL,
@@ -278,8 +571,30 @@ int stow_stage_commit(stow_stage *s, size_t *committed, stow_error *err)
             goto done;
         }
     }
-    for (; *committed < s->nfiles; (*committed)++) {
-        staged_file *f = &s->files[*committed];
+    /* New directories first: one rename each puts a whole tree in place; they only add. */
+    for (; s->tops_done < s->ntops; s->tops_done++, (*committed)++) {
+        const new_top *t = &s->tops[s->tops_done];
+        const char *leaf;
+        int pfd = top_parent(s, &dc, t, &leaf, err);
+        if (pfd < 0) {
+            rc = err->code;
+            goto done;
+        }
+        if (renameat(pfd, t->tmp, pfd, leaf) == 0)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", stow_stage_root(s, t->root), t->path);
+        if (errno != ENOTEMPTY && errno != EEXIST) {
+            rc = stow_error_set(err, STOW_ERR, "%s: cannot move into place: %s", path,
+                                strerror(errno));
+            goto done;
+        }
+        /* It appeared meanwhile (another restore of the same entry): merge into it. */
+        if ((rc = merge_dir(pfd, t->tmp, pfd, leaf, path, 0, err)) != STOW_OK)
+            goto done;
+    }
+    size_t files_done = 0;
+    for (; files_done < s->nfiles; files_done++, (*committed)++) {
+        staged_file *f = &s->files[files_done];
         int dfd = stow_safedir_cache_get(&dc, stow_stage_rootfd(s, f->root), f->dir, 0, NULL, NULL,
                                          err);
         if (dfd < 0) {
@@ -292,15 +607,18 @@ int stow_stage_commit(stow_stage *s, size_t *committed, stow_error *err)
             break;
         }
     }
-done:
-    stow_safedir_cache_close(&dc);
-    if (*committed > 0 && s->files != NULL) {
+    if (files_done > 0) {
         /* Renamed files are in place: only the rest stays staged for discard (their names
          * stay in the chunks until the stage is freed). */
-        memmove(s->files, s->files + *committed, (s->nfiles - *committed) * sizeof(*s->files));
-        s->nfiles -= *committed;
+        memmove(s->files, s->files + files_done, (s->nfiles - files_done) * sizeof(*s->files));
+        s->nfiles -= files_done;
     }
+done:
+    stow_safedir_cache_close(&dc);
     if (rc == STOW_OK) {
+        s->ntops = s->tops_done = 0;
+        if (s->top_slots != NULL)
+            memset(s->top_slots, 0, s->nslots * sizeof(*s->top_slots));
         /* Directories created for committed files stay. */
         for (size_t i = 0; i < s->ndirs; i++)
             free(s->dirs[i].dir);
@@ -329,6 +647,13 @@ void stow_stage_discard(stow_stage *s)
             unlinkat(dfd, f->tmp, 0);
     }
     s->nfiles = 0;
+    for (; s->tops_done < s->ntops; s->tops_done++) {
+        const char *leaf;
+        int pfd = top_parent(s, &dc, &s->tops[s->tops_done], &leaf, &ignored);
+        if (pfd >= 0)
+            remove_tree(pfd, s->tops[s->tops_done].tmp, 0, NULL);
+    }
+    s->ntops = s->tops_done = 0;
     /* A longer path is never the parent of a shorter one: longest first removes children
      * before their parents. rmdir only removes what is empty. */
     if (s->ndirs > 1)
@@ -382,8 +707,11 @@ static int sweep_dir(int dfd, int depth, uint64_t *removed)
             continue;
         if (stow_stage_is_temp_name(n)) {
             struct stat st;
-            if (fstatat(dirfd(d), n, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-                (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)) && unlinkat(dirfd(d), n, 0) == 0)
+            if (fstatat(dirfd(d), n, &st, AT_SYMLINK_NOFOLLOW) != 0)
+                continue;
+            if (S_ISDIR(st.st_mode)) /* a new directory staged whole */
+                remove_tree(dirfd(d), n, depth + 1, removed);
+            else if ((S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)) && unlinkat(dirfd(d), n, 0) == 0)
                 (*removed)++;
             continue;
         }

@@ -1,8 +1,10 @@
 /* The staging area of one restore: every file and symlink of every layer is first written
- * under a temporary name (STOW_TEMP_PREFIX <16 hex> STOW_TEMP_SUFFIX) beside its final name;
- * only when all layers have been fetched and verified does commit rename them into place.
- * discard removes the temporary files and the directories the restore created, so a failed
- * restore leaves the previous tree as it was.
+ * under a temporary name (STOW_TEMP_PREFIX <16 hex> STOW_TEMP_SUFFIX) beside its final name,
+ * or, inside a directory that did not exist before, under its final name in that directory,
+ * itself made under a temporary name; only when all layers have been fetched and verified
+ * does commit rename them into place (a new directory with one rename for its whole tree).
+ * discard removes the temporary files and directories and the directories the restore
+ * created, so a failed restore leaves the previous tree as it was.
  *
  * A stage holds the roots open (directory fds, a shared flock each, so that a concurrent
  * restore does not sweep this one's temporary files). stow_stage_add and the created-dir
@@ -35,6 +37,38 @@ size_t stow_stage_nroots(const stow_stage *s);
 int stow_stage_dir(stow_stage *s, stow_safedir_cache *c, uint32_t root, const char *dir,
                    stow_error *err);
 
+/* Makes the entry's directory dir (below root) for the restore; called for the entry's
+ * directories in index order (parents first), from one thread, before any file is staged.
+ * One that does not exist but whose parent does is made under a temporary name beside its
+ * final one; whatever lies below it is written under final names, and commit renames the
+ * whole tree into place. Returns STOW_OK or an error code with err set. */
+int stow_stage_make_dir(stow_stage *s, stow_safedir_cache *c, uint32_t root, const char *dir,
+                        stow_error *err);
+
+/* Where one extracting thread writes: the last directory it looked up, and whether files go
+ * there under their final names (inside a new directory, direct) or under temporary names
+ * recorded with stow_stage_add. Initialise with STOW_STAGE_CURSOR_INIT. */
+typedef struct stow_stage_cursor {
+    stow_safedir_cache dc;
+    uint32_t root;
+    int direct;
+    int valid;
+    char dir[PATH_MAX];
+} stow_stage_cursor;
+#define STOW_STAGE_CURSOR_INIT                                                                     \
+    {                                                                                              \
+        .dc = STOW_SAFEDIR_CACHE_INIT, .valid = 0                                                  \
+    }
+
+/* The fd (owned by cur) of the directory where files of dir (below root) are staged; sets
+ * cur->direct. -1 with err set when it cannot be opened or made. */
+int stow_stage_file_dir(stow_stage *s, stow_stage_cursor *cur, uint32_t root, const char *dir,
+                        stow_error *err);
+void stow_stage_cursor_close(stow_stage_cursor *cur);
+
+/* 1 when a file created with mode & 0777 would not end up with mode (umask, setid bits). */
+int stow_stage_needs_chmod(const stow_stage *s, unsigned mode);
+
 /* A fresh temporary name for a file about to be staged (out: 48 bytes). */
 void stow_stage_temp_name(char *out, size_t outsz);
 
@@ -59,6 +93,7 @@ int stow_stage_is_temp_name(const char *name);
 
 /* Removes the temporary files an interrupted restore left under abs_root: entries with
  * stowage's own temporary names that are regular files or symlinks (a restore stages both),
+ * or directories (new directories staged whole, removed with everything in them),
  * never following a symlink, never descending into one. Skipped (0 removed) while another
  * restore holds the root, or when the root cannot be locked at all. *removed counts what
  * was removed. */

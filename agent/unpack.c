@@ -171,7 +171,7 @@ typedef struct {
     stow_stage *st;
     const stow_unpack_opts *opts;
     unsigned char *seen; /* per index entry */
-    stow_safedir_cache dc;
+    stow_stage_cursor cur;
     stow_error *err;
 } extractor;
 
@@ -232,29 +232,38 @@ static int extract_entry(extractor *x, struct archive *a, struct archive_entry *
     const char *leaf;
     if (stow_safedir_split(dir, sizeof(dir), &leaf, rel) != 0)
         return refuse(x, name, "path too long");
-    int dfd = stow_stage_dir(x->st, &x->dc, (uint32_t)root, dir, x->err);
+    int dfd = stow_stage_file_dir(x->st, &x->cur, (uint32_t)root, dir, x->err);
     if (dfd < 0)
         return x->err->code;
+    /* Inside a directory new to this restore, the file goes in under its final name (the
+     * directory is staged whole); elsewhere under a temporary name beside it. */
+    int direct = x->cur.direct;
     char tmp[48];
-    stow_stage_temp_name(tmp, sizeof(tmp));
+    const char *wname = leaf;
+    if (!direct) {
+        stow_stage_temp_name(tmp, sizeof(tmp));
+        wname = tmp;
+    }
     struct timespec times[2] = {{.tv_sec = e->mtime, .tv_nsec = e->mtime_ns},
                                 {.tv_sec = e->mtime, .tv_nsec = e->mtime_ns}};
     if (want == STOW_FT_LINK) {
-        if (symlinkat(e->target, dfd, tmp) != 0)
+        if (symlinkat(e->target, dfd, wname) != 0)
             return stow_error_set(x->err, STOW_ERR, "%s/%s: symlink: %s", rootpath, rel,
                                   strerror(errno));
-        if (stow_stage_add(x->st, (uint32_t)root, dir, leaf, tmp, x->err) != STOW_OK) {
+        if (!direct && stow_stage_add(x->st, (uint32_t)root, dir, leaf, tmp, x->err) != STOW_OK) {
             unlinkat(dfd, tmp, 0);
             return x->err->code;
         }
-        utimensat(dfd, tmp, times, AT_SYMLINK_NOFOLLOW);
+        utimensat(dfd, wname, times, AT_SYMLINK_NOFOLLOW);
         return STOW_OK;
     }
-    int fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    unsigned mode = stow_unpack_mode(e->mode, x->opts);
+    int fd = openat(dfd, wname, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                    direct ? (mode_t)(mode & 0777) : 0600);
     if (fd < 0)
         return stow_error_set(x->err, STOW_ERR, "%s/%s: create: %s", rootpath, rel,
                               strerror(errno));
-    if (stow_stage_add(x->st, (uint32_t)root, dir, leaf, tmp, x->err) != STOW_OK) {
+    if (!direct && stow_stage_add(x->st, (uint32_t)root, dir, leaf, tmp, x->err) != STOW_OK) {
         close(fd);
         unlinkat(dfd, tmp, 0);
         return x->err->code;
@@ -290,7 +299,8 @@ static int extract_entry(extractor *x, struct archive *a, struct archive_entry *
         rc = refuse(x, name, "archive data shorter than its header");
         goto done;
     }
-    if (fchmod(fd, (mode_t)stow_unpack_mode(e->mode, x->opts)) != 0 || futimens(fd, times) != 0)
+    if (((!direct || stow_stage_needs_chmod(x->st, mode)) && fchmod(fd, (mode_t)mode) != 0) ||
+        futimens(fd, times) != 0)
         rc = stow_error_set(x->err, STOW_ERR, "%s/%s: set mode/time: %s", rootpath, rel,
                             strerror(errno));
 done:
@@ -312,7 +322,7 @@ int stow_layer_unpack(const stow_manifest *m, size_t li, stow_stage *st, stow_ba
     fetch_job job = {.b = b, .object = object, .prog = prog};
     unpack_reader r = {0};
     extractor x = {
-        .m = m, .li = li, .st = st, .opts = opts, .dc = STOW_SAFEDIR_CACHE_INIT, .err = err};
+        .m = m, .li = li, .st = st, .opts = opts, .cur = STOW_STAGE_CURSOR_INIT, .err = err};
 
     stow_manifest_layer_object(object, sizeof(object), l);
     x.seen = calloc(m->nfiles ? m->nfiles : 1, 1);
@@ -423,7 +433,7 @@ done:
             rc = job.rc;
         }
     }
-    stow_safedir_cache_close(&x.dc);
+    stow_stage_cursor_close(&x.cur);
     if (a != NULL)
         archive_read_free(a);
     free(buf);
@@ -448,8 +458,7 @@ int stow_layer_make_dirs(const stow_manifest *m, stow_stage *st, stow_error *err
         const stow_file_entry *e = &m->files[i];
         if (e->type != STOW_FT_DIR || stow_stage_rootfd(st, e->root) < 0)
             continue;
-        if (stow_stage_dir(st, &dc, e->root, e->path, err) < 0)
-            rc = err->code;
+        rc = stow_stage_make_dir(st, &dc, e->root, e->path, err);
     }
     stow_safedir_cache_close(&dc);
     return rc;

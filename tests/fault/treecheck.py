@@ -57,7 +57,8 @@ def load(p):
 
 
 def is_tmp(rel):
-    return TMP_RE.match(os.path.basename(rel)) is not None
+    # a staged file, or anything inside a new directory staged whole under a temporary name
+    return any(TMP_RE.match(c) for c in rel.split("/"))
 
 
 def show(e):

@@ -411,16 +411,18 @@ suite_temp_sweep() {
     head -c 1000 /dev/urandom >"$HOME/c/deep/er/.stowage-fedcba9876543210.tmp"
     ln -s somewhere "$HOME/c/deep/.stowage-00112233445566ff.tmp"   # a staged symlink
     echo mine >"$HOME/c/.stowage-notes.tmp"                       # not stowage's pattern
-    mkdir -p "$HOME/c/.stowage-aaaaaaaaaaaaaaaa.tmp"                 # a directory: kept
+    mkdir -p "$HOME/c/.stowage-aaaaaaaaaaaaaaaa.tmp/x"               # a new directory staged whole
+    echo staged >"$HOME/c/.stowage-aaaaaaaaaaaaaaaa.tmp/x/f"
     echo theirs >"$T/ts-outside/.stowage-bbbbbbbbbbbbbbbb.tmp"
     ln -s "$T/ts-outside" "$HOME/c/out-link"                        # never followed
     stow restore --key ts-1 --path '~/c' --strict
-    expect_rc 0 && err_has "removed 3 stale temporary files" && ok "$(grep -o 'removed 3 stale.*' "$T/err")" ||
+    expect_rc 0 && err_has "removed 4 stale temporary files" && ok "$(grep -o 'removed 4 stale.*' "$T/err")" ||
         fail "$(cat "$T/err")"
     [ ! -e "$HOME/c/.stowage-0123456789abcdef.tmp" ] && [ ! -e "$HOME/c/deep/er/.stowage-fedcba9876543210.tmp" ] &&
-        [ ! -L "$HOME/c/deep/.stowage-00112233445566ff.tmp" ] && ok "stale temp files removed" || fail "$(find "$HOME/c")"
-    [ -f "$HOME/c/.stowage-notes.tmp" ] && [ -d "$HOME/c/.stowage-aaaaaaaaaaaaaaaa.tmp" ] &&
-        [ -f "$T/ts-outside/.stowage-bbbbbbbbbbbbbbbb.tmp" ] && ok "other names, directories and files behind a link kept" ||
+        [ ! -L "$HOME/c/deep/.stowage-00112233445566ff.tmp" ] && [ ! -e "$HOME/c/.stowage-aaaaaaaaaaaaaaaa.tmp" ] &&
+        ok "stale temp files and staged directories removed" || fail "$(find "$HOME/c")"
+    [ -f "$HOME/c/.stowage-notes.tmp" ] && [ -f "$T/ts-outside/.stowage-bbbbbbbbbbbbbbbb.tmp" ] &&
+        ok "other names and files behind a link kept" ||
         fail "removed too much: $(find "$HOME/c" "$T/ts-outside")"
     [ "$(cat "$HOME/c/sub/f")" = data ] || fail "entry not restored"
 }
