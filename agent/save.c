@@ -83,6 +83,44 @@ static int layer_exists(stow_backend *b, const stow_layer *l)
 }
 
 /* See cache_int.h. */
+/* The parent's entry for e, walking both indexes once: they are sorted by (root, path), and
+ * plan_delta asks in that order, so the cursor over the parent's entries of e's root only
+ * moves forward (a merge of two sorted lists, no search per entry). */
+typedef struct {
+    int32_t root; /* the parent root the range is for, -1 before the first */
+    size_t pos, end;
+} parent_cursor;
+
+static size_t first_of_root(const stow_manifest *pm, uint32_t root)
+{
+    size_t lo = 0, hi = pm->nfiles;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (pm->files[mid].root < root)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static const stow_file_entry *parent_next(parent_cursor *c, const stow_manifest *parent,
+                                          const int32_t *proot, const stow_file_entry *e)
+{
+    int32_t q = proot[e->root];
+    if (q < 0)
+        return NULL;
+    if (q != c->root) {
+        c->root = q;
+        c->pos = first_of_root(parent, (uint32_t)q);
+        c->end = first_of_root(parent, (uint32_t)q + 1);
+    }
+    int cmp = 1;
+    while (c->pos < c->end && (cmp = strcmp(parent->files[c->pos].path, e->path)) < 0)
+        c->pos++;
+    return c->pos < c->end && cmp == 0 ? &parent->files[c->pos] : NULL;
+}
+
 int stow_save_plan_delta(stow_manifest *m, const stow_manifest *parent, char *const *roots,
                          const stow_cache_params *p, stow_cache_result *res, stow_error *err)
 {
@@ -104,9 +142,10 @@ int stow_save_plan_delta(stow_manifest *m, const stow_manifest *parent, char *co
     stow_manifest_map_roots(proot, m, parent);
     /* Match every scanned entry with the parent's. Parent layer indices are stored as
      * -(2 + index) until the parent layers kept in m are known. */
+    parent_cursor cur = {.root = -1};
     for (size_t i = 0; i < m->nfiles; i++) {
         stow_file_entry *e = &m->files[i];
-        const stow_file_entry *pe = stow_manifest_find_mapped(parent, proot, e);
+        const stow_file_entry *pe = parent_next(&cur, parent, proot, e);
         if (pe != NULL)
             used[pe - parent->files] = 1;
         if (e->type == STOW_FT_DIR) {

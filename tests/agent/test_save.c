@@ -151,6 +151,46 @@ static const char *layer_of(const stow_manifest *m, const char *path)
     return e == NULL ? "(none)" : e->layer < 0 ? "(new)" : m->layers[e->layer].id;
 }
 
+/* Roots listed in another order than the parent's, paths that sort around each other
+ * ("a-b" < "a/z" < "ab"): every unchanged file is found in one forward pass per root. */
+static void plan_file(stow_manifest *m, uint32_t root, const char *path, int32_t layer)
+{
+    stow_error err = {0};
+    stow_file_entry e = {root, (char *)path, STOW_FT_FILE, 0644, 1000, 100,
+                         0,    layer,        NULL,         NULL, 0};
+    CHECK_INT(stow_manifest_add_file(m, &e, &err), STOW_OK);
+}
+
+static void test_plan_roots_order(stow_backend *b)
+{
+    uint64_t raw[] = {2 * RAW};
+    stow_manifest *parent = parent_with(b, 1, raw, -1), *m = stow_manifest_new();
+    stow_error err = {0};
+    CHECK_INT(stow_manifest_add_root(parent, "~/d", &err), STOW_OK); /* parent: ~/c, ~/d */
+    CHECK_INT(stow_manifest_set_key(m, "child", "main", &err), STOW_OK);
+    CHECK_INT(stow_manifest_add_root(m, "~/d", &err), STOW_OK); /* now: ~/d, ~/c */
+    CHECK_INT(stow_manifest_add_root(m, "~/c", &err), STOW_OK);
+    const char *paths[] = {"a-b", "a/z", "ab", "b"};
+    for (uint32_t i = 0; i < 4; i++) {
+        plan_file(parent, 0, paths[i], 0);
+        plan_file(parent, 1, paths[i], 0);
+        plan_file(m, 0, paths[i], -1);
+        if (i != 1)
+            plan_file(m, 1, paths[i], -1); /* ~/c lost a/z */
+    }
+    stow_manifest_sort(parent);
+    stow_manifest_sort(m);
+    stow_cache_params p = params(b, 8);
+    stow_cache_result res = {0};
+    CHECK_INT(stow_save_plan_delta(m, parent, NULL, &p, &res, &err), 1);
+    CHECK_INT(res.files_changed, 0);
+    CHECK_INT(res.files_removed, 1);
+    for (size_t i = 0; i < m->nfiles; i++)
+        CHECK_INT(m->files[i].layer, 0);
+    stow_manifest_free(m);
+    stow_manifest_free(parent);
+}
+
 static void test_plan_files(stow_backend *b)
 {
     /* Parent: layer 1 holds a and b, layer 2 holds c. Now: a, b unchanged, c removed, d new,
@@ -551,6 +591,7 @@ int main(void)
     stow_backend *b = open_store("plan");
     if (b != NULL) {
         test_plan_files(b);
+        test_plan_roots_order(b);
         test_plan_compaction(b);
     }
     stow_backend_free(b);
