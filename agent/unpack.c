@@ -18,6 +18,7 @@
 #include "paths.h"
 #include "pipe.h"
 #include "safedir.h"
+#include "trim.h"
 
 #define IO_CHUNK (1u << 20)
 #define PIPE_CAPACITY (8u << 20) /* download -> extraction */
@@ -250,6 +251,9 @@ static int extract_entry(extractor *x, struct archive *a, struct archive_entry *
         utimensat(dfd, tmp, times, AT_SYMLINK_NOFOLLOW);
         return STOW_OK;
     }
+    /* A regular file gets use tracking's marker atime here already (trim.h): restore does not
+     * set it again for the files of an extracted layer. */
+    times[0] = stow_trim_marker_atime(e->mtime, e->mtime_ns);
     int fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
         return stow_error_set(x->err, STOW_ERR, "%s/%s: create: %s", rootpath, rel,
