@@ -2,7 +2,8 @@
  * every restore each regular file carries the marker atime, whether it was extracted (the
  * marker is written at extraction), already present and marked (left alone: not even its
  * ctime moves), or present but read by a build since the last marking (its atime moved: it is
- * marked again). A file store and a cache directory in a temp dir. */
+ * marked again); a layer that is partly gone is extracted whole and every file of it marked.
+ * A file store and a cache directory in a temp dir. */
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
@@ -15,6 +16,7 @@
 
 #include "backend.h"
 #include "cache.h"
+#include "layout.h"
 #include "log.h"
 #include "test.h"
 #include "trim.h"
@@ -237,6 +239,22 @@ static void test_restores(void)
         CHECK(stat_of(&after, all[i]) == 0 && same_time(&before[i].st_ctim, &after.st_ctim));
         CHECK(marked(all[i]));
     }
+
+    /* A layer that is partly gone is extracted whole: a file of it that a build read is
+     * written again with the marker (a, b and c share k1's layer). */
+    stow_manifest *m = NULL;
+    CHECK_INT(stow_layout_fetch_manifest(&m, fx.b, "main", "k2", &err), STOW_OK);
+    const stow_file_entry *ea = m ? stow_manifest_find(m, 0, "A/a.bin") : NULL,
+                          *eb = m ? stow_manifest_find(m, 0, "B/b.bin") : NULL;
+    CHECK(ea != NULL && eb != NULL && ea->layer == eb->layer);
+    stow_manifest_free(m);
+    read_file("A/a.bin", 'a');
+    CHECK(!marked("A/a.bin"));
+    path_of(path, sizeof(path), "B/b.bin");
+    CHECK_INT(unlink(path), 0);
+    CHECK_INT(restore(&res, &fx, "k2"), STOW_OK);
+    CHECK_INT(res.layers_moved, 1);
+    CHECK(marked("A/a.bin") && marked("B/b.bin") && marked("C/c.bin") && marked("D/d.bin"));
 
     /* The save after such a restore sees what the build did: a read, the others unread. */
     read_file("A/a.bin", 'a');
