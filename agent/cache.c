@@ -330,18 +330,24 @@ typedef struct {
     stow_backend *b;
     stow_progress *prog;
     stow_unpack_opts opts;
-    unsigned char *need; /* per layer */
+    unsigned char *need;  /* per layer */
+    unsigned char *known; /* 1 bit per index entry: carries use tracking's marker (trim.h) */
 } restore_ctx;
 
-/* 1 when e exists below dfd (its directory) as the index describes, not following a symlink. */
-static int entry_present(const stow_file_entry *e, int dfd, const char *leaf)
+/* 1 when e exists below dfd (its directory) as the index describes, not following a symlink;
+ * *marked = 1 when it is such a regular file that also carries the marker atime. */
+static int entry_present(int *marked, const stow_file_entry *e, int dfd, const char *leaf)
 {
     struct stat sb;
+    *marked = 0;
     if (fstatat(dfd, leaf, &sb, AT_SYMLINK_NOFOLLOW) != 0)
         return 0;
-    if (e->type == STOW_FT_FILE)
-        return S_ISREG(sb.st_mode) && (uint64_t)sb.st_size == e->size &&
-               sb.st_mtim.tv_sec == e->mtime && sb.st_mtim.tv_nsec == e->mtime_ns;
+    if (e->type == STOW_FT_FILE) {
+        int same = S_ISREG(sb.st_mode) && (uint64_t)sb.st_size == e->size &&
+                   sb.st_mtim.tv_sec == e->mtime && sb.st_mtim.tv_nsec == e->mtime_ns;
+        *marked = same && stow_trim_is_marked(&sb);
+        return same;
+    }
     if (e->type == STOW_FT_LINK) {
         char target[PATH_MAX];
         if (!S_ISLNK(sb.st_mode))
@@ -358,8 +364,10 @@ static int entry_present(const stow_file_entry *e, int dfd, const char *leaf)
 /* need[li] = 0 for every layer whose files and links all exist locally as the index describes
  * (1 otherwise), looked at without following a symlink in any directory component: one pass in
  * index order, one fstatat per file of a layer not yet known missing, directories opened
- * relative to the previous one, no path copied, nothing allocated per file. */
-static void layers_needed(unsigned char *need, const stow_manifest *m, stow_stage *st)
+ * relative to the previous one, no path copied, nothing allocated per file. The same fstatat
+ * tells which present files still carry use tracking's marker: their bit is set in known. */
+static void layers_needed(unsigned char *need, unsigned char *known, const stow_manifest *m,
+                          stow_stage *st)
 {
     stow_safedir_walk w = STOW_SAFEDIR_WALK_INIT;
     stow_error ignored;
@@ -375,10 +383,26 @@ static void layers_needed(unsigned char *need, const stow_manifest *m, stow_stag
         const char *leaf = slash ? slash + 1 : e->path;
         size_t dirlen = slash ? (size_t)(slash - e->path) : 0;
         int dfd = stow_safedir_walk_get(&w, rootfd, e->path, dirlen, &ignored);
-        if (dfd < 0 || !entry_present(e, dfd, leaf))
+        int marked = 0;
+        if (dfd < 0 || !entry_present(&marked, e, dfd, leaf))
             need[e->layer] = 1;
+        else if (marked)
+            stow_trim_known_set(known, i);
     }
     stow_safedir_walk_close(&w);
+}
+
+/* Once every layer is in place: the files of the extracted layers were written with the
+ * marker atime (extraction sets it, and a layer extracts every file the index assigns it or
+ * fails), so they need no marking either. */
+static void known_extracted(unsigned char *known, const stow_manifest *m, const unsigned char *need)
+{
+    for (size_t i = 0; i < m->nfiles; i++) {
+        const stow_file_entry *e = &m->files[i];
+        if (e->type == STOW_FT_FILE && e->layer >= 0 && (size_t)e->layer < m->nlayers &&
+            need[e->layer])
+            stow_trim_known_set(known, i);
+    }
 }
 
 /* Layers extracted side by side: the parallel option, but no more than the cores (extraction
@@ -518,12 +542,13 @@ int stow_cache_restore(stow_cache_result *res, const stow_cache_params *p, stow_
     ctx.stage = stage;
     ctx.b = p->backend;
     ctx.need = calloc(m->nlayers ? m->nlayers : 1, 1);
-    if (ctx.need == NULL) {
+    ctx.known = calloc(stow_trim_known_bytes(m->nfiles), 1);
+    if (ctx.need == NULL || ctx.known == NULL) {
         rc = stow_error_set(err, STOW_ERR, "out of memory");
         goto done;
     }
     uint64_t to_download = 0;
-    layers_needed(ctx.need, m, stage);
+    layers_needed(ctx.need, ctx.known, m, stage);
     for (size_t i = 0; i < m->nlayers; i++) {
         if (ctx.need[i]) {
             to_download += m->layers[i].size;
@@ -557,7 +582,8 @@ int stow_cache_restore(stow_cache_result *res, const stow_cache_params *p, stow_
     for (size_t i = 0; i < m->nfiles; i++)
         if (m->files[i].type != STOW_FT_DIR && roots[m->files[i].root] != NULL)
             res->files++;
-    stow_trim_mark_restored(m, roots, p);
+    known_extracted(ctx.known, m, ctx.need);
+    stow_trim_mark_restored_known(m, roots, p, ctx.known);
     save_state(p, res, m);
 done:
     if (stage != NULL && rc != STOW_OK)
@@ -565,6 +591,7 @@ done:
     stow_stage_free(stage);
     res->seconds = stow_now() - t0;
     stow_progress_free(prog);
+    free(ctx.known);
     free(ctx.need);
     free(roots);
     stow_manifest_free(m);

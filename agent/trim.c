@@ -42,8 +42,7 @@ int stow_trim_is_marked(const struct stat *st)
 static int mark_at(int dirfd, const char *path, const struct stat *st)
 {
     struct timespec t[2];
-    t[0].tv_sec = (time_t)((int64_t)st->st_mtim.tv_sec - STOW_TRIM_MARK_OFFSET);
-    t[0].tv_nsec = st->st_mtim.tv_nsec;
+    t[0] = stow_trim_marker_atime((int64_t)st->st_mtim.tv_sec, st->st_mtim.tv_nsec);
     t[1].tv_sec = 0;
     t[1].tv_nsec = UTIME_OMIT;
     return utimensat(dirfd, path, t, AT_SYMLINK_NOFOLLOW);
@@ -162,8 +161,14 @@ static json_t *read_state(const stow_cache_params *p)
 
 void stow_trim_mark_restored(const stow_manifest *m, char *const *roots, const stow_cache_params *p)
 {
+    stow_trim_mark_restored_known(m, roots, p, NULL);
+}
+
+void stow_trim_mark_restored_known(const stow_manifest *m, char *const *roots,
+                                   const stow_cache_params *p, const unsigned char *known)
+{
     json_t *o = NULL, *jroots = NULL;
-    uint64_t marked = 0, failed = 0;
+    uint64_t marked = 0, failed = 0, already = 0;
     int64_t t0 = stow_now_ms();
 
     clear_state(p); /* marks from an earlier restore do not describe this one */
@@ -200,6 +205,10 @@ void stow_trim_mark_restored(const stow_manifest *m, char *const *roots, const s
         const stow_file_entry *e = &m->files[i];
         if (e->type != STOW_FT_FILE || rootfd[e->root] < 0)
             continue;
+        if (known != NULL && stow_trim_known_has(known, i)) {
+            already++; /* carries the marker: no syscall, no directory opened */
+            continue;
+        }
         /* The marker comes from the index's mtime, without a stat: a local file that is not
          * the entry's (another mtime) does not look marked afterwards and counts as read. */
         struct stat st;
@@ -225,7 +234,8 @@ void stow_trim_mark_restored(const stow_manifest *m, char *const *roots, const s
     json_object_set_new(o, "roots", jroots);
     jroots = NULL;
     write_state(p, o);
-    stow_debug("use tracking: marked %llu files in %lld ms%s", (unsigned long long)marked,
+    stow_debug("use tracking: marked %llu files (%llu already were) in %lld ms%s",
+               (unsigned long long)marked, (unsigned long long)already,
                (long long)(stow_now_ms() - t0), failed ? " (some could not be marked)" : "");
     if (failed)
         stow_warn("use tracking: %llu files could not be marked; they count as read",

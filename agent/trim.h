@@ -17,6 +17,7 @@
 
 #include <stdint.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "cache.h"
 #include "error.h"
@@ -28,15 +29,43 @@
 /* stowage stats shows dead weight over this many saves when trim_unused_after is 0. */
 #define STOW_TRIM_STATS_DEFAULT 3
 
+/* The marker atime of a file whose mtime is mtime_sec.mtime_nsec. Extraction writes it
+ * directly (agent/unpack.c), so that marking after a restore need not touch those files. */
+static inline struct timespec stow_trim_marker_atime(int64_t mtime_sec, long mtime_nsec)
+{
+    struct timespec t;
+    t.tv_sec = (time_t)(mtime_sec - STOW_TRIM_MARK_OFFSET);
+    t.tv_nsec = mtime_nsec;
+    return t;
+}
+
+/* A bitmap with one bit per index entry: files known to carry the marker already. */
+static inline size_t stow_trim_known_bytes(size_t nfiles) { return nfiles / 8 + 1; }
+static inline void stow_trim_known_set(unsigned char *known, size_t i)
+{
+    known[i / 8] |= (unsigned char)(1u << (i % 8));
+}
+static inline int stow_trim_known_has(const unsigned char *known, size_t i)
+{
+    return (known[i / 8] >> (i % 8)) & 1;
+}
+
 /* ---- restore side ---------------------------------------------------------------------- */
 
 /* Marks every regular file of m that exists under roots (per manifest root, NULL = not
  * restored) as the index describes it, runs the canary in each root and records the result
  * (and m's key and scope) in the state directory for the next save. Never fails the caller:
- * problems are logged and leave tracking unavailable. Restore calls it once the files are in
- * place; save calls it again after a commit, for the next save on the same runner. */
+ * problems are logged and leave tracking unavailable. Save calls it after a commit, for the
+ * next save on the same runner. */
 void stow_trim_mark_restored(const stow_manifest *m, char *const *roots,
                              const stow_cache_params *p);
+/* The same, but file i of m is left alone when bit i of known is set: the caller saw it on
+ * disk with its index mtime and the marker atime (a warm restore's fstatat), or wrote it with
+ * the marker itself (extraction). Restore calls it once the files are in place: a warm
+ * restore then costs no syscall per file here, and only files a build read since the last
+ * marking (their atime moved) are marked again. known NULL marks every file. */
+void stow_trim_mark_restored_known(const stow_manifest *m, char *const *roots,
+                                   const stow_cache_params *p, const unsigned char *known);
 
 /* ---- save side --------------------------------------------------------------------------- */
 

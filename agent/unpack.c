@@ -18,6 +18,7 @@
 #include "paths.h"
 #include "pipe.h"
 #include "safedir.h"
+#include "trim.h"
 
 #define IO_CHUNK (1u << 20)
 #define PIPE_CAPACITY (8u << 20) /* download -> extraction */
@@ -257,6 +258,9 @@ static int extract_entry(extractor *x, struct archive *a, struct archive_entry *
         utimensat(dfd, wname, times, AT_SYMLINK_NOFOLLOW);
         return STOW_OK;
     }
+    /* A regular file gets use tracking's marker atime here already (trim.h): restore does not
+     * set it again for the files of an extracted layer. */
+    times[0] = stow_trim_marker_atime(e->mtime, e->mtime_ns);
     unsigned mode = stow_unpack_mode(e->mode, x->opts);
     int fd = openat(dfd, wname, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                     direct ? (mode_t)(mode & 0777) : 0600);
