@@ -106,6 +106,8 @@ static int emit(pack_writer *w, const void *buf, size_t len)
         return 0;
     stow_sha256_update(w->sha, buf, len);
     w->stored += len;
+    if (w->adapt != NULL)
+        stow_adapt_add_out(w->adapt, len);
     double t0 = mono_s();
     int rc = w->b->ops->put_write(w->put, buf, len, w->err);
     w->sink_s += mono_s() - t0;
@@ -136,8 +138,9 @@ static void adapt_level(pack_writer *w, double start, double end)
         if (ZSTD_isError(ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_compressionLevel, level)))
             w->adapt->level = before; /* keep what zstd actually uses */
         else
-            stow_debug("zstd level %d -> %d at job %u (%.1f MB in)", before, level, fp.currentJobID,
-                       (double)w->raw / 1e6);
+            stow_debug("zstd level %d -> %d at job %u (%.1f MB in; out %.1f MB/s, link %.1f MB/s)",
+                       before, level, fp.currentJobID, (double)w->raw / 1e6,
+                       w->adapt->out_bps / 1e6, w->adapt->link_bps / 1e6);
     }
 }
 
@@ -369,14 +372,9 @@ int stow_layer_pack(stow_manifest *m, size_t li, char *const *roots, stow_backen
     }
     stow_put *p = w.put;
     w.put = NULL;
-    double t_commit = mono_s();
+    /* Waiting here for the upload to drain says nothing about the level (the compressor has
+     * nothing left to do, whatever the link): the next layer starts a new window. */
     rc = b->ops->put_commit(p, err);
-    if (!w.adapt->pinned && w.workers > 0) {
-        /* Waiting here for the upload to drain is time the compressor had to spare: it
-         * counts as sink time in the window the next layer's first decision judges. */
-        double waited = mono_s() - t_commit;
-        stow_adapt_add_time(w.adapt, 0, waited, waited);
-    }
     if (rc != STOW_OK)
         stow_error_wrap(err, "upload of %s", object);
 done:
