@@ -94,8 +94,12 @@ int stow_adapt_step(stow_adapt *a, unsigned job, int workers)
     learn(a, sink);
     /* Without a known link rate (a fast store never blocks), the shares alone decide. */
     int starving = a->link_bps <= 0 || a->out_bps < STOW_ADAPT_STARVE * a->link_bps;
+    /* The compressor's output is more than the link takes (twice: what a sink share of
+     * RAISE means once the buffers are full), though the sink has not blocked yet: a layer
+     * whose output fits in the sink's buffers, or the first jobs of each layer. */
+    int spare = a->link_bps > 0 && a->out_bps >= a->link_bps / (1 - STOW_ADAPT_RAISE);
     int next = a->level;
-    if (sink >= STOW_ADAPT_RAISE && a->level < a->max)
+    if ((sink >= STOW_ADAPT_RAISE || spare) && a->level < a->max)
         next = a->level + 1;
     else if (!a->warm && starving && comp >= STOW_ADAPT_LOWER_COMP &&
              sink <= STOW_ADAPT_LOWER_SINK && a->level > a->min)
@@ -114,14 +118,27 @@ int stow_adapt_step(stow_adapt *a, unsigned job, int workers)
     return a->level;
 }
 
+void stow_adapt_end_frame(stow_adapt *a, double drain_s, uint64_t stored, double span_s)
+{
+    if (a->pinned)
+        return;
+    stow_adapt_add_time(a, 0, drain_s, drain_s);
+    /* The link carried the whole layer between its first byte out and the end of the drain:
+     * its rate is at least that. Small layers fit in the sink's buffers and never block it
+     * before the end; this is how their link is known. */
+    if (drain_s >= STOW_ADAPT_MIN_WINDOW && stored >= STOW_ADAPT_MIN_SAMPLE && span_s > 0) {
+        double floor = (double)stored / span_s;
+        if (floor > a->link_bps)
+            a->link_bps = floor;
+    }
+}
+
 void stow_adapt_new_frame(stow_adapt *a)
 {
     a->job = 0;
     a->settle_until = 0;
     a->warm = 1;
     a->excess = 0; /* put_commit drained the sink's buffers */
-    a->comp_s = a->sink_s = a->wall_s = 0;
-    a->out = 0;
 }
 
 double stow_adapt_mean(const stow_adapt *a)

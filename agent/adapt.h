@@ -85,9 +85,16 @@ void stow_adapt_add_out(stow_adapt *a, uint64_t stored);
  * starts a new window. Returns the level to use from now on (the same one when unchanged). */
 int stow_adapt_step(stow_adapt *a, unsigned job, int workers);
 
-/* A new frame (a new layer): zstd job ids restart at 0. Keeps the level and the rates; starts
- * a new window, whose first jobs (until job `workers`) may raise the level but not lower it:
- * the workers are filling and the upload buffer is empty, whatever the link. */
+/* The end of a frame: put_commit waited drain_s seconds for the upload to drain, and the
+ * layer's stored bytes went out over span_s seconds (its first byte out to the end of the
+ * drain). The wait counts as sink time in the window the next frame's first decision judges
+ * (a layer smaller than the sink's buffers only ever waits here), and stored / span_s is a
+ * lower bound of the link's rate. */
+void stow_adapt_end_frame(stow_adapt *a, double drain_s, uint64_t stored, double span_s);
+
+/* A new frame (a new layer): zstd job ids restart at 0. Keeps the level, the rates and the
+ * window; its first jobs (until job `workers`) may raise the level but not lower it: the
+ * workers are filling and the upload buffer is empty, whatever the link. */
 void stow_adapt_new_frame(stow_adapt *a);
 
 /* Mean level weighted by raw bytes (the current level when nothing was accounted). */

@@ -88,6 +88,7 @@ typedef struct {
     int workers;       /* zstd workers, 0 when single-threaded (the level then stays put) */
     double sink_s;     /* seconds in put_write during the current compress_feed */
     double last_feed;  /* when the previous compress_feed ended (0: none yet) */
+    double first_out;  /* when the first compressed byte went to the sink (0: none yet) */
     stow_error *err;
     int failed; /* compression or upload failed, err says why */
 } pack_writer;
@@ -109,6 +110,8 @@ static int emit(pack_writer *w, const void *buf, size_t len)
     if (w->adapt != NULL)
         stow_adapt_add_out(w->adapt, len);
     double t0 = mono_s();
+    if (w->first_out == 0)
+        w->first_out = t0;
     int rc = w->b->ops->put_write(w->put, buf, len, w->err);
     w->sink_s += mono_s() - t0;
     if (rc != STOW_OK) {
@@ -372,9 +375,13 @@ int stow_layer_pack(stow_manifest *m, size_t li, char *const *roots, stow_backen
     }
     stow_put *p = w.put;
     w.put = NULL;
-    /* Waiting here for the upload to drain says nothing about the level (the compressor has
-     * nothing left to do, whatever the link): the next layer starts a new window. */
+    double t_commit = mono_s();
     rc = b->ops->put_commit(p, err);
+    if (rc == STOW_OK && w.workers > 0) {
+        double t_end = mono_s();
+        stow_adapt_end_frame(w.adapt, t_end - t_commit, w.stored,
+                             w.first_out > 0 ? t_end - w.first_out : 0);
+    }
     if (rc != STOW_OK)
         stow_error_wrap(err, "upload of %s", object);
 done:

@@ -103,9 +103,9 @@ static void test_decides_once_per_job_and_settles(void)
     CHECK_INT(stow_adapt_step(&a, 9, 2), 3);
     stow_adapt_add_time(&a, 0.0, 0.01, 0.01);
     CHECK_INT(stow_adapt_step(&a, 10, 2), 4);
-    /* a new frame (next layer) restarts the job ids, keeps the level and starts a new
-     * window; its first jobs (up to one per worker) fill the workers and an empty upload
-     * buffer: compressor-bound, but they do not lower the level */
+    /* a new frame (next layer) restarts the job ids, keeps the level and the window; its
+     * first jobs (up to one per worker) fill the workers and an empty upload buffer:
+     * compressor-bound, but they do not lower the level */
     stow_adapt_new_frame(&a);
     CHECK_INT(a.level, 4);
     stow_adapt_add_time(&a, 0.02, 0.0, 0.03);
@@ -115,10 +115,18 @@ static void test_decides_once_per_job_and_settles(void)
     /* after them (no link rate known here) the shares decide again */
     stow_adapt_add_time(&a, 0.02, 0.0, 0.03);
     CHECK_INT(stow_adapt_step(&a, 3, 2), 3);
-    /* they may raise it: the sink blocked although the buffers were empty */
+    /* they may raise it: the previous layer's wait for its upload to drain counts in the
+     * first decision */
+    stow_adapt_end_frame(&a, 0.05, 0, 0);
     stow_adapt_new_frame(&a);
-    stow_adapt_add_time(&a, 0.0, 0.05, 0.05);
+    stow_adapt_add_time(&a, 0.02, 0.0, 0.03);
     CHECK_INT(stow_adapt_step(&a, 1, 2), 4);
+    CHECK(a.link_bps == 0); /* nothing went out: no rate */
+    /* a layer of 8 MB that went out over 4 s: the link carries at least 2 MB/s */
+    stow_adapt_end_frame(&a, 1.0, 8000000, 4.0);
+    CHECK(a.link_bps == 2e6);
+    stow_adapt_end_frame(&a, 1.0, 4000000, 4.0); /* a lower bound never lowers it */
+    CHECK(a.link_bps == 2e6);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -138,7 +146,7 @@ typedef struct {
 
 #define SIM_JOB (4.0 * 1024 * 1024)
 
-static void sim_job(sim *s, stow_adapt *a, unsigned job)
+static void sim_job(sim *s, stow_adapt *a, unsigned job, double *span, double *stored)
 {
     int level = a->level;
     double speed = 240e6 / level;                 /* raw bytes/s: 240 MB/s at 1, 40 MB/s at 6 */
@@ -158,6 +166,8 @@ static void sim_job(sim *s, stow_adapt *a, unsigned job)
     stow_adapt_add_out(a, (uint64_t)out);
     stow_adapt_add_time(a, comp, sink, comp + sink + 0.002);
     stow_adapt_step(a, job, 2);
+    *span += comp + sink + 0.002;
+    *stored += out;
     if (a->level < s->lo)
         s->lo = a->level;
     if (a->level > s->hi)
@@ -170,8 +180,11 @@ static int sim_layer(sim *s, stow_adapt *a, unsigned njobs)
     stow_adapt_new_frame(a);
     s->backlog = 0; /* put_commit of the previous layer drained it */
     s->lo = s->hi = a->level;
+    double span = 0, stored = 0;
     for (unsigned job = 1; job <= njobs; job++)
-        sim_job(s, a, job);
+        sim_job(s, a, job, &span, &stored);
+    double drain = s->backlog / s->link; /* put_commit */
+    stow_adapt_end_frame(a, drain, (uint64_t)stored, span + drain);
     return a->level;
 }
 
@@ -218,17 +231,18 @@ static void test_layers_fast_sink(void)
     stow_adapt_new_frame(&a);
     s.backlog = 0;
     unsigned job = 1;
+    double span = 0, stored = 0;
     for (; job < 10; job++)
-        sim_job(&s, &a, job);
+        sim_job(&s, &a, job, &span, &stored);
     s.stall = 0.1;
-    sim_job(&s, &a, job++);
+    sim_job(&s, &a, job++, &span, &stored);
     CHECK_INT(a.level, 2);
     while (job < 40 && a.level > 1)
-        sim_job(&s, &a, job++);
+        sim_job(&s, &a, job++, &span, &stored);
     CHECK_INT(a.level, 1);
     CHECK(job < 25);
     for (; job < 60; job++)
-        sim_job(&s, &a, job);
+        sim_job(&s, &a, job, &span, &stored);
     CHECK_INT(a.level, 1);
     CHECK(stow_adapt_mean(&a) < 1.05);
 }
