@@ -125,8 +125,11 @@ void stow_adapt_end_frame(stow_adapt *a, double drain_s, uint64_t stored, double
     stow_adapt_add_time(a, 0, drain_s, drain_s);
     /* The link carried the whole layer between its first byte out and the end of the drain:
      * its rate is at least that. Small layers fit in the sink's buffers and never block it
-     * before the end; this is how their link is known. */
-    if (drain_s >= STOW_ADAPT_MIN_WINDOW && stored >= STOW_ADAPT_MIN_SAMPLE && span_s > 0) {
+     * before the end; this is how their link is known. Only when the drain took a good part
+     * of the span: otherwise the span is mostly compressing or reading the files, and the
+     * rate would be theirs. */
+    if (drain_s >= STOW_ADAPT_MIN_WINDOW && drain_s >= STOW_ADAPT_DRAIN_SHARE * span_s &&
+        stored >= STOW_ADAPT_MIN_SAMPLE && span_s > 0) {
         double floor = (double)stored / span_s;
         if (floor > a->link_bps)
             a->link_bps = floor;

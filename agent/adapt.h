@@ -38,6 +38,9 @@
 #define STOW_ADAPT_MIN_WINDOW 0.005
 /* A window that put less than this (compressed bytes) out does not measure the link. */
 #define STOW_ADAPT_MIN_SAMPLE (256u * 1024u)
+/* A layer's drain at put_commit measures the link only when it took this share of the time
+ * the layer's bytes were going out (stow_adapt_end_frame). */
+#define STOW_ADAPT_DRAIN_SHARE 0.25
 /* More than any sink buffers ahead of the link (httpc's 4 MiB ring, socket buffers): when
  * this much more than the link's rate went out without the sink blocking, the rate was wrong
  * (a one-off stall on a fast store) and is forgotten. */

@@ -127,6 +127,10 @@ static void test_decides_once_per_job_and_settles(void)
     CHECK(a.link_bps == 2e6);
     stow_adapt_end_frame(&a, 1.0, 4000000, 4.0); /* a lower bound never lowers it */
     CHECK(a.link_bps == 2e6);
+    /* a drain that was a small part of the span (compressing or reading was slower) does
+     * not measure the link */
+    stow_adapt_end_frame(&a, 0.1, 80000000, 4.0);
+    CHECK(a.link_bps == 2e6);
 }
 
 /* ------------------------------------------------------------------------------------------
