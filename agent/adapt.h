@@ -28,7 +28,9 @@
  * of it in the compressor (waiting for busy workers) and at most LOWER_SINK in the sink. In
  * between (or when reading the files is the bottleneck) it holds. Once the link's rate is
  * known, the level falls only while the compressor's output (smoothed over about TAU seconds)
- * stays under STARVE times that rate: above it the link is busy anyway. */
+ * stays under STARVE times that rate: above it the link is busy anyway. It also rises while
+ * that output is at least 1 / (1 - RAISE) times the rate (what a sink share of RAISE means
+ * once the buffers are full) before the sink's buffers fill: small layers never fill them. */
 #define STOW_ADAPT_RAISE 0.50
 #define STOW_ADAPT_LOWER_COMP 0.30
 #define STOW_ADAPT_LOWER_SINK 0.10
