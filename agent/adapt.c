@@ -97,7 +97,8 @@ int stow_adapt_step(stow_adapt *a, unsigned job, int workers)
     /* The compressor's output is more than the link takes (twice: what a sink share of
      * RAISE means once the buffers are full), though the sink has not blocked yet: a layer
      * whose output fits in the sink's buffers, or the first jobs of each layer. */
-    int spare = a->link_bps > 0 && a->out_bps >= a->link_bps / (1 - STOW_ADAPT_RAISE);
+    int spare = a->link_bps > 0 && a->held >= 2 &&
+                a->out_bps >= a->link_bps / (1 - STOW_ADAPT_RAISE);
     int next = a->level;
     if ((sink >= STOW_ADAPT_RAISE || spare) && a->level < a->max)
         next = a->level + 1;
@@ -107,8 +108,10 @@ int stow_adapt_step(stow_adapt *a, unsigned job, int workers)
     a->job = job;
     a->comp_s = a->sink_s = a->wall_s = 0;
     a->out = 0;
+    a->held++;
     if (next != a->level) {
         a->level = next;
+        a->held = 0;
         a->changes++;
         note_level(a);
         /* The jobs already handed to the workers still run at the old level: judge the new
@@ -122,7 +125,6 @@ void stow_adapt_end_frame(stow_adapt *a, double drain_s, uint64_t stored, double
 {
     if (a->pinned)
         return;
-    stow_adapt_add_time(a, 0, drain_s, drain_s);
     /* The link carried the whole layer between its first byte out and the end of the drain:
      * its rate is at least that. Small layers fit in the sink's buffers and never block it
      * before the end; this is how their link is known. Only when the drain took a good part

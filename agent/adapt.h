@@ -30,7 +30,8 @@
  * known, the level falls only while the compressor's output (smoothed over about TAU seconds)
  * stays under STARVE times that rate: above it the link is busy anyway. It also rises while
  * that output is at least 1 / (1 - RAISE) times the rate (what a sink share of RAISE means
- * once the buffers are full) before the sink's buffers fill: small layers never fill them. */
+ * once the buffers are full) before the sink's buffers fill (small layers never fill them),
+ * judged on two windows at the same level (zstd's output lags its input by a job or two). */
 #define STOW_ADAPT_RAISE 0.50
 #define STOW_ADAPT_LOWER_COMP 0.30
 #define STOW_ADAPT_LOWER_SINK 0.10
@@ -64,6 +65,7 @@ typedef struct stow_adapt {
     double out_bps;    /* the compressor's output rate, smoothed */
     double excess;     /* bytes out beyond link_bps since the sink last blocked */
     unsigned sink_run; /* consecutive windows the sink was the bottleneck */
+    unsigned held;     /* windows judged since the last change */
     /* Statistics over the whole save. */
     int lo_used, hi_used;
     double level_bytes; /* sum of level x raw bytes compressed at that level */
@@ -92,9 +94,9 @@ int stow_adapt_step(stow_adapt *a, unsigned job, int workers);
 
 /* The end of a frame: put_commit waited drain_s seconds for the upload to drain, and the
  * layer's stored bytes went out over span_s seconds (its first byte out to the end of the
- * drain). The wait counts as sink time in the window the next frame's first decision judges
- * (a layer smaller than the sink's buffers only ever waits here), and stored / span_s is a
- * lower bound of the link's rate. */
+ * drain): stored / span_s is a lower bound of the link's rate (a layer smaller than the
+ * sink's buffers only ever waits here). The wait itself is no reason to change the level:
+ * at the end of a layer the compressor has nothing left to do, whatever the link. */
 void stow_adapt_end_frame(stow_adapt *a, double drain_s, uint64_t stored, double span_s);
 
 /* A new frame (a new layer): zstd job ids restart at 0. Keeps the level, the rates and the

@@ -115,12 +115,15 @@ static void test_decides_once_per_job_and_settles(void)
     /* after them (no link rate known here) the shares decide again */
     stow_adapt_add_time(&a, 0.02, 0.0, 0.03);
     CHECK_INT(stow_adapt_step(&a, 3, 2), 3);
-    /* they may raise it: the previous layer's wait for its upload to drain counts in the
-     * first decision */
+    /* the previous layer's wait for its upload to drain changes nothing (the first version
+     * counted it as sink time and raised the level at each layer's first job) */
     stow_adapt_end_frame(&a, 0.05, 0, 0);
     stow_adapt_new_frame(&a);
     stow_adapt_add_time(&a, 0.02, 0.0, 0.03);
-    CHECK_INT(stow_adapt_step(&a, 1, 2), 4);
+    CHECK_INT(stow_adapt_step(&a, 1, 2), 3);
+    /* a sink that blocks in a layer's first jobs raises it */
+    stow_adapt_add_time(&a, 0.0, 0.05, 0.05);
+    CHECK_INT(stow_adapt_step(&a, 2, 2), 4);
     CHECK(a.link_bps == 0); /* nothing went out: no rate */
     /* a layer of 8 MB that went out over 4 s: the link carries at least 2 MB/s */
     stow_adapt_end_frame(&a, 1.0, 8000000, 4.0);
@@ -194,9 +197,9 @@ static int sim_layer(sim *s, stow_adapt *a, unsigned njobs)
 
 /* 20 MB/s behind a 4 MiB buffer: levels up to 4 keep the link busy (4: 21.6 MB/s out), 5 and
  * above starve it. Layer 1 climbs from the minimum; the later layers start where it settled
- * (one up: the drain at put_commit was sink time) and never go below it: their first jobs
- * find the buffer empty and the compressor busy, which the first version took for a
- * compressor-bound save and stepped down on every layer (to 2 after settling at 3). */
+ * and never go below it: their first jobs find the buffer empty and the compressor busy,
+ * which the first version took for a compressor-bound save and stepped down on every layer
+ * (to 2 after settling at 3). */
 static void test_layers_slow_link(void)
 {
     stow_adapt a;
