@@ -88,6 +88,7 @@ typedef struct {
     int workers;       /* zstd workers, 0 when single-threaded (the level then stays put) */
     double sink_s;     /* seconds in put_write during the current compress_feed */
     double last_feed;  /* when the previous compress_feed ended (0: none yet) */
+    double first_out;  /* when the first compressed byte went to the sink (0: none yet) */
     stow_error *err;
     int failed; /* compression or upload failed, err says why */
 } pack_writer;
@@ -106,7 +107,11 @@ static int emit(pack_writer *w, const void *buf, size_t len)
         return 0;
     stow_sha256_update(w->sha, buf, len);
     w->stored += len;
+    if (w->adapt != NULL)
+        stow_adapt_add_out(w->adapt, len);
     double t0 = mono_s();
+    if (w->first_out == 0)
+        w->first_out = t0;
     int rc = w->b->ops->put_write(w->put, buf, len, w->err);
     w->sink_s += mono_s() - t0;
     if (rc != STOW_OK) {
@@ -136,8 +141,9 @@ static void adapt_level(pack_writer *w, double start, double end)
         if (ZSTD_isError(ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_compressionLevel, level)))
             w->adapt->level = before; /* keep what zstd actually uses */
         else
-            stow_debug("zstd level %d -> %d at job %u (%.1f MB in)", before, level, fp.currentJobID,
-                       (double)w->raw / 1e6);
+            stow_debug("zstd level %d -> %d at job %u (%.1f MB in; out %.1f MB/s, link %.1f MB/s)",
+                       before, level, fp.currentJobID, (double)w->raw / 1e6,
+                       w->adapt->out_bps / 1e6, w->adapt->link_bps / 1e6);
     }
 }
 
@@ -371,11 +377,10 @@ int stow_layer_pack(stow_manifest *m, size_t li, char *const *roots, stow_backen
     w.put = NULL;
     double t_commit = mono_s();
     rc = b->ops->put_commit(p, err);
-    if (!w.adapt->pinned && w.workers > 0) {
-        /* Waiting here for the upload to drain is time the compressor had to spare: it
-         * counts as sink time in the window the next layer's first decision judges. */
-        double waited = mono_s() - t_commit;
-        stow_adapt_add_time(w.adapt, 0, waited, waited);
+    if (rc == STOW_OK && w.workers > 0) {
+        double t_end = mono_s();
+        stow_adapt_end_frame(w.adapt, t_end - t_commit, w.stored,
+                             w.first_out > 0 ? t_end - w.first_out : 0);
     }
     if (rc != STOW_OK)
         stow_error_wrap(err, "upload of %s", object);
