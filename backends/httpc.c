@@ -158,6 +158,7 @@ int stow_httpc_new(stow_httpc **out, const stow_httpc_config *cfg, stow_error *e
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
         pthread_mutex_init(&h->share_locks[i], NULL);
     pthread_mutex_init(&h->pool_lock, NULL);
+    pthread_mutex_init(&h->ahead_lock, NULL);
     h->cfg = *cfg;
     char ua[64];
     snprintf(ua, sizeof(ua), "stowage/%s", STOW_VERSION);
@@ -208,6 +209,7 @@ void stow_httpc_free(stow_httpc *h)
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
         pthread_mutex_destroy(&h->share_locks[i]);
     pthread_mutex_destroy(&h->pool_lock);
+    pthread_mutex_destroy(&h->ahead_lock);
     free(h);
 }
 

@@ -166,10 +166,16 @@ int stow_httpc_perform(stow_httpc *h, const stow_httpc_request *req, stow_httpc_
 
 /* A GET (req->method is ignored) of [req->offset, req->offset+req->length) into req->sink,
  * strictly in order. When the range is larger than one part and cfg.parallel > 1, the first
- * part is streamed while up to cfg.parallel workers fetch the next parts into bounded
- * buffers (memory about parallel x part_size); any failure aborts all. */
+ * part is streamed while up to cfg.parallel workers fetch the next parts into buffers
+ * fetched ahead: at most 4 MiB per GET, and STOW_HTTPC_AHEAD_BUDGET for all the GETs running
+ * at once on h (a restore extracting a layer per core), one part per GET beyond it; any
+ * failure aborts all. */
 int stow_httpc_get(stow_httpc *h, const stow_httpc_request *req, stow_httpc_result *res,
                    stow_error *err);
+#define STOW_HTTPC_AHEAD_BUDGET (8u * 1024u * 1024u)
+
+/* The most read-ahead memory the GETs on h held at once: for tests. */
+uint64_t stow_httpc_ahead_peak(stow_httpc *h);
 
 /* Streamed upload: a thread runs the request (method from req, default "PUT") whose body is
  * fed by put_write through a bounded in-process pipe. size >= 0 sends Content-Length and

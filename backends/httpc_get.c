@@ -19,8 +19,10 @@
 /* Memory for the parts fetched ahead, per GET, whatever parallel and part_size say: a restore
  * runs a GET per layer it extracts at once, and each worker's part sits in memory until it is
  * delivered. With 4 workers and 8 MiB parts that was 32 MiB per layer, most of the extra peak
- * RSS of a restore from nginx over one from the file store. Parts shrink to fit (never below PGET_PART_MIN) before connections
- * are given up. */
+ * RSS of a restore from nginx over one from the file store. Parts shrink to fit (never below
+ * PGET_PART_MIN) before connections are given up. All the GETs running at once on one
+ * transport share STOW_HTTPC_AHEAD_BUDGET (httpc.h), so a restore on more cores (a GET per
+ * layer thread) does not multiply it. */
 #define PGET_AHEAD_MAX (4u << 20)
 #define PGET_PART_MIN (256u << 10)
 /* The drain hands bytes to the caller's sink in pieces of at least this much (or the rest of
@@ -51,6 +53,8 @@ typedef struct pget {
     pslot *slots;
     pthread_t *threads;
     size_t nthreads;
+    uint64_t ahead; /* bytes of h's read-ahead budget taken */
+    int sequential; /* no budget left: parts 1.. stream on part 0's thread, no read-ahead */
     int failed;
     stow_error err;
     int attempts;
@@ -146,6 +150,42 @@ static void *pget_worker(void *arg)
     return NULL;
 }
 
+/* Takes up to want parts of read-ahead from h's budget; 0 when it has no room for one part
+ * (the GET then streams the rest on one connection). */
+static size_t ahead_take(pget *pg, size_t want)
+{
+    stow_httpc *h = pg->h;
+    pthread_mutex_lock(&h->ahead_lock);
+    uint64_t left = h->ahead_held < STOW_HTTPC_AHEAD_BUDGET
+                        ? STOW_HTTPC_AHEAD_BUDGET - h->ahead_held
+                        : 0;
+    if (want > left / pg->part)
+        want = (size_t)(left / pg->part);
+    pg->ahead = (uint64_t)want * pg->part;
+    h->ahead_held += pg->ahead;
+    if (h->ahead_held > h->ahead_peak)
+        h->ahead_peak = h->ahead_held;
+    pthread_mutex_unlock(&h->ahead_lock);
+    return want;
+}
+
+static void ahead_give_back(pget *pg)
+{
+    stow_httpc *h = pg->h;
+    pthread_mutex_lock(&h->ahead_lock);
+    h->ahead_held -= pg->ahead;
+    pthread_mutex_unlock(&h->ahead_lock);
+    pg->ahead = 0;
+}
+
+uint64_t stow_httpc_ahead_peak(stow_httpc *h)
+{
+    pthread_mutex_lock(&h->ahead_lock);
+    uint64_t peak = h->ahead_peak;
+    pthread_mutex_unlock(&h->ahead_lock);
+    return peak;
+}
+
 /* Called by part 0's transfer once the object size is known: starts the workers. */
 static void pget_on_total(void *ud, uint64_t total, const char *etag)
 {
@@ -171,6 +211,11 @@ static void pget_on_total(void *ud, uint64_t total, const char *etag)
         want = pg->nparts - 1;
     if (want > PGET_AHEAD_MAX / pg->part)
         want = PGET_AHEAD_MAX / pg->part > 0 ? (size_t)(PGET_AHEAD_MAX / pg->part) : 1;
+    want = ahead_take(pg, want);
+    if (want == 0) {
+        pg->sequential = 1;
+        return;
+    }
     pg->slots = calloc(want, sizeof(*pg->slots));
     pg->threads = calloc(want, sizeof(*pg->threads));
     if (pg->slots == NULL || pg->threads == NULL) {
@@ -284,8 +329,20 @@ int stow_httpc_get(stow_httpc *h, const stow_httpc_request *req, stow_httpc_resu
     x.abort_flag = &pg.abort;
     rc = httpc_run_xfer(&x, res, err);
     uint64_t delivered = x.delivered;
-    if (rc == STOW_OK && pg.nparts > 1)
+    if (rc == STOW_OK && pg.sequential) {
+        /* the rest in one ranged transfer of the same object version, straight to the sink */
+        xfer rest;
+        httpc_xfer_init(&rest, h, req, "GET");
+        httpc_xfer_range(&rest, pg.start + pg.part, pg.end - pg.start - pg.part);
+        rest.no_headers = 1;
+        rest.expect_total = pg.total;
+        memcpy(rest.if_match, pg.if_match, sizeof(rest.if_match));
+        rc = httpc_run_xfer(&rest, NULL, err);
+        delivered += rest.delivered;
+        pg.attempts += rest.attempts;
+    } else if (rc == STOW_OK && pg.nparts > 1) {
         rc = pget_drain(&pg, &delivered, err);
+    }
 
     pthread_mutex_lock(&pg.lock);
     atomic_store(&pg.abort, 1);
@@ -301,6 +358,8 @@ int stow_httpc_get(stow_httpc *h, const stow_httpc_request *req, stow_httpc_resu
     }
     for (size_t i = 0; i < pg.nslots; i++)
         free(pg.slots[i].buf);
+    if (pg.ahead > 0)
+        ahead_give_back(&pg);
     free(pg.slots);
     free(pg.threads);
     pthread_mutex_destroy(&pg.lock);

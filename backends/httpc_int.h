@@ -34,6 +34,9 @@ struct stow_httpc {
     pthread_mutex_t pool_lock;
     CURL *pool[POOL_MAX];
     int npool;
+    /* read-ahead of the parallel GETs running at once (httpc_get.c) */
+    pthread_mutex_t ahead_lock;
+    uint64_t ahead_held, ahead_peak;
 };
 
 /* A ring buffer holding stream bytes [tail, head); the reader is at rpos (tail <= rpos <=

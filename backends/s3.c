@@ -11,8 +11,10 @@
  *
  * Uploads: put_write fills a part buffer. While everything fits in one part nothing is
  * sent; put_commit then sends one PutObject. When more data follows a full part, a
- * multipart upload is created and full parts go to a pool of opts->parallel threads while
- * the producer fills the next one; memory stays at parallel + 1 part buffers. Each part
+ * multipart upload is created and full parts go to a pool of upload threads while the
+ * producer fills the next one. Part buffers come from one budget per backend
+ * (STOW_S3_UPLOAD_BUDGET, shared by uploads running at once; s3_mem.c), which decides the
+ * part size and the threads per upload (stow_s3_upload_plan). Each part
  * is signed with the SHA-256 of its bytes (hashed on the worker, about 2 GB/s) rather than
  * UNSIGNED-PAYLOAD: the part is in memory anyway, and S3 then rejects a body damaged on
  * the way, which matters on plain-HTTP endpoints. Any failure, and put_abort, aborts the
@@ -378,6 +380,7 @@ static void s3_free(stow_backend *sb)
     if (b == NULL)
         return;
     stow_httpc_free(b->hc);
+    s3_mem_destroy(&b->mem);
     stow_s3_creds_clear(&b->creds);
     pthread_mutex_destroy(&b->creds_lock);
     free(b);
@@ -393,6 +396,7 @@ static int s3_open(stow_backend **out, const stow_backend_opts *opts, stow_error
         return stow_error_set(err, STOW_ERR, "out of memory");
     b->base.ops = &stow_backend_s3_ops;
     pthread_mutex_init(&b->creds_lock, NULL);
+    s3_mem_init(&b->mem, STOW_S3_UPLOAD_BUDGET);
     /* region: the setting, AWS_REGION, AWS_DEFAULT_REGION, then the profile's region */
     char profile_region[STOW_S3_REGION_MAX] = "";
     const char *region = opts->region;
@@ -412,7 +416,7 @@ static int s3_open(stow_backend **out, const stow_backend_opts *opts, stow_error
     b->parallel = opts->parallel > 0 ? opts->parallel : S3_PARALLEL_DEFAULT;
     if (b->parallel > 64)
         b->parallel = 64;
-    b->part_base = STOW_S3_PART_DEFAULT;
+    stow_s3_upload_plan(&b->part_base, &b->put_threads, b->mem.budget, b->parallel);
 
     stow_httpc_config cfg;
     stow_httpc_config_init(&cfg, opts);

@@ -33,6 +33,9 @@
 #define STOW_S3_PART_MIN (5u * 1024u * 1024u) /* S3's minimum for all parts but the last */
 #define STOW_S3_PART_MAX ((uint64_t)5 * 1024 * 1024 * 1024)
 #define STOW_S3_MAX_PARTS 10000u
+/* Part buffers of all uploads of one backend at once (a put holds the part it fills and the
+ * parts uploading): with the default parallel 4, three 5 MiB parts. */
+#define STOW_S3_UPLOAD_BUDGET (16u * 1024u * 1024u)
 #define STOW_S3_PART_GROWTH_EVERY 2000u /* parts per doubling when the size is unknown */
 
 typedef struct stow_s3_location {
@@ -67,5 +70,14 @@ int stow_s3_describe(stow_s3_location *loc, char *source, size_t source_cap, cha
  * STOW_S3_PART_GROWTH_EVERY parts and capped at STOW_S3_PART_MAX. With the 8 MiB default and
  * an unknown size, 10000 parts hold 484 GiB. */
 uint64_t stow_s3_part_size(uint64_t base, int64_t size_hint, unsigned part);
+
+/* How uploads spend a budget of part-buffer memory: *part_size, the base part size (whole MiB,
+ * STOW_S3_PART_MIN..STOW_S3_PART_DEFAULT), and *threads, the parts one upload sends at once
+ * (1..parallel), so that threads + 1 buffers (one being filled) fit in budget whenever
+ * 5 MiB parts allow it. Smaller parts before fewer connections. */
+void stow_s3_upload_plan(uint64_t *part_size, int *threads, uint64_t budget, int parallel);
+
+/* The most part-buffer memory an S3 backend held at once (0 for other backends): for tests. */
+uint64_t stow_s3_upload_mem_peak(const struct stow_backend *b);
 
 #endif

@@ -27,10 +27,26 @@
 #define S3_UPLOAD_ID_MAX STOW_S3_UPLOAD_ID_MAX
 #define S3_TOKEN_MAX STOW_S3_LIST_TOKEN_MAX
 #define S3_LIST_PAGES_MAX 1000000
-#define S3_REFRESH_RETRY_S 30      /* between credential refreshes */
-#define S3_SMALL_START (64 * 1024) /* first allocation of a part buffer of unknown size */
-#define S3_COMPLETE_TRIES 3        /* a CompleteMultipartUpload answered "200 <Error>" */
+#define S3_REFRESH_RETRY_S 30 /* between credential refreshes */
+#define S3_COMPLETE_TRIES 3   /* a CompleteMultipartUpload answered "200 <Error>" */
 #define S3_PARALLEL_DEFAULT 4
+#define S3_MEM_POOL_MAX 64 /* part buffers kept for reuse, within the budget */
+
+/* A part buffer: a mapping of cap bytes, len of them filled. */
+typedef struct s3_part_buf {
+    unsigned char *ptr;
+    size_t len, cap;
+} s3_part_buf;
+
+/* The part buffers of all uploads of one backend (s3_mem.c). held counts buffers given out
+ * and pooled; it stays within budget except for one oversized part held alone. */
+typedef struct s3_mem {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    uint64_t budget, held, peak;
+    s3_part_buf pool[S3_MEM_POOL_MAX];
+    int npool;
+} s3_mem;
 
 typedef struct s3_backend {
     stow_backend base;
@@ -38,7 +54,9 @@ typedef struct s3_backend {
     stow_s3_location loc;
     char url_red[STOW_S3_BUCKET_MAX + STOW_S3_PREFIX_MAX + 16]; /* "s3://bucket/prefix" */
     int parallel;
-    uint64_t part_base;
+    uint64_t part_base; /* from stow_s3_upload_plan */
+    int put_threads;    /* part uploads at once per put, from stow_s3_upload_plan */
+    s3_mem mem;
     pthread_mutex_t creds_lock;
     stow_s3_creds creds;
     char sts_endpoint[STOW_S3_STS_URL_MAX]; /* settings for the STS calls of the chain */
@@ -82,6 +100,12 @@ void s3_call_free(s3_call *c);
 /* Runs the call once (with the transport's retries). */
 int s3_call_perform(s3_call *c, stow_httpc_request *req, stow_httpc_result *res, int get,
                     stow_error *err);
+
+/* s3_mem.c: part buffers within the backend's budget; s3_mem_get returns 0 or -1 (no memory) */
+void s3_mem_init(s3_mem *m, uint64_t budget);
+void s3_mem_destroy(s3_mem *m);
+int s3_mem_get(s3_part_buf *out, s3_mem *m, size_t size);
+void s3_mem_put(s3_mem *m, s3_part_buf *b);
 
 /* s3_multipart.c: the put half of the ops table */
 int s3_put_begin(stow_put **out, stow_backend *sb, const char *name, int64_t size_hint,

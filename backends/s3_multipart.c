@@ -23,9 +23,13 @@
  * put: PutObject or multipart
  * ------------------------------------------------------------------------------------------ */
 
+/* The first part stays in a small growing buffer up to this much: objects smaller than that
+ * (manifests, refs) take no part buffer from the budget. */
+#define S3_SMALL_PART (1u << 20)
+
 typedef struct part_job {
     unsigned number;
-    stow_buf data; /* the part's bytes */
+    s3_part_buf data; /* the part's bytes, from the backend's budget */
 } part_job;
 
 typedef struct part_etag {
@@ -39,8 +43,10 @@ struct stow_put {
     int64_t size_hint;
     uint64_t total;
 
-    /* the part being filled */
-    stow_buf cur;       /* capped at part_size */
+    /* the part being filled: the first S3_SMALL_PART bytes of part 1 in small, then a part
+     * buffer from the budget in cur */
+    stow_buf small;
+    s3_part_buf cur;
     uint64_t part_size; /* of the part being filled */
     unsigned part_no;   /* its number, 1-based */
 
@@ -53,9 +59,7 @@ struct stow_put {
     int nthreads;
     part_job *queue; /* ring of qcap jobs */
     size_t qcap, q_head, q_len;
-    int inflight;    /* jobs queued or being uploaded */
-    stow_buf *spare; /* buffers given back by the workers */
-    int nspare;
+    int inflight;   /* jobs queued or being uploaded */
     stow_buf etags; /* part_etag records, index part number - 1; see etag_at */
     int stop;       /* workers exit once the queue is empty */
     _Atomic int cancel;
@@ -93,7 +97,7 @@ int s3_put_begin(stow_put **out, stow_backend *sb, const char *name, int64_t siz
     atomic_init(&p->cancel, 0);
     p->t0 = stow_now_ms();
     stow_buf_init(&p->etags, (size_t)STOW_S3_MAX_PARTS * sizeof(part_etag));
-    stow_buf_init(&p->cur, (size_t)p->part_size);
+    stow_buf_init(&p->small, S3_SMALL_PART);
     *out = p;
     return STOW_OK;
 }
@@ -182,10 +186,10 @@ static void *part_worker(void *arg)
             p->err = e;
             atomic_store(&p->cancel, 1);
         }
-        p->spare[p->nspare++] = j.data;
         p->inflight--;
         pthread_cond_broadcast(&p->cond);
         pthread_mutex_unlock(&p->lock);
+        s3_mem_put(&p->b->mem, &j.data); /* for the next part, of this upload or another */
     }
     return NULL;
 }
@@ -236,12 +240,11 @@ static int multipart_start(stow_put *p, stow_error *err)
         goto done;
     }
 
-    int nt = b->parallel;
+    int nt = b->put_threads;
     p->queue = calloc((size_t)nt, sizeof(*p->queue));
     p->qcap = (size_t)nt;
     p->threads = calloc((size_t)nt, sizeof(*p->threads));
-    p->spare = calloc((size_t)nt + 1, sizeof(*p->spare));
-    if (!p->queue || !p->threads || !p->spare) {
+    if (!p->queue || !p->threads) {
         rc = stow_error_set(err, STOW_ERR, "out of memory");
         goto done;
     }
@@ -292,23 +295,12 @@ static int dispatch_part(stow_put *p, stow_error *err)
     }
     size_t at = (p->q_head + p->q_len) % p->qcap;
     p->queue[at] = (part_job){p->part_no, p->cur};
+    memset(&p->cur, 0, sizeof(p->cur)); /* the next write takes a buffer from the budget */
     p->q_len++;
     p->inflight++;
     pthread_cond_broadcast(&p->cond);
     p->part_no++;
     p->part_size = stow_s3_part_size(p->b->part_base, p->size_hint, p->part_no);
-    stow_buf_init(&p->cur, (size_t)p->part_size);
-    /* a spare buffer of the right size, if a worker gave one back */
-    while (p->nspare > 0) {
-        stow_buf *sp = &p->spare[--p->nspare];
-        if (p->cur.ptr == NULL && sp->cap > p->part_size) {
-            p->cur = *sp;
-            p->cur.max = (size_t)p->part_size;
-            stow_buf_reset(&p->cur);
-        } else {
-            stow_buf_free(sp);
-        }
-    }
     pthread_mutex_unlock(&p->lock);
     return STOW_OK;
 }
@@ -325,31 +317,33 @@ int s3_put_write(stow_put *p, const void *buf, size_t len, stow_error *err)
                 *err = e;
             return e.code != STOW_OK ? e.code : STOW_ERR;
         }
-        if (p->cur.len == p->part_size) {
+        size_t filled = p->cur.ptr ? p->cur.len : p->small.len;
+        if (filled == p->part_size) {
             int rc = dispatch_part(p, err);
             if (rc != STOW_OK)
                 return rc;
             continue;
         }
-        size_t room = (size_t)(p->part_size - p->cur.len);
+        size_t room = (size_t)(p->part_size - filled);
         size_t n = len < room ? len : room;
-        if (p->cur.ptr == NULL) {
-            /* parts after the first are full-size from the start; the first grows (or takes
-             * the size hint), so that small objects (manifests, refs) take small buffers */
-            size_t first = (size_t)p->part_size;
-            if (p->part_no == 1)
-                first = p->size_hint >= 0 && (uint64_t)p->size_hint < p->part_size
-                            ? (size_t)p->size_hint
-                            : S3_SMALL_START;
-            if (first < n)
-                first = n;
-            if (first > p->part_size)
-                first = (size_t)p->part_size;
-            if (stow_buf_reserve(&p->cur, first, err) != STOW_OK)
-                return STOW_ERR;
+        if (p->cur.ptr == NULL && (p->part_no > 1 || p->small.len + n > S3_SMALL_PART)) {
+            /* a full-size part buffer from the budget (may wait for one to come back) */
+            if (s3_mem_get(&p->cur, &p->b->mem, (size_t)p->part_size) != 0)
+                return stow_error_set(err, STOW_ERR,
+                                      "PUT %s: out of memory for a %" PRIu64 " MiB part", p->name,
+                                      p->part_size >> 20);
+            if (p->small.len > 0)
+                memcpy(p->cur.ptr, p->small.ptr, p->small.len);
+            p->cur.len = p->small.len;
+            stow_buf_free(&p->small);
+            stow_buf_init(&p->small, S3_SMALL_PART);
         }
-        if (stow_buf_add(&p->cur, src, n, err) != STOW_OK)
+        if (p->cur.ptr != NULL) {
+            memcpy(p->cur.ptr + p->cur.len, src, n);
+            p->cur.len += n;
+        } else if (stow_buf_add(&p->small, src, n, err) != STOW_OK) {
             return STOW_ERR;
+        }
         p->total += n;
         src += n;
         len -= n;
@@ -408,12 +402,10 @@ static void put_free(stow_put *p)
 {
     if (p == NULL)
         return;
-    stow_buf_free(&p->cur);
-    for (int i = 0; i < p->nspare; i++)
-        stow_buf_free(&p->spare[i]);
+    stow_buf_free(&p->small);
+    s3_mem_put(&p->b->mem, &p->cur);
     for (size_t i = 0; i < p->q_len; i++)
-        stow_buf_free(&p->queue[(p->q_head + i) % p->qcap].data);
-    free(p->spare);
+        s3_mem_put(&p->b->mem, &p->queue[(p->q_head + i) % p->qcap].data);
     free(p->queue);
     free(p->threads);
     stow_buf_free(&p->etags);
@@ -516,12 +508,14 @@ static int put_single(stow_put *p, stow_error *err)
     if (rc == STOW_OK) {
         c->headers[0] = content_type(p->name);
         c->headers[1] = (p->flags & STOW_PUT_IF_ABSENT) ? if_absent : NULL;
-        stow_sigv4_payload_hash(c->payload_hash, stow_buf_str(&p->cur), p->cur.len);
+        const void *body = p->cur.ptr ? (const void *)p->cur.ptr : stow_buf_str(&p->small);
+        size_t body_len = p->cur.ptr ? p->cur.len : p->small.len;
+        stow_sigv4_payload_hash(c->payload_hash, body, body_len);
         stow_httpc_request req = {0};
         req.method = "PUT";
         req.body_type = STOW_HTTPC_BODY_BUFFER;
-        req.body = stow_buf_str(&p->cur);
-        req.body_len = p->cur.len;
+        req.body = body;
+        req.body_len = body_len;
         rc = s3_call_perform(c, &req, NULL, 0, err);
     }
     s3_call_free(c);

@@ -1,9 +1,11 @@
 /* Tests for backends/s3.c: addressing and part sizing (pure), then the backend against a
  * real s3rver started through tests/integration/with_s3.sh (s3_fixture.h): round trips,
  * misses, ranges and parallel GETs, empty objects, multipart boundaries, put_abort,
- * ListObjectsV2 pagination past 1000 keys, early stop, and a missing bucket. The
+ * ListObjectsV2 pagination past 1000 keys, early stop, a missing bucket, and the memory budget
+ * of uploads running at once. The
  * authentication side (signatures verified) is in test_s3_moto.c. */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -132,6 +134,45 @@ static void test_part_size(void)
     /* capped at 5 GiB */
     CHECK_INT(stow_s3_part_size(base, (int64_t)1 << 50, 1), STOW_S3_PART_MAX);
     CHECK_INT(stow_s3_part_size((uint64_t)4 * 1024 * MIB, -1, 9000), STOW_S3_PART_MAX);
+}
+
+/* The part buffers of a put: one being filled plus the parts uploading fit the budget, parts
+ * never below S3's minimum nor above the default, and connections go before parts shrink below
+ * the minimum. The old fixed plan (parallel + 1 parts of 8 MiB = 40 MiB a put) fails this. */
+static void test_upload_plan(void)
+{
+    uint64_t part;
+    int threads;
+    stow_s3_upload_plan(&part, &threads, STOW_S3_UPLOAD_BUDGET, 4); /* the defaults */
+    CHECK_INT(part, 5 * MIB);
+    CHECK_INT(threads, 2);
+    CHECK(part * (uint64_t)(threads + 1) <= STOW_S3_UPLOAD_BUDGET);
+    CHECK(STOW_S3_UPLOAD_BUDGET <= 16 * MIB);
+    stow_s3_upload_plan(&part, &threads, STOW_S3_UPLOAD_BUDGET, 1);
+    CHECK_INT(part, 8 * MIB);
+    CHECK_INT(threads, 1);
+    stow_s3_upload_plan(&part, &threads, STOW_S3_UPLOAD_BUDGET, 64);
+    CHECK_INT(part, STOW_S3_PART_MIN);
+    CHECK_INT(threads, 2);
+    stow_s3_upload_plan(&part, &threads, 1, 4); /* below one part: one part, one connection */
+    CHECK_INT(part, STOW_S3_PART_MIN);
+    CHECK_INT(threads, 1);
+    stow_s3_upload_plan(&part, &threads, (uint64_t)1024 * MIB, 4); /* plenty: the old plan */
+    CHECK_INT(part, STOW_S3_PART_DEFAULT);
+    CHECK_INT(threads, 4);
+    for (int par = 1; par <= 64; par++)
+        for (uint64_t budget = 5 * MIB; budget <= 200 * MIB; budget += 3 * MIB) {
+            stow_s3_upload_plan(&part, &threads, budget, par);
+            CHECK(part >= STOW_S3_PART_MIN && part <= STOW_S3_PART_DEFAULT && part % MIB == 0);
+            CHECK(threads >= 1 && threads <= par);
+            CHECK(budget < 2 * STOW_S3_PART_MIN || part * (uint64_t)(threads + 1) <= budget);
+        }
+    /* 5 MiB parts still carry the largest layers: 10000 parts of a size-less upload hold
+     * 2000 x (5+10+20+40+80) MiB = 302 GiB */
+    uint64_t total = 0;
+    for (unsigned p = 1; p <= STOW_S3_MAX_PARTS; p++)
+        total += stow_s3_part_size(STOW_S3_PART_MIN, -1, p);
+    CHECK_INT(total, (uint64_t)310000 * MIB);
 }
 
 /* ---------------------------------------------------------------- against s3rver */
@@ -369,17 +410,78 @@ static void test_missing_bucket(void)
     stow_backend_free(b);
 }
 
+typedef struct {
+    stow_backend *b;
+    char name[64];
+    uint64_t seed;
+    size_t len;
+    int rc;
+    stow_error err;
+} put_thread_arg;
+
+static void *put_thread(void *ud)
+{
+    put_thread_arg *a = ud;
+    a->rc = put_stream(a->b, a->name, a->seed, a->len, 100000, -1, &a->err);
+    return NULL;
+}
+
+/* Three multipart uploads at once on one backend (a save packing layers side by side) hold
+ * no more part buffers, together, than the budget; small objects take none. */
+static void test_upload_budget(void)
+{
+    stow_error err;
+    stow_backend *b = open_store("budget", &err);
+    CHECK(b != NULL);
+    if (b == NULL)
+        return;
+    char *small = calloc(1, 700000);
+    CHECK(small != NULL);
+    if (small)
+        CHECK_INT(stow_backend_put_buffer(b, "manifests/m.json", small, 700000, 0, &err), STOW_OK);
+    free(small);
+    CHECK_INT(stow_s3_upload_mem_peak(b), 0);
+
+    enum { N = 3 };
+    put_thread_arg args[N];
+    pthread_t tid[N];
+    int started[N] = {0};
+    for (int i = 0; i < N; i++) {
+        args[i] = (put_thread_arg){.b = b, .seed = 100 + (uint64_t)i, .len = 23 * MIB + 12345u};
+        snprintf(args[i].name, sizeof(args[i].name), "layers/l%d.tar.zst", i);
+        started[i] = pthread_create(&tid[i], NULL, put_thread, &args[i]) == 0;
+        CHECK(started[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        if (!started[i])
+            continue;
+        pthread_join(tid[i], NULL);
+        CHECK_INT(args[i].rc, STOW_OK);
+        if (args[i].rc != STOW_OK)
+            fprintf(stderr, "put %s: %s\n", args[i].name, args[i].err.msg);
+        CHECK_INT(get_check(b, args[i].name, args[i].seed, 0, 0, args[i].len, &err), STOW_OK);
+    }
+    uint64_t peak = stow_s3_upload_mem_peak(b);
+    fprintf(stderr, "upload budget: peak %" PRIu64 " bytes of part buffers for %d uploads\n", peak,
+            N);
+    CHECK(peak >= STOW_S3_PART_MIN);
+    CHECK(peak <= STOW_S3_UPLOAD_BUDGET);
+    stow_backend_free(b);
+}
+
 int main(int argc, char **argv)
 {
     if (getenv("STOW_TEST_DEBUG"))
         stow_log_set_level(STOW_LOG_DEBUG);
     test_location();
     test_part_size();
+    test_upload_plan();
     if (stow_test_failures)
         TEST_DONE();
     s3fx_require_server(argc, argv, "s3rver");
     test_objects();
     test_list();
     test_missing_bucket();
+    test_upload_budget();
     TEST_DONE();
 }
