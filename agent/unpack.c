@@ -21,7 +21,7 @@
 #include "trim.h"
 
 #define IO_CHUNK (1u << 20)
-#define PIPE_CAPACITY (8u << 20) /* download -> extraction */
+#define PIPE_CAPACITY (2u << 20) /* download -> extraction, per restore thread */
 
 unsigned stow_unpack_mode(unsigned stored, const stow_unpack_opts *opts)
 {
