@@ -1,6 +1,10 @@
 # shellcheck shell=bash
 # Category "kill-*": kill -9 at seeded random moments during restore and save, on one store.
-# Sourced by run.sh. FAULT_KILLS kills per store and direction (8).
+# Sourced by run.sh. FAULT_KILLS kills per store and direction (5), kill I of N at a random
+# moment in the I-th of N equal slices of the clean operation's time (strat_ms): every slice,
+# from the start to the commit, gets a kill in every run (N uniform draws leave about one
+# slice in three without one). Saves alternate delta and full; which slices get which
+# alternates with the seed's parity.
 # shellcheck disable=SC2088,SC2015
 
 # Runs stowage ARGS in the background and kills it with SIGKILL after R_MS ms (when still
@@ -16,8 +20,16 @@ kill_after() { # MS ARGS...
     wait "$pid" 2>/dev/null || true
 }
 
+# strat_ms I N MAX: R_MS = a seeded random moment in the I-th (1-based) of N equal slices of
+# [0, MAX).
+strat_ms() {
+    local w=$((($3 + $2 - 1) / $2))
+    rand_ms "$w"
+    R_MS=$((($1 - 1) * w + R_MS))
+}
+
 kill_sweep() { # STORE
-    local st=$1 n=${FAULT_KILLS:-8} cat="kill-$1" i t0 dsave drest key
+    local st=$1 n=${FAULT_KILLS:-5} cat="kill-$1" i t0 dsave drest key kind
     use_store "$st" "kill-$st"
     # Fixtures: entry ka = tree A, entry kb = tree B (a delta on ka, several layers).
     runner "ks-$st"
@@ -42,7 +54,7 @@ kill_sweep() { # STORE
     echo "kill sweep on $st: clean save ${dsave} ms, clean restore ${drest} ms"
 
     for i in $(seq 1 "$n"); do
-        rand_ms $((drest * 9 / 10 + 5))
+        strat_ms "$i" "$n" $((drest * 9 / 10 + 5))
         att_begin "$cat" "restore killed at ${R_MS} ms (#$i)"
         runner "kr-$st"
         rm -rf "$HOME/c" "$STOWAGE_STATE_DIR"
@@ -66,12 +78,13 @@ kill_sweep() { # STORE
     att_end
 
     for i in $(seq 1 "$n"); do
-        rand_ms $((dsave * 9 / 10 + 5))
+        strat_ms "$i" "$n" $((dsave * 9 / 10 + 5))
         key="kb-$i"
-        att_begin "$cat" "save of $key killed at ${R_MS} ms (#$i, $([ $((i % 2)) = 0 ] && echo full || echo delta))"
+        if [ $(((i + ${FAULT_SEED:-0}) % 2)) = 1 ]; then kind="delta"; else kind="full"; fi
+        att_begin "$cat" "save of $key killed at ${R_MS} ms (#$i, $kind)"
         runner "ks-$st"
         rm -rf "$HOME/c" "$STOWAGE_STATE_DIR"
-        if [ $((i % 2)) = 1 ]; then
+        if [ "$kind" = delta ]; then
             stow restore --key ka --path '~/c' --strict # leaves the state: the save is a delta on ka
             expect_rc 0
         fi

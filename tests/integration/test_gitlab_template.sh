@@ -291,13 +291,25 @@ gcl pm mounts-none
 [ "$RC" -eq 0 ] && [ "$(mounts_seq)" = "restore BUILD save" ] && ok "no mounts variables: no mounts calls" || fail "rc $RC, calls: $(mounts_seq)"
 
 case_begin "STOWAGE_SOURCE_DIR: the template builds stowage from source, once"
+# What this case checks is the template's part: STOWAGE_SOURCE_DIR runs that checkout's
+# stowage-ci.sh, which builds with cmake into STOWAGE_BUILD_CACHE once and reuses the build.
+# The checkout is the real stowage-ci.sh around a one-file stand-in for the sources (a main.c
+# that runs this build's binary), so the case does not compile stowage a second time: the
+# real sources through the same build_from_source are test_github_action's "no stowage-bin"
+# case (22 CPU-s here).
+SRC="$T/checkout"
+mkdir -p "$SRC/agent" "$SRC/common" "$SRC/backends" "$SRC/ci-templates/shell"
+cp "$STOW_TEST_SRC/ci-templates/shell/stowage-ci.sh" "$SRC/ci-templates/shell/"
+printf 'cmake_minimum_required(VERSION 3.13)\nproject(stowage C)\nadd_executable(stowage agent/main.c)\n' >"$SRC/CMakeLists.txt"
+printf '#include <unistd.h>\nint main(int argc, char **argv) { (void)argc; execv("%s", argv); return 127; }\n' \
+    "$STOWAGE_BIN" >"$SRC/agent/main.c"
 project p3 <<EOF
 include:
   - local: stowage.gitlab-ci.yml
 variables:
   STOWAGE_URL: file://$STORE
   STOWAGE_PATHS: ~/.docker-cache
-  STOWAGE_SOURCE_DIR: $STOW_TEST_SRC
+  STOWAGE_SOURCE_DIR: $SRC
   STOWAGE_BUILD_CACHE: $T/build-cache
   STOWAGE_KEY: gl-{hash:requirements.txt}
   HOME: $T/runner-src
@@ -309,7 +321,8 @@ built:
 EOF
 mkdir -p "$T/runner-src"
 gcl p3 --variable STOWAGE_BIN=
-[ "$RC" -eq 0 ] && log_has "built $T/build-cache/" && ok "built and restored" || fail "$(show)"
+[ "$RC" -eq 0 ] && log_has "building stowage from $SRC" && log_has "built $T/build-cache/" && ok "built and restored" ||
+    fail "$(show)"
 gcl p3 --variable STOWAGE_BIN=
 [ "$RC" -eq 0 ] && ! log_has "building stowage" && ok "second pipeline reused the build" || fail "$(show)"
 

@@ -3,6 +3,9 @@
 # HTTP-specific cases: basic auth, bearer token, a download resumed after a cut connection,
 # an unreachable store, and prune's refusal on a store that cannot list.
 . "$(dirname "$0")/lib.sh"
+# suite.sh is checked on its own (test_shellcheck.sh); following it from each of the four
+# store scripts cost shellcheck 2.4 CPU-s a script.
+# shellcheck source=/dev/null
 . "$(dirname "$0")/suite.sh"
 . "$(dirname "$0")/lib_nginx.sh"
 
@@ -13,6 +16,7 @@ proxy_start "$T/srv" || { echo "FAIL: cannot start the fault proxy" >&2; exit 1;
 trap 'set +e; _lib_nginx_exit; _run_cleanups' EXIT
 
 export STOWAGE_URL="$NGINX_URL/anon/store"
+# shellcheck disable=SC2034 # read by suite.sh
 STORE_CAN_LIST=0
 store_put() { curl -sSf -T "$2" "$STOWAGE_URL/$1"; }
 store_get() { curl -sSf -o "$2" "$STOWAGE_URL/$1"; }
