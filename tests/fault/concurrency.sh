@@ -51,7 +51,7 @@ concurrency_cases() {
     make_tree_a "$HOME/c" 10
     for r in $(seq 1 "$rounds"); do
         for grace in 0 default aged; do
-            att_begin concurrency "round $r: 4 saves, 2 restores, 2 prune loops --max-size 2M, grace $grace"
+            att_begin concurrency "round $r: 4 saves, 2 restores, 2 prune loops --max-size 3M, grace $grace"
             # A fresh store per attempt: damage from one attempt must not fail the next.
             use_store file "conc-$r-$grace"
             rm -rf "$T/conc-cand" && mkdir -p "$T/conc-cand"
@@ -60,7 +60,10 @@ concurrency_cases() {
             stow save --key shared --path '~/c' --layer-size 500k --strict
             expect_rc 0
             conc_candidate cbase shared
-            # Two filler entries, so that the prunes have to evict something.
+            # Two filler entries, so that the prunes have to evict something (about 4.5 MB in
+            # all against a 3 MB budget; "shared" after a delta, about 2.4 MB, fits alone: with a
+            # budget below it, a prune after its last save evicted every entry, and the check
+            # below had nothing to check).
             for j in 1 2; do
                 runner "cf$j"
                 rm -rf "$HOME/c" "$STOWAGE_STATE_DIR"
@@ -102,11 +105,11 @@ concurrency_cases() {
             [ "$grace" = 0 ] && gr=(--grace 0) # grace "aged" and "default": the default (1h)
             CONC_PIDS=() PRUNE_PIDS=()
             rm -f "$T/conc-stop"
-            conc_prune_loop cp1 --max-size 2M "${gr[@]}"
+            conc_prune_loop cp1 --max-size 3M "${gr[@]}"
             conc_job cd1 save --key shared --path '~/c' --layer-size 500k --compression-level 19 --strict
             conc_job cn1 save --key "new-$r-$grace-1" --path '~/c' --layer-size 500k --strict
             conc_job cr1 restore --key fill-1 --path '~/c'
-            conc_prune_loop cp2 --max-size 2M "${gr[@]}"
+            conc_prune_loop cp2 --max-size 3M "${gr[@]}"
             conc_job cd2 save --key shared --path '~/c' --layer-size 500k --compression-level 19 --strict
             conc_job cn2 save --key "new-$r-$grace-2" --path '~/c' --layer-size 500k --strict
             conc_job cr2 restore --key shared --path '~/c'
