@@ -583,7 +583,7 @@ int stow_cache_restore(stow_cache_result *res, const stow_cache_params *p, stow_
         if (m->files[i].type != STOW_FT_DIR && roots[m->files[i].root] != NULL)
             res->files++;
     known_extracted(ctx.known, m, ctx.need);
-    stow_trim_mark_restored_known(m, roots, p, ctx.known);
+    stow_trim_mark_restored(m, roots, p, ctx.known);
     save_state(p, res, m);
 done:
     if (stage != NULL && rc != STOW_OK)

@@ -720,7 +720,7 @@ int stow_cache_save(stow_cache_result *res, const stow_cache_params *p, stow_err
     if (p->trim_local)
         stow_trim_remove_local(dropped, p);
     /* The next save on this runner judges the builds after this one. */
-    stow_trim_mark_restored(m, p->abs_paths, p);
+    stow_trim_mark_restored(m, p->abs_paths, p, NULL);
 done:
     stow_trim_dropped_free(dropped);
     lease_end(&lease, lease_written, p);

@@ -145,8 +145,6 @@ const char *stow_stage_root(const stow_stage *s, uint32_t root)
     return root < s->nroots && s->roots[root] != NULL ? s->roots[root] : "";
 }
 
-size_t stow_stage_nroots(const stow_stage *s) { return s->nroots; }
-
 typedef struct {
     stow_stage *s;
     uint32_t root;

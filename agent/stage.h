@@ -30,7 +30,6 @@ void stow_stage_free(stow_stage *s);
 int stow_stage_rootfd(const stow_stage *s, uint32_t root);
 /* The root's path, for messages ("" for a root not restored). */
 const char *stow_stage_root(const stow_stage *s, uint32_t root);
-size_t stow_stage_nroots(const stow_stage *s);
 
 /* Opens dir below root through c (creating missing directories, which discard removes
  * again). The fd belongs to c. */

@@ -159,13 +159,8 @@ static json_t *read_state(const stow_cache_params *p)
     return o;
 }
 
-void stow_trim_mark_restored(const stow_manifest *m, char *const *roots, const stow_cache_params *p)
-{
-    stow_trim_mark_restored_known(m, roots, p, NULL);
-}
-
-void stow_trim_mark_restored_known(const stow_manifest *m, char *const *roots,
-                                   const stow_cache_params *p, const unsigned char *known)
+void stow_trim_mark_restored(const stow_manifest *m, char *const *roots, const stow_cache_params *p,
+                             const unsigned char *known)
 {
     json_t *o = NULL, *jroots = NULL;
     uint64_t marked = 0, failed = 0, already = 0;

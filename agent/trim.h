@@ -55,17 +55,14 @@ static inline int stow_trim_known_has(const unsigned char *known, size_t i)
 /* Marks every regular file of m that exists under roots (per manifest root, NULL = not
  * restored) as the index describes it, runs the canary in each root and records the result
  * (and m's key and scope) in the state directory for the next save. Never fails the caller:
- * problems are logged and leave tracking unavailable. Save calls it after a commit, for the
- * next save on the same runner. */
-void stow_trim_mark_restored(const stow_manifest *m, char *const *roots,
-                             const stow_cache_params *p);
-/* The same, but file i of m is left alone when bit i of known is set: the caller saw it on
- * disk with its index mtime and the marker atime (a warm restore's fstatat), or wrote it with
- * the marker itself (extraction). Restore calls it once the files are in place: a warm
- * restore then costs no syscall per file here, and only files a build read since the last
- * marking (their atime moved) are marked again. known NULL marks every file. */
-void stow_trim_mark_restored_known(const stow_manifest *m, char *const *roots,
-                                   const stow_cache_params *p, const unsigned char *known);
+ * problems are logged and leave tracking unavailable. File i is left alone when bit i of
+ * known is set (known NULL: none is): the caller saw it on disk with its index mtime and the
+ * marker atime (a warm restore's fstatat), or wrote it with the marker itself (extraction),
+ * so a warm restore costs no syscall per file here and only files a build read since the
+ * last marking are marked again. Restore calls it once the files are in place; save after a
+ * commit, for the next save on the same runner. */
+void stow_trim_mark_restored(const stow_manifest *m, char *const *roots, const stow_cache_params *p,
+                             const unsigned char *known);
 
 /* ---- save side --------------------------------------------------------------------------- */
 

@@ -2,7 +2,6 @@
 #include "s3_container.h"
 
 #include <arpa/inet.h>
-#include <jansson.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
@@ -218,28 +217,6 @@ static int on_prepare(void *ud, const stow_httpc_attempt *att, struct curl_slist
     return STOW_OK;
 }
 
-static int parse_answer(stow_s3_creds *out, const stow_buf *b, const char *shown, stow_error *err)
-{
-    int rc = STOW_EAUTH;
-    json_error_t jerr;
-    json_t *root = json_loadb(b->len ? stow_buf_str(b) : "", b->len, 0, &jerr);
-    if (root == NULL || !json_is_object(root)) {
-        rc = stow_error_set(err, STOW_EAUTH,
-                            "container credentials %s: the answer is not a JSON "
-                            "object",
-                            shown);
-        goto done;
-    }
-    char what[600];
-    snprintf(what, sizeof(what), "container credentials %s", shown);
-    if ((rc = stow_s3_creds_from_json(out, root, what, err)) != STOW_OK)
-        goto done;
-    rc = STOW_OK;
-done:
-    json_decref(root);
-    return rc;
-}
-
 int stow_s3_creds_from_container(stow_s3_creds *out, const char *relative_base, stow_error *err)
 {
     const char *rel = env_nonempty("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
@@ -323,7 +300,9 @@ int stow_s3_creds_from_container(stow_s3_creds *out, const char *relative_base, 
         rc = stow_error_set(err, STOW_EAUTH, "container credentials %s: %s", shown, e.msg);
         goto done;
     }
-    if ((rc = parse_answer(out, &b.buf, shown, err)) != STOW_OK)
+    char what[600];
+    snprintf(what, sizeof(what), "container credentials %s", shown);
+    if ((rc = stow_s3_creds_from_json(out, &b.buf, what, err)) != STOW_OK)
         goto done;
     snprintf(out->source, sizeof(out->source), "container credentials %.400s", shown);
     rc = STOW_OK;

@@ -247,52 +247,33 @@ static const char *json_str(json_t *obj, const char *key)
     return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
-int stow_s3_creds_from_json(stow_s3_creds *out, struct json_t *root, const char *what,
-                            stow_error *err)
-{
-    const char *ak = json_str(root, "AccessKeyId");
-    const char *sk = json_str(root, "SecretAccessKey");
-    const char *tok = json_str(root, "Token");
-    const char *exp = json_str(root, "Expiration");
-    if (ak == NULL || sk == NULL || ak[0] == '\0' || sk[0] == '\0')
-        return stow_error_set(err, STOW_EAUTH, "%s: AccessKeyId or SecretAccessKey missing", what);
-    if (copy_field(out->access_key, sizeof(out->access_key), ak) ||
-        copy_field(out->secret_key, sizeof(out->secret_key), sk) ||
-        (tok && copy_field(out->session_token, sizeof(out->session_token), tok)))
-        return stow_error_set(err, STOW_EAUTH, "%s: credentials too long", what);
-    if (exp != NULL && stow_s3_creds_parse_time(&out->expiry, exp, err) != STOW_OK)
-        return stow_error_wrap(err, "%s: Expiration", what);
-    return STOW_OK;
-}
-
-static int parse_imds_creds(stow_s3_creds *out, const stow_buf *body, const char *role,
+int stow_s3_creds_from_json(stow_s3_creds *out, const stow_buf *body, const char *what,
                             stow_error *err)
 {
     int rc = STOW_EAUTH;
     json_error_t jerr;
-    json_t *root = json_loadb(stow_buf_str(body), body->len, 0, &jerr);
-    if (root == NULL) {
-        rc = stow_error_set(err, STOW_EAUTH,
-                            "instance metadata: credentials of role %s: bad JSON at line %d: %s",
-                            role, jerr.line, jerr.text);
-        goto done;
-    }
-    if (!json_is_object(root)) {
-        rc = stow_error_set(err, STOW_EAUTH,
-                            "instance metadata: credentials of role %s: not a JSON object", role);
+    json_t *root = json_loadb(body->len ? stow_buf_str(body) : "", body->len, 0, &jerr);
+    if (root == NULL || !json_is_object(root)) {
+        rc = stow_error_set(err, STOW_EAUTH, "%s: the answer is not a JSON object", what);
         goto done;
     }
     const char *code = json_str(root, "Code");
-    if (code != NULL && strcmp(code, "Success") != 0) {
-        rc = stow_error_set(err, STOW_EAUTH, "instance metadata: role %s: Code is \"%.64s\"", role,
-                            code);
-        goto done;
-    }
-    char what[160];
-    snprintf(what, sizeof(what), "instance metadata: role %s", role);
-    if ((rc = stow_s3_creds_from_json(out, root, what, err)) != STOW_OK)
-        goto done;
-    rc = STOW_OK;
+    const char *ak = json_str(root, "AccessKeyId");
+    const char *sk = json_str(root, "SecretAccessKey");
+    const char *tok = json_str(root, "Token");
+    const char *exp = json_str(root, "Expiration");
+    if (code != NULL && strcmp(code, "Success") != 0)
+        rc = stow_error_set(err, STOW_EAUTH, "%s: Code is \"%.64s\"", what, code);
+    else if (ak == NULL || sk == NULL || ak[0] == '\0' || sk[0] == '\0')
+        rc = stow_error_set(err, STOW_EAUTH, "%s: AccessKeyId or SecretAccessKey missing", what);
+    else if (copy_field(out->access_key, sizeof(out->access_key), ak) ||
+             copy_field(out->secret_key, sizeof(out->secret_key), sk) ||
+             (tok && copy_field(out->session_token, sizeof(out->session_token), tok)))
+        rc = stow_error_set(err, STOW_EAUTH, "%s: credentials too long", what);
+    else if (exp != NULL && stow_s3_creds_parse_time(&out->expiry, exp, err) != STOW_OK)
+        rc = stow_error_wrap(err, "%s: Expiration", what);
+    else
+        rc = STOW_OK;
 done:
     json_decref(root);
     return rc;
@@ -377,7 +358,9 @@ int stow_s3_creds_from_imds(stow_s3_creds *out, const char *endpoint, stow_error
                             status);
         goto done;
     }
-    if ((rc = parse_imds_creds(out, &body.buf, role, err)) != STOW_OK)
+    char what[ROLE_MAX + 64];
+    snprintf(what, sizeof(what), "instance metadata: credentials of role %s", role);
+    if ((rc = stow_s3_creds_from_json(out, &body.buf, what, err)) != STOW_OK)
         goto done;
     snprintf(out->source, sizeof(out->source), "instance metadata %.300s, role %.128s", shown,
              role);

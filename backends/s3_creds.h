@@ -23,9 +23,8 @@
 
 #include <time.h>
 
+#include "buf.h"
 #include "error.h"
-
-struct json_t;
 
 #define STOW_S3_ACCESS_KEY_MAX 128
 #define STOW_S3_SECRET_MAX 256
@@ -78,9 +77,10 @@ void stow_s3_creds_clear(stow_s3_creds *c);
  * AWS_CREDENTIAL_EXPIRATION give it. STOW_OK or STOW_EUSAGE. */
 int stow_s3_creds_parse_time(time_t *out, const char *s, stow_error *err);
 
-/* Fills out from an {AccessKeyId, SecretAccessKey, Token, Expiration} JSON object (the shape
- * IMDS and the container credentials service answer with); what names the source in errors. */
-int stow_s3_creds_from_json(stow_s3_creds *out, struct json_t *root, const char *what,
+/* Fills out from an answer of IMDS or the container credentials service: a JSON object
+ * {AccessKeyId, SecretAccessKey, Token, Expiration}, refused when it carries a Code other than
+ * "Success"; what names the source in errors. */
+int stow_s3_creds_from_json(stow_s3_creds *out, const stow_buf *body, const char *what,
                             stow_error *err);
 
 #endif

@@ -305,7 +305,7 @@ static void test_apply(void)
     stow_trim_dropped_free(d);
     stow_manifest_free(m);
 
-    stow_trim_mark_restored(parent, abs, &p);
+    stow_trim_mark_restored(parent, abs, &p, NULL);
     char why[256];
     if (stow_trim_canary(root, why, sizeof(why)) != 1) {
         fprintf(stderr, "skipping the apply checks: %s\n", why);
